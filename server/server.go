@@ -1,0 +1,119 @@
+// Package server is cartreg's HTTP front door: the echo instance, the middleware every request
+// passes through, the health endpoints, and the one place where errors become responses.
+// The FHIR API, the registry and the work lists register their routes on it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/labstack/gommon/bytes"
+)
+
+// Config holds the HTTP settings.
+type Config struct {
+	Addr              string        // listen address, e.g. ":8080"
+	MaxBodySize       string        // largest request body, e.g. "64M"
+	ReadHeaderTimeout time.Duration // to receive the request headers
+	ReadTimeout       time.Duration // to receive a whole request, body included
+	WriteTimeout      time.Duration // from the end of the headers to the end of the response
+	IdleTimeout       time.Duration // a kept-alive connection waiting for its next request
+	ShutdownTimeout   time.Duration // for in-flight requests to finish after a stop signal
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("listen address %q: %w", c.Addr, err)
+	}
+	if n, err := bytes.Parse(c.MaxBodySize); err != nil || n <= 0 {
+		return fmt.Errorf("max body size %q: want a size such as 64M", c.MaxBodySize)
+	}
+	for name, d := range map[string]time.Duration{
+		"read header timeout": c.ReadHeaderTimeout, "read timeout": c.ReadTimeout,
+		"write timeout": c.WriteTimeout, "idle timeout": c.IdleTimeout, "shutdown timeout": c.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("%s must be positive, got %s", name, d)
+		}
+	}
+	return nil
+}
+
+// Server is the HTTP server. Add routes through Echo before calling Run.
+type Server struct {
+	Echo   *echo.Echo
+	config Config
+	logger *slog.Logger
+	db     *pgxpool.Pool
+}
+
+// New builds the server with its middleware, error handling and health endpoints.
+func New(cfg Config, logger *slog.Logger, db *pgxpool.Pool) *Server {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	s := &Server{Echo: e, config: cfg, logger: logger, db: db}
+	e.HTTPErrorHandler = s.handleError
+	// Real FHIR clients send /fhir/ and /fhir/Patient/: treat them as /fhir and /fhir/Patient.
+	e.Pre(middleware.RemoveTrailingSlash())
+	e.Use(
+		middleware.RequestID(),
+		s.logRequests(),
+		middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: s.logPanic}),
+		middleware.BodyLimit(cfg.MaxBodySize),
+	)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	return s
+}
+
+// Run serves until ctx is cancelled, then stops accepting connections and waits up to the
+// shutdown timeout for in-flight requests to finish. It logs the address it listens on.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.config.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.config.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Echo,
+		ReadHeaderTimeout: s.config.ReadHeaderTimeout,
+		ReadTimeout:       s.config.ReadTimeout,
+		WriteTimeout:      s.config.WriteTimeout,
+		IdleTimeout:       s.config.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.logger.Info("listening", "addr", ln.Addr().String())
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	s.logger.Info("shutting down: draining in-flight requests", "timeout", s.config.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.config.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+		return fmt.Errorf("draining requests: %w", err)
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
