@@ -54,8 +54,12 @@ var (
 	templateName string
 )
 
-// Main runs the package's tests, then stops the throwaway cluster if one was started.
-func Main(m *testing.M) {
+// Main runs the package's tests, then stops the throwaway cluster if one was started, and
+// exits.
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that has more to clean up: it returns the exit code.
+func Run(m *testing.M) int {
 	inMain = true
 	code := m.Run()
 	if admin != nil {
@@ -67,7 +71,7 @@ func Main(m *testing.M) {
 		}
 		os.RemoveAll(clusterDir)
 	}
-	os.Exit(code)
+	return code
 }
 
 // NewDatabase returns a pool on a new, fully migrated database of the test's own.

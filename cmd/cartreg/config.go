@@ -1,0 +1,143 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/cartreg/cartreg/server"
+)
+
+// envPrefix: every flag can also be set as CARTREG_<FLAG_NAME>, e.g. -database-url as
+// CARTREG_DATABASE_URL.
+const envPrefix = "CARTREG"
+
+// Config is everything cartreg can be told, from flags, CARTREG_* environment variables or a
+// config file (-config, "name value" lines), in that order of precedence.
+type Config struct {
+	DatabaseURL     string
+	DatabaseURLFile string
+	DBMaxConns      int
+	DataDir         string
+	PGBinDir        string
+	PGUser          string
+	Migrate         bool
+	LogLevel        string
+	LogFormat       string
+	HTTP            server.Config
+}
+
+func defaultConfig() Config {
+	return Config{
+		DataDir:   "./var",
+		PGUser:    "postgres",
+		Migrate:   true,
+		LogLevel:  "info",
+		LogFormat: "auto",
+		HTTP: server.Config{
+			Addr:              ":8080",
+			MaxBodySize:       "64M",
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       5 * time.Minute,
+			WriteTimeout:      5 * time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			ShutdownTimeout:   30 * time.Second,
+		},
+	}
+}
+
+// ffOptions are how every command reads its settings.
+func ffOptions() []ff.Option {
+	return []ff.Option{
+		ff.WithEnvVarPrefix(envPrefix),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ff.PlainParser),
+	}
+}
+
+func (c *Config) registerDatabaseFlags(fs *flag.FlagSet) {
+	fs.String("config", "", "read settings from this file (lines of: flag-name value)")
+	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL server to use, as postgres://user:pass@host:port/db (default: the embedded database under -data-dir)")
+	fs.StringVar(&c.DatabaseURLFile, "database-url-file", c.DatabaseURLFile, "read -database-url from this file, to keep the password out of the environment")
+	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "largest number of database connections (0: the larger of 4 and the number of CPUs)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for cartreg's own data: the embedded database lives in its postgres/ folder")
+	fs.StringVar(&c.PGBinDir, "pg-bin-dir", c.PGBinDir, "PostgreSQL server binaries for the embedded database (default: PATH, then the newest /usr/lib/postgresql/*/bin)")
+	fs.StringVar(&c.PGUser, "pg-user", c.PGUser, "operating-system user that runs the embedded database when cartreg runs as root")
+	c.registerLogFlags(fs)
+}
+
+func (c *Config) registerLogFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json, text, or auto (text on a terminal, json otherwise)")
+}
+
+func (c *Config) registerServeFlags(fs *flag.FlagSet) {
+	c.registerDatabaseFlags(fs)
+	fs.StringVar(&c.HTTP.Addr, "addr", c.HTTP.Addr, "HTTP listen address")
+	fs.BoolVar(&c.Migrate, "migrate", c.Migrate, "apply pending migrations at start; with -migrate=false, refuse to start on an out-of-date schema")
+	fs.StringVar(&c.HTTP.MaxBodySize, "max-body-size", c.HTTP.MaxBodySize, "largest request body accepted (e.g. 64M); larger ones get 413")
+	fs.DurationVar(&c.HTTP.ReadHeaderTimeout, "read-header-timeout", c.HTTP.ReadHeaderTimeout, "time allowed to receive a request's headers")
+	fs.DurationVar(&c.HTTP.ReadTimeout, "read-timeout", c.HTTP.ReadTimeout, "time allowed to receive a whole request")
+	fs.DurationVar(&c.HTTP.WriteTimeout, "write-timeout", c.HTTP.WriteTimeout, "time allowed to send a response")
+	fs.DurationVar(&c.HTTP.IdleTimeout, "idle-timeout", c.HTTP.IdleTimeout, "how long an idle keep-alive connection stays open")
+	fs.DurationVar(&c.HTTP.ShutdownTimeout, "shutdown-timeout", c.HTTP.ShutdownTimeout, "how long in-flight requests may take to finish after SIGTERM")
+}
+
+// resolveDatabase settles the database settings: the URL from its file, and a check that a
+// given URL is one pgx can use.
+func (c *Config) resolveDatabase() error {
+	if c.DatabaseURLFile != "" {
+		if c.DatabaseURL != "" {
+			return errors.New("set either -database-url or -database-url-file, not both")
+		}
+		raw, err := os.ReadFile(c.DatabaseURLFile)
+		if err != nil {
+			return fmt.Errorf("reading -database-url-file: %w", err)
+		}
+		c.DatabaseURL = strings.TrimSpace(string(raw))
+	}
+	if c.DatabaseURL != "" {
+		if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+			return fmt.Errorf("database URL: %w", err)
+		}
+	} else if c.DataDir == "" {
+		return errors.New("-data-dir must not be empty when the embedded database is used")
+	}
+	if c.DBMaxConns < 0 {
+		return fmt.Errorf("-db-max-conns must not be negative, got %d", c.DBMaxConns)
+	}
+	return nil
+}
+
+// newLogger builds the process's one logger, from -log-level and -log-format.
+func (c *Config) newLogger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	format := c.LogFormat
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if info, err := f.Stat(); err == nil && info.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want json, text or auto", c.LogFormat)
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// parseServe parses args for the serve command, with the environment the test has set.
+func parseServe(t *testing.T, args ...string) (*Config, error) {
+	t.Helper()
+	cmd, cfg := newServeCommand(io.Discard)
+	cmd.FlagSet.SetOutput(io.Discard)
+	if err := cmd.Parse(args); err != nil {
+		return nil, err
+	}
+	return cfg, cfg.resolveDatabase()
+}
+
+func clearCartregEnv(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "CARTREG_") {
+			t.Setenv(name, "")
+			os.Unsetenv(name)
+		}
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	clearCartregEnv(t)
+	cfg, err := parseServe(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.Addr != ":8080" || cfg.DataDir != "./var" || cfg.DatabaseURL != "" || !cfg.Migrate ||
+		cfg.LogLevel != "info" || cfg.HTTP.ShutdownTimeout != 30*time.Second {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+	if err := cfg.HTTP.Validate(); err != nil {
+		t.Fatalf("default HTTP settings invalid: %v", err)
+	}
+}
+
+func TestConfigFromEnvironmentFlagsAndFile(t *testing.T) {
+	clearCartregEnv(t)
+	t.Setenv("CARTREG_ADDR", "127.0.0.1:9090")
+	t.Setenv("CARTREG_DATABASE_URL", "postgres://u:p@db.example:5433/reg")
+	t.Setenv("CARTREG_DATA_DIR", "/srv/cartreg")
+	t.Setenv("CARTREG_LOG_LEVEL", "debug")
+	t.Setenv("CARTREG_MIGRATE", "false")
+	t.Setenv("CARTREG_SHUTDOWN_TIMEOUT", "5s")
+	file := filepath.Join(t.TempDir(), "cartreg.conf")
+	if err := os.WriteFile(file, []byte("log-format json\nmax-body-size 8M\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg, err := parseServe(t, "-log-level", "warn", "-config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]string{
+		"addr (env)":          {cfg.HTTP.Addr, "127.0.0.1:9090"},
+		"database url (env)":  {cfg.DatabaseURL, "postgres://u:p@db.example:5433/reg"},
+		"data dir (env)":      {cfg.DataDir, "/srv/cartreg"},
+		"log level (flag)":    {cfg.LogLevel, "warn"},
+		"log format (file)":   {cfg.LogFormat, "json"},
+		"max body (file)":     {cfg.HTTP.MaxBodySize, "8M"},
+		"shutdown (env)":      {cfg.HTTP.ShutdownTimeout.String(), "5s"},
+		"migrate=false (env)": {strings.ToLower(boolString(cfg.Migrate)), "false"},
+	}
+	for name, v := range want {
+		if v[0] != v[1] {
+			t.Errorf("%s = %q, want %q", name, v[0], v[1])
+		}
+	}
+}
+
+func boolString(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+func TestDatabaseURLFromAFile(t *testing.T) {
+	clearCartregEnv(t)
+	file := filepath.Join(t.TempDir(), "url")
+	if err := os.WriteFile(file, []byte("postgres://reg:s3cret@db:5432/reg\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseServe(t, "-database-url-file", file)
+	if err != nil || cfg.DatabaseURL != "postgres://reg:s3cret@db:5432/reg" {
+		t.Fatalf("url = %q, %v", cfg.DatabaseURL, err)
+	}
+	if _, err := parseServe(t, "-database-url-file", file, "-database-url", "postgres://x@y/z"); err == nil {
+		t.Fatal("both a URL and a URL file were accepted")
+	}
+}
+
+func TestInvalidSettingsAreRejected(t *testing.T) {
+	clearCartregEnv(t)
+	if _, err := parseServe(t, "-database-url", "mysql://nope"); err == nil {
+		t.Error("a URL pgx cannot use was accepted")
+	}
+	if _, err := parseServe(t, "-shutdown-timeout", "soon"); err == nil {
+		t.Error("a malformed duration was accepted")
+	}
+	cfg, err := parseServe(t, "-log-level", "chatty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.newLogger(io.Discard); err == nil || !strings.Contains(err.Error(), "-log-level") {
+		t.Errorf("log level chatty: %v", err)
+	}
+	cfg.LogLevel, cfg.LogFormat = "info", "xml"
+	if _, err := cfg.newLogger(io.Discard); err == nil {
+		t.Error("log format xml was accepted")
+	}
+}

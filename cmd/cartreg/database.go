@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cartreg/cartreg/migrations"
+	"github.com/cartreg/cartreg/postgres"
+)
+
+// database is the one store: a pool on the configured server, or on the embedded cluster
+// that it started and must stop.
+type database struct {
+	pool    *pgxpool.Pool
+	cluster *postgres.Cluster // nil when an external server is configured
+}
+
+// embeddedStartTimeout covers initdb on a first start, which is the slow case.
+const embeddedStartTimeout = 2 * time.Minute
+
+func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*database, error) {
+	db := &database{}
+	url := cfg.DatabaseURL
+	if url == "" {
+		bins, err := postgres.FindBinaries(cfg.PGBinDir)
+		if err != nil {
+			return nil, err
+		}
+		db.cluster = &postgres.Cluster{
+			Dir:      filepath.Join(cfg.DataDir, "postgres"),
+			Binaries: bins,
+			RunAs:    cfg.PGUser,
+			Logger:   logger,
+		}
+		startCtx, cancel := context.WithTimeout(ctx, embeddedStartTimeout)
+		defer cancel()
+		if err := db.cluster.Start(startCtx); err != nil {
+			return nil, fmt.Errorf("starting the embedded database: %w", err)
+		}
+		url = db.cluster.URL(postgres.DefaultDatabase)
+	}
+	poolCfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		db.close(logger)
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	if cfg.DBMaxConns > 0 {
+		poolCfg.MaxConns = int32(cfg.DBMaxConns)
+	}
+	if db.pool, err = pgxpool.NewWithConfig(ctx, poolCfg); err == nil {
+		err = db.pool.Ping(ctx)
+	}
+	if err != nil {
+		db.close(logger)
+		return nil, fmt.Errorf("connecting to the database at %s: %w", redact(poolCfg), err)
+	}
+	logger.Info("database connected", "server", redact(poolCfg), "embedded", db.cluster != nil)
+	return db, nil
+}
+
+// redact names the server without its password, for logs and errors.
+func redact(cfg *pgxpool.Config) string {
+	return fmt.Sprintf("%s@%s:%d/%s", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
+}
+
+// stopped is closed if the embedded database exits on its own; never for an external one.
+func (db *database) stopped() <-chan struct{} {
+	if db.cluster == nil {
+		return nil
+	}
+	return db.cluster.Done()
+}
+
+func (db *database) close(logger *slog.Logger) {
+	if db.pool != nil {
+		db.pool.Close()
+	}
+	if db.cluster != nil {
+		if err := db.cluster.Stop(30 * time.Second); err != nil {
+			logger.Error("stopping the embedded database", "error", err)
+		}
+	}
+}
+
+// migrate applies pending migrations.
+func (db *database) migrate(ctx context.Context, logger *slog.Logger) error {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquiring a connection to migrate: %w", err)
+	}
+	defer conn.Release()
+	applied, err := migrations.Up(ctx, conn.Conn(), logger)
+	if err != nil {
+		return err
+	}
+	st, err := migrations.GetStatus(ctx, conn)
+	if err != nil {
+		return err
+	}
+	logger.Info("database schema up to date", "version", st.Current, "applied_now", len(applied))
+	return nil
+}
