@@ -348,4 +348,3 @@ func TestVersionAndHelp(t *testing.T) {
 		t.Fatalf("an unknown command: %v\n%s", err, out)
 	}
 }
-
