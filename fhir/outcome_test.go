@@ -82,3 +82,13 @@ func TestOutcomeErrorNamesLocations(t *testing.T) {
 		t.Fatalf("Error() = %q, want %q", got, want)
 	}
 }
+
+// Every error response pays for this: it should stay far below a request's other costs.
+func BenchmarkMarshalOutcome(b *testing.B) {
+	issues := []Issue{{Severity: Error, Code: Value, Diagnostics: "not a date", Expression: []string{"Patient.birthDate"}}}
+	for b.Loop() {
+		if _, err := MarshalOutcome(issues, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -21,7 +21,11 @@ func newTestCluster(t *testing.T, dir string) *Cluster {
 	if err != nil {
 		t.Fatalf("these tests need PostgreSQL server binaries: %v", err)
 	}
-	return &Cluster{Dir: dir, Binaries: bins, RunAs: "postgres", Settings: map[string]string{"fsync": "off"}}
+	runAs := os.Getenv("CARTREG_PG_USER")
+	if runAs == "" {
+		runAs = "postgres"
+	}
+	return &Cluster{Dir: dir, Binaries: bins, RunAs: runAs, Settings: map[string]string{"fsync": "off"}}
 }
 
 // clusterRoot is a fresh directory the postgres user can enter when the tests run as root.

@@ -153,7 +153,7 @@ func startCluster(ctx context.Context) error {
 	cluster = &postgres.Cluster{
 		Dir:      clusterDir,
 		Binaries: bins,
-		RunAs:    "postgres",
+		RunAs:    pgUser(),
 		// Nothing here has to survive a crash, so skip the flushes that make durability cost.
 		Settings: map[string]string{
 			"fsync":              "off",
@@ -168,6 +168,15 @@ func startCluster(ctx context.Context) error {
 		return fmt.Errorf("starting a throwaway cluster: %w", err)
 	}
 	return nil
+}
+
+// pgUser is who runs the cluster when the tests run as root; as for the server,
+// CARTREG_PG_USER overrides it.
+func pgUser() string {
+	if u := os.Getenv("CARTREG_PG_USER"); u != "" {
+		return u
+	}
+	return "postgres"
 }
 
 // buildTemplate migrates a template database once per schema. Its name carries a digest of

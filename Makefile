@@ -1,0 +1,53 @@
+# cartreg: `make help` lists what this file can do.
+#
+# `make run` and `make test` do all set-up on a fresh Debian machine: they install the
+# PostgreSQL server packages if none are found (the project never depends on a running
+# system PostgreSQL: it starts private clusters of its own).
+
+GO      ?= go
+BIN     := bin/cartreg
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.DEFAULT_GOAL := help
+.PHONY: help build run test lint bench migrate postgres
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/cartreg
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cartreg
+
+run: postgres build ## run the server on http://localhost:8080 with the embedded database in ./var
+	./$(BIN) serve
+
+test: postgres ## run every test, with the race detector, against real PostgreSQL
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+lint: ## go vet, and fail on files gofmt would change
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+
+bench: ## run the benchmarks (never part of make test)
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
+
+migrate: postgres build ## apply pending migrations to the configured database
+	./$(BIN) migrate up
+
+postgres: ## make sure PostgreSQL server binaries (and, as root, a user to run them) exist
+	@if [ -n "$$CARTREG_PG_BIN_DIR" ] && [ -x "$$CARTREG_PG_BIN_DIR/initdb" ]; then :; \
+	elif command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "PostgreSQL server binaries not found: installing Debian's postgresql package"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "PostgreSQL server binaries (initdb, postgres) not found."; \
+		echo "Install them (Debian/Ubuntu: sudo apt-get install -y postgresql; macOS: brew install postgresql)"; \
+		echo "or point CARTREG_PG_BIN_DIR at their directory."; \
+		exit 1; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! id "$${CARTREG_PG_USER:-postgres}" >/dev/null 2>&1; then \
+		echo "creating system user $${CARTREG_PG_USER:-postgres} to run PostgreSQL (it refuses to run as root)"; \
+		useradd --system --no-create-home --shell /usr/sbin/nologin "$${CARTREG_PG_USER:-postgres}"; \
+	fi
