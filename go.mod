@@ -9,6 +9,7 @@ require (
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/labstack/gommon v0.5.0
 	github.com/peterbourgon/ff/v3 v3.4.0
+	github.com/robfig/cron/v3 v3.0.1
 )
 
 require (
