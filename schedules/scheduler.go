@@ -80,14 +80,15 @@ func (s *Scheduler) Add(job Job) error {
 // Start runs the schedule in the background.
 func (s *Scheduler) Start() { s.cron.Start() }
 
-// Stop stops scheduling, cancels the context of running jobs and waits for them, or for ctx.
+// Stop stops scheduling and waits for running jobs to finish; if ctx ends first, it cancels
+// their context and returns.
 func (s *Scheduler) Stop(ctx context.Context) {
 	done := s.cron.Stop()
-	s.cancel()
 	select {
 	case <-done.Done():
 	case <-ctx.Done():
 	}
+	s.cancel()
 }
 
 // RunSlot runs job for slot unless another replica is running the job right now or the slot
@@ -126,11 +127,14 @@ func (s *Scheduler) RunSlot(ctx context.Context, job Job, slot time.Time) (ran b
 		msg := jobErr.Error()
 		errText = &msg
 	}
-	if _, err := tx.Exec(ctx, `UPDATE schedule_run SET finished_at = clock_timestamp(), error = $3
+	// What the run did is recorded even if it was cancelled meanwhile: a cancelled run that
+	// left its slot unrecorded would be run again.
+	record := context.WithoutCancel(ctx)
+	if _, err := tx.Exec(record, `UPDATE schedule_run SET finished_at = clock_timestamp(), error = $3
 		WHERE job = $1 AND slot = $2`, job.Name, slot, errText); err != nil {
 		return true, fmt.Errorf("recording slot %s of job %s: %w", slot, job.Name, err)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := tx.Commit(record); err != nil {
 		return true, fmt.Errorf("recording slot %s of job %s: %w", slot, job.Name, err)
 	}
 	s.logger.Info("job ran", "job", job.Name, "slot", slot, "duration", time.Since(started), "error", jobErr)
