@@ -47,6 +47,8 @@ const (
 	Timeout      IssueType = "timeout"
 	Security     IssueType = "security"
 	Throttled    IssueType = "throttled"
+	// Informational is for an OperationOutcome that reports success (Prefer: return=OperationOutcome).
+	Informational IssueType = "informational"
 )
 
 // Issue is one problem, located by FHIRPath expressions such as "Patient.birthDate".

@@ -11,7 +11,7 @@ import (
 )
 
 var allIssueTypes = []IssueType{Invalid, Structure, Required, Value, NotFound, Deleted, NotSupported,
-	Conflict, Duplicate, TooCostly, BusinessRule, Processing, Exception, Transient, Timeout, Security, Throttled}
+	Conflict, Duplicate, TooCostly, BusinessRule, Processing, Exception, Transient, Timeout, Security, Throttled, Informational}
 
 func TestMarshalOutcomeIsValidR4(t *testing.T) {
 	issues := []Issue{

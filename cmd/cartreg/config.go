@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/server"
 )
 
@@ -33,6 +35,7 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	HTTP            server.Config
+	FHIR            fhir.APIConfig
 }
 
 func defaultConfig() Config {
@@ -51,6 +54,7 @@ func defaultConfig() Config {
 			IdleTimeout:       2 * time.Minute,
 			ShutdownTimeout:   30 * time.Second,
 		},
+		FHIR: fhir.APIConfig{DefaultCount: 20, MaxCount: 1000},
 	}
 }
 
@@ -89,6 +93,23 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HTTP.WriteTimeout, "write-timeout", c.HTTP.WriteTimeout, "time allowed to send a response")
 	fs.DurationVar(&c.HTTP.IdleTimeout, "idle-timeout", c.HTTP.IdleTimeout, "how long an idle keep-alive connection stays open")
 	fs.DurationVar(&c.HTTP.ShutdownTimeout, "shutdown-timeout", c.HTTP.ShutdownTimeout, "how long in-flight requests may take to finish after SIGTERM")
+	fs.StringVar(&c.FHIR.BaseURL, "base-url", c.FHIR.BaseURL, "the FHIR base URL clients use, e.g. https://registry.example/fhir (default: from each request's Host)")
+	fs.IntVar(&c.FHIR.DefaultCount, "search-default-count", c.FHIR.DefaultCount, "entries per page of a search or history without _count")
+	fs.IntVar(&c.FHIR.MaxCount, "search-max-count", c.FHIR.MaxCount, "the largest _count honoured")
+}
+
+// validateFHIR checks the FHIR API settings.
+func (c *Config) validateFHIR() error {
+	if c.FHIR.DefaultCount < 1 || c.FHIR.MaxCount < c.FHIR.DefaultCount {
+		return fmt.Errorf("want 1 <= -search-default-count (%d) <= -search-max-count (%d)", c.FHIR.DefaultCount, c.FHIR.MaxCount)
+	}
+	if c.FHIR.BaseURL != "" {
+		u, err := url.Parse(c.FHIR.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("-base-url %q: want an absolute http(s) URL", c.FHIR.BaseURL)
+		}
+	}
+	return nil
 }
 
 // resolveDatabase settles the database settings: the URL from its file, and a check that a

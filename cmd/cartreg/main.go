@@ -16,9 +16,12 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/migrations"
 	"github.com/cartreg/cartreg/server"
 )
@@ -145,6 +148,10 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	if err := cfg.HTTP.Validate(); err != nil {
 		return err
 	}
+	if err := cfg.validateFHIR(); err != nil {
+		return err
+	}
+	params := searchparam.Default()
 	logger.Info("starting cartreg", "version", version)
 
 	db, err := openDatabase(ctx, cfg, logger)
@@ -178,7 +185,10 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		case <-serveCtx.Done():
 		}
 	}()
-	if err := server.New(cfg.HTTP, logger, db.pool).Run(serveCtx); err != nil {
+	srv := server.New(cfg.HTTP, logger, db.pool)
+	store := fhir.NewStore(db.pool, params, time.Now)
+	fhir.NewAPI(store, fhir.NewSearcher(store, params, cfg.FHIR.BaseURL), logger, cfg.FHIR).Register(srv.Echo)
+	if err := srv.Run(serveCtx); err != nil {
 		return err
 	}
 	select {

@@ -1,0 +1,452 @@
+package fhir
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+)
+
+// APIConfig holds the REST API's settings.
+type APIConfig struct {
+	// BaseURL is the server's FHIR base as clients reach it, e.g. https://registry.example/fhir.
+	// Empty: taken from each request (scheme, Host header, /fhir).
+	BaseURL string
+	// DefaultCount and MaxCount bound the page size of searches and histories.
+	DefaultCount, MaxCount int
+}
+
+// API is the FHIR R4 REST interface at /fhir.
+type API struct {
+	store  *Store
+	search *Searcher
+	logger *slog.Logger
+	config APIConfig
+	now    func() time.Time
+}
+
+// NewAPI returns the REST API over store.
+func NewAPI(store *Store, search *Searcher, logger *slog.Logger, cfg APIConfig) *API {
+	if cfg.DefaultCount <= 0 {
+		cfg.DefaultCount = 20
+	}
+	if cfg.MaxCount < cfg.DefaultCount {
+		cfg.MaxCount = max(cfg.DefaultCount, 1000)
+	}
+	return &API{store: store, search: search, logger: logger, config: cfg, now: store.now}
+}
+
+// Register mounts the API's routes on e.
+func (a *API) Register(e *echo.Echo) {
+	g := e.Group("/fhir", negotiate)
+	g.GET("", a.systemSearch)
+	g.GET("/metadata", a.capabilities)
+	g.GET("/_history", a.history)
+	g.GET("/:type", a.typeSearch)
+	g.POST("/:type/_search", a.typeSearch)
+	g.POST("/:type", a.create)
+	g.PUT("/:type", a.conditionalUpdate)
+	g.PATCH("/:type", a.conditionalPatch)
+	g.DELETE("/:type", a.conditionalDelete)
+	g.GET("/:type/_history", a.history)
+	g.GET("/:type/:id", a.read)
+	g.PUT("/:type/:id", a.update)
+	g.PATCH("/:type/:id", a.patch)
+	g.DELETE("/:type/:id", a.delete)
+	g.GET("/:type/:id/_history", a.history)
+	g.GET("/:type/:id/_history/:vid", a.vread)
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+
+// target reads and checks the resource type and id in the URL.
+func target(c echo.Context) (resourceType, id string, err error) {
+	resourceType, id = c.Param("type"), c.Param("id")
+	if !IsResourceType(resourceType) {
+		return "", "", NewOutcome(http.StatusNotFound, NotSupported, fmt.Sprintf("%q is not an R4 resource type", resourceType))
+	}
+	if c.ParamNames() != nil && containsString(c.ParamNames(), "id") && !idPattern.MatchString(id) {
+		return "", "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a valid resource id (1-64 of A-Z a-z 0-9 - .)", id))
+	}
+	return resourceType, id, nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *API) baseURL(c echo.Context) string {
+	if a.config.BaseURL != "" {
+		return strings.TrimSuffix(a.config.BaseURL, "/")
+	}
+	return c.Scheme() + "://" + c.Request().Host + "/fhir"
+}
+
+// readResource parses the request body as a resource of the URL's type.
+func readResource(c echo.Context, resourceType string) (*Resource, error) {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return nil, err // a body over the limit: echo's 413
+	}
+	res, err := Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	if res.Type != resourceType {
+		return nil, NewOutcome(http.StatusBadRequest, Invalid,
+			fmt.Sprintf("the body is a %s but the URL is for %s", res.Type, resourceType), "resourceType")
+	}
+	return res, nil
+}
+
+// ifMatch reads an If-Match header: W/"3", "3" or 3.
+func ifMatch(c echo.Context) (*int, error) {
+	raw := strings.TrimSpace(c.Request().Header.Get("If-Match"))
+	if raw == "" {
+		return nil, nil
+	}
+	v, err := strconv.Atoi(strings.Trim(strings.TrimPrefix(raw, "W/"), `"`))
+	if err != nil || v < 1 {
+		return nil, NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("If-Match %q is not a version such as W/\"3\"", raw))
+	}
+	return &v, nil
+}
+
+func (a *API) read(c echo.Context) error {
+	resourceType, id, err := target(c)
+	if err != nil {
+		return err
+	}
+	v, err := a.store.Read(c.Request().Context(), a.store.db, resourceType, id)
+	if err != nil {
+		return err
+	}
+	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(v.ETag(), "W/") {
+		setVersionHeaders(c, v)
+		return c.NoContent(http.StatusNotModified)
+	}
+	return a.respond(c, http.StatusOK, v, preference{Return: "representation"}, "")
+}
+
+func (a *API) vread(c echo.Context) error {
+	resourceType, id, err := target(c)
+	if err != nil {
+		return err
+	}
+	vid, err := strconv.Atoi(c.Param("vid"))
+	if err != nil || vid < 1 {
+		return NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a version id", c.Param("vid")))
+	}
+	v, err := a.store.VRead(c.Request().Context(), a.store.db, resourceType, id, vid)
+	if err != nil {
+		return err
+	}
+	return a.respond(c, http.StatusOK, v, preference{Return: "representation"}, "")
+}
+
+func (a *API) create(c echo.Context) error {
+	resourceType, _, err := target(c)
+	if err != nil {
+		return err
+	}
+	res, err := readResource(c, resourceType)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	condition := strings.TrimSpace(c.Request().Header.Get("If-None-Exist"))
+	var v *Version
+	var existed bool
+	err = a.store.InTx(ctx, func(tx pgx.Tx) error {
+		if condition != "" {
+			match, err := a.search.MatchOne(ctx, tx, resourceType, condition, "If-None-Exist")
+			if err != nil {
+				return err
+			}
+			if match != "" {
+				existed = true
+				v, err = a.store.Read(ctx, tx, resourceType, match)
+				return err
+			}
+		}
+		v, err = a.store.Create(ctx, tx, res.clone())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if existed {
+		return a.respond(c, http.StatusOK, v, preferences(c.Request()), "an existing resource matched If-None-Exist: nothing was created")
+	}
+	c.Response().Header().Set("Location", a.baseURL(c)+"/"+v.Path()+"/_history/"+strconv.Itoa(v.VersionID))
+	return a.respond(c, http.StatusCreated, v, preferences(c.Request()), "created "+v.Path())
+}
+
+func (a *API) update(c echo.Context) error {
+	resourceType, id, err := target(c)
+	if err != nil {
+		return err
+	}
+	res, err := readResource(c, resourceType)
+	if err != nil {
+		return err
+	}
+	if res.ID == "" {
+		return NewOutcome(http.StatusBadRequest, Required, "an update must carry the resource's id, matching the URL", resourceType+".id")
+	}
+	if res.ID != id {
+		return NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("the body's id %q does not match the URL's %q", res.ID, id), resourceType+".id")
+	}
+	match, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	return a.doUpdate(c, res, match)
+}
+
+func (a *API) doUpdate(c echo.Context, res *Resource, match *int) error {
+	ctx := c.Request().Context()
+	var result UpdateResult
+	err := a.store.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		result, err = a.store.Update(ctx, tx, res.clone(), match)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	status, message := http.StatusOK, "updated "+result.Version.Path()
+	if result.Created {
+		status, message = http.StatusCreated, "created "+result.Version.Path()
+		c.Response().Header().Set("Location", a.baseURL(c)+"/"+result.Version.Path()+"/_history/"+strconv.Itoa(result.Version.VersionID))
+	}
+	return a.respond(c, status, result.Version, preferences(c.Request()), message)
+}
+
+// conditionalUpdate is PUT /Type?criteria: update the one match, create if none (with the
+// body's id if it has one), refuse if several match.
+func (a *API) conditionalUpdate(c echo.Context) error {
+	resourceType, _, err := target(c)
+	if err != nil {
+		return err
+	}
+	if c.QueryString() == "" {
+		return NewOutcome(http.StatusMethodNotAllowed, NotSupported, "PUT needs a resource id (PUT /"+resourceType+"/{id}) or search criteria")
+	}
+	res, err := readResource(c, resourceType)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	var result UpdateResult
+	err = a.store.InTx(ctx, func(tx pgx.Tx) error {
+		match, err := a.search.MatchOne(ctx, tx, resourceType, c.QueryString(), "conditional update")
+		if err != nil {
+			return err
+		}
+		r := res.clone()
+		switch {
+		case match != "" && r.ID != "" && r.ID != match:
+			return NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("the body's id %q is not that of the matching resource %q", r.ID, match), resourceType+".id")
+		case match != "":
+			r.ID = match
+		case r.ID == "":
+			result.Version, err = a.store.Create(ctx, tx, r)
+			result.Created = true
+			return err
+		}
+		result, err = a.store.Update(ctx, tx, r, nil)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if result.Created {
+		status = http.StatusCreated
+		c.Response().Header().Set("Location", a.baseURL(c)+"/"+result.Version.Path()+"/_history/"+strconv.Itoa(result.Version.VersionID))
+	}
+	return a.respond(c, status, result.Version, preferences(c.Request()), "")
+}
+
+func (a *API) patch(c echo.Context) error {
+	resourceType, id, err := target(c)
+	if err != nil {
+		return err
+	}
+	return a.doPatch(c, resourceType, func(context.Context, pgx.Tx) (string, error) { return id, nil })
+}
+
+func (a *API) conditionalPatch(c echo.Context) error {
+	resourceType, _, err := target(c)
+	if err != nil {
+		return err
+	}
+	return a.doPatch(c, resourceType, func(ctx context.Context, tx pgx.Tx) (string, error) {
+		id, err := a.search.MatchOne(ctx, tx, resourceType, c.QueryString(), "conditional patch")
+		if err == nil && id == "" {
+			err = NewOutcome(http.StatusNotFound, NotFound, "no "+resourceType+" matches the conditional patch's criteria")
+		}
+		return id, err
+	})
+}
+
+// doPatch applies a JSON Patch to the current version and stores the result, validated like
+// any other write. The resource stays locked from read to write, so the patch applies to
+// the version it was computed against.
+func (a *API) doPatch(c echo.Context, resourceType string, find func(context.Context, pgx.Tx) (string, error)) error {
+	raw, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return err
+	}
+	patch, err := jsonpatch.DecodePatch(raw)
+	if err != nil {
+		return NewOutcome(http.StatusBadRequest, Structure, "the body is not a JSON Patch document: "+err.Error())
+	}
+	match, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	var result UpdateResult
+	err = a.store.InTx(ctx, func(tx pgx.Tx) error {
+		id, err := find(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if _, _, _, err := lockCurrent(ctx, tx, resourceType, id); err != nil {
+			return err
+		}
+		current, err := a.store.Read(ctx, tx, resourceType, id)
+		if err != nil {
+			return err
+		}
+		if match != nil && *match != current.VersionID {
+			return NewOutcome(http.StatusPreconditionFailed, Conflict, fmt.Sprintf("If-Match asks for version %d of %s, which is at version %d", *match, current.Path(), current.VersionID))
+		}
+		patched, err := patch.Apply(current.JSON)
+		if err != nil {
+			return NewOutcome(http.StatusUnprocessableEntity, Processing, "the patch does not apply to "+current.Path()+": "+err.Error())
+		}
+		res, err := Parse(patched)
+		if err != nil {
+			return err
+		}
+		if res.Type != resourceType || res.ID != id {
+			return NewOutcome(http.StatusUnprocessableEntity, BusinessRule, "a patch may not change the resource's type or id")
+		}
+		result, err = a.store.Update(ctx, tx, res, &current.VersionID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return a.respond(c, http.StatusOK, result.Version, preferences(c.Request()), "patched "+result.Version.Path())
+}
+
+func (a *API) delete(c echo.Context) error {
+	resourceType, id, err := target(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	var v *Version
+	if err := a.store.InTx(ctx, func(tx pgx.Tx) error {
+		v, err = a.store.Delete(ctx, tx, resourceType, id)
+		return err
+	}); err != nil {
+		return err
+	}
+	if v != nil {
+		c.Response().Header().Set("ETag", v.ETag())
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// conditionalDelete deletes the one resource matching the criteria; several matches are
+// refused (412), none is not an error.
+func (a *API) conditionalDelete(c echo.Context) error {
+	resourceType, _, err := target(c)
+	if err != nil {
+		return err
+	}
+	if c.QueryString() == "" {
+		return NewOutcome(http.StatusMethodNotAllowed, NotSupported, "DELETE needs a resource id or search criteria; deleting every "+resourceType+" is not supported")
+	}
+	ctx := c.Request().Context()
+	err = a.store.InTx(ctx, func(tx pgx.Tx) error {
+		id, err := a.search.MatchOne(ctx, tx, resourceType, c.QueryString(), "conditional delete")
+		if err != nil || id == "" {
+			return err
+		}
+		_, err = a.store.Delete(ctx, tx, resourceType, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func setVersionHeaders(c echo.Context, v *Version) {
+	h := c.Response().Header()
+	h.Set("ETag", v.ETag())
+	h.Set("Last-Modified", v.LastUpdated.UTC().Format(http.TimeFormat))
+}
+
+// respond sends a version as the client's Prefer header asks: the resource, nothing, or an
+// OperationOutcome saying what happened.
+func (a *API) respond(c echo.Context, status int, v *Version, pref preference, message string) error {
+	setVersionHeaders(c, v)
+	switch pref.Return {
+	case "minimal":
+		return c.NoContent(status)
+	case "OperationOutcome":
+		if message == "" {
+			message = v.Path() + " is at version " + strconv.Itoa(v.VersionID)
+		}
+		body, err := MarshalOutcome([]Issue{{Severity: Information, Code: Informational, Diagnostics: message}}, pretty(c))
+		if err != nil {
+			return err
+		}
+		return c.Blob(status, ContentType, body)
+	}
+	return writeJSON(c, status, v.JSON)
+}
+
+// clone copies a resource so a retried transaction starts from the body as received.
+func (r *Resource) clone() *Resource {
+	raw, _ := json.Marshal(r.Body)
+	out, _ := decodeResource(raw)
+	out.Type, out.ID = r.Type, r.ID
+	return out
+}
+
+// parseCount reads _count within the configured bounds.
+func (a *API) parseCount(q url.Values) (int, error) {
+	raw := q.Get("_count")
+	if raw == "" {
+		return a.config.DefaultCount, nil
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 0 {
+		return 0, NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("_count=%q is not a number of entries", raw))
+	}
+	return min(n, a.config.MaxCount), nil
+}

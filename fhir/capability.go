@@ -1,0 +1,154 @@
+package fhir
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/fhir/searchparam"
+)
+
+// The interactions every resource type supports, as the routes in Register implement them.
+var typeInteractions = []string{"read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"}
+
+// Search parameters that apply to every type, handled by the search engine itself rather
+// than through an index table.
+var commonSearchParams = []capabilitySearchParam{
+	{Name: "_id", Type: "token", Definition: "http://hl7.org/fhir/SearchParameter/Resource-id"},
+	{Name: "_lastUpdated", Type: "date", Definition: "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+}
+
+type capabilitySearchParam struct {
+	Name          string `json:"name"`
+	Definition    string `json:"definition,omitempty"`
+	Type          string `json:"type"`
+	Documentation string `json:"documentation,omitempty"`
+}
+
+type capabilityInteraction struct {
+	Code string `json:"code"`
+}
+
+type capabilityResource struct {
+	Type              string                  `json:"type"`
+	Interaction       []capabilityInteraction `json:"interaction"`
+	Versioning        string                  `json:"versioning"`
+	ReadHistory       bool                    `json:"readHistory"`
+	UpdateCreate      bool                    `json:"updateCreate"`
+	ConditionalCreate bool                    `json:"conditionalCreate"`
+	ConditionalRead   string                  `json:"conditionalRead"`
+	ConditionalUpdate bool                    `json:"conditionalUpdate"`
+	ConditionalDelete string                  `json:"conditionalDelete"`
+	SearchInclude     []string                `json:"searchInclude,omitempty"`
+	SearchRevInclude  []string                `json:"searchRevInclude,omitempty"`
+	SearchParam       []capabilitySearchParam `json:"searchParam,omitempty"`
+}
+
+// UnsupportedLister is implemented by a parameter registry that knows what it left out.
+type UnsupportedLister interface {
+	Unsupported() []searchparam.Unsupported
+}
+
+var (
+	capabilityOnce sync.Once
+	capabilityJSON []byte
+	capabilityErr  error
+)
+
+// capabilities answers GET /fhir/metadata with a CapabilityStatement derived from what the
+// server really does: the resource types google/fhir knows, the routes Register mounts, and
+// the search parameters the registry indexes. It is built once.
+func (a *API) capabilities(c echo.Context) error {
+	capabilityOnce.Do(func() { capabilityJSON, capabilityErr = a.buildCapabilityStatement() })
+	if capabilityErr != nil {
+		return capabilityErr
+	}
+	return writeJSON(c, http.StatusOK, capabilityJSON)
+}
+
+func (a *API) buildCapabilityStatement() ([]byte, error) {
+	var resources []capabilityResource
+	for _, t := range ResourceTypes() {
+		r := capabilityResource{
+			Type: t, Versioning: "versioned", ReadHistory: true, UpdateCreate: true,
+			ConditionalCreate: true, ConditionalRead: "not-supported", ConditionalUpdate: true, ConditionalDelete: "single",
+			SearchParam: append([]capabilitySearchParam(nil), commonSearchParams...),
+		}
+		for _, code := range typeInteractions {
+			r.Interaction = append(r.Interaction, capabilityInteraction{Code: code})
+		}
+		for _, d := range a.search.params.ForType(t) {
+			if d.Code == "_id" || d.Code == "_lastUpdated" {
+				continue
+			}
+			r.SearchParam = append(r.SearchParam, capabilitySearchParam{Name: d.Code, Definition: d.URL, Type: string(d.Type), Documentation: d.Description})
+			if d.Type == searchparam.Reference {
+				r.SearchInclude = append(r.SearchInclude, t+":"+d.Code)
+			}
+		}
+		resources = append(resources, r)
+	}
+	// _revinclude works from any reference parameter that can point at the type.
+	revByTarget := map[string][]string{}
+	for _, t := range ResourceTypes() {
+		for _, d := range a.search.params.ForType(t) {
+			if d.Type == searchparam.Reference {
+				for _, target := range d.Targets {
+					revByTarget[target] = append(revByTarget[target], t+":"+d.Code)
+				}
+			}
+		}
+	}
+	for i := range resources {
+		rev := revByTarget[resources[i].Type]
+		sort.Strings(rev)
+		resources[i].SearchRevInclude = rev
+	}
+
+	doc := "Search: string (:exact, :contains), token (:not, :text), date, number, quantity and uri (:below, :above) " +
+		"parameters with every prefix; :missing; reference parameters with :Type, chaining and _has; _include and " +
+		"_revinclude (with :iterate); _sort, _count, _total, _summary, _elements; keyset paging. Not supported: XML; " +
+		"_text, _content, _query, _list, _filter; token :in, :below, :above, :of-type; reference :identifier; " +
+		"composite parameters"
+	if lister, ok := a.search.params.(UnsupportedLister); ok {
+		var left []string
+		for _, u := range lister.Unsupported() {
+			left = append(left, u.Code+" ("+strings.Join(u.Resources, ", ")+")")
+		}
+		sort.Strings(left)
+		if len(left) > 0 {
+			doc += "; and these definitions, which are composite or special or have no expression: " + strings.Join(left, ", ")
+		}
+	}
+	statement := map[string]any{
+		"resourceType": "CapabilityStatement",
+		"status":       "active",
+		"date":         "2026-11-22",
+		"publisher":    "cartreg",
+		"kind":         "instance",
+		"software":     map[string]any{"name": "cartreg"},
+		"fhirVersion":  "4.0.1",
+		"format":       []string{"application/fhir+json", "json"},
+		"patchFormat":  []string{"application/json-patch+json"},
+		"rest": []any{map[string]any{
+			"mode":          "server",
+			"documentation": doc,
+			"resource":      resources,
+			"interaction":   []capabilityInteraction{{Code: "search-system"}, {Code: "history-system"}},
+			"searchParam":   commonSearchParams,
+		}},
+	}
+	raw, err := json.Marshal(statement)
+	if err != nil {
+		return nil, err
+	}
+	res, err := Parse(raw) // what we publish must itself be valid R4
+	if err != nil {
+		return nil, err
+	}
+	return res.JSON()
+}

@@ -1,0 +1,223 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/google/fhir/go/fhirversion"
+	"github.com/google/fhir/go/jsonformat"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/cartreg/cartreg/fhir/fhirpath"
+)
+
+// Resource is a validated FHIR resource in the server's normalised form.
+type Resource struct {
+	Type string
+	ID   string
+	// Body is the resource as JSON values (numbers as json.Number, so no precision is lost).
+	Body map[string]any
+}
+
+var (
+	parserOnce sync.Once
+	parser     *jsonformat.Unmarshaller
+	parserErr  error
+	// Marshalling has no per-call state, so one marshaller serves every request.
+	normaliser = mustMarshaller(false)
+)
+
+func r4Parser() (*jsonformat.Unmarshaller, error) {
+	parserOnce.Do(func() { parser, parserErr = jsonformat.NewUnmarshaller("UTC", fhirversion.R4) })
+	return parser, parserErr
+}
+
+// issueCollector gathers every validation problem google/fhir finds, with its location,
+// instead of stopping at the first.
+type issueCollector struct{ issues []Issue }
+
+func (c *issueCollector) ReportValidationError(path string, err error) error {
+	c.issues = append(c.issues, issueFromParseError(path, err, Error))
+	return nil
+}
+
+func (c *issueCollector) ReportValidationWarning(path string, err error) error {
+	c.issues = append(c.issues, issueFromParseError(path, err, Warning))
+	return nil
+}
+
+// Parse parses and validates a FHIR R4 resource in JSON with google/fhir and returns it in
+// the server's normalised form. Every problem found is an issue of a 400 Outcome, located by
+// its FHIRPath.
+func Parse(body []byte) (*Resource, error) {
+	u, err := r4Parser()
+	if err != nil {
+		return nil, fmt.Errorf("google/fhir R4 parser: %w", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, NewOutcome(http.StatusBadRequest, Required, "the request has no body; a FHIR resource in JSON is expected")
+	}
+	collector := &issueCollector{}
+	msg, err := u.UnmarshalWithErrorReporter(body, collector)
+	if err != nil {
+		return nil, &Outcome{Status: http.StatusBadRequest, Issues: issuesFromParseError(err)}
+	}
+	if hasErrors(collector.issues) {
+		return nil, &Outcome{Status: http.StatusBadRequest, Issues: collector.issues}
+	}
+	normalised, err := normaliser.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("normalising a parsed resource: %w", err)
+	}
+	res, err := decodeResource(normalised)
+	if err != nil {
+		return nil, err
+	}
+	res.Type = resourceTypeOf(msg)
+	return res, nil
+}
+
+func hasErrors(issues []Issue) bool {
+	for _, is := range issues {
+		if is.Severity == Error || is.Severity == Fatal {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeResource reads JSON the server wrote itself.
+func decodeResource(raw []byte) (*Resource, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var body map[string]any
+	if err := dec.Decode(&body); err != nil {
+		return nil, fmt.Errorf("decoding normalised JSON: %w", err)
+	}
+	res := &Resource{Body: body}
+	res.Type, _ = body["resourceType"].(string)
+	res.ID, _ = body["id"].(string)
+	return res, nil
+}
+
+// resourceTypeOf names the resource inside a ContainedResource.
+func resourceTypeOf(msg any) string {
+	m, ok := msg.(interface{ ProtoReflect() protoreflect.Message })
+	if !ok {
+		return ""
+	}
+	r := m.ProtoReflect()
+	oneof := r.Descriptor().Oneofs().Get(0)
+	if f := r.WhichOneof(oneof); f != nil {
+		return string(r.Get(f).Message().Descriptor().Name())
+	}
+	return ""
+}
+
+// JSON renders the resource: "resourceType" first, then the other elements in the stable
+// (sorted) order google/fhir's marshaller uses, without HTML escaping.
+func (r *Resource) JSON() ([]byte, error) {
+	rest := make(map[string]any, len(r.Body))
+	for k, v := range r.Body {
+		if k != "resourceType" {
+			rest[k] = v
+		}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(rest); err != nil {
+		return nil, err
+	}
+	inner := bytes.TrimSpace(buf.Bytes())
+	typeJSON, _ := json.Marshal(r.Type)
+	out := make([]byte, 0, len(inner)+len(typeJSON)+20)
+	out = append(out, `{"resourceType":`...)
+	out = append(out, typeJSON...)
+	if len(inner) > 2 {
+		out = append(out, ',')
+		out = append(out, inner[1:]...)
+	} else {
+		out = append(out, '}')
+	}
+	return out, nil
+}
+
+// ResourceTypes lists every R4 resource type google/fhir knows, sorted.
+func ResourceTypes() []string { return fhirpath.ResourceTypes() }
+
+// IsResourceType tells whether name is an R4 resource type, such as "Patient".
+func IsResourceType(name string) bool { return fhirpath.IsResourceType(name) }
+
+// google/fhir's unmarshalling errors are of an internal type with exported fields Path,
+// Details and Diagnostics (or lists of them); reflection reads them without depending on the
+// internal package.
+func issuesFromParseError(err error) []Issue {
+	v := reflect.ValueOf(err)
+	if v.Kind() == reflect.Slice {
+		var issues []Issue
+		for i := 0; i < v.Len(); i++ {
+			if e, ok := v.Index(i).Interface().(error); ok {
+				issues = append(issues, issueFromParseError("", e, Error))
+			}
+		}
+		if len(issues) > 0 {
+			return issues
+		}
+	}
+	return []Issue{issueFromParseError("", err, Error)}
+}
+
+func issueFromParseError(path string, err error, severity Severity) Issue {
+	details, diagnostics := err.Error(), ""
+	v := reflect.ValueOf(err)
+	for v.Kind() == reflect.Pointer && !v.IsNil() {
+		v = v.Elem()
+	}
+	if v.Kind() == reflect.Struct {
+		if f := v.FieldByName("Path"); f.IsValid() && f.Kind() == reflect.String && f.String() != "" {
+			path = f.String()
+		}
+		if f := v.FieldByName("Details"); f.IsValid() && f.Kind() == reflect.String {
+			details = f.String()
+		}
+		if f := v.FieldByName("Diagnostics"); f.IsValid() && f.Kind() == reflect.String {
+			diagnostics = f.String()
+		}
+	}
+	// The library prefixes its messages with the location; the location has its own field.
+	if i := strings.Index(details, `": `); strings.HasPrefix(details, "error at ") && i > 0 {
+		details = details[i+3:]
+	}
+	// An unknown element is best located at itself: Patient.foo rather than Patient.
+	if name := strings.Trim(diagnostics, `"`); details == "unknown field" && path != "" && name != "" {
+		path += "." + name
+		diagnostics = ""
+	}
+	if diagnostics != "" && !strings.Contains(details, diagnostics) {
+		details += ": " + diagnostics
+	}
+	issue := Issue{Severity: severity, Code: issueTypeForParse(details), Diagnostics: details}
+	if path != "" {
+		issue.Expression = []string{path}
+	}
+	return issue
+}
+
+func issueTypeForParse(details string) IssueType {
+	switch {
+	case strings.Contains(details, "invalid JSON"):
+		return Structure
+	case strings.Contains(details, "missing required"):
+		return Required
+	case strings.Contains(details, "unknown field"), strings.Contains(details, "unknown resource type"):
+		return Structure
+	}
+	return Value
+}

@@ -1,0 +1,595 @@
+package fhir
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/fhir/searchparam"
+)
+
+// Params is the search parameter registry: the specification's definitions, and how to index
+// a resource by them.
+type Params interface {
+	Extractor
+	Lookup(resourceType, code string) (*searchparam.Definition, bool)
+	ForType(resourceType string) []*searchparam.Definition
+}
+
+// Searcher runs searches over the index tables.
+type Searcher struct {
+	store   *Store
+	params  Params
+	baseURL string // this server's FHIR base, when configured: references to it are local
+	now     func() time.Time
+}
+
+// NewSearcher returns a searcher over store's database.
+func NewSearcher(store *Store, params Params, baseURL string) *Searcher {
+	return &Searcher{store: store, params: params, baseURL: strings.TrimSuffix(baseURL, "/"), now: store.now}
+}
+
+func sortStrings(s []string) { sort.Strings(s) }
+
+// maxIncluded caps what _include and _revinclude may add to one page.
+const maxIncluded = 1000
+
+// page is one page of search results.
+type page struct {
+	matches    []*Version
+	included   []*Version
+	total      *int
+	next, prev string // cursors
+}
+
+// cursor marks a position in a sorted result: the sort values and id of a row, and which way
+// the page it starts goes.
+type cursor struct {
+	Keys     []any  `json:"k"`
+	Type     string `json:"t"`
+	ID       string `json:"i"`
+	Backward bool   `json:"b,omitempty"`
+}
+
+func (c cursor) encode() string {
+	raw, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+func decodeCursor(s string) (*cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	var c cursor
+	if err == nil {
+		err = json.Unmarshal(raw, &c)
+	}
+	if err != nil {
+		return nil, NewOutcome(http.StatusBadRequest, Value, "_cursor is not one this server made")
+	}
+	return &c, nil
+}
+
+// sortColumn is one ORDER BY key: an SQL expression over the row r, never NULL (missing
+// values become a sentinel that sorts last), and how to read a cursor value back.
+type sortColumn struct {
+	expr string
+	desc bool
+	cast string
+}
+
+func (s *Searcher) sortColumns(b *sqlBuilder, types []string, keys []sortKey) ([]sortColumn, error) {
+	var cols []sortColumn
+	for _, k := range keys {
+		switch k.code {
+		case "_id":
+			cols = append(cols, sortColumn{expr: "r.resource_id", desc: k.desc, cast: "text"})
+			continue
+		case "_lastUpdated":
+			cols = append(cols, sortColumn{expr: "r.last_updated", desc: k.desc, cast: "timestamptz"})
+			continue
+		}
+		kind, _, ok := s.lookupAll(types, k.code)
+		if !ok {
+			return nil, NewOutcome(http.StatusBadRequest, NotSupported, fmt.Sprintf("_sort: %s is not a search parameter of %s", k.code, strings.Join(types, ", ")))
+		}
+		agg, column, cast := "min", "", ""
+		switch kind {
+		case searchparam.String:
+			column, cast = "normalized", "text"
+		case searchparam.Token:
+			column, cast = "value", "text"
+		case searchparam.URI:
+			column, cast = "value", "text"
+		case searchparam.Reference:
+			column, cast = "target_id", "text"
+		case searchparam.Date:
+			column, cast = "low", "timestamptz"
+			if k.desc {
+				agg, column = "max", "high"
+			}
+		case searchparam.Number, searchparam.Quantity:
+			column, cast = "value", "float8"
+			if k.desc {
+				agg = "max"
+			}
+		default:
+			return nil, NewOutcome(http.StatusBadRequest, NotSupported, "_sort: cannot sort by "+k.code)
+		}
+		if kind == searchparam.String || kind == searchparam.Token || kind == searchparam.URI || kind == searchparam.Reference {
+			if k.desc {
+				agg = "max"
+			}
+		}
+		sentinel := map[string]string{"text": "''", "timestamptz": "'-infinity'::timestamptz", "float8": "'-Infinity'::float8"}[cast]
+		if !k.desc {
+			sentinel = map[string]string{"text": "chr(1114111)", "timestamptz": "'infinity'::timestamptz", "float8": "'Infinity'::float8"}[cast]
+		}
+		expr := "COALESCE((SELECT " + agg + "(x." + column + ") FROM " + indexTable[kind] + " x WHERE x.resource_type = r.resource_type AND x.resource_id = r.resource_id AND x.code = " +
+			b.arg(k.code) + "), " + sentinel + ")"
+		cols = append(cols, sortColumn{expr: expr, desc: k.desc, cast: cast})
+	}
+	// The row's identity ends every ordering, so it is total and paging is stable.
+	return append(cols, sortColumn{expr: "r.resource_type", cast: "text"}, sortColumn{expr: "r.resource_id", cast: "text"}), nil
+}
+
+// where builds the conditions shared by the page query and the count.
+func (s *Searcher) where(b *sqlBuilder, types []string, q *searchQuery) (string, error) {
+	var typeCond string
+	if len(types) == 1 { // plain equality gives the planner a sharper estimate
+		typeCond = "r.resource_type = " + b.arg(types[0])
+	} else {
+		typeCond = "r.resource_type = ANY(" + b.arg(types) + "::text[])"
+	}
+	conds := []string{typeCond, "NOT r.deleted"}
+	o := owner{typeExpr: "r.resource_type", idExpr: "r.resource_id", types: types}
+	for _, f := range q.filters {
+		for _, values := range f.values {
+			c, err := s.condition(b, o, f.key, values, false)
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, "("+c+")")
+		}
+	}
+	return strings.Join(conds, " AND "), nil
+}
+
+// pageQuery builds the statement for one page of a search: the matches, ordered, with their
+// sort keys (to make cursors) and bodies.
+func (s *Searcher) pageQuery(types []string, q *searchQuery) (sqlText string, args []any, cols []sortColumn, at *cursor, err error) {
+	b := &sqlBuilder{}
+	where, err := s.where(b, types, q)
+	if err != nil {
+		return "", nil, nil, nil, err
+	}
+	if cols, err = s.sortColumns(b, types, q.sort); err != nil {
+		return "", nil, nil, nil, err
+	}
+	if q.cursor != "" {
+		if at, err = decodeCursor(q.cursor); err != nil {
+			return "", nil, nil, nil, err
+		}
+		if len(at.Keys) != len(cols)-2 {
+			return "", nil, nil, nil, NewOutcome(http.StatusBadRequest, Value, "_cursor does not belong to this search")
+		}
+	}
+	backward := at != nil && at.Backward
+
+	var selectKeys, order []string
+	for i, c := range cols {
+		selectKeys = append(selectKeys, c.expr+" AS k"+fmt.Sprint(i))
+		dir := "ASC"
+		if c.desc != backward {
+			dir = "DESC"
+		}
+		order = append(order, "k"+fmt.Sprint(i)+" "+dir)
+	}
+	sqlText = "SELECT * FROM (SELECT r.resource_type, r.resource_id, r.version_id, r.last_updated, " + strings.Join(selectKeys, ", ") +
+		" FROM resource r WHERE " + where + ") m"
+	if at != nil {
+		sqlText += " WHERE " + keysetCondition(b, cols, at, backward)
+	}
+	sqlText += " ORDER BY " + strings.Join(order, ", ") + " LIMIT " + b.arg(q.count+1)
+	sqlText = "SELECT m.resource_type, m.resource_id, m.version_id, m.last_updated, v.body, " + keyList(len(cols)) +
+		" FROM (" + sqlText + ") m JOIN resource_version v USING (resource_type, resource_id, version_id) ORDER BY " + strings.Join(order, ", ")
+	return sqlText, b.args, cols, at, nil
+}
+
+// run executes a parsed search for one page.
+func (s *Searcher) run(ctx context.Context, db DBTX, types []string, q *searchQuery) (*page, error) {
+	sqlText, args, cols, at, err := s.pageQuery(types, q)
+	if err != nil {
+		return nil, err
+	}
+	backward := at != nil && at.Backward
+	b := &sqlBuilder{args: args}
+
+	rows, err := db.Query(ctx, sqlText, append([]any{pgx.QueryExecModeExec}, b.args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("searching: %w", err)
+	}
+	defer rows.Close()
+	var matches []*Version
+	var keys [][]any
+	for rows.Next() {
+		v := &Version{}
+		var body string
+		dest := []any{&v.Type, &v.ID, &v.VersionID, &v.LastUpdated, &body}
+		rowKeys := make([]any, len(cols))
+		for i := range cols {
+			dest = append(dest, &rowKeys[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("reading search results: %w", err)
+		}
+		v.JSON = []byte(body)
+		matches = append(matches, v)
+		keys = append(keys, rowKeys)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading search results: %w", err)
+	}
+
+	p := &page{}
+	more := len(matches) > q.count
+	if more {
+		matches, keys = matches[:q.count], keys[:q.count]
+	}
+	if backward { // fetched in reverse to find the rows before the cursor: put them back in order
+		for i, j := 0, len(matches)-1; i < j; i, j = i+1, j-1 {
+			matches[i], matches[j] = matches[j], matches[i]
+			keys[i], keys[j] = keys[j], keys[i]
+		}
+	}
+	p.matches = matches
+	if len(matches) > 0 {
+		first, last := keys[0], keys[len(keys)-1]
+		if (!backward && more) || (backward && at != nil) {
+			p.next = cursor{Keys: cursorKeys(last), Type: matches[len(matches)-1].Type, ID: matches[len(matches)-1].ID}.encode()
+		}
+		if (backward && more) || (!backward && at != nil) {
+			p.prev = cursor{Keys: cursorKeys(first), Type: matches[0].Type, ID: matches[0].ID, Backward: true}.encode()
+		}
+	}
+	if q.total == "accurate" || q.total == "estimate" || q.summary == "count" {
+		cb := &sqlBuilder{}
+		cwhere, err := s.where(cb, types, q)
+		if err != nil {
+			return nil, err
+		}
+		var n int
+		if err := db.QueryRow(ctx, "SELECT count(*) FROM resource r WHERE "+cwhere, append([]any{pgx.QueryExecModeExec}, cb.args...)...).Scan(&n); err != nil {
+			return nil, fmt.Errorf("counting search results: %w", err)
+		}
+		p.total = &n
+	}
+	return p, nil
+}
+
+func keyList(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = "m.k" + fmt.Sprint(i)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// cursorKeys keeps the sort values of a row, without its type and id (stored apart), as
+// text PostgreSQL reads back with the column's cast: the sentinels for missing values are
+// infinities, which JSON cannot carry as numbers.
+func cursorKeys(keys []any) []any {
+	out := make([]any, 0, len(keys)-2)
+	for _, k := range keys[:len(keys)-2] {
+		switch v := k.(type) {
+		case time.Time:
+			k = v.UTC().Format(time.RFC3339Nano)
+		case float64:
+			switch {
+			case math.IsInf(v, 1):
+				k = "Infinity"
+			case math.IsInf(v, -1):
+				k = "-Infinity"
+			default:
+				k = strconv.FormatFloat(v, 'g', -1, 64)
+			}
+		case fmt.Stringer: // pgtype's infinite timestamps
+			k = v.String()
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// keysetCondition selects the rows after (or, going backward, before) the cursor's row in
+// the sort order: (k0 > a) OR (k0 = a AND k1 > b) OR ...
+func keysetCondition(b *sqlBuilder, cols []sortColumn, at *cursor, backward bool) string {
+	values := append(append([]any{}, at.Keys...), at.Type, at.ID)
+	var ors []string
+	for i := range cols {
+		var ands []string
+		for j := 0; j < i; j++ {
+			ands = append(ands, fmt.Sprintf("m.k%d = %s::%s", j, b.arg(values[j]), cols[j].cast))
+		}
+		op := ">"
+		if cols[i].desc != backward {
+			op = "<"
+		}
+		ands = append(ands, fmt.Sprintf("m.k%d %s %s::%s", i, op, b.arg(values[i]), cols[i].cast))
+		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
+	}
+	return "(" + strings.Join(ors, " OR ") + ")"
+}
+
+// include follows _include and _revinclude from the matches, and with :iterate from what
+// they bring in, up to maxIncluded resources.
+func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches []*Version) ([]*Version, error) {
+	if len(q.includes) == 0 && len(q.revincl) == 0 {
+		return nil, nil
+	}
+	seen := map[string]bool{}
+	for _, m := range matches {
+		seen[m.Path()] = true
+	}
+	var included []*Version
+	frontier := matches
+	for round := 0; round < 4 && len(frontier) > 0 && len(included) < maxIncluded; round++ {
+		byType := map[string][]string{}
+		for _, v := range frontier {
+			byType[v.Type] = append(byType[v.Type], v.ID)
+		}
+		var found [][2]string
+		for _, inc := range q.includes {
+			if (round > 0 && !inc.iterate) || len(byType[inc.source]) == 0 {
+				continue
+			}
+			pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.target_type, s.target_id FROM search_reference s
+				WHERE s.resource_type = $1 AND s.code = $2 AND s.resource_id = ANY($3::text[]) AND s.target_id <> ''
+				  AND ($4 = '' OR s.target_type = $4)`, inc.source, inc.param, byType[inc.source], inc.target))
+			if err != nil {
+				return nil, fmt.Errorf("following _include %s:%s: %w", inc.source, inc.param, err)
+			}
+			found = append(found, pairs...)
+		}
+		for _, inc := range q.revincl {
+			if round > 0 && !inc.iterate {
+				continue
+			}
+			for targetType, ids := range byType {
+				pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.resource_type, s.resource_id FROM search_reference s
+					WHERE s.resource_type = $1 AND s.code = $2 AND s.target_type = $3 AND s.target_id = ANY($4::text[])`,
+					inc.source, inc.param, targetType, ids))
+				if err != nil {
+					return nil, fmt.Errorf("following _revinclude %s:%s: %w", inc.source, inc.param, err)
+				}
+				found = append(found, pairs...)
+			}
+		}
+		var types, ids []string
+		for _, p := range found {
+			if key := p[0] + "/" + p[1]; !seen[key] && len(types) < maxIncluded-len(included) {
+				seen[key] = true
+				types, ids = append(types, p[0]), append(ids, p[1])
+			}
+		}
+		loaded, err := s.load(ctx, db, types, ids)
+		if err != nil {
+			return nil, err
+		}
+		included = append(included, loaded...)
+		frontier = loaded
+	}
+	return included, nil
+}
+
+// collectPairs reads (resource type, id) rows.
+func collectPairs(rows pgx.Rows, err error) ([][2]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]string, error) {
+		var p [2]string
+		return p, r.Scan(&p[0], &p[1])
+	})
+}
+
+// load reads the current versions of the given resources, skipping deleted ones.
+func (s *Searcher) load(ctx context.Context, db DBTX, types, ids []string) ([]*Version, error) {
+	if len(types) == 0 {
+		return nil, nil
+	}
+	rows, err := db.Query(ctx, `SELECT r.resource_type, r.resource_id, r.version_id, r.last_updated, v.body
+		FROM unnest($1::text[], $2::text[]) AS k(resource_type, resource_id)
+		JOIN resource r USING (resource_type, resource_id)
+		JOIN resource_version v USING (resource_type, resource_id, version_id)
+		WHERE NOT r.deleted ORDER BY r.resource_type, r.resource_id`, types, ids)
+	if err != nil {
+		return nil, fmt.Errorf("loading included resources: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*Version, error) {
+		v := &Version{}
+		var body string
+		err := r.Scan(&v.Type, &v.ID, &v.VersionID, &v.LastUpdated, &body)
+		v.JSON = []byte(body)
+		return v, err
+	})
+}
+
+// MatchOne finds the one resource of resourceType that the criteria (a query string) select,
+// for conditional create, update, patch and delete: "" when none does, a 412 Outcome when
+// several do. Criteria must all be understood: ignoring one could pick the wrong resource.
+// It holds a transaction-scoped advisory lock on the criteria, so two requests with the same
+// criteria cannot both find nothing and both create.
+func (s *Searcher) MatchOne(ctx context.Context, tx DBTX, resourceType, criteria, purpose string) (string, error) {
+	params, err := url.ParseQuery(strings.TrimPrefix(criteria, "?"))
+	if err != nil || len(params) == 0 {
+		return "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%s: %q is not a search query", purpose, criteria))
+	}
+	q, err := s.parseSearch([]string{resourceType}, params, true, 2, 2)
+	if err != nil {
+		return "", err
+	}
+	q.count, q.sort, q.includes, q.revincl, q.total = 2, nil, nil, nil, "none"
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", resourceType+"?"+params.Encode()); err != nil {
+		return "", fmt.Errorf("locking %s criteria: %w", purpose, err)
+	}
+	p, err := s.run(ctx, tx, []string{resourceType}, q)
+	if err != nil {
+		return "", err
+	}
+	switch len(p.matches) {
+	case 0:
+		return "", nil
+	case 1:
+		return p.matches[0].ID, nil
+	}
+	return "", NewOutcome(http.StatusPreconditionFailed, Duplicate, fmt.Sprintf("%s: more than one %s matches %q", purpose, resourceType, criteria))
+}
+
+func (a *API) typeSearch(c echo.Context) error {
+	resourceType, _, err := target(c)
+	if err != nil {
+		return err
+	}
+	return a.doSearch(c, []string{resourceType})
+}
+
+// systemSearch is GET /fhir?_type=A,B&...: a search across types, with the parameters they
+// share.
+func (a *API) systemSearch(c echo.Context) error {
+	types := ResourceTypes()
+	if t := c.QueryParam("_type"); t != "" {
+		types = nil
+		for _, name := range splitEscaped(t, ',') {
+			if !IsResourceType(name) {
+				return NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("_type: %q is not an R4 resource type", name))
+			}
+			types = append(types, name)
+		}
+	}
+	return a.doSearch(c, types)
+}
+
+func (a *API) doSearch(c echo.Context, types []string) error {
+	params := c.QueryParams()
+	if c.Request().Method == http.MethodPost {
+		form, err := c.FormParams()
+		if err != nil {
+			return NewOutcome(http.StatusBadRequest, Structure, "POST _search takes an application/x-www-form-urlencoded body")
+		}
+		params = mergeValues(params, form)
+	}
+	strict := preferences(c.Request()).StrictHandling
+	q, err := a.search.parseSearch(types, params, strict, a.config.DefaultCount, a.config.MaxCount)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	p, err := a.search.run(ctx, a.store.db, types, q)
+	if err != nil {
+		return err
+	}
+	if q.summary != "count" {
+		if p.included, err = a.search.include(ctx, a.store.db, q, p.matches); err != nil {
+			return err
+		}
+	}
+
+	base := a.baseURL(c)
+	b := newBundle("searchset", a.now())
+	b.Total = p.total
+	b.Link = []bundleLink{{Relation: "self", URL: pageURL(base, c, nil)}}
+	if p.next != "" {
+		b.Link = append(b.Link, bundleLink{Relation: "next", URL: pageURL(base, c, map[string]string{"_cursor": p.next})})
+	}
+	if p.prev != "" {
+		b.Link = append(b.Link, bundleLink{Relation: "previous", URL: pageURL(base, c, map[string]string{"_cursor": p.prev})})
+	}
+	if q.summary != "count" {
+		for _, v := range p.matches {
+			body, err := shape(v.JSON, q)
+			if err != nil {
+				return err
+			}
+			b.Entry = append(b.Entry, bundleEntry{FullURL: base + "/" + v.Path(), Resource: body, Search: &entrySearch{Mode: "match"}})
+		}
+		for _, v := range p.included {
+			b.Entry = append(b.Entry, bundleEntry{FullURL: base + "/" + v.Path(), Resource: v.JSON, Search: &entrySearch{Mode: "include"}})
+		}
+	}
+	if len(q.unknown) > 0 {
+		oo, err := MarshalOutcome(q.unknown, false)
+		if err != nil {
+			return err
+		}
+		b.Entry = append(b.Entry, bundleEntry{Resource: oo, Search: &entrySearch{Mode: "outcome"}})
+	}
+	return b.send(c)
+}
+
+func mergeValues(a, b url.Values) url.Values {
+	out := url.Values{}
+	for k, v := range a {
+		out[k] = append(out[k], v...)
+	}
+	for k, v := range b {
+		out[k] = append(out[k], v...)
+	}
+	return out
+}
+
+// shape applies _elements and _summary to a match: only the asked-for elements (plus id,
+// meta and resourceType), tagged SUBSETTED as the specification asks.
+func shape(raw []byte, q *searchQuery) ([]byte, error) {
+	if len(q.elements) == 0 && (q.summary == "" || q.summary == "false") {
+		return raw, nil
+	}
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, err
+	}
+	keep := map[string]bool{"resourceType": true, "id": true, "meta": true}
+	switch {
+	case len(q.elements) > 0:
+		for _, e := range q.elements {
+			keep[strings.SplitN(e, ".", 2)[0]] = true
+		}
+	case q.summary == "text":
+		keep["text"] = true
+	case q.summary == "data":
+		for k := range body {
+			keep[k] = k != "text"
+		}
+	case q.summary == "true":
+		for k := range body {
+			keep[k] = k != "text" && k != "contained" && !strings.HasPrefix(k, "_")
+		}
+	}
+	for k := range body {
+		if !keep[k] {
+			delete(body, k)
+		}
+	}
+	var meta map[string]any
+	_ = json.Unmarshal(body["meta"], &meta)
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	tags, _ := meta["tag"].([]any)
+	meta["tag"] = append(tags, map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"})
+	rawMeta, err := json.Marshal(meta)
+	if err != nil {
+		return nil, err
+	}
+	body["meta"] = rawMeta
+	return json.Marshal(body)
+}

@@ -1,0 +1,302 @@
+package fhir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cartreg/cartreg/fhir/searchparam"
+)
+
+// DBTX is what the store's queries run on: the pool, or a transaction when several writes
+// must stand or fall together (a transaction Bundle).
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// Extractor computes a resource's search index values.
+type Extractor interface {
+	Extract(resourceType string, resource map[string]any) (searchparam.Values, error)
+}
+
+// Store keeps every version of every resource, which one is current, and the search indexes
+// of the current ones, in PostgreSQL.
+type Store struct {
+	db      *pgxpool.Pool
+	indexer Extractor
+	now     func() time.Time
+}
+
+// NewStore returns a store on db; now is its clock (time.Now outside tests).
+func NewStore(db *pgxpool.Pool, indexer Extractor, now func() time.Time) *Store {
+	return &Store{db: db, indexer: indexer, now: now}
+}
+
+// Version is one stored version of a resource.
+type Version struct {
+	Type        string
+	ID          string
+	VersionID   int
+	LastUpdated time.Time
+	Deleted     bool
+	JSON        []byte // nil for a deletion
+}
+
+// ETag is the version's entity tag, W/"n".
+func (v *Version) ETag() string { return `W/"` + strconv.Itoa(v.VersionID) + `"` }
+
+// Path is Type/id.
+func (v *Version) Path() string { return v.Type + "/" + v.ID }
+
+// InTx runs fn in one database transaction, retried when PostgreSQL reports a serialisation
+// failure, deadlock or a lost race for a unique key: each attempt starts from scratch, so a
+// retried write is never half applied.
+func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = pgx.BeginFunc(ctx, s.db, fn)
+		if !retryable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "40001", "40P01", "23505": // serialization_failure, deadlock_detected, unique_violation
+		return true
+	}
+	return false
+}
+
+// Create stores res as a new resource with a server-assigned id.
+func (s *Store) Create(ctx context.Context, tx DBTX, res *Resource) (*Version, error) {
+	res.ID = uuid.NewString()
+	return s.writeVersion(ctx, tx, res, 1)
+}
+
+// UpdateResult says what an update did.
+type UpdateResult struct {
+	Version *Version
+	Created bool // no current version existed: the update created the resource
+}
+
+// Update makes res the current version of res.Type/res.ID, creating it when it does not
+// exist (update as create, with the client's id). With ifMatch, the update happens only if
+// the current version is that one. The resource's row is locked for the transaction, so
+// concurrent updates of one resource queue up and none is lost.
+func (s *Store) Update(ctx context.Context, tx DBTX, res *Resource, ifMatch *int) (UpdateResult, error) {
+	current, deleted, exists, err := lockCurrent(ctx, tx, res.Type, res.ID)
+	if err != nil {
+		return UpdateResult{}, err
+	}
+	if ifMatch != nil && (!exists || deleted || current != *ifMatch) {
+		have := "does not exist"
+		if exists {
+			have = fmt.Sprintf("is at version %d", current)
+			if deleted {
+				have += " (deleted)"
+			}
+		}
+		return UpdateResult{}, NewOutcome(http.StatusPreconditionFailed, Conflict,
+			fmt.Sprintf("If-Match asks for version %d of %s/%s, which %s", *ifMatch, res.Type, res.ID, have))
+	}
+	v, err := s.writeVersion(ctx, tx, res, current+1)
+	return UpdateResult{Version: v, Created: !exists || deleted}, err
+}
+
+// Delete deletes type/id, keeping its history. Deleting what does not exist, or is deleted
+// already, is not an error: it returns a nil Version.
+func (s *Store) Delete(ctx context.Context, tx DBTX, resourceType, id string) (*Version, error) {
+	current, deleted, exists, err := lockCurrent(ctx, tx, resourceType, id)
+	if err != nil || !exists || deleted {
+		return nil, err
+	}
+	return s.writeVersion(ctx, tx, &Resource{Type: resourceType, ID: id}, current+1)
+}
+
+// lockCurrent locks a resource's row and returns its current version.
+func lockCurrent(ctx context.Context, tx DBTX, resourceType, id string) (version int, deleted, exists bool, err error) {
+	err = tx.QueryRow(ctx, `SELECT version_id, deleted FROM resource
+		WHERE resource_type = $1 AND resource_id = $2 FOR UPDATE`, resourceType, id).Scan(&version, &deleted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, false, nil
+	}
+	if err != nil {
+		return 0, false, false, fmt.Errorf("locking %s/%s: %w", resourceType, id, err)
+	}
+	return version, deleted, true, nil
+}
+
+// writeVersion stores a version: the resource's body with its id and meta set, or a deletion
+// when res.Body is nil; points the resource at it; and rewrites the search index.
+func (s *Store) writeVersion(ctx context.Context, tx DBTX, res *Resource, version int) (*Version, error) {
+	v := &Version{Type: res.Type, ID: res.ID, VersionID: version, LastUpdated: s.now().UTC().Truncate(time.Millisecond), Deleted: res.Body == nil}
+	var values searchparam.Values
+	if res.Body != nil {
+		res.Body["id"] = res.ID
+		meta, _ := res.Body["meta"].(map[string]any)
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		meta["versionId"] = strconv.Itoa(version)
+		meta["lastUpdated"] = v.LastUpdated.Format("2006-01-02T15:04:05.000Z07:00")
+		res.Body["meta"] = meta
+		var err error
+		if v.JSON, err = res.JSON(); err != nil {
+			return nil, fmt.Errorf("rendering %s/%s: %w", res.Type, res.ID, err)
+		}
+		if values, err = s.indexer.Extract(res.Type, res.Body); err != nil {
+			return nil, fmt.Errorf("indexing %s/%s: %w", res.Type, res.ID, err)
+		}
+	}
+
+	batch := &pgx.Batch{}
+	var body *string
+	if v.JSON != nil {
+		text := string(v.JSON)
+		body = &text
+	}
+	batch.Queue(`INSERT INTO resource_version (resource_type, resource_id, version_id, last_updated, body)
+		VALUES ($1, $2, $3, $4, $5)`, v.Type, v.ID, v.VersionID, v.LastUpdated, body)
+	batch.Queue(`INSERT INTO resource (resource_type, resource_id, version_id, last_updated, deleted)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (resource_type, resource_id) DO UPDATE
+		SET version_id = excluded.version_id, last_updated = excluded.last_updated, deleted = excluded.deleted`,
+		v.Type, v.ID, v.VersionID, v.LastUpdated, v.Deleted)
+	if version > 1 {
+		for _, table := range indexTables {
+			batch.Queue(`DELETE FROM `+table+` WHERE resource_type = $1 AND resource_id = $2`, v.Type, v.ID)
+		}
+	}
+	queueIndexInserts(batch, v.Type, v.ID, values)
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("writing %s/%s version %d: %w", v.Type, v.ID, v.VersionID, err)
+	}
+	return v, nil
+}
+
+var indexTables = []string{"search_string", "search_token", "search_date", "search_reference", "search_number", "search_quantity", "search_uri"}
+
+// queueIndexInserts adds one multi-row INSERT per index table that has values, the rows
+// passed as parallel arrays.
+func queueIndexInserts(b *pgx.Batch, resourceType, id string, v searchparam.Values) {
+	if n := len(v.Strings); n > 0 {
+		codes, values, normalized := make([]string, n), make([]string, n), make([]string, n)
+		for i, x := range v.Strings {
+			codes[i], values[i], normalized[i] = x.Code, x.Value, x.Normalized
+		}
+		b.Queue(`INSERT INTO search_string (resource_type, resource_id, code, value, normalized)
+			SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[])`, resourceType, id, codes, values, normalized)
+	}
+	if n := len(v.Tokens); n > 0 {
+		codes, systems, values, displays := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		for i, x := range v.Tokens {
+			codes[i], systems[i], values[i], displays[i] = x.Code, x.System, x.Value, x.Text
+		}
+		b.Queue(`INSERT INTO search_token (resource_type, resource_id, code, system, value, display)
+			SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])`, resourceType, id, codes, systems, values, displays)
+	}
+	if n := len(v.Dates); n > 0 {
+		codes, lows, highs := make([]string, n), make([]time.Time, n), make([]time.Time, n)
+		for i, x := range v.Dates {
+			codes[i], lows[i], highs[i] = x.Code, x.Low, x.High
+		}
+		b.Queue(`INSERT INTO search_date (resource_type, resource_id, code, low, high)
+			SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::timestamptz[])`, resourceType, id, codes, lows, highs)
+	}
+	if n := len(v.References); n > 0 {
+		codes, types, ids, urls, versions := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		for i, x := range v.References {
+			codes[i], types[i], ids[i], urls[i], versions[i] = x.Code, x.Type, x.ID, x.URL, x.Version
+		}
+		b.Queue(`INSERT INTO search_reference (resource_type, resource_id, code, target_type, target_id, url, version)
+			SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])`, resourceType, id, codes, types, ids, urls, versions)
+	}
+	if n := len(v.Numbers); n > 0 {
+		codes, values, lows, highs := make([]string, n), make([]float64, n), make([]float64, n), make([]float64, n)
+		for i, x := range v.Numbers {
+			codes[i], values[i], lows[i], highs[i] = x.Code, x.Value, x.Low, x.High
+		}
+		b.Queue(`INSERT INTO search_number (resource_type, resource_id, code, value, low, high)
+			SELECT $1, $2, * FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[])`, resourceType, id, codes, values, lows, highs)
+	}
+	if n := len(v.Quantities); n > 0 {
+		codes, values, lows, highs, systems, units := make([]string, n), make([]*float64, n), make([]float64, n), make([]float64, n), make([]string, n), make([]string, n)
+		for i, x := range v.Quantities {
+			codes[i], lows[i], highs[i], systems[i], units[i] = x.Code, x.Low, x.High, x.System, x.Unit
+			if !math.IsNaN(x.Value) && !math.IsInf(x.Value, 0) {
+				value := x.Value
+				values[i] = &value
+			}
+		}
+		b.Queue(`INSERT INTO search_quantity (resource_type, resource_id, code, value, low, high, system, unit)
+			SELECT $1, $2, * FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[], $7::text[], $8::text[])`, resourceType, id, codes, values, lows, highs, systems, units)
+	}
+	if n := len(v.URIs); n > 0 {
+		codes, values := make([]string, n), make([]string, n)
+		for i, x := range v.URIs {
+			codes[i], values[i] = x.Code, x.Value
+		}
+		b.Queue(`INSERT INTO search_uri (resource_type, resource_id, code, value)
+			SELECT $1, $2, * FROM unnest($3::text[], $4::text[])`, resourceType, id, codes, values)
+	}
+}
+
+// Read returns the current version of type/id: a 404 Outcome if there is none, 410 if it
+// was deleted.
+func (s *Store) Read(ctx context.Context, q DBTX, resourceType, id string) (*Version, error) {
+	v := &Version{Type: resourceType, ID: id}
+	var body *string
+	err := q.QueryRow(ctx, `SELECT r.version_id, r.last_updated, r.deleted, v.body
+		FROM resource r JOIN resource_version v USING (resource_type, resource_id, version_id)
+		WHERE r.resource_type = $1 AND r.resource_id = $2`, resourceType, id).Scan(&v.VersionID, &v.LastUpdated, &v.Deleted, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, NewOutcome(http.StatusNotFound, NotFound, fmt.Sprintf("%s/%s is not known", resourceType, id))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s/%s: %w", resourceType, id, err)
+	}
+	if v.Deleted {
+		return v, NewOutcome(http.StatusGone, Deleted, fmt.Sprintf("%s/%s was deleted (version %d)", resourceType, id, v.VersionID))
+	}
+	v.JSON = []byte(*body)
+	return v, nil
+}
+
+// VRead returns one version of type/id.
+func (s *Store) VRead(ctx context.Context, q DBTX, resourceType, id string, versionID int) (*Version, error) {
+	v := &Version{Type: resourceType, ID: id, VersionID: versionID}
+	var body *string
+	err := q.QueryRow(ctx, `SELECT last_updated, body FROM resource_version
+		WHERE resource_type = $1 AND resource_id = $2 AND version_id = $3`, resourceType, id, versionID).Scan(&v.LastUpdated, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, NewOutcome(http.StatusNotFound, NotFound, fmt.Sprintf("%s/%s has no version %d", resourceType, id, versionID))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s/%s version %d: %w", resourceType, id, versionID, err)
+	}
+	if body == nil {
+		v.Deleted = true
+		return v, NewOutcome(http.StatusGone, Deleted, fmt.Sprintf("version %d of %s/%s is its deletion", versionID, resourceType, id))
+	}
+	v.JSON = []byte(*body)
+	return v, nil
+}
