@@ -55,6 +55,7 @@ func (a *API) Register(e *echo.Echo) {
 	g.GET("/_history", a.history)
 	g.GET("/:type", a.typeSearch)
 	g.POST("/:type/_search", a.typeSearch)
+	g.GET("/:type/_search", a.typeSearch) // not in the specification, but clients send it
 	g.POST("/:type", a.create)
 	g.PUT("/:type", a.conditionalUpdate)
 	g.PATCH("/:type", a.conditionalPatch)

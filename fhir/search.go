@@ -167,7 +167,7 @@ func (s *Searcher) where(b *sqlBuilder, types []string, q *searchQuery) (string,
 // pageQuery builds the statement for one page of a search: the matches, ordered, with their
 // sort keys (to make cursors) and bodies.
 func (s *Searcher) pageQuery(types []string, q *searchQuery) (sqlText string, args []any, cols []sortColumn, at *cursor, err error) {
-	b := &sqlBuilder{}
+	b := &sqlBuilder{base: q.base}
 	where, err := s.where(b, types, q)
 	if err != nil {
 		return "", nil, nil, nil, err
@@ -262,7 +262,7 @@ func (s *Searcher) run(ctx context.Context, db DBTX, types []string, q *searchQu
 		}
 	}
 	if q.total == "accurate" || q.total == "estimate" || q.summary == "count" {
-		cb := &sqlBuilder{}
+		cb := &sqlBuilder{base: q.base}
 		cwhere, err := s.where(cb, types, q)
 		if err != nil {
 			return nil, err
@@ -354,7 +354,9 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 			}
 			pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.target_type, s.target_id FROM search_reference s
 				WHERE s.resource_type = $1 AND s.code = $2 AND s.resource_id = ANY($3::text[]) AND s.target_id <> ''
-				  AND ($4 = '' OR s.target_type = $4)`, inc.source, inc.param, byType[inc.source], inc.target))
+				  AND ($4 = '' OR s.target_type = $4)
+				  AND (s.url = '' OR s.url = $5 || s.target_type || '/' || s.target_id)`,
+				inc.source, inc.param, byType[inc.source], inc.target, q.base+"/"))
 			if err != nil {
 				return nil, fmt.Errorf("following _include %s:%s: %w", inc.source, inc.param, err)
 			}
@@ -366,8 +368,9 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 			}
 			for targetType, ids := range byType {
 				pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.resource_type, s.resource_id FROM search_reference s
-					WHERE s.resource_type = $1 AND s.code = $2 AND s.target_type = $3 AND s.target_id = ANY($4::text[])`,
-					inc.source, inc.param, targetType, ids))
+					WHERE s.resource_type = $1 AND s.code = $2 AND s.target_type = $3 AND s.target_id = ANY($4::text[])
+					  AND (s.url = '' OR s.url = $5 || s.target_type || '/' || s.target_id)`,
+					inc.source, inc.param, targetType, ids, q.base+"/"))
 				if err != nil {
 					return nil, fmt.Errorf("following _revinclude %s:%s: %w", inc.source, inc.param, err)
 				}
@@ -438,6 +441,7 @@ func (s *Searcher) MatchOne(ctx context.Context, tx DBTX, resourceType, criteria
 	if err != nil {
 		return "", err
 	}
+	q.base = s.baseURL
 	q.count, q.sort, q.includes, q.revincl, q.total = 2, nil, nil, nil, "none"
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", resourceType+"?"+params.Encode()); err != nil {
 		return "", fmt.Errorf("locking %s criteria: %w", purpose, err)
@@ -493,6 +497,7 @@ func (a *API) doSearch(c echo.Context, types []string) error {
 	if err != nil {
 		return err
 	}
+	q.base = a.baseURL(c)
 	ctx := c.Request().Context()
 	p, err := a.search.run(ctx, a.store.db, types, q)
 	if err != nil {

@@ -45,6 +45,7 @@ type searchQuery struct {
 	revincl    []include
 	cursor     string
 	types      []string // _type, for system search
+	base       string   // this server's FHIR base as the client sees it
 	unknown    []Issue  // parameters ignored, to report
 	strictness bool
 }

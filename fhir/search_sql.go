@@ -16,6 +16,9 @@ import (
 type sqlBuilder struct {
 	args    []any
 	aliases int
+	// base is this server's FHIR base as the client addresses it: a reference to
+	// base/Type/id is local.
+	base string
 }
 
 func (b *sqlBuilder) arg(v any) string {
@@ -310,18 +313,17 @@ func (s *Searcher) valueCondition(b *sqlBuilder, kind searchparam.Type, modifier
 }
 
 // referenceCondition reads Type/id, an id alone, an absolute URL on this server or
-// elsewhere, or a canonical with |version.
+// elsewhere, or a canonical with |version. A local reference matches relative references and
+// absolute ones to this server, never the same Type/id on another server.
 func (s *Searcher) referenceCondition(b *sqlBuilder, typeModifier, v string, defs []*searchparam.Definition) (string, error) {
-	if base := s.baseURL; base != "" && strings.HasPrefix(v, base+"/") {
-		v = strings.TrimPrefix(v, base+"/")
-	}
-	if strings.Contains(v, "://") || strings.HasPrefix(v, "urn:") {
+	if b.base != "" && strings.HasPrefix(v, b.base+"/") {
+		v = strings.TrimPrefix(v, b.base+"/")
+	} else if strings.Contains(v, "://") || strings.HasPrefix(v, "urn:") {
 		url, version, _ := strings.Cut(v, "|")
 		cond := "s.url = " + b.arg(url)
 		if version != "" {
 			cond += " AND s.version = " + b.arg(version)
 		}
-		// An absolute URL of a resource elsewhere also matches by its Type/id tail.
 		return cond, nil
 	}
 	typ, id, hasType := strings.Cut(v, "/")
@@ -330,13 +332,23 @@ func (s *Searcher) referenceCondition(b *sqlBuilder, typeModifier, v string, def
 	} else if typeModifier != "" && typeModifier != typ {
 		return "false", nil
 	}
-	if typ != "" {
-		if !IsResourceType(typ) {
-			return "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a resource type", typ))
-		}
-		return "s.target_type = " + b.arg(typ) + " AND s.target_id = " + b.arg(id), nil
+	if typ != "" && !IsResourceType(typ) {
+		return "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a resource type", typ))
 	}
-	return "s.target_id = " + b.arg(id), nil
+	cond := "s.target_id = " + b.arg(id)
+	if typ != "" {
+		cond += " AND s.target_type = " + b.arg(typ)
+	}
+	return cond + " AND " + b.local("s"), nil
+}
+
+// local is the condition that the reference row alias points into this server: written
+// relative, or absolute on this server's base.
+func (b *sqlBuilder) local(alias string) string {
+	if b.base == "" {
+		return alias + ".url = ''"
+	}
+	return "(" + alias + ".url = '' OR " + alias + ".url = " + b.arg(b.base+"/") + " || " + alias + ".target_type || '/' || " + alias + ".target_id)"
 }
 
 // chainCondition: ref[:Type].rest=value matches resources whose ref points to a resource of
@@ -381,7 +393,7 @@ func (s *Searcher) chainCondition(b *sqlBuilder, o owner, defs []*searchparam.De
 	if probe {
 		return "", nil
 	}
-	return o.in(b, "c.resource_type", "c.resource_id", "search_reference c", "c.code = "+b.arg(defs[0].Code)+" AND ("+strings.Join(parts, " OR ")+")"), nil
+	return o.in(b, "c.resource_type", "c.resource_id", "search_reference c", "c.code = "+b.arg(defs[0].Code)+" AND "+b.local("c")+" AND ("+strings.Join(parts, " OR ")+")"), nil
 }
 
 // hasCondition: _has:Type:ref:rest=value matches resources that a Type points to through its
@@ -403,7 +415,7 @@ func (s *Searcher) hasCondition(b *sqlBuilder, o owner, key string, values []str
 	}
 	return "EXISTS (SELECT 1 FROM search_reference " + alias + " WHERE " + alias + ".resource_type = " + b.arg(source) +
 		" AND " + alias + ".code = " + b.arg(ref) + " AND " + alias + ".target_type = " + o.typeExpr +
-		" AND " + alias + ".target_id = " + o.idExpr + " AND " + inner + ")", nil
+		" AND " + alias + ".target_id = " + o.idExpr + " AND " + b.local(alias) + " AND " + inner + ")", nil
 }
 
 // parseDateRange reads a date or dateTime a client wrote in a query, as the range it covers.

@@ -43,6 +43,9 @@ var searchFixtures = []string{
 	`{"resourceType":"RiskAssessment","id":"r2","status":"final","subject":{"reference":"Patient/p2"},
 	  "prediction":[{"probabilityDecimal":0.5}]}`,
 	`{"resourceType":"ValueSet","id":"vs1","status":"active","url":"http://example.org/fhir/ValueSet/abc"}`,
+	`{"resourceType":"Observation","id":"o5","status":"final","code":{"text":"remote"},
+	  "meta":{"tag":[{"system":"urn:tags","code":"imported"}],"profile":["http://example.org/StructureDefinition/remote-obs"]},
+	  "subject":{"reference":"http://elsewhere.example/fhir/Patient/p1"}}`,
 }
 
 func loadSearchFixtures(t *testing.T, s *testServer) {
@@ -102,7 +105,7 @@ func TestSearchParameterTypesModifiersAndPrefixes(t *testing.T) {
 		{"Observation?code=http://loinc.org|29463-7", "o1 o3"},
 		{"Observation?code=8302-2", "o2"},
 		{"Observation?code:text=body", "o1 o2"},
-		{"Observation?status=final,amended", "o1 o2 o3 o4"},
+		{"Observation?status=final,amended", "o1 o2 o3 o4 o5"},
 		{"Observation?value-concept=urn:answers|yes", "o4"},
 		// date: every prefix, partial dates as ranges, periods
 		{"Patient?birthdate=1974-12-25", "p1"},
@@ -127,7 +130,10 @@ func TestSearchParameterTypesModifiersAndPrefixes(t *testing.T) {
 		{"Patient?_lastUpdated=gt2000-01-01", "p1 p2 p3"},
 		{"Patient?_lastUpdated=lt2000-01-01", ""},
 		// reference: Type/id, id alone, :Type, targets restricted by the parameter
-		{"Observation?subject=Patient/p1", "o1"},
+		{"Observation?subject=Patient/p1", "o1"}, // not o5, whose Patient/p1 is on another server
+		{"Observation?subject=http://elsewhere.example/fhir/Patient/p1", "o5"},
+		{"Observation?_tag=urn:tags|imported", "o5"},
+		{"Observation?_profile=http://example.org/StructureDefinition/remote-obs", "o5"},
 		{"Observation?subject=p1", "o1"},
 		{"Observation?subject:Patient=p2", "o2 o3"},
 		{"Observation?patient=p2", "o2 o3"},
@@ -176,6 +182,18 @@ func TestSearchParameterTypesModifiersAndPrefixes(t *testing.T) {
 				t.Fatalf("found %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestAbsoluteReferencesToThisServerAreLocal(t *testing.T) {
+	s := newTestServer(t)
+	loadSearchFixtures(t, s)
+	local := fmt.Sprintf(`{"resourceType":"Observation","id":"o6","status":"final","code":{"text":"x"},"subject":{"reference":"%s/Patient/p3"}}`, s.base)
+	s.expect(s.do("PUT", "/Observation/o6", local), http.StatusCreated)
+	for _, q := range []string{"Observation?subject=Patient/p3", "Observation?subject=" + s.base + "/Patient/p3", "Observation?patient=p3"} {
+		if got := strings.Join(found(t, s.expect(s.do("GET", "/"+q, ""), http.StatusOK), "match"), " "); got != "o6" {
+			t.Errorf("%s: %q, want o6", q, got)
+		}
 	}
 }
 
@@ -254,6 +272,10 @@ func TestSearchIncludesAndShapesResults(t *testing.T) {
 	r = s.expect(s.do("GET", "/Observation?_id=o1&_include=Observation:subject&_include:iterate=Patient:general-practitioner", ""), http.StatusOK)
 	if join(r, "include") != "dr1 p1" {
 		t.Fatalf("_include:iterate: includes %q", join(r, "include"))
+	}
+	r = s.expect(s.do("GET", "/Patient?_id=p1&_revinclude=Observation:subject", ""), http.StatusOK)
+	if join(r, "include") != "o1" {
+		t.Fatalf("_revinclude followed a reference to another server: includes %q", join(r, "include"))
 	}
 	r = s.expect(s.do("GET", "/Patient?_id=p2&_revinclude=Observation:subject", ""), http.StatusOK)
 	if join(r, "match") != "p2" || join(r, "include") != "o2 o3" {
