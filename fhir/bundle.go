@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -62,11 +63,14 @@ func newBundle(bundleType string, now time.Time) *bundle {
 }
 
 func (b *bundle) send(c echo.Context) error {
-	raw, err := json.Marshal(b)
-	if err != nil {
+	// No HTML escaping: links keep their & and narratives their <div>, as clients expect.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(b); err != nil {
 		return err
 	}
-	return writeJSON(c, http.StatusOK, raw)
+	return writeJSON(c, http.StatusOK, bytes.TrimRight(buf.Bytes(), "\n"))
 }
 
 // pageURL is the request's own URL on the FHIR base with query parameters changed: set

@@ -1,6 +1,7 @@
 package fhir_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -282,6 +283,10 @@ func TestSearchIncludesAndShapesResults(t *testing.T) {
 		t.Fatalf("_revinclude: matches %q includes %q", join(r, "match"), join(r, "include"))
 	}
 
+	raw := s.expect(s.do("GET", "/Patient?_summary=count&_total=accurate", ""), http.StatusOK)
+	if bytes.Contains(raw.body, []byte(`\u0026`)) || !bytes.Contains(raw.body, []byte("&_total")) {
+		t.Fatalf("links are HTML-escaped: %s", raw.body)
+	}
 	count := s.expect(s.do("GET", "/Patient?_summary=count", ""), http.StatusOK).json(t)
 	if fmt.Sprint(count["total"]) != "3" || count["entry"] != nil {
 		t.Fatalf("_summary=count: %v", count)
