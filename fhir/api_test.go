@@ -540,6 +540,16 @@ func TestCapabilityStatement(t *testing.T) {
 			t.Errorf("Patient search parameter %s: %q, want %s", name, params[name], typ)
 		}
 	}
+	var interactions []string
+	for _, i := range patient["interaction"].([]any) {
+		interactions = append(interactions, i.(map[string]any)["code"].(string))
+	}
+	if got := strings.Join(interactions, " "); got != "read vread update patch delete history-instance history-type create search-type" {
+		t.Errorf("Patient interactions %q", got)
+	}
+	if patient["conditionalDelete"] != "single" || patient["conditionalUpdate"] != true {
+		t.Errorf("conditional support: %v %v", patient["conditionalDelete"], patient["conditionalUpdate"])
+	}
 	if !strings.Contains(rest["documentation"].(string), "composite") {
 		t.Error("the CapabilityStatement does not say what is left out")
 	}

@@ -12,8 +12,39 @@ import (
 	"github.com/cartreg/cartreg/fhir/searchparam"
 )
 
-// The interactions every resource type supports, as the routes in Register implement them.
-var typeInteractions = []string{"read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"}
+// interactionRoutes names the FHIR interaction each route pattern implements. The
+// CapabilityStatement lists an interaction only if its route is registered.
+var interactionRoutes = map[string]string{
+	"GET /fhir/:type/:id":               "read",
+	"GET /fhir/:type/:id/_history/:vid": "vread",
+	"PUT /fhir/:type/:id":               "update",
+	"PATCH /fhir/:type/:id":             "patch",
+	"DELETE /fhir/:type/:id":            "delete",
+	"GET /fhir/:type/:id/_history":      "history-instance",
+	"GET /fhir/:type/_history":          "history-type",
+	"POST /fhir/:type":                  "create",
+	"GET /fhir/:type":                   "search-type",
+	"GET /fhir":                         "search-system",
+	"GET /fhir/_history":                "history-system",
+	"POST /fhir":                        "transaction",
+	"PUT /fhir/:type":                   "conditional-update",
+	"DELETE /fhir/:type":                "conditional-delete",
+	"PATCH /fhir/:type":                 "conditional-patch",
+	"GET /fhir/Patient/:id/$everything": "operation-everything",
+}
+
+// supportedInteractions reads the routes echo has, in the order FHIR lists interactions.
+func supportedInteractions(routes []*echo.Route) map[string]bool {
+	have := map[string]bool{}
+	for _, r := range routes {
+		if name, ok := interactionRoutes[r.Method+" "+r.Path]; ok {
+			have[name] = true
+		}
+	}
+	return have
+}
+
+var typeLevelOrder = []string{"read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"}
 
 // Search parameters that apply to every type, handled by the search engine itself rather
 // than through an index table.
@@ -48,6 +79,16 @@ type capabilityResource struct {
 	SearchParam       []capabilitySearchParam `json:"searchParam,omitempty"`
 }
 
+func systemInteractions(have map[string]bool) []capabilityInteraction {
+	var out []capabilityInteraction
+	for _, code := range []string{"transaction", "batch", "search-system", "history-system"} {
+		if have[code] || (code == "batch" && have["transaction"]) {
+			out = append(out, capabilityInteraction{Code: code})
+		}
+	}
+	return out
+}
+
 // UnsupportedLister is implemented by a parameter registry that knows what it left out.
 type UnsupportedLister interface {
 	Unsupported() []searchparam.Unsupported
@@ -63,23 +104,31 @@ var (
 // server really does: the resource types google/fhir knows, the routes Register mounts, and
 // the search parameters the registry indexes. It is built once.
 func (a *API) capabilities(c echo.Context) error {
-	capabilityOnce.Do(func() { capabilityJSON, capabilityErr = a.buildCapabilityStatement() })
+	capabilityOnce.Do(func() { capabilityJSON, capabilityErr = a.buildCapabilityStatement(c.Echo().Routes()) })
 	if capabilityErr != nil {
 		return capabilityErr
 	}
 	return writeJSON(c, http.StatusOK, capabilityJSON)
 }
 
-func (a *API) buildCapabilityStatement() ([]byte, error) {
+func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
+	have := supportedInteractions(routes)
+	conditionalDelete := "not-supported"
+	if have["conditional-delete"] {
+		conditionalDelete = "single"
+	}
 	var resources []capabilityResource
 	for _, t := range ResourceTypes() {
 		r := capabilityResource{
-			Type: t, Versioning: "versioned", ReadHistory: true, UpdateCreate: true,
-			ConditionalCreate: true, ConditionalRead: "not-supported", ConditionalUpdate: true, ConditionalDelete: "single",
-			SearchParam: append([]capabilitySearchParam(nil), commonSearchParams...),
+			Type: t, Versioning: "versioned", ReadHistory: have["vread"], UpdateCreate: have["update"],
+			ConditionalCreate: have["create"], ConditionalRead: "not-supported", ConditionalUpdate: have["conditional-update"],
+			ConditionalDelete: conditionalDelete,
+			SearchParam:       append([]capabilitySearchParam(nil), commonSearchParams...),
 		}
-		for _, code := range typeInteractions {
-			r.Interaction = append(r.Interaction, capabilityInteraction{Code: code})
+		for _, code := range typeLevelOrder {
+			if have[code] {
+				r.Interaction = append(r.Interaction, capabilityInteraction{Code: code})
+			}
 		}
 		for _, d := range a.search.params.ForType(t) {
 			if d.Code == "_id" || d.Code == "_lastUpdated" {
@@ -138,7 +187,7 @@ func (a *API) buildCapabilityStatement() ([]byte, error) {
 			"mode":          "server",
 			"documentation": doc,
 			"resource":      resources,
-			"interaction":   []capabilityInteraction{{Code: "search-system"}, {Code: "history-system"}},
+			"interaction":   systemInteractions(have),
 			"searchParam":   commonSearchParams,
 		}},
 	}
