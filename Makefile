@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint bench migrate postgres
+.PHONY: help build run test acceptance lint bench migrate postgres
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,8 +21,11 @@ build: ## build bin/cartreg
 run: postgres build ## run the server on http://localhost:8080 with the embedded database in ./var
 	./$(BIN) serve
 
-test: postgres ## run every test, with the race detector, against real PostgreSQL
-	$(GO) test -race -count=1 -timeout 15m ./...
+test: postgres ## run every test, with the race detector, against real PostgreSQL (large data sets trimmed)
+	$(GO) test -race -short -count=1 -timeout 15m ./...
+
+acceptance: postgres ## the full-size data tests: all 81 Synthea Bundles through the API (about a minute)
+	$(GO) test -count=1 -timeout 15m -run 'TestSyntheaBundlesLoadThroughTheAPI' ./fhir/
 
 lint: ## go vet, and fail on files gofmt would change
 	$(GO) vet ./...

@@ -25,15 +25,18 @@ type APIConfig struct {
 	BaseURL string
 	// DefaultCount and MaxCount bound the page size of searches and histories.
 	DefaultCount, MaxCount int
+	// Bundles are the limits and rules of transactions and batches.
+	Bundles BundleConfig
 }
 
 // API is the FHIR R4 REST interface at /fhir.
 type API struct {
-	store  *Store
-	search *Searcher
-	logger *slog.Logger
-	config APIConfig
-	now    func() time.Time
+	store   *Store
+	search  *Searcher
+	logger  *slog.Logger
+	config  APIConfig
+	bundles BundleConfig
+	now     func() time.Time
 }
 
 // NewAPI returns the REST API over store.
@@ -44,13 +47,17 @@ func NewAPI(store *Store, search *Searcher, logger *slog.Logger, cfg APIConfig) 
 	if cfg.MaxCount < cfg.DefaultCount {
 		cfg.MaxCount = max(cfg.DefaultCount, 1000)
 	}
-	return &API{store: store, search: search, logger: logger, config: cfg, now: store.now}
+	if cfg.Bundles.MaxEntries <= 0 {
+		cfg.Bundles.MaxEntries = 10000
+	}
+	return &API{store: store, search: search, logger: logger, config: cfg, bundles: cfg.Bundles, now: store.now}
 }
 
 // Register mounts the API's routes on e.
 func (a *API) Register(e *echo.Echo) {
 	g := e.Group("/fhir", negotiate)
 	g.GET("", a.systemSearch)
+	g.POST("", a.bundle)
 	g.GET("/metadata", a.capabilities)
 	g.GET("/_history", a.history)
 	g.GET("/:type", a.typeSearch)
@@ -118,7 +125,12 @@ func readResource(c echo.Context, resourceType string) (*Resource, error) {
 
 // ifMatch reads an If-Match header: W/"3", "3" or 3.
 func ifMatch(c echo.Context) (*int, error) {
-	raw := strings.TrimSpace(c.Request().Header.Get("If-Match"))
+	return parseETag(c.Request().Header.Get("If-Match"))
+}
+
+// parseETag reads a version from an entity tag, as If-Match carries it.
+func parseETag(raw string) (*int, error) {
+	raw = strings.TrimSpace(raw)
 	if raw == "" {
 		return nil, nil
 	}
@@ -331,34 +343,41 @@ func (a *API) doPatch(c echo.Context, resourceType string, find func(context.Con
 		if err != nil {
 			return err
 		}
-		if _, _, _, err := lockCurrent(ctx, tx, resourceType, id); err != nil {
-			return err
-		}
-		current, err := a.store.Read(ctx, tx, resourceType, id)
-		if err != nil {
-			return err
-		}
-		if match != nil && *match != current.VersionID {
-			return NewOutcome(http.StatusPreconditionFailed, Conflict, fmt.Sprintf("If-Match asks for version %d of %s, which is at version %d", *match, current.Path(), current.VersionID))
-		}
-		patched, err := patch.Apply(current.JSON)
-		if err != nil {
-			return NewOutcome(http.StatusUnprocessableEntity, Processing, "the patch does not apply to "+current.Path()+": "+err.Error())
-		}
-		res, err := Parse(patched)
-		if err != nil {
-			return err
-		}
-		if res.Type != resourceType || res.ID != id {
-			return NewOutcome(http.StatusUnprocessableEntity, BusinessRule, "a patch may not change the resource's type or id")
-		}
-		result, err = a.store.Update(ctx, tx, res, &current.VersionID)
+		result, err = a.applyPatch(ctx, tx, resourceType, id, patch, match)
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	return a.respond(c, http.StatusOK, result.Version, preferences(c.Request()), "patched "+result.Version.Path())
+}
+
+// applyPatch patches the current version of resourceType/id and stores the result. The
+// resource stays locked from read to write, so the patch applies to the version it was
+// computed against.
+func (a *API) applyPatch(ctx context.Context, tx DBTX, resourceType, id string, patch jsonpatch.Patch, match *int) (UpdateResult, error) {
+	if _, _, _, err := lockCurrent(ctx, tx, resourceType, id); err != nil {
+		return UpdateResult{}, err
+	}
+	current, err := a.store.Read(ctx, tx, resourceType, id)
+	if err != nil {
+		return UpdateResult{}, err
+	}
+	if match != nil && *match != current.VersionID {
+		return UpdateResult{}, NewOutcome(http.StatusPreconditionFailed, Conflict, fmt.Sprintf("If-Match asks for version %d of %s, which is at version %d", *match, current.Path(), current.VersionID))
+	}
+	patched, err := patch.Apply(current.JSON)
+	if err != nil {
+		return UpdateResult{}, NewOutcome(http.StatusUnprocessableEntity, Processing, "the patch does not apply to "+current.Path()+": "+err.Error())
+	}
+	res, err := Parse(patched)
+	if err != nil {
+		return UpdateResult{}, err
+	}
+	if res.Type != resourceType || res.ID != id {
+		return UpdateResult{}, NewOutcome(http.StatusUnprocessableEntity, BusinessRule, "a patch may not change the resource's type or id")
+	}
+	return a.store.Update(ctx, tx, res, &current.VersionID)
 }
 
 func (a *API) delete(c echo.Context) error {

@@ -39,7 +39,8 @@ func newTestServer(t testing.TB) *testServer {
 	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "16M", ReadHeaderTimeout: time.Minute,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, db)
 	store := fhir.NewStore(db, params, time.Now)
-	fhir.NewAPI(store, fhir.NewSearcher(store, params, ""), logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 500}).Register(srv.Echo)
+	fhir.NewAPI(store, fhir.NewSearcher(store, params, ""), logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 500,
+		Bundles: fhir.BundleConfig{MaxEntries: 5000, ReferentialIntegrity: true}}).Register(srv.Echo)
 	ts := httptest.NewServer(srv.Echo)
 	t.Cleanup(ts.Close)
 	return &testServer{t: t, base: ts.URL + "/fhir", db: db}

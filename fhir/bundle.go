@@ -51,10 +51,11 @@ type entryRequest struct {
 }
 
 type entryResponse struct {
-	Status       string `json:"status"`
-	Location     string `json:"location,omitempty"`
-	Etag         string `json:"etag,omitempty"`
-	LastModified string `json:"lastModified,omitempty"`
+	Status       string          `json:"status"`
+	Location     string          `json:"location,omitempty"`
+	Etag         string          `json:"etag,omitempty"`
+	LastModified string          `json:"lastModified,omitempty"`
+	Outcome      json.RawMessage `json:"outcome,omitempty"`
 }
 
 func newBundle(bundleType string, now time.Time) *bundle {

@@ -88,7 +88,16 @@ func retryable(err error) bool {
 
 // Create stores res as a new resource with a server-assigned id.
 func (s *Store) Create(ctx context.Context, tx DBTX, res *Resource) (*Version, error) {
-	res.ID = uuid.NewString()
+	res.ID = NewID()
+	return s.writeVersion(ctx, tx, res, 1)
+}
+
+// NewID is a fresh server-assigned resource id.
+func NewID() string { return uuid.NewString() }
+
+// CreateWithID stores res as a new resource under the id it was given, one the server
+// assigned earlier (a transaction assigns ids before it rewrites references).
+func (s *Store) CreateWithID(ctx context.Context, tx DBTX, res *Resource) (*Version, error) {
 	return s.writeVersion(ctx, tx, res, 1)
 }
 
@@ -148,6 +157,37 @@ func lockCurrent(ctx context.Context, tx DBTX, resourceType, id string) (version
 // writeVersion stores a version: the resource's body with its id and meta set, or a deletion
 // when res.Body is nil; points the resource at it; and rewrites the search index.
 func (s *Store) writeVersion(ctx context.Context, tx DBTX, res *Resource, version int) (*Version, error) {
+	batch := &pgx.Batch{}
+	v, err := s.queueVersion(batch, res, version)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("writing %s/%s version %d: %w", v.Type, v.ID, v.VersionID, err)
+	}
+	return v, nil
+}
+
+// CreateBatch stores new resources, each under the id it was given, in one round trip to the
+// database: what a transaction Bundle's creates cost.
+func (s *Store) CreateBatch(ctx context.Context, tx DBTX, resources []*Resource) ([]*Version, error) {
+	batch := &pgx.Batch{}
+	versions := make([]*Version, len(resources))
+	for i, res := range resources {
+		v, err := s.queueVersion(batch, res, 1)
+		if err != nil {
+			return nil, err
+		}
+		versions[i] = v
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("writing %d new resources: %w", len(resources), err)
+	}
+	return versions, nil
+}
+
+// queueVersion prepares a version and queues the statements that store it.
+func (s *Store) queueVersion(batch *pgx.Batch, res *Resource, version int) (*Version, error) {
 	v := &Version{Type: res.Type, ID: res.ID, VersionID: version, LastUpdated: s.now().UTC().Truncate(time.Millisecond), Deleted: res.Body == nil}
 	var values searchparam.Values
 	if res.Body != nil {
@@ -168,7 +208,6 @@ func (s *Store) writeVersion(ctx context.Context, tx DBTX, res *Resource, versio
 		}
 	}
 
-	batch := &pgx.Batch{}
 	var body *string
 	if v.JSON != nil {
 		text := string(v.JSON)
@@ -187,9 +226,6 @@ func (s *Store) writeVersion(ctx context.Context, tx DBTX, res *Resource, versio
 		}
 	}
 	queueIndexInserts(batch, v.Type, v.ID, values)
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return nil, fmt.Errorf("writing %s/%s version %d: %w", v.Type, v.ID, v.VersionID, err)
-	}
 	return v, nil
 }
 

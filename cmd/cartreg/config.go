@@ -54,7 +54,8 @@ func defaultConfig() Config {
 			IdleTimeout:       2 * time.Minute,
 			ShutdownTimeout:   30 * time.Second,
 		},
-		FHIR: fhir.APIConfig{DefaultCount: 20, MaxCount: 1000},
+		FHIR: fhir.APIConfig{DefaultCount: 20, MaxCount: 1000,
+			Bundles: fhir.BundleConfig{MaxEntries: 10000, ReferentialIntegrity: true}},
 	}
 }
 
@@ -96,10 +97,16 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FHIR.BaseURL, "base-url", c.FHIR.BaseURL, "the FHIR base URL clients use, e.g. https://registry.example/fhir (default: from each request's Host)")
 	fs.IntVar(&c.FHIR.DefaultCount, "search-default-count", c.FHIR.DefaultCount, "entries per page of a search or history without _count")
 	fs.IntVar(&c.FHIR.MaxCount, "search-max-count", c.FHIR.MaxCount, "the largest _count honoured")
+	fs.IntVar(&c.FHIR.Bundles.MaxEntries, "bundle-max-entries", c.FHIR.Bundles.MaxEntries, "the most entries a transaction or batch Bundle may have (413 beyond)")
+	fs.BoolVar(&c.FHIR.Bundles.ReferentialIntegrity, "bundle-referential-integrity", c.FHIR.Bundles.ReferentialIntegrity,
+		"refuse Bundle entries that refer to local resources neither on the server nor in the Bundle")
 }
 
 // validateFHIR checks the FHIR API settings.
 func (c *Config) validateFHIR() error {
+	if c.FHIR.Bundles.MaxEntries < 1 {
+		return fmt.Errorf("-bundle-max-entries must be at least 1, got %d", c.FHIR.Bundles.MaxEntries)
+	}
 	if c.FHIR.DefaultCount < 1 || c.FHIR.MaxCount < c.FHIR.DefaultCount {
 		return fmt.Errorf("want 1 <= -search-default-count (%d) <= -search-max-count (%d)", c.FHIR.DefaultCount, c.FHIR.MaxCount)
 	}

@@ -1,0 +1,141 @@
+package fhir_test
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+const syntheaDir = "../../shared/synthea/hiv-bundles"
+
+// syntheaBundles returns the batch Bundles (which must load first) and the patient
+// transactions, decompressed.
+func syntheaBundles(t testing.TB) (batches, transactions [][]byte) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(syntheaDir, "*.json.gz"))
+	if len(files) == 0 {
+		t.Skipf("no Synthea bundles at %s (shared data absent)", syntheaDir)
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(fh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := io.ReadAll(zr)
+		fh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(filepath.Base(f), "Information") {
+			batches = append(batches, raw)
+		} else {
+			transactions = append(transactions, raw)
+		}
+	}
+	return batches, transactions
+}
+
+// entryCounts counts a Bundle's entries per resource type; with conditionalOnly false it
+// skips the conditional creates (ifNoneExist), which a second load does not repeat.
+func entryCounts(t testing.TB, raw []byte, into map[string]int, skipConditional bool) {
+	var b struct {
+		Entry []struct {
+			Resource struct{ ResourceType string }
+			Request  struct{ IfNoneExist string }
+		}
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range b.Entry {
+		if skipConditional && e.Request.IfNoneExist != "" {
+			continue
+		}
+		into[e.Resource.ResourceType]++
+	}
+}
+
+func (s *testServer) countsByType() map[string]int {
+	s.t.Helper()
+	rows, err := s.db.Query(context.Background(), "SELECT resource_type, count(*) FROM resource WHERE NOT deleted GROUP BY 1")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var typ string
+		var n int
+		if err := rows.Scan(&typ, &n); err != nil {
+			s.t.Fatal(err)
+		}
+		out[typ] = n
+	}
+	return out
+}
+
+func TestSyntheaBundlesLoadThroughTheAPI(t *testing.T) {
+	batches, transactions := syntheaBundles(t)
+	if testing.Short() {
+		transactions = transactions[:5]
+	}
+	s := newTestServer(t)
+	want := map[string]int{}
+	for _, raw := range append(append([][]byte{}, batches...), transactions...) {
+		entryCounts(t, raw, want, false)
+	}
+	for _, raw := range batches {
+		r := s.expect(s.do("POST", "/", string(raw), "Content-Type", "application/json"), http.StatusOK)
+		for _, st := range entryStatuses(t, r) {
+			if st != "201 Created" {
+				t.Fatalf("a batch entry answered %s", st)
+			}
+		}
+	}
+	for _, raw := range transactions {
+		s.expect(s.do("POST", "/", string(raw), "Content-Type", "application/json"), http.StatusOK)
+	}
+	got := s.countsByType()
+	if len(got) != len(want) {
+		t.Errorf("types on the server %v, in the files %v", got, want)
+	}
+	for typ, n := range want {
+		if got[typ] != n {
+			t.Errorf("%s: %d on the server, %d in the files", typ, got[typ], n)
+		}
+	}
+
+	// A second load of the batch Bundles repeats only their unconditional entries.
+	repeated := map[string]int{}
+	for _, raw := range batches {
+		entryCounts(t, raw, repeated, true)
+		s.expect(s.do("POST", "/", string(raw)), http.StatusOK)
+	}
+	again := s.countsByType()
+	for _, typ := range []string{"Organization", "Location", "Practitioner", "PractitionerRole"} {
+		if again[typ] != got[typ]+repeated[typ] {
+			t.Errorf("%s after reloading the batches: %d, want %d + %d unconditional", typ, again[typ], got[typ], repeated[typ])
+		}
+	}
+	t.Logf("loaded %d resources of %d types; reload repeated %v", sum(got), len(got), repeated)
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}

@@ -1,0 +1,718 @@
+package fhir
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+)
+
+// BundleConfig holds the limits and rules of transaction and batch Bundles.
+type BundleConfig struct {
+	// MaxEntries is the most entries one Bundle may have; more is a 413.
+	MaxEntries int
+	// ReferentialIntegrity rejects a Bundle entry whose resource refers to a local resource
+	// that is neither on the server nor created by the Bundle.
+	ReferentialIntegrity bool
+}
+
+// entry is one entry of a transaction or batch Bundle, as the processor works on it.
+type entry struct {
+	index    int
+	fullURL  string
+	method   string
+	url      string // request.url
+	ifMatch  string
+	ifNone   string // request.ifNoneExist
+	resource map[string]any
+
+	resourceType, id string // what the entry acts on, once resolved
+	criteria         string // conditional url's query, if any
+	existing         bool   // a conditional create that found its match
+	skip             bool   // a conditional delete that matched nothing
+
+	// results
+	status  int
+	version *Version
+	body    []byte // a GET's result
+	outcome []byte // a batch entry's failure
+}
+
+// where names the entry in error messages: its index and fullUrl.
+func (e *entry) where() string {
+	if e.fullURL != "" {
+		return fmt.Sprintf("Bundle.entry[%d] (%s)", e.index, e.fullURL)
+	}
+	return fmt.Sprintf("Bundle.entry[%d]", e.index)
+}
+
+// atEntry rewrites an error so it names the entry, and locates its issues inside it.
+func (e *entry) atEntry(err error) error {
+	var o *Outcome
+	if !errors.As(err, &o) {
+		return err
+	}
+	resourceType := e.resourceType
+	if resourceType == "" && e.resource != nil {
+		resourceType, _ = e.resource["resourceType"].(string)
+	}
+	out := &Outcome{Status: o.Status}
+	for _, is := range o.Issues {
+		is.Diagnostics = e.where() + ": " + is.Diagnostics
+		exprs := make([]string, 0, len(is.Expression))
+		for _, x := range is.Expression {
+			if resourceType != "" && (x == resourceType || strings.HasPrefix(x, resourceType+".")) {
+				x = fmt.Sprintf("Bundle.entry[%d].resource", e.index) + strings.TrimPrefix(x, resourceType)
+			}
+			exprs = append(exprs, x)
+		}
+		if len(exprs) == 0 {
+			exprs = []string{fmt.Sprintf("Bundle.entry[%d]", e.index)}
+		}
+		is.Expression = exprs
+		out.Issues = append(out.Issues, is)
+	}
+	return out
+}
+
+func badEntry(index int, field, msg string) error {
+	return NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("Bundle.entry[%d]: %s", index, msg), fmt.Sprintf("Bundle.entry[%d].%s", index, field))
+}
+
+// bundle answers POST /fhir: a transaction or batch Bundle.
+func (a *API) bundle(c echo.Context) error {
+	raw, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return err
+	}
+	out, err := a.ProcessBundle(c.Request().Context(), raw, a.baseURL(c))
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, out)
+}
+
+// ProcessBundle runs a transaction or batch Bundle and returns the response Bundle's JSON.
+// A transaction is all or nothing; a failure is one Outcome naming the failing entry. base
+// is the server's FHIR base as the client sees it.
+func (a *API) ProcessBundle(ctx context.Context, raw []byte, base string) ([]byte, error) {
+	bundleType, entries, err := a.readBundle(raw)
+	if err != nil {
+		return nil, err
+	}
+	resp := newBundle(bundleType+"-response", a.now())
+	switch bundleType {
+	case "transaction":
+		err = a.store.InTx(ctx, func(tx pgx.Tx) error {
+			fresh, err := cloneEntries(entries) // each attempt starts from the Bundle as received
+			if err != nil {
+				return err
+			}
+			if err := a.runTransaction(ctx, tx, fresh, base); err != nil {
+				return err
+			}
+			entries = fresh
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	case "batch":
+		for _, e := range entries {
+			a.runBatchEntry(ctx, e, base)
+		}
+	}
+	for _, e := range entries {
+		resp.Entry = append(resp.Entry, e.responseEntry())
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(resp); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// readBundle checks the envelope: a Bundle of type transaction or batch whose entries each
+// have a request. The entries' resources are validated later, once their references are
+// resolved.
+func (a *API) readBundle(raw []byte) (string, []*entry, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var envelope struct {
+		ResourceType string `json:"resourceType"`
+		Type         string `json:"type"`
+		Entry        []struct {
+			FullURL  string         `json:"fullUrl"`
+			Resource map[string]any `json:"resource"`
+			Request  *struct {
+				Method      string `json:"method"`
+				URL         string `json:"url"`
+				IfMatch     string `json:"ifMatch"`
+				IfNoneExist string `json:"ifNoneExist"`
+			} `json:"request"`
+		} `json:"entry"`
+	}
+	if err := dec.Decode(&envelope); err != nil {
+		return "", nil, NewOutcome(http.StatusBadRequest, Structure, "the body is not a Bundle in FHIR JSON: "+err.Error())
+	}
+	if envelope.ResourceType != "Bundle" {
+		return "", nil, NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("POST to the base takes a Bundle, not a %q", envelope.ResourceType), "resourceType")
+	}
+	if envelope.Type != "transaction" && envelope.Type != "batch" {
+		return "", nil, NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("a Bundle of type %q cannot be processed: send a transaction or batch", envelope.Type), "Bundle.type")
+	}
+	if n := len(envelope.Entry); n > a.bundles.MaxEntries {
+		return "", nil, NewOutcome(http.StatusRequestEntityTooLarge, TooCostly, fmt.Sprintf("the Bundle has %d entries; this server takes at most %d", n, a.bundles.MaxEntries), "Bundle.entry")
+	}
+	entries := make([]*entry, len(envelope.Entry))
+	fullURLs := map[string]int{}
+	for i, raw := range envelope.Entry {
+		if raw.Request == nil {
+			return "", nil, badEntry(i, "request", "an entry of a "+envelope.Type+" needs a request")
+		}
+		e := &entry{index: i, fullURL: raw.FullURL, method: strings.ToUpper(raw.Request.Method), url: strings.TrimPrefix(raw.Request.URL, "/"),
+			ifMatch: raw.Request.IfMatch, ifNone: raw.Request.IfNoneExist, resource: raw.Resource}
+		switch e.method {
+		case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		default:
+			return "", nil, badEntry(i, "request.method", fmt.Sprintf("request.method %q is not GET, POST, PUT, PATCH or DELETE", raw.Request.Method))
+		}
+		if e.url == "" {
+			return "", nil, badEntry(i, "request.url", "request.url is missing")
+		}
+		if (e.method == http.MethodPost || e.method == http.MethodPut || e.method == http.MethodPatch) && e.resource == nil {
+			return "", nil, badEntry(i, "resource", e.method+" needs a resource")
+		}
+		if e.fullURL != "" {
+			if j, dup := fullURLs[e.fullURL]; dup && envelope.Type == "transaction" {
+				return "", nil, badEntry(i, "fullUrl", fmt.Sprintf("fullUrl %s is also that of entry %d", e.fullURL, j))
+			}
+			fullURLs[e.fullURL] = i
+		}
+		entries[i] = e
+	}
+	return envelope.Type, entries, nil
+}
+
+func cloneEntries(entries []*entry) ([]*entry, error) {
+	out := make([]*entry, len(entries))
+	for i, e := range entries {
+		c := *e
+		if e.resource != nil {
+			raw, err := json.Marshal(e.resource)
+			if err != nil {
+				return nil, err
+			}
+			res, err := decodeResource(raw)
+			if err != nil {
+				return nil, err
+			}
+			c.resource = res.Body
+		}
+		out[i] = &c
+	}
+	return out, nil
+}
+
+// The order in which the specification has a transaction's entries processed.
+var methodOrder = map[string]int{http.MethodDelete: 0, http.MethodPost: 1, http.MethodPut: 2, http.MethodPatch: 2, http.MethodGet: 3, http.MethodHead: 3}
+
+// runTransaction processes every entry inside tx: first it settles which resource each entry
+// is about (assigning ids to creates, resolving conditional urls), then rewrites the
+// Bundle's references (urn:uuid placeholders, conditional references) to those ids, then
+// writes in the specification's order, then checks local references, then reads.
+func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, base string) error {
+	ordered := append([]*entry(nil), entries...)
+	sort.SliceStable(ordered, func(i, j int) bool { return methodOrder[ordered[i].method] < methodOrder[ordered[j].method] })
+
+	placeholders := map[string]string{}
+	for _, e := range ordered {
+		if err := a.resolveTarget(ctx, tx, e, base); err != nil {
+			return e.atEntry(err)
+		}
+		if e.fullURL != "" && e.resourceType != "" && e.id != "" {
+			placeholders[e.fullURL] = e.resourceType + "/" + e.id
+		}
+	}
+	conditional := map[string]string{}
+	for _, e := range ordered {
+		if err := a.rewriteReferences(ctx, tx, e, placeholders, conditional); err != nil {
+			return e.atEntry(err)
+		}
+	}
+	if err := a.createAll(ctx, tx, ordered); err != nil {
+		return err
+	}
+	var written []*entry
+	for _, e := range ordered {
+		if e.method == http.MethodGet || e.method == http.MethodHead {
+			continue
+		}
+		if e.version == nil {
+			if err := a.write(ctx, tx, e); err != nil {
+				return e.atEntry(err)
+			}
+		}
+		written = append(written, e)
+	}
+	if a.bundles.ReferentialIntegrity {
+		if err := a.checkReferences(ctx, tx, written); err != nil {
+			return err
+		}
+	}
+	for _, e := range ordered {
+		if e.method == http.MethodGet || e.method == http.MethodHead {
+			if err := a.readEntry(ctx, tx, e, base); err != nil {
+				return e.atEntry(err)
+			}
+		}
+	}
+	return nil
+}
+
+// createAll validates a transaction's creates and stores them in one round trip. A create
+// that found its match (ifNoneExist) writes nothing.
+func (a *API) createAll(ctx context.Context, tx DBTX, entries []*entry) error {
+	var creates []*entry
+	var resources []*Resource
+	for _, e := range entries {
+		if e.method != http.MethodPost || e.existing {
+			continue
+		}
+		res, err := a.validate(e)
+		if err != nil {
+			return e.atEntry(err)
+		}
+		res.ID = e.id
+		creates, resources = append(creates, e), append(resources, res)
+	}
+	if len(creates) == 0 {
+		return nil
+	}
+	versions, err := a.store.CreateBatch(ctx, tx, resources)
+	if err != nil {
+		return err
+	}
+	for i, e := range creates {
+		e.version, e.status = versions[i], http.StatusCreated
+	}
+	return nil
+}
+
+// runBatchEntry processes one batch entry in a transaction of its own; its failure becomes
+// its response, and the other entries go on.
+func (a *API) runBatchEntry(ctx context.Context, e *entry, base string) {
+	var done *entry
+	err := a.store.InTx(ctx, func(tx pgx.Tx) error {
+		fresh, err := cloneEntries([]*entry{e})
+		if err != nil {
+			return err
+		}
+		c := fresh[0]
+		if err := a.resolveTarget(ctx, tx, c, base); err != nil {
+			return err
+		}
+		if c.method == http.MethodGet || c.method == http.MethodHead {
+			if err := a.readEntry(ctx, tx, c, base); err != nil {
+				return err
+			}
+			done = c
+			return nil
+		}
+		if err := a.rewriteReferences(ctx, tx, c, nil, map[string]string{}); err != nil {
+			return err
+		}
+		if err := a.write(ctx, tx, c); err != nil {
+			return err
+		}
+		if a.bundles.ReferentialIntegrity {
+			if err := a.checkReferences(ctx, tx, []*entry{c}); err != nil {
+				return err
+			}
+		}
+		done = c
+		return nil
+	})
+	if err == nil {
+		*e = *done
+		return
+	}
+	var o *Outcome
+	if !errors.As(e.atEntry(err), &o) {
+		o = NewOutcome(http.StatusInternalServerError, Exception, "processing failed")
+		a.logger.Error("batch entry failed", "entry", e.index, "error", err)
+	}
+	e.status = o.Status
+	e.outcome, _ = MarshalOutcome(o.Issues, false)
+}
+
+var conditionalReference = regexp.MustCompile(`^([A-Z][A-Za-z]+)\?(.+)$`)
+
+// resolveTarget works out which resource an entry acts on: a new id for a create (or the
+// match of its ifNoneExist), the id or the match of a conditional url for the others.
+func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string) error {
+	u := e.url
+	if base != "" {
+		u = strings.TrimPrefix(u, base+"/")
+	}
+	path, query, _ := strings.Cut(u, "?")
+	parts := strings.Split(path, "/")
+	e.resourceType = parts[0]
+	if !IsResourceType(e.resourceType) && e.method != http.MethodGet {
+		return NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("request.url %q does not name a resource type", e.url), fmt.Sprintf("Bundle.entry[%d].request.url", e.index))
+	}
+	if e.resource != nil {
+		if t, _ := e.resource["resourceType"].(string); t != e.resourceType && e.method != http.MethodPatch {
+			return NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("the resource is a %s but request.url is for %s", t, e.resourceType), fmt.Sprintf("Bundle.entry[%d].resource", e.index))
+		}
+	}
+	switch e.method {
+	case http.MethodPost:
+		if e.ifNone != "" {
+			match, err := a.search.MatchOne(ctx, tx, e.resourceType, e.ifNone, "ifNoneExist")
+			if err != nil {
+				return err
+			}
+			if match != "" {
+				e.id, e.existing = match, true
+				return nil
+			}
+		}
+		e.id = NewID()
+	case http.MethodPut, http.MethodPatch, http.MethodDelete:
+		if len(parts) >= 2 && parts[1] != "" {
+			e.id = parts[1]
+			if !idPattern.MatchString(e.id) {
+				return NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a valid resource id", e.id), fmt.Sprintf("Bundle.entry[%d].request.url", e.index))
+			}
+			return nil
+		}
+		if query == "" {
+			return NewOutcome(http.StatusBadRequest, Value, e.method+" needs Type/id or Type?criteria in request.url", fmt.Sprintf("Bundle.entry[%d].request.url", e.index))
+		}
+		e.criteria = query
+		match, err := a.search.MatchOne(ctx, tx, e.resourceType, query, "conditional "+strings.ToLower(e.method))
+		if err != nil {
+			return err
+		}
+		switch {
+		case match != "":
+			e.id = match
+		case e.method == http.MethodDelete:
+			e.skip = true
+		case e.method == http.MethodPatch:
+			return NewOutcome(http.StatusNotFound, NotFound, "no "+e.resourceType+" matches the conditional patch")
+		default: // a conditional update that matches nothing creates
+			if id, _ := e.resource["id"].(string); id != "" {
+				e.id = id
+			} else {
+				e.id = NewID()
+			}
+		}
+	}
+	return nil
+}
+
+// rewriteReferences points the entry's references at resolved ids: a placeholder fullUrl
+// (urn:uuid:, urn:oid:, or an absolute URL) becomes Type/id wherever it appears as a
+// reference, nested in extensions and contained resources too; a conditional reference
+// (Type?criteria) becomes its one match.
+func (a *API) rewriteReferences(ctx context.Context, tx DBTX, e *entry, placeholders, conditional map[string]string) error {
+	if e.resource == nil || e.method == http.MethodPatch {
+		return nil
+	}
+	var failure error
+	var walk func(v any, path string)
+	walk = func(v any, path string) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, child := range x {
+				ref, ok := child.(string)
+				if k != "reference" || !ok {
+					walk(child, path+"."+k)
+					continue
+				}
+				if to, ok := placeholders[ref]; ok {
+					x[k] = to
+				} else if m := conditionalReference.FindStringSubmatch(ref); m != nil {
+					if to, ok := conditional[ref]; ok {
+						x[k] = to
+						continue
+					}
+					match, err := a.search.MatchOne(ctx, tx, m[1], m[2], "conditional reference "+ref)
+					if err == nil && match == "" {
+						err = NewOutcome(http.StatusBadRequest, NotFound, "the conditional reference "+ref+" matches nothing", path)
+					}
+					if err != nil {
+						if failure == nil {
+							failure = err
+						}
+						continue
+					}
+					conditional[ref] = m[1] + "/" + match
+					x[k] = conditional[ref]
+				} else if strings.HasPrefix(ref, "urn:uuid:") || strings.HasPrefix(ref, "urn:oid:") {
+					if failure == nil {
+						failure = NewOutcome(http.StatusBadRequest, NotFound, "the reference "+ref+" is to no entry of the Bundle", path)
+					}
+				}
+			}
+		case []any:
+			for _, child := range x {
+				walk(child, path)
+			}
+		}
+	}
+	walk(e.resource, e.resourceType)
+	return failure
+}
+
+// write performs a resolved entry's create, update, patch or delete, validating its
+// resource with google/fhir first.
+func (a *API) write(ctx context.Context, tx DBTX, e *entry) error {
+	switch e.method {
+	case http.MethodDelete:
+		if e.skip {
+			e.status = http.StatusNoContent
+			return nil
+		}
+		v, err := a.store.Delete(ctx, tx, e.resourceType, e.id)
+		e.status, e.version = http.StatusNoContent, v
+		return err
+	case http.MethodPost:
+		if e.existing {
+			v, err := a.store.Read(ctx, tx, e.resourceType, e.id)
+			e.status, e.version = http.StatusOK, v
+			return err
+		}
+		res, err := a.validate(e)
+		if err != nil {
+			return err
+		}
+		res.ID = e.id
+		e.version, err = a.store.CreateWithID(ctx, tx, res)
+		e.status = http.StatusCreated
+		return err
+	case http.MethodPut:
+		if bodyID, _ := e.resource["id"].(string); e.criteria == "" && bodyID != e.id {
+			return NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("the resource's id %q does not match request.url's %q", bodyID, e.id), e.resourceType+".id")
+		}
+		res, err := a.validate(e)
+		if err != nil {
+			return err
+		}
+		res.ID = e.id
+		match, err := parseETag(e.ifMatch)
+		if err != nil {
+			return err
+		}
+		result, err := a.store.Update(ctx, tx, res, match)
+		if err != nil {
+			return err
+		}
+		e.version, e.status = result.Version, http.StatusOK
+		if result.Created {
+			e.status = http.StatusCreated
+		}
+		return nil
+	case http.MethodPatch:
+		patch, err := patchFromBinary(e)
+		if err != nil {
+			return err
+		}
+		match, err := parseETag(e.ifMatch)
+		if err != nil {
+			return err
+		}
+		result, err := a.applyPatch(ctx, tx, e.resourceType, e.id, patch, match)
+		e.version, e.status = result.Version, http.StatusOK
+		return err
+	}
+	return nil
+}
+
+func (a *API) validate(e *entry) (*Resource, error) {
+	raw, err := json.Marshal(e.resource)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(raw)
+}
+
+// patchFromBinary reads a transaction's PATCH: a Binary holding a JSON Patch document.
+func patchFromBinary(e *entry) (jsonpatch.Patch, error) {
+	if t, _ := e.resource["resourceType"].(string); t != "Binary" || e.resource["contentType"] != "application/json-patch+json" {
+		return nil, NewOutcome(http.StatusUnsupportedMediaType, NotSupported, "a PATCH entry takes a Binary with contentType application/json-patch+json (FHIRPath Patch is not supported)", "resource")
+	}
+	data, _ := e.resource["data"].(string)
+	raw, err := base64.StdEncoding.DecodeString(data)
+	if err != nil {
+		return nil, NewOutcome(http.StatusBadRequest, Value, "Binary.data is not base64", "Binary.data")
+	}
+	patch, err := jsonpatch.DecodePatch(raw)
+	if err != nil {
+		return nil, NewOutcome(http.StatusBadRequest, Structure, "Binary.data is not a JSON Patch document: "+err.Error(), "Binary.data")
+	}
+	return patch, nil
+}
+
+// checkReferences refuses local references (Type/id) in written resources to resources that
+// do not exist, or are deleted, once the Bundle's own writes are in.
+func (a *API) checkReferences(ctx context.Context, tx DBTX, written []*entry) error {
+	type ref struct {
+		e    *entry
+		path string
+	}
+	refs := map[string]ref{}
+	for _, e := range written {
+		if e.version == nil || e.version.JSON == nil || e.method == http.MethodDelete {
+			continue
+		}
+		var body map[string]any
+		if err := json.Unmarshal(e.version.JSON, &body); err != nil {
+			return err
+		}
+		collectLocalReferences(body, e.resourceType, func(target, path string) {
+			if _, seen := refs[target]; !seen {
+				refs[target] = ref{e, path}
+			}
+		})
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	var types, ids []string
+	for target := range refs {
+		t, id, _ := strings.Cut(target, "/")
+		types, ids = append(types, t), append(ids, id)
+	}
+	rows, err := tx.Query(ctx, `SELECT k.t, k.i FROM unnest($1::text[], $2::text[]) AS k(t, i)
+		WHERE NOT EXISTS (SELECT 1 FROM resource r WHERE r.resource_type = k.t AND r.resource_id = k.i AND NOT r.deleted)
+		ORDER BY 1, 2`, types, ids)
+	if err != nil {
+		return fmt.Errorf("checking references: %w", err)
+	}
+	missing, err := collectPairs(rows, nil)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	target := missing[0][0] + "/" + missing[0][1]
+	r := refs[target]
+	return r.e.atEntry(NewOutcome(http.StatusBadRequest, NotFound,
+		fmt.Sprintf("%s refers to %s, which is neither on the server nor in the Bundle", r.path, target), r.path))
+}
+
+// A local reference: Type/id, optionally with /_history/n.
+var localReference = regexp.MustCompile(`^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$`)
+
+func collectLocalReferences(v any, path string, found func(target, path string)) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, child := range x {
+			if ref, ok := child.(string); ok && k == "reference" {
+				if m := localReference.FindStringSubmatch(ref); m != nil && IsResourceType(m[1]) {
+					found(m[1]+"/"+m[2], path)
+				}
+				continue
+			}
+			if k == "contained" { // contained resources are checked with their container's
+				continue
+			}
+			collectLocalReferences(child, path+"."+k, found)
+		}
+	case []any:
+		for _, child := range x {
+			collectLocalReferences(child, path, found)
+		}
+	}
+}
+
+// readEntry performs a GET entry: a read, vread or search.
+func (a *API) readEntry(ctx context.Context, tx DBTX, e *entry, base string) error {
+	u := strings.TrimPrefix(e.url, base+"/")
+	path, query, _ := strings.Cut(u, "?")
+	parts := strings.Split(path, "/")
+	switch {
+	case len(parts) == 2 && parts[1] != "":
+		v, err := a.store.Read(ctx, tx, parts[0], parts[1])
+		if err != nil {
+			return err
+		}
+		e.status, e.version, e.body = http.StatusOK, v, v.JSON
+	case len(parts) == 4 && parts[2] == "_history":
+		vid, err := strconv.Atoi(parts[3])
+		if err != nil {
+			return NewOutcome(http.StatusBadRequest, Value, "not a version: "+parts[3])
+		}
+		v, err := a.store.VRead(ctx, tx, parts[0], parts[1], vid)
+		if err != nil {
+			return err
+		}
+		e.status, e.version, e.body = http.StatusOK, v, v.JSON
+	case len(parts) == 1 && IsResourceType(parts[0]):
+		params, err := url.ParseQuery(query)
+		if err != nil {
+			return NewOutcome(http.StatusBadRequest, Value, "request.url has a malformed query")
+		}
+		q, err := a.search.parseSearch([]string{parts[0]}, params, false, a.config.DefaultCount, a.config.MaxCount)
+		if err != nil {
+			return err
+		}
+		q.base = base
+		p, err := a.search.run(ctx, tx, []string{parts[0]}, q)
+		if err != nil {
+			return err
+		}
+		set := newBundle("searchset", a.now())
+		set.Total = p.total
+		for _, v := range p.matches {
+			set.Entry = append(set.Entry, bundleEntry{FullURL: base + "/" + v.Path(), Resource: v.JSON, Search: &entrySearch{Mode: "match"}})
+		}
+		if e.body, err = json.Marshal(set); err != nil {
+			return err
+		}
+		e.status = http.StatusOK
+	default:
+		return NewOutcome(http.StatusBadRequest, NotSupported, fmt.Sprintf("GET %s is not supported in a Bundle", e.url))
+	}
+	return nil
+}
+
+func (e *entry) responseEntry() bundleEntry {
+	out := bundleEntry{FullURL: e.fullURL, Response: &entryResponse{Status: statusLine(e.status)}}
+	if e.outcome != nil {
+		out.Response.Outcome = e.outcome
+		return out
+	}
+	if v := e.version; v != nil && !v.Deleted {
+		out.Response.Etag = v.ETag()
+		out.Response.LastModified = v.LastUpdated.UTC().Format(time.RFC3339Nano)
+		if e.method != http.MethodGet && e.method != http.MethodHead {
+			out.Response.Location = v.Path() + "/_history/" + strconv.Itoa(v.VersionID)
+		}
+	}
+	if e.body != nil && e.method == http.MethodGet {
+		out.Resource = e.body
+	}
+	return out
+}
+
+func statusLine(code int) string {
+	return strconv.Itoa(code) + " " + http.StatusText(code)
+}

@@ -1,0 +1,222 @@
+package fhir_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// tableCounts fingerprints the database: rows per table and the last write's sequence.
+func (s *testServer) tableCounts() string {
+	s.t.Helper()
+	var parts []string
+	for _, table := range []string{"resource", "resource_version", "search_string", "search_token", "search_date", "search_reference", "search_number", "search_quantity", "search_uri"} {
+		parts = append(parts, fmt.Sprintf("%s=%d", table, s.countRows(table)))
+	}
+	var seq int64
+	_ = s.db.QueryRow(context.Background(), "SELECT coalesce(max(seq), 0) FROM resource_version").Scan(&seq)
+	return strings.Join(parts, " ") + fmt.Sprintf(" seq=%d", seq)
+}
+
+func entryStatuses(t *testing.T, r *response) []string {
+	t.Helper()
+	var out []string
+	for _, e := range asSlice(r.json(t)["entry"]) {
+		out = append(out, e.(map[string]any)["response"].(map[string]any)["status"].(string))
+	}
+	return out
+}
+
+const patientTransaction = `{"resourceType":"Bundle","type":"transaction","entry":[
+ {"fullUrl":"urn:uuid:11111111-1111-1111-1111-111111111111",
+  "resource":{"resourceType":"Patient","identifier":[{"system":"urn:mrn","value":"T-1"}],"name":[{"family":"Okafor"}],
+    "generalPractitioner":[{"reference":"urn:uuid:33333333-3333-3333-3333-333333333333"}]},
+  "request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=urn:mrn|T-1"}},
+ {"fullUrl":"urn:uuid:22222222-2222-2222-2222-222222222222",
+  "resource":{"resourceType":"Observation","status":"final","code":{"text":"weight"},
+    "subject":{"reference":"urn:uuid:11111111-1111-1111-1111-111111111111"},
+    "extension":[{"url":"http://example.org/also-about","valueReference":{"reference":"urn:uuid:11111111-1111-1111-1111-111111111111"}}],
+    "contained":[{"resourceType":"Provenance","id":"prov","recorded":"2024-01-01T00:00:00Z",
+       "target":[{"reference":"urn:uuid:11111111-1111-1111-1111-111111111111"}],"agent":[{"who":{"display":"EHR"}}]}]},
+  "request":{"method":"POST","url":"Observation"}},
+ {"fullUrl":"urn:uuid:33333333-3333-3333-3333-333333333333",
+  "resource":{"resourceType":"Practitioner","identifier":[{"system":"urn:npi","value":"N-9"}],"name":[{"family":"Adeyemi"}]},
+  "request":{"method":"POST","url":"Practitioner","ifNoneExist":"identifier=urn:npi|N-9"}}
+]}`
+
+func TestTransactionRewritesPlaceholdersEverywhere(t *testing.T) {
+	s := newTestServer(t)
+	// Real clients post to the base with a trailing slash and plain JSON.
+	r := s.expect(s.do("POST", "/", patientTransaction, "Content-Type", "application/json"), http.StatusOK)
+	b := r.json(t)
+	if b["type"] != "transaction-response" || fmt.Sprint(entryStatuses(t, r)) != "[201 Created 201 Created 201 Created]" {
+		t.Fatalf("response: %s", r.body)
+	}
+	loc := func(i int) string {
+		return asSlice(b["entry"])[i].(map[string]any)["response"].(map[string]any)["location"].(string)
+	}
+	patient := strings.SplitN(loc(0), "/_history", 2)[0]
+	obs := s.expect(s.do("GET", "/"+strings.SplitN(loc(1), "/_history", 2)[0], ""), http.StatusOK)
+	body := string(obs.body)
+	if strings.Contains(body, "urn:uuid") || strings.Count(body, `"reference":"`+patient+`"`) != 3 {
+		t.Fatalf("placeholders not replaced in subject, extension and contained resource:\n%s", body)
+	}
+	gp := s.expect(s.do("GET", "/"+patient, ""), http.StatusOK)
+	if !strings.Contains(string(gp.body), strings.SplitN(loc(2), "/_history", 2)[0]) {
+		t.Fatalf("a reference to a later entry was not replaced: %s", gp.body)
+	}
+
+	// Again: the conditional creates find their matches, the plain POST creates anew.
+	again := s.expect(s.do("POST", "", patientTransaction), http.StatusOK)
+	if fmt.Sprint(entryStatuses(t, again)) != "[200 OK 201 Created 200 OK]" {
+		t.Fatalf("second run statuses %v", entryStatuses(t, again))
+	}
+	if n := s.countRows("resource"); n != 4 {
+		t.Fatalf("%d resources after two runs, want 4 (one patient, one practitioner, two observations)", n)
+	}
+}
+
+func TestATransactionWithABadLastEntryWritesNothing(t *testing.T) {
+	s := newTestServer(t)
+	s.expect(s.do("POST", "/Patient", patientJSON), http.StatusCreated)
+	before := s.tableCounts()
+	bad := strings.Replace(patientTransaction, `"name":[{"family":"Adeyemi"}]`, `"name":[{"family":"Adeyemi"}],"birthDate":"1970-02-31"`, 1)
+	r := s.expect(s.do("POST", "", bad), http.StatusBadRequest)
+	code, diag, expr := outcomeIssue(t, r)
+	if code != "value" || !strings.Contains(diag, "Bundle.entry[2] (urn:uuid:33333333-3333-3333-3333-333333333333)") ||
+		len(expr) == 0 || expr[0] != "Bundle.entry[2].resource.birthDate" {
+		t.Fatalf("the failure does not name the entry: %s", r.body)
+	}
+	if after := s.tableCounts(); after != before {
+		t.Fatalf("a failed transaction changed the database:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func TestTransactionFailuresNameTheEntry(t *testing.T) {
+	s := newTestServer(t)
+	s.expect(s.do("PUT", "/Patient/known", `{"resourceType":"Patient","id":"known","identifier":[{"system":"urn:mrn","value":"dup"}]}`), http.StatusCreated)
+	s.expect(s.do("PUT", "/Patient/known2", `{"resourceType":"Patient","id":"known2","identifier":[{"system":"urn:mrn","value":"dup"}]}`), http.StatusCreated)
+	obs := func(subject string) string {
+		return `{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:aaaaaaaa-0000-0000-0000-000000000001",
+		  "resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"` + subject + `"}},
+		  "request":{"method":"POST","url":"Observation"}}]}`
+	}
+	cases := []struct {
+		name, bundle string
+		status       int
+		says         string
+	}{
+		{"conditional reference with no match", obs("Patient?identifier=urn:mrn|nobody"), http.StatusBadRequest, "matches nothing"},
+		{"conditional reference with two matches", obs("Patient?identifier=urn:mrn|dup"), http.StatusPreconditionFailed, "more than one"},
+		{"reference to nothing", obs("Patient/ghost"), http.StatusBadRequest, "neither on the server nor in the Bundle"},
+		{"placeholder to no entry", obs("urn:uuid:bbbbbbbb-0000-0000-0000-000000000009"), http.StatusBadRequest, "to no entry of the Bundle"},
+		{"stale ifMatch", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient","id":"known"},
+		  "request":{"method":"PUT","url":"Patient/known","ifMatch":"W/\"7\""}}]}`, http.StatusPreconditionFailed, "If-Match"},
+		{"not a transaction", `{"resourceType":"Bundle","type":"collection"}`, http.StatusBadRequest, "transaction or batch"},
+		{"not a Bundle", `{"resourceType":"Patient"}`, http.StatusBadRequest, "takes a Bundle"},
+		{"entry without request", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient"}}]}`, http.StatusBadRequest, "needs a request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := s.with(t)
+			before := s.tableCounts()
+			r := s.do("POST", "", tc.bundle)
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tc.status, r.body)
+			}
+			if _, diag, _ := outcomeIssue(t, r); !strings.Contains(diag, tc.says) {
+				t.Fatalf("diagnostics %q do not say %q", diag, tc.says)
+			}
+			if s.tableCounts() != before {
+				t.Fatal("a failed transaction wrote something")
+			}
+		})
+	}
+	// The known patient resolves, and the conditional reference becomes a plain one.
+	r := s.expect(s.do("POST", "", obs("Patient?_id=known")), http.StatusOK)
+	loc := asSlice(r.json(t)["entry"])[0].(map[string]any)["response"].(map[string]any)["location"].(string)
+	if o := s.expect(s.do("GET", "/"+strings.SplitN(loc, "/_history", 2)[0], ""), http.StatusOK); !strings.Contains(string(o.body), `"reference":"Patient/known"`) {
+		t.Fatalf("conditional reference not resolved: %s", o.body)
+	}
+}
+
+func TestTransactionOrderPatchDeleteAndRead(t *testing.T) {
+	s := newTestServer(t)
+	s.expect(s.do("PUT", "/Patient/old", `{"resourceType":"Patient","id":"old"}`), http.StatusCreated)
+	s.expect(s.do("PUT", "/Patient/pat", `{"resourceType":"Patient","id":"pat","gender":"male"}`), http.StatusCreated)
+	patch := base64.StdEncoding.EncodeToString([]byte(`[{"op":"replace","path":"/gender","value":"female"}]`))
+	bundle := `{"resourceType":"Bundle","type":"transaction","entry":[
+	  {"request":{"method":"GET","url":"Patient/pat"}},
+	  {"resource":{"resourceType":"Binary","contentType":"application/json-patch+json","data":"` + patch + `"},"request":{"method":"PATCH","url":"Patient/pat"}},
+	  {"resource":{"resourceType":"Patient","id":"new","active":true},"request":{"method":"PUT","url":"Patient/new"}},
+	  {"request":{"method":"DELETE","url":"Patient/old"}},
+	  {"request":{"method":"GET","url":"Patient?active=true"}}]}`
+	r := s.expect(s.do("POST", "", bundle), http.StatusOK)
+	if got := fmt.Sprint(entryStatuses(t, r)); got != "[200 OK 200 OK 201 Created 204 No Content 200 OK]" {
+		t.Fatalf("statuses %s: %s", got, r.body)
+	}
+	entries := asSlice(r.json(t)["entry"])
+	// GETs run last: the read sees the patch, the search sees the new patient.
+	if g := entries[0].(map[string]any)["resource"].(map[string]any); g["gender"] != "female" {
+		t.Fatalf("GET ran before the PATCH: %v", g)
+	}
+	if set := entries[4].(map[string]any)["resource"].(map[string]any); len(asSlice(set["entry"])) != 1 {
+		t.Fatalf("search entry: %v", set)
+	}
+	s.expect(s.do("GET", "/Patient/old", ""), http.StatusGone)
+}
+
+func TestBatchEntriesStandAlone(t *testing.T) {
+	s := newTestServer(t)
+	bundle := `{"resourceType":"Bundle","type":"batch","entry":[
+	  {"resource":{"resourceType":"Patient","name":[{"family":"Ok"}]},"request":{"method":"POST","url":"Patient"}},
+	  {"resource":{"resourceType":"Patient","birthDate":"not a date"},"request":{"method":"POST","url":"Patient"}},
+	  {"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/ghost"}},"request":{"method":"POST","url":"Observation"}},
+	  {"request":{"method":"GET","url":"Patient/ghost"}}]}`
+	r := s.expect(s.do("POST", "", bundle), http.StatusOK)
+	if got := fmt.Sprint(entryStatuses(t, r)); got != "[201 Created 400 Bad Request 400 Bad Request 404 Not Found]" {
+		t.Fatalf("statuses %s: %s", got, r.body)
+	}
+	failed := asSlice(r.json(t)["entry"])[1].(map[string]any)["response"].(map[string]any)["outcome"].(map[string]any)
+	if !strings.Contains(fmt.Sprint(failed), "Bundle.entry[1].resource.birthDate") {
+		t.Fatalf("the failed entry's outcome does not locate the problem: %v", failed)
+	}
+	if s.countRows("resource") != 1 {
+		t.Fatalf("%d resources, want the one good entry's", s.countRows("resource"))
+	}
+}
+
+func TestBundleLimitsAndIdenticalBundlesAtOnce(t *testing.T) {
+	s := newTestServer(t)
+	var entries []string
+	for i := 0; i < 5001; i++ {
+		entries = append(entries, `{"request":{"method":"GET","url":"Patient/x"}}`)
+	}
+	r := s.expect(s.do("POST", "", `{"resourceType":"Bundle","type":"batch","entry":[`+strings.Join(entries, ",")+`]}`), http.StatusRequestEntityTooLarge)
+	if code, _, _ := outcomeIssue(t, r); code != "too-costly" {
+		t.Fatalf("too many entries: %s", r.body)
+	}
+
+	onlyConditional := strings.Replace(patientTransaction, `{"fullUrl":"urn:uuid:22222222`, `{"fullUrl":"urn:uuid:22222222`, 1)
+	parts := strings.SplitN(onlyConditional, `{"fullUrl":"urn:uuid:22222222`, 2)
+	tail := parts[1][strings.Index(parts[1], `{"fullUrl":"urn:uuid:33333333`):]
+	bundle := parts[0] + tail // the patient and practitioner, both conditional
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := s.do("POST", "", bundle); r.status != http.StatusOK {
+				t.Errorf("status %d: %s", r.status, r.body)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := s.countRows("resource"); n != 2 {
+		t.Fatalf("%d resources after 8 identical conditional Bundles at once, want 2", n)
+	}
+}
