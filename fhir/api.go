@@ -68,6 +68,8 @@ func (a *API) Register(e *echo.Echo) {
 	g.PATCH("/:type", a.conditionalPatch)
 	g.DELETE("/:type", a.conditionalDelete)
 	g.GET("/:type/_history", a.history)
+	g.GET("/Patient/$everything", a.everything)
+	g.GET("/Patient/:id/$everything", a.everything)
 	g.GET("/:type/:id", a.read)
 	g.PUT("/:type/:id", a.update)
 	g.PATCH("/:type/:id", a.patch)

@@ -548,6 +548,9 @@ func TestCapabilityStatement(t *testing.T) {
 	if got := strings.Join(interactions, " "); got != "read vread update patch delete history-instance history-type create search-type" {
 		t.Errorf("Patient interactions %q", got)
 	}
+	if !strings.Contains(fmt.Sprint(patient["operation"]), "Patient-everything") {
+		t.Errorf("$everything is not declared: %v", patient["operation"])
+	}
 	if patient["conditionalDelete"] != "single" || patient["conditionalUpdate"] != true {
 		t.Errorf("conditional support: %v %v", patient["conditionalDelete"], patient["conditionalUpdate"])
 	}

@@ -77,6 +77,12 @@ type capabilityResource struct {
 	SearchInclude     []string                `json:"searchInclude,omitempty"`
 	SearchRevInclude  []string                `json:"searchRevInclude,omitempty"`
 	SearchParam       []capabilitySearchParam `json:"searchParam,omitempty"`
+	Operation         []capabilityOperation   `json:"operation,omitempty"`
+}
+
+type capabilityOperation struct {
+	Name       string `json:"name"`
+	Definition string `json:"definition"`
 }
 
 func systemInteractions(have map[string]bool) []capabilityInteraction {
@@ -129,6 +135,9 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 			if have[code] {
 				r.Interaction = append(r.Interaction, capabilityInteraction{Code: code})
 			}
+		}
+		if t == "Patient" && have["operation-everything"] {
+			r.Operation = []capabilityOperation{{Name: "everything", Definition: "http://hl7.org/fhir/OperationDefinition/Patient-everything"}}
 		}
 		for _, d := range a.search.params.ForType(t) {
 			if d.Code == "_id" || d.Code == "_lastUpdated" {

@@ -139,3 +139,83 @@ func sum(m map[string]int) int {
 	}
 	return n
 }
+
+func TestPatientEverything(t *testing.T) {
+	batches, transactions := syntheaBundles(t)
+	s := newTestServer(t)
+	for _, raw := range batches {
+		s.expect(s.do("POST", "", string(raw)), http.StatusOK)
+	}
+	// Two patients: the record of one must not bring in the other.
+	var locations [][]string
+	for _, raw := range transactions[:2] {
+		r := s.expect(s.do("POST", "", string(raw)), http.StatusOK)
+		var created []string
+		for _, e := range asSlice(r.json(t)["entry"]) {
+			loc := e.(map[string]any)["response"].(map[string]any)["location"].(string)
+			created = append(created, strings.SplitN(loc, "/_history", 2)[0])
+		}
+		locations = append(locations, created)
+	}
+	patient := locations[0][0]
+	if !strings.HasPrefix(patient, "Patient/") {
+		t.Fatalf("the first entry of a Synthea Bundle is not its Patient: %s", patient)
+	}
+
+	seen := map[string]bool{}
+	next := "/" + patient + "/$everything?_count=100"
+	for pages := 0; next != ""; pages++ {
+		if pages > 100 {
+			t.Fatal("paging does not end")
+		}
+		b := s.expect(s.do("GET", next, ""), http.StatusOK).json(t)
+		for _, e := range asSlice(b["entry"]) {
+			r := e.(map[string]any)["resource"].(map[string]any)
+			key := r["resourceType"].(string) + "/" + r["id"].(string)
+			if seen[key] {
+				t.Fatalf("%s on two pages", key)
+			}
+			seen[key] = true
+		}
+		next = link(b, "next", s.base)
+	}
+	for _, created := range locations[0] {
+		if !seen[created] {
+			t.Errorf("%s, created by the patient's own Bundle, is missing from $everything", created)
+		}
+	}
+	for _, other := range locations[1] {
+		if seen[other] {
+			t.Errorf("%s belongs to the other patient", other)
+		}
+	}
+	var practitioners, organizations int
+	for key := range seen {
+		switch strings.SplitN(key, "/", 2)[0] {
+		case "Practitioner":
+			practitioners++
+		case "Organization":
+			organizations++
+		}
+	}
+	if practitioners == 0 || organizations == 0 {
+		t.Errorf("referenced practitioners (%d) and organizations (%d) are missing", practitioners, organizations)
+	}
+
+	only := s.expect(s.do("GET", "/"+patient+"/$everything?_type=Condition,Patient&_count=1000", ""), http.StatusOK).json(t)
+	for _, e := range asSlice(only["entry"]) {
+		if typ := e.(map[string]any)["resource"].(map[string]any)["resourceType"]; typ != "Condition" && typ != "Patient" {
+			t.Fatalf("_type=Condition,Patient returned a %s", typ)
+		}
+	}
+	future := s.expect(s.do("GET", "/"+patient+"/$everything?_since=2999-01-01", ""), http.StatusOK).json(t)
+	if len(asSlice(future["entry"])) != 0 {
+		t.Fatal("_since in the future returned resources")
+	}
+	s.expect(s.do("GET", "/Patient/nobody/$everything", ""), http.StatusNotFound)
+	all := s.expect(s.do("GET", "/Patient/$everything?_type=Patient", ""), http.StatusOK).json(t)
+	if n := len(asSlice(all["entry"])); n != 2 {
+		t.Fatalf("Patient/$everything?_type=Patient: %d patients, want 2", n)
+	}
+	t.Logf("$everything of %s: %d resources", patient, len(seen))
+}
