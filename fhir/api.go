@@ -200,7 +200,7 @@ func (a *API) create(c echo.Context) error {
 				return err
 			}
 		}
-		v, err = a.store.Create(ctx, tx, res.clone())
+		v, err = a.store.Create(ctx, tx, res.Clone())
 		return err
 	})
 	if err != nil {
@@ -240,7 +240,7 @@ func (a *API) doUpdate(c echo.Context, res *Resource, match *int) error {
 	var result UpdateResult
 	err := a.store.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		result, err = a.store.Update(ctx, tx, res.clone(), match)
+		result, err = a.store.Update(ctx, tx, res.Clone(), match)
 		return err
 	})
 	if err != nil {
@@ -275,7 +275,7 @@ func (a *API) conditionalUpdate(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		r := res.clone()
+		r := res.Clone()
 		switch {
 		case match != "" && r.ID != "" && r.ID != match:
 			return NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("the body's id %q is not that of the matching resource %q", r.ID, match), resourceType+".id")
@@ -452,8 +452,8 @@ func (a *API) respond(c echo.Context, status int, v *Version, pref preference, m
 	return writeJSON(c, status, v.JSON)
 }
 
-// clone copies a resource so a retried transaction starts from the body as received.
-func (r *Resource) clone() *Resource {
+// Clone copies a resource, so a retried transaction starts from the body as received.
+func (r *Resource) Clone() *Resource {
 	raw, _ := json.Marshal(r.Body)
 	out, _ := decodeResource(raw)
 	out.Type, out.ID = r.Type, r.ID

@@ -57,3 +57,24 @@ func BenchmarkSearchObservations(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSmallTransactions posts Bundles of one Patient and one Observation referring to
+// it, from 32 concurrent clients; it reports transactions per second.
+func BenchmarkSmallTransactions(b *testing.B) {
+	s := newTestServer(b)
+	const bundle = `{"resourceType":"Bundle","type":"transaction","entry":[
+	  {"fullUrl":"urn:uuid:6f1c3d2a-0000-4000-8000-000000000001","resource":{"resourceType":"Patient","name":[{"family":"Bench"}],"birthDate":"1980-01-01"},"request":{"method":"POST","url":"Patient"}},
+	  {"resource":{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"29463-7"}]},
+	    "subject":{"reference":"urn:uuid:6f1c3d2a-0000-4000-8000-000000000001"},"valueQuantity":{"value":70,"unit":"kg"}},"request":{"method":"POST","url":"Observation"}}]}`
+	b.SetParallelism(16) // 16 × GOMAXPROCS(2) = 32 clients
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if r := s.do("POST", "", bundle); r.status != http.StatusOK {
+				b.Errorf("status %d: %s", r.status, r.body)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tx/s")
+}

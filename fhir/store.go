@@ -44,6 +44,9 @@ func NewStore(db *pgxpool.Pool, indexer Extractor, now func() time.Time) *Store 
 	return &Store{db: db, indexer: indexer, now: now}
 }
 
+// DB is the pool the store works on.
+func (s *Store) DB() DBTX { return s.db }
+
 // Version is one stored version of a resource.
 type Version struct {
 	Type        string
@@ -182,6 +185,49 @@ func (s *Store) CreateBatch(ctx context.Context, tx DBTX, resources []*Resource)
 	}
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, fmt.Errorf("writing %d new resources: %w", len(resources), err)
+	}
+	return versions, nil
+}
+
+// PutBatch stores resources under their own ids, as update-as-create does: a new version of
+// each that exists, the first version of each that does not. It locks and reads the current
+// versions in one round trip and writes everything in a second.
+func (s *Store) PutBatch(ctx context.Context, tx DBTX, resources []*Resource) ([]*Version, error) {
+	types, ids := make([]string, len(resources)), make([]string, len(resources))
+	for i, r := range resources {
+		types[i], ids[i] = r.Type, r.ID
+	}
+	rows, err := tx.Query(ctx, `SELECT r.resource_type, r.resource_id, r.version_id FROM resource r
+		WHERE (r.resource_type, r.resource_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+		ORDER BY 1, 2 FOR UPDATE`, types, ids)
+	if err != nil {
+		return nil, fmt.Errorf("locking resources: %w", err)
+	}
+	current := map[string]int{}
+	for rows.Next() {
+		var t, id string
+		var v int
+		if err := rows.Scan(&t, &id, &v); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		current[t+"/"+id] = v
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("locking resources: %w", err)
+	}
+	batch := &pgx.Batch{}
+	versions := make([]*Version, len(resources))
+	for i, res := range resources {
+		key := res.Type + "/" + res.ID
+		current[key]++ // the same resource twice in one batch gets two versions
+		if versions[i], err = s.queueVersion(batch, res, current[key]); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("writing %d resources: %w", len(resources), err)
 	}
 	return versions, nil
 }

@@ -110,32 +110,11 @@ func (a *API) bundle(c echo.Context) error {
 // A transaction is all or nothing; a failure is one Outcome naming the failing entry. base
 // is the server's FHIR base as the client sees it.
 func (a *API) ProcessBundle(ctx context.Context, raw []byte, base string) ([]byte, error) {
-	bundleType, entries, err := a.readBundle(raw)
+	bundleType, entries, err := a.processBundle(ctx, raw, base, nil)
 	if err != nil {
 		return nil, err
 	}
 	resp := newBundle(bundleType+"-response", a.now())
-	switch bundleType {
-	case "transaction":
-		err = a.store.InTx(ctx, func(tx pgx.Tx) error {
-			fresh, err := cloneEntries(entries) // each attempt starts from the Bundle as received
-			if err != nil {
-				return err
-			}
-			if err := a.runTransaction(ctx, tx, fresh, base); err != nil {
-				return err
-			}
-			entries = fresh
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	case "batch":
-		for _, e := range entries {
-			a.runBatchEntry(ctx, e, base)
-		}
-	}
 	for _, e := range entries {
 		resp.Entry = append(resp.Entry, e.responseEntry())
 	}
@@ -146,6 +125,66 @@ func (a *API) ProcessBundle(ctx context.Context, raw []byte, base string) ([]byt
 		return nil, err
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// ImportBundle processes a Bundle as POST /fhir does, for a bulk import, and returns how
+// many resources it created or updated. also runs in the transaction of a transaction Bundle,
+// or after a batch's entries, to record the import's progress with it. A batch entry that
+// fails fails the import.
+func (a *API) ImportBundle(ctx context.Context, raw []byte, also func(pgx.Tx) error) (int, error) {
+	bundleType, entries, err := a.processBundle(ctx, raw, a.config.BaseURL, also)
+	if err != nil {
+		return 0, err
+	}
+	written := 0
+	for _, e := range entries {
+		if e.outcome != nil {
+			return written, &Outcome{Status: e.status, Issues: []Issue{{Severity: Error, Code: Processing, Diagnostics: e.where() + " failed: " + string(e.outcome)}}}
+		}
+		if e.status == http.StatusCreated || (e.status == http.StatusOK && e.method == http.MethodPut) {
+			written++
+		}
+	}
+	if bundleType == "batch" && also != nil {
+		if err := a.store.InTx(ctx, also); err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+func (a *API) processBundle(ctx context.Context, raw []byte, base string, also func(pgx.Tx) error) (string, []*entry, error) {
+	bundleType, entries, err := a.readBundle(raw)
+	if err != nil {
+		return "", nil, err
+	}
+	switch bundleType {
+	case "transaction":
+		err = a.store.InTx(ctx, func(tx pgx.Tx) error {
+			fresh, err := cloneEntries(entries) // each attempt starts from the Bundle as received
+			if err != nil {
+				return err
+			}
+			if err := a.runTransaction(ctx, tx, fresh, base); err != nil {
+				return err
+			}
+			if also != nil {
+				if err := also(tx); err != nil {
+					return err
+				}
+			}
+			entries = fresh
+			return nil
+		})
+		if err != nil {
+			return "", nil, err
+		}
+	case "batch":
+		for _, e := range entries {
+			a.runBatchEntry(ctx, e, base)
+		}
+	}
+	return bundleType, entries, nil
 }
 
 // readBundle checks the envelope: a Bundle of type transaction or batch whose entries each
