@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -29,6 +30,10 @@ type BundleConfig struct {
 	// that is neither on the server nor created by the Bundle.
 	ReferentialIntegrity bool
 }
+
+// batchWorkers is how many entries of one batch Bundle are processed at once: enough to keep
+// PostgreSQL busy while entries wait on it, few enough to leave connections for others.
+const batchWorkers = 4
 
 // entry is one entry of a transaction or batch Bundle, as the processor works on it.
 type entry struct {
@@ -180,9 +185,24 @@ func (a *API) processBundle(ctx context.Context, raw []byte, base string, also f
 			return "", nil, err
 		}
 	case "batch":
-		for _, e := range entries {
-			a.runBatchEntry(ctx, e, base)
+		// Batch entries are independent by definition, so they run side by side, each in a
+		// transaction of its own.
+		work := make(chan *entry)
+		var wg sync.WaitGroup
+		for w := 0; w < batchWorkers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for e := range work {
+					a.runBatchEntry(ctx, e, base)
+				}
+			}()
 		}
+		for _, e := range entries {
+			work <- e
+		}
+		close(work)
+		wg.Wait()
 	}
 	return bundleType, entries, nil
 }
