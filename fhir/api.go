@@ -7,8 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -86,19 +86,10 @@ func target(c echo.Context) (resourceType, id string, err error) {
 	if !IsResourceType(resourceType) {
 		return "", "", NewOutcome(http.StatusNotFound, NotSupported, fmt.Sprintf("%q is not an R4 resource type", resourceType))
 	}
-	if c.ParamNames() != nil && containsString(c.ParamNames(), "id") && !idPattern.MatchString(id) {
+	if slices.Contains(c.ParamNames(), "id") && !idPattern.MatchString(id) {
 		return "", "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a valid resource id (1-64 of A-Z a-z 0-9 - .)", id))
 	}
 	return resourceType, id, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *API) baseURL(c echo.Context) string {
@@ -443,7 +434,7 @@ func (a *API) respond(c echo.Context, status int, v *Version, pref preference, m
 		if message == "" {
 			message = v.Path() + " is at version " + strconv.Itoa(v.VersionID)
 		}
-		body, err := MarshalOutcome([]Issue{{Severity: Information, Code: Informational, Diagnostics: message}}, pretty(c))
+		body, err := MarshalOutcome([]Issue{{Severity: Information, Code: Informational, Diagnostics: message}}, Pretty(c))
 		if err != nil {
 			return err
 		}
@@ -458,17 +449,4 @@ func (r *Resource) Clone() *Resource {
 	out, _ := decodeResource(raw)
 	out.Type, out.ID = r.Type, r.ID
 	return out
-}
-
-// parseCount reads _count within the configured bounds.
-func (a *API) parseCount(q url.Values) (int, error) {
-	raw := q.Get("_count")
-	if raw == "" {
-		return a.config.DefaultCount, nil
-	}
-	n, err := strconv.Atoi(raw)
-	if err != nil || n < 0 {
-		return 0, NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("_count=%q is not a number of entries", raw))
-	}
-	return min(n, a.config.MaxCount), nil
 }

@@ -332,6 +332,13 @@ func TestContentNegotiation(t *testing.T) {
 	if !bytes.Contains(pretty.body, []byte("\n  \"")) {
 		t.Fatalf("_pretty not indented: %s", pretty.body)
 	}
+	// Errors read _pretty as the API does: they leave through the server's error handler.
+	if r := s.expect(s.do("GET", "/Patient/missing?_pretty=true", ""), http.StatusNotFound); !bytes.Contains(r.body, []byte("\n  \"")) {
+		t.Fatalf("an error with _pretty=true is not indented: %s", r.body)
+	}
+	if r := s.expect(s.do("GET", "/Patient/missing?_pretty=false", ""), http.StatusNotFound); bytes.Contains(r.body, []byte("\n")) {
+		t.Fatalf("an error with _pretty=false is indented: %s", r.body)
+	}
 	minimal := s.expect(s.do("POST", "/Patient", patientJSON, "Prefer", "return=minimal"), http.StatusCreated)
 	if len(minimal.body) != 0 || minimal.header.Get("Location") == "" {
 		t.Fatalf("return=minimal: %q %v", minimal.body, minimal.header)

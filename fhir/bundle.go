@@ -118,7 +118,7 @@ func (a *API) history(c echo.Context) error {
 	}
 	q := c.QueryParams()
 	var err error
-	if hq.Count, err = a.parseCount(q); err != nil {
+	if hq.Count, err = parseCount(q.Get("_count"), a.config.DefaultCount, a.config.MaxCount); err != nil {
 		return err
 	}
 	if s := q.Get("_since"); s != "" {

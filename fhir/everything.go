@@ -3,7 +3,6 @@ package fhir
 import (
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
@@ -56,18 +55,13 @@ func (a *API) everything(c echo.Context) error {
 		}
 	}
 	q := c.QueryParams()
-	count, err := a.parseCount(q)
+	count, err := parseCount(q.Get("_count"), a.config.DefaultCount, a.config.MaxCount)
 	if err != nil {
 		return err
 	}
-	var types []string
-	if t := q.Get("_type"); t != "" {
-		for _, name := range strings.Split(t, ",") {
-			if !IsResourceType(name) {
-				return NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("_type: %q is not an R4 resource type", name))
-			}
-			types = append(types, name)
-		}
+	types, err := parseTypes(q.Get("_type"))
+	if err != nil {
+		return err
 	}
 	var since any
 	if s := q.Get("_since"); s != "" {

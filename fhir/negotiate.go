@@ -124,15 +124,16 @@ func preferences(req *http.Request) preference {
 	return p
 }
 
-// pretty tells whether the client asked for indented JSON.
-func pretty(c echo.Context) bool {
+// Pretty tells whether the client asked for indented JSON (_pretty or _pretty=true). The
+// error handler asks it too, so every response reads the parameter alike.
+func Pretty(c echo.Context) bool {
 	v, ok := c.QueryParams()["_pretty"]
 	return ok && (len(v) == 0 || v[0] == "" || v[0] == "true")
 }
 
 // writeJSON sends FHIR JSON the server already holds as bytes, indenting it if asked.
 func writeJSON(c echo.Context, status int, body []byte) error {
-	if pretty(c) {
+	if Pretty(c) {
 		var buf bytes.Buffer
 		if err := json.Indent(&buf, body, "", "  "); err == nil {
 			body = buf.Bytes()

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -39,8 +38,6 @@ type Searcher struct {
 func NewSearcher(store *Store, params Params, baseURL string) *Searcher {
 	return &Searcher{store: store, params: params, baseURL: strings.TrimSuffix(baseURL, "/"), now: store.now}
 }
-
-func sortStrings(s []string) { sort.Strings(s) }
 
 // maxIncluded caps what _include and _revinclude may add to one page.
 const maxIncluded = 1000
@@ -470,15 +467,12 @@ func (a *API) typeSearch(c echo.Context) error {
 // systemSearch is GET /fhir?_type=A,B&...: a search across types, with the parameters they
 // share.
 func (a *API) systemSearch(c echo.Context) error {
-	types := ResourceTypes()
-	if t := c.QueryParam("_type"); t != "" {
-		types = nil
-		for _, name := range splitEscaped(t, ',') {
-			if !IsResourceType(name) {
-				return NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("_type: %q is not an R4 resource type", name))
-			}
-			types = append(types, name)
-		}
+	types, err := parseTypes(c.QueryParam("_type"))
+	if err != nil {
+		return err
+	}
+	if types == nil {
+		types = ResourceTypes()
 	}
 	return a.doSearch(c, types)
 }

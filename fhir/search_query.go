@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -44,9 +45,8 @@ type searchQuery struct {
 	includes   []include
 	revincl    []include
 	cursor     string
-	types      []string // _type, for system search
-	base       string   // this server's FHIR base as the client sees it
-	unknown    []Issue  // parameters ignored, to report
+	base       string  // this server's FHIR base as the client sees it
+	unknown    []Issue // parameters ignored, to report
 	strictness bool
 }
 
@@ -117,11 +117,11 @@ func (q *searchQuery) readResultParameter(base, key string, raw []string, maxCou
 	bad := func(msg string) error { return NewOutcome(http.StatusBadRequest, Value, key+": "+msg) }
 	switch base {
 	case "_count":
-		n, err := parsePositive(last)
+		n, err := parseCount(last, q.count, maxCount)
 		if err != nil {
-			return bad("want a number of entries")
+			return err
 		}
-		q.count = min(n, maxCount)
+		q.count = n
 	case "_sort":
 		for _, part := range splitEscaped(last, ',') {
 			if part == "" {
@@ -173,23 +173,35 @@ func (q *searchQuery) readResultParameter(base, key string, raw []string, maxCou
 		}
 	case "_cursor":
 		q.cursor = last
-	case "_type":
-		for _, t := range splitEscaped(last, ',') {
-			if !IsResourceType(t) {
-				return bad(fmt.Sprintf("%q is not an R4 resource type", t))
-			}
-			q.types = append(q.types, t)
-		}
 	}
 	return nil
 }
 
-func parsePositive(s string) (int, error) {
-	var n int
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || fmt.Sprint(n) != s {
-		return 0, fmt.Errorf("not a count")
+// parseCount reads _count: def when absent, at most maxCount.
+func parseCount(raw string, def, maxCount int) (int, error) {
+	if raw == "" {
+		return def, nil
 	}
-	return n, nil
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 0 {
+		return 0, NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("_count=%q is not a number of entries", raw))
+	}
+	return min(n, maxCount), nil
+}
+
+// parseTypes reads _type: resource types separated by commas; nil when absent.
+func parseTypes(raw string) ([]string, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	var types []string
+	for _, name := range splitEscaped(raw, ',') {
+		if !IsResourceType(name) {
+			return nil, NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("_type: %q is not an R4 resource type", name))
+		}
+		types = append(types, name)
+	}
+	return types, nil
 }
 
 // splitEscaped splits on sep, honouring the search syntax's backslash escapes (\, \| \$ \\),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -378,7 +379,7 @@ func (s *Searcher) chainCondition(b *sqlBuilder, o owner, defs []*searchparam.De
 	if len(candidates) == 0 {
 		return "", NewOutcome(http.StatusBadRequest, NotSupported, fmt.Sprintf("%s.%s: no target of %s has a search parameter %s", defs[0].Code, rest, defs[0].Code, restCode))
 	}
-	sortStrings(candidates)
+	sort.Strings(candidates)
 	var parts []string
 	for _, t := range candidates {
 		inner, err := s.condition(b, owner{typeExpr: "c.target_type", idExpr: "c.target_id", types: []string{t}}, rest, values, probe)

@@ -12,9 +12,6 @@ import (
 	"github.com/cartreg/cartreg/fhir"
 )
 
-// FHIRContentType is the media type of every FHIR JSON response.
-const FHIRContentType = "application/fhir+json; charset=utf-8"
-
 // handleError is the single path from an error to the wire: every failure, from a handler,
 // the router or a middleware, leaves as an OperationOutcome with the right status. Server
 // faults are logged with the request id and told to the client only by that id, so no SQL or
@@ -24,8 +21,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	outcome := s.toOutcome(err, c)
-	_, pretty := c.QueryParams()["_pretty"]
-	body, merr := fhir.MarshalOutcome(outcome.Issues, pretty && c.QueryParam("_pretty") != "false")
+	body, merr := fhir.MarshalOutcome(outcome.Issues, fhir.Pretty(c))
 	if merr != nil {
 		s.logger.Error("rendering OperationOutcome", "error", merr, "request_id", requestID(c))
 		body = []byte(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception"}]}`)
@@ -33,7 +29,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Request().Method == http.MethodHead {
 		err = c.NoContent(outcome.Status)
 	} else {
-		err = c.Blob(outcome.Status, FHIRContentType, body)
+		err = c.Blob(outcome.Status, fhir.ContentType, body)
 	}
 	if err != nil {
 		s.logger.Warn("writing error response", "error", err, "request_id", requestID(c))
