@@ -185,7 +185,7 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 	statement := map[string]any{
 		"resourceType": "CapabilityStatement",
 		"status":       "active",
-		"date":         "2026-11-22",
+		"date":         a.now().UTC().Format("2006-01-02"), // when this statement was generated
 		"publisher":    "cartreg",
 		"kind":         "instance",
 		"software":     map[string]any{"name": "cartreg"},

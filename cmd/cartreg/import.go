@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -58,7 +57,7 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 	if err := cfg.resolveDatabase(); err != nil {
 		return err
 	}
-	files, err := importOrder(args)
+	batches, others, err := importOrder(args)
 	if err != nil {
 		return err
 	}
@@ -100,9 +99,8 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 	}
 	// Batch Bundles first, one at a time: they hold what the rest refers to. Then the other
 	// files side by side, each in transactions of its own.
-	next := 0
-	for ; next < len(files) && isBatchBundle(files[next]); next++ {
-		if importOne(files[next]); firstErr != nil {
+	for _, f := range batches {
+		if importOne(f); firstErr != nil {
 			return firstErr
 		}
 	}
@@ -117,7 +115,7 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 			}
 		}()
 	}
-	for _, f := range files[next:] {
+	for _, f := range others {
 		mu.Lock()
 		failed := firstErr != nil
 		mu.Unlock()
@@ -134,17 +132,18 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 	report.finish()
 	elapsed := time.Since(start)
 	fmt.Fprintf(stdout, "imported %d resources from %d files in %s (%.0f resources/s)\n",
-		total, len(files), elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds())
+		total, len(batches)+len(others), elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds())
 	return nil
 }
 
-// importOrder expands directories and puts batch Bundles before everything else.
-func importOrder(args []string) ([]string, error) {
+// importOrder expands directories and separates the batch Bundles, which load first, from
+// the other files. Each file is looked into once.
+func importOrder(args []string) (batches, others []string, err error) {
 	var files []string
 	for _, a := range args {
 		info, err := os.Stat(a)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !info.IsDir() {
 			files = append(files, a)
@@ -152,7 +151,7 @@ func importOrder(args []string) ([]string, error) {
 		}
 		entries, err := os.ReadDir(a)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, e := range entries {
 			name := strings.TrimSuffix(strings.ToLower(e.Name()), ".gz")
@@ -161,12 +160,14 @@ func importOrder(args []string) ([]string, error) {
 			}
 		}
 	}
-	batch := map[string]bool{}
 	for _, f := range files {
-		batch[f] = isBatchBundle(f)
+		if isBatchBundle(f) {
+			batches = append(batches, f)
+		} else {
+			others = append(others, f)
+		}
 	}
-	sort.SliceStable(files, func(i, j int) bool { return batch[files[i]] && !batch[files[j]] })
-	return files, nil
+	return batches, others, nil
 }
 
 func isBatchBundle(path string) bool {
