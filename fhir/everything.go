@@ -21,12 +21,12 @@ WITH members AS (
   UNION
     SELECT s.resource_type, s.resource_id FROM search_reference s
     WHERE s.target_type = 'Patient' AND ($1 = '' OR s.target_id = $1)
-      AND (s.url = '' OR s.url = $2 || 'Patient/' || s.target_id)
+      AND local_reference(s.url, $2, s.target_type, s.target_id)
 ), referenced AS (
     SELECT s.target_type AS resource_type, s.target_id AS resource_id
     FROM search_reference s JOIN members m USING (resource_type, resource_id)
     WHERE s.target_type <> '' AND s.target_type <> 'Patient'
-      AND (s.url = '' OR s.url = $2 || s.target_type || '/' || s.target_id)
+      AND local_reference(s.url, $2, s.target_type, s.target_id)
 ), everything AS (
     SELECT * FROM members UNION SELECT * FROM referenced
 )

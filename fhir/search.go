@@ -352,7 +352,7 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 			pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.target_type, s.target_id FROM search_reference s
 				WHERE s.resource_type = $1 AND s.code = $2 AND s.resource_id = ANY($3::text[]) AND s.target_id <> ''
 				  AND ($4 = '' OR s.target_type = $4)
-				  AND (s.url = '' OR s.url = $5 || s.target_type || '/' || s.target_id)`,
+				  AND local_reference(s.url, $5, s.target_type, s.target_id)`,
 				inc.source, inc.param, byType[inc.source], inc.target, q.base+"/"))
 			if err != nil {
 				return nil, fmt.Errorf("following _include %s:%s: %w", inc.source, inc.param, err)
@@ -366,7 +366,7 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 			for targetType, ids := range byType {
 				pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.resource_type, s.resource_id FROM search_reference s
 					WHERE s.resource_type = $1 AND s.code = $2 AND s.target_type = $3 AND s.target_id = ANY($4::text[])
-					  AND (s.url = '' OR s.url = $5 || s.target_type || '/' || s.target_id)`,
+					  AND local_reference(s.url, $5, s.target_type, s.target_id)`,
 					inc.source, inc.param, targetType, ids, q.base+"/"))
 				if err != nil {
 					return nil, fmt.Errorf("following _revinclude %s:%s: %w", inc.source, inc.param, err)

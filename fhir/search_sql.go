@@ -343,13 +343,10 @@ func (s *Searcher) referenceCondition(b *sqlBuilder, typeModifier, v string, def
 	return cond + " AND " + b.local("s"), nil
 }
 
-// local is the condition that the reference row alias points into this server: written
-// relative, or absolute on this server's base.
+// local is the condition that the reference row alias points into this server (see the
+// local_reference function, migration 005).
 func (b *sqlBuilder) local(alias string) string {
-	if b.base == "" {
-		return alias + ".url = ''"
-	}
-	return "(" + alias + ".url = '' OR " + alias + ".url = " + b.arg(b.base+"/") + " || " + alias + ".target_type || '/' || " + alias + ".target_id)"
+	return "local_reference(" + alias + ".url, " + b.arg(b.base+"/") + ", " + alias + ".target_type, " + alias + ".target_id)"
 }
 
 // chainCondition: ref[:Type].rest=value matches resources whose ref points to a resource of
