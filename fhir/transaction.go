@@ -53,6 +53,7 @@ type entry struct {
 	// results
 	status  int
 	version *Version
+	written map[string]any // the stored body of a create or update, for the reference check
 	body    []byte // a GET's result
 	outcome []byte // a batch entry's failure
 }
@@ -369,7 +370,7 @@ func (a *API) createAll(ctx context.Context, tx DBTX, entries []*entry) error {
 		return err
 	}
 	for i, e := range creates {
-		e.version, e.status = versions[i], http.StatusCreated
+		e.version, e.status, e.written = versions[i], http.StatusCreated, resources[i].Body
 	}
 	return nil
 }
@@ -566,7 +567,7 @@ func (a *API) write(ctx context.Context, tx DBTX, e *entry) error {
 		}
 		res.ID = e.id
 		e.version, err = a.store.CreateWithID(ctx, tx, res)
-		e.status = http.StatusCreated
+		e.status, e.written = http.StatusCreated, res.Body
 		return err
 	case http.MethodPut:
 		if bodyID, _ := e.resource["id"].(string); e.criteria == "" && bodyID != e.id {
@@ -585,7 +586,7 @@ func (a *API) write(ctx context.Context, tx DBTX, e *entry) error {
 		if err != nil {
 			return err
 		}
-		e.version, e.status = result.Version, http.StatusOK
+		e.version, e.status, e.written = result.Version, http.StatusOK, res.Body
 		if result.Created {
 			e.status = http.StatusCreated
 		}
@@ -643,9 +644,11 @@ func (a *API) checkReferences(ctx context.Context, tx DBTX, written []*entry) er
 		if e.version == nil || e.version.JSON == nil || e.method == http.MethodDelete {
 			continue
 		}
-		var body map[string]any
-		if err := json.Unmarshal(e.version.JSON, &body); err != nil {
-			return err
+		body := e.written
+		if body == nil { // a patch: its result was built inside applyPatch
+			if err := json.Unmarshal(e.version.JSON, &body); err != nil {
+				return err
+			}
 		}
 		collectLocalReferences(body, e.resourceType, func(target, path string) {
 			if _, seen := refs[target]; !seen {
