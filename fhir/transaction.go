@@ -54,8 +54,8 @@ type entry struct {
 	status  int
 	version *Version
 	written map[string]any // the stored body of a create or update, for the reference check
-	body    []byte // a GET's result
-	outcome []byte // a batch entry's failure
+	body    []byte         // a GET's result
+	outcome []byte         // a batch entry's failure
 }
 
 // where names the entry in error messages: its index and fullUrl.

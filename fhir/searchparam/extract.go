@@ -37,53 +37,33 @@ func (r *Registry) Extract(resourceType string, resource map[string]any) (Values
 		if len(nodes) == 0 {
 			continue
 		}
-		code := def.Code
 		switch def.Type {
 		case String:
-			start := len(v.Strings)
-			for _, n := range nodes {
-				v.Strings = appendStrings(v.Strings, code, n)
-			}
-			v.Strings = dedupe(v.Strings, start)
+			v.Strings = collect(v.Strings, nodes, def, appendStrings)
 		case Token:
-			start := len(v.Tokens)
-			for _, n := range nodes {
-				v.Tokens = appendTokens(v.Tokens, code, n)
-			}
-			v.Tokens = dedupe(v.Tokens, start)
+			v.Tokens = collect(v.Tokens, nodes, def, appendTokens)
 		case Date:
-			start := len(v.Dates)
-			for _, n := range nodes {
-				v.Dates = appendDates(v.Dates, code, n)
-			}
-			v.Dates = dedupe(v.Dates, start)
+			v.Dates = collect(v.Dates, nodes, def, appendDates)
 		case Reference:
-			start := len(v.References)
-			for _, n := range nodes {
-				v.References = appendReferences(v.References, def, n)
-			}
-			v.References = dedupe(v.References, start)
+			v.References = collect(v.References, nodes, def, appendReferences)
 		case Number:
-			start := len(v.Numbers)
-			for _, n := range nodes {
-				v.Numbers = appendNumbers(v.Numbers, code, n)
-			}
-			v.Numbers = dedupe(v.Numbers, start)
+			v.Numbers = collect(v.Numbers, nodes, def, appendNumbers)
 		case Quantity:
-			start := len(v.Quantities)
-			for _, n := range nodes {
-				v.Quantities = appendQuantities(v.Quantities, code, n)
-			}
-			v.Quantities = dedupe(v.Quantities, start)
+			v.Quantities = collect(v.Quantities, nodes, def, appendQuantities)
 		case URI:
-			start := len(v.URIs)
-			for _, n := range nodes {
-				v.URIs = appendURIs(v.URIs, code, n)
-			}
-			v.URIs = dedupe(v.URIs, start)
+			v.URIs = collect(v.URIs, nodes, def, appendURIs)
 		}
 	}
 	return v, nil
+}
+
+// collect appends the values add makes of each node, then drops repeats among them.
+func collect[T comparable](s []T, nodes []fhirpath.Node, def *Definition, add func([]T, *Definition, fhirpath.Node) []T) []T {
+	start := len(s)
+	for _, n := range nodes {
+		s = add(s, def, n)
+	}
+	return dedupe(s, start)
 }
 
 // dedupe drops the repeats among s[start:], the values of one parameter, keeping the first
@@ -170,7 +150,8 @@ func primitiveText(v any) (string, bool) {
 
 // string: a primitive, or the parts of a HumanName or an Address.
 
-func appendStrings(out []StringValue, code string, n fhirpath.Node) []StringValue {
+func appendStrings(out []StringValue, def *Definition, n fhirpath.Node) []StringValue {
+	code := def.Code
 	add := func(s string) {
 		if strings.TrimSpace(s) != "" {
 			out = append(out, StringValue{Code: code, Value: s, Normalized: NormalizeString(s)})
@@ -205,7 +186,8 @@ func appendStrings(out []StringValue, code string, n fhirpath.Node) []StringValu
 // token: a code, Coding, CodeableConcept, Identifier, ContactPoint or a Reference's
 // identifier.
 
-func appendTokens(out []TokenValue, code string, n fhirpath.Node) []TokenValue {
+func appendTokens(out []TokenValue, def *Definition, n fhirpath.Node) []TokenValue {
+	code := def.Code
 	switch n.Type {
 	case "Coding":
 		return appendCoding(out, code, object(n), "")
@@ -264,7 +246,8 @@ func appendIdentifier(out []TokenValue, code string, id map[string]any) []TokenV
 
 // date: a date, dateTime, instant, Period or Timing.
 
-func appendDates(out []DateValue, code string, n fhirpath.Node) []DateValue {
+func appendDates(out []DateValue, def *Definition, n fhirpath.Node) []DateValue {
+	code := def.Code
 	switch n.Type {
 	case "Period":
 		if d, ok := period(code, object(n)); ok {
@@ -384,7 +367,8 @@ func isAbsolute(ref string) bool {
 
 // number: a decimal or an integer.
 
-func appendNumbers(out []NumberValue, code string, n fhirpath.Node) []NumberValue {
+func appendNumbers(out []NumberValue, def *Definition, n fhirpath.Node) []NumberValue {
+	code := def.Code
 	num, ok := n.Value.(json.Number)
 	if !ok {
 		return out
@@ -400,7 +384,8 @@ func appendNumbers(out []NumberValue, code string, n fhirpath.Node) []NumberValu
 // moneySystem is the code system of Money's currency, for value|system|code searches.
 const moneySystem = "urn:iso:std:iso:4217"
 
-func appendQuantities(out []QuantityValue, code string, n fhirpath.Node) []QuantityValue {
+func appendQuantities(out []QuantityValue, def *Definition, n fhirpath.Node) []QuantityValue {
+	code := def.Code
 	m := object(n)
 	switch {
 	case n.Type == "Money":
@@ -476,7 +461,8 @@ func number(v any) (float64, bool) {
 
 // uri: a uri, url, canonical, oid or uuid.
 
-func appendURIs(out []URIValue, code string, n fhirpath.Node) []URIValue {
+func appendURIs(out []URIValue, def *Definition, n fhirpath.Node) []URIValue {
+	code := def.Code
 	if s, ok := n.Value.(string); ok && s != "" {
 		out = append(out, URIValue{Code: code, Value: s})
 	}
