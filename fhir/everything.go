@@ -85,13 +85,7 @@ func (a *API) everything(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("collecting the patient record: %w", err)
 	}
-	versions, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*Version, error) {
-		v := &Version{}
-		var body string
-		err := r.Scan(&v.Type, &v.ID, &v.VersionID, &v.LastUpdated, &body)
-		v.JSON = []byte(body)
-		return v, err
-	})
+	versions, err := pgx.CollectRows(rows, scanVersion)
 	if err != nil {
 		return fmt.Errorf("collecting the patient record: %w", err)
 	}

@@ -391,6 +391,16 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 	return included, nil
 }
 
+// scanVersion reads a row of (type, id, version, last updated, body): a current version,
+// as searches, includes and $everything list them.
+func scanVersion(r pgx.CollectableRow) (*Version, error) {
+	v := &Version{}
+	var body string
+	err := r.Scan(&v.Type, &v.ID, &v.VersionID, &v.LastUpdated, &body)
+	v.JSON = []byte(body)
+	return v, err
+}
+
 // collectPairs reads (resource type, id) rows.
 func collectPairs(rows pgx.Rows, err error) ([][2]string, error) {
 	if err != nil {
@@ -415,13 +425,7 @@ func (s *Searcher) load(ctx context.Context, db DBTX, types, ids []string) ([]*V
 	if err != nil {
 		return nil, fmt.Errorf("loading included resources: %w", err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*Version, error) {
-		v := &Version{}
-		var body string
-		err := r.Scan(&v.Type, &v.ID, &v.VersionID, &v.LastUpdated, &body)
-		v.JSON = []byte(body)
-		return v, err
-	})
+	return pgx.CollectRows(rows, scanVersion)
 }
 
 // MatchOne finds the one resource of resourceType that the criteria (a query string) select,
