@@ -57,6 +57,10 @@ type Issue struct {
 	Code        IssueType
 	Diagnostics string
 	Expression  []string
+	// Resource names the resource at fault ("Observation/42") when the issue is found after the
+	// resource was written (a write hook's rule); it is not rendered, but lets a Bundle's error
+	// name the entry.
+	Resource string
 }
 
 // Outcome is an error a client can act on: an HTTP status and the issues that explain it.

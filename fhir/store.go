@@ -37,6 +37,7 @@ type Store struct {
 	db      *pgxpool.Pool
 	indexer Extractor
 	now     func() time.Time
+	hook    WriteHook
 }
 
 // NewStore returns a store on db; now is its clock (time.Now outside tests).
@@ -69,7 +70,13 @@ func (v *Version) Path() string { return v.Type + "/" + v.ID }
 func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		err = pgx.BeginFunc(ctx, s.db, fn)
+		err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+			t := &trackedTx{Tx: tx}
+			if err := fn(t); err != nil {
+				return err
+			}
+			return s.Flush(ctx, t)
+		})
 		if !retryable(err) {
 			return err
 		}
@@ -168,7 +175,7 @@ func (s *Store) writeVersion(ctx context.Context, tx DBTX, res *Resource, versio
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, fmt.Errorf("writing %s/%s version %d: %w", v.Type, v.ID, v.VersionID, err)
 	}
-	return v, nil
+	return v, s.record(tx, []*Version{v}, []*Resource{res})
 }
 
 // CreateBatch stores new resources, each under the id it was given, in one round trip to the
@@ -186,7 +193,7 @@ func (s *Store) CreateBatch(ctx context.Context, tx DBTX, resources []*Resource)
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, fmt.Errorf("writing %d new resources: %w", len(resources), err)
 	}
-	return versions, nil
+	return versions, s.record(tx, versions, resources)
 }
 
 // PutBatch stores resources under their own ids, as update-as-create does: a new version of
@@ -229,7 +236,7 @@ func (s *Store) PutBatch(ctx context.Context, tx DBTX, resources []*Resource) ([
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, fmt.Errorf("writing %d resources: %w", len(resources), err)
 	}
-	return versions, nil
+	return versions, s.record(tx, versions, resources)
 }
 
 // queueVersion prepares a version and queues the statements that store it.

@@ -336,6 +336,9 @@ func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, b
 			return err
 		}
 	}
+	if err := a.store.Flush(ctx, tx); err != nil {
+		return placeIssues(err, ordered)
+	}
 	for _, e := range ordered {
 		if e.method == http.MethodGet || e.method == http.MethodHead {
 			if err := a.readEntry(ctx, tx, e, base); err != nil {

@@ -1,0 +1,474 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cartreg/cartreg/fhir"
+)
+
+// The facts the registry reads from each kind of resource. A resource that is not a registry
+// resource (a Procedure that is not a CAR-T infusion, say) yields no fact, and a previous
+// fact from it is removed.
+
+type patientFact struct {
+	ID          string
+	DeceasedOn  *time.Time
+	ManagingOrg string
+}
+
+type siteFact struct{ ID, Name string }
+
+type conditionFact struct{ ID, Patient, Disease string }
+
+type infusionFact struct {
+	Type, ID, Patient     string
+	On                    time.Time
+	Product, ProductLabel string
+	Targets               []string
+	Conditions            []string
+	Site                  string
+	PriorLines            *int
+}
+
+type assessmentFact struct {
+	ID, Patient, Category string
+	On                    time.Time
+	Condition             string
+	InfusionRef           string // Type/id
+	MRDNegative           *bool
+}
+
+type toxicityFact struct {
+	ID, Patient, Kind string
+	Grade             *int
+	On                time.Time
+	InfusionRef       string
+}
+
+// reader reads facts out of resource bodies; problems become located issues.
+type reader struct {
+	terms  *Terminology
+	base   string // this server's FHIR base URL with a trailing slash: absolute references on it are local
+	issues []fhir.Issue
+}
+
+func (r *reader) fail(resource, expression, format string, args ...any) {
+	r.issues = append(r.issues, fhir.Issue{Severity: fhir.Error, Code: fhir.BusinessRule,
+		Diagnostics: fmt.Sprintf(format, args...), Expression: []string{expression}, Resource: resource})
+}
+
+// localRef returns the type and id a reference points to on this server: relative
+// ("Patient/1", with any /_history/n dropped) or absolute on this server's base. Remote and
+// contained references are not local.
+func (r *reader) localRef(v any) (string, string, bool) {
+	m, _ := v.(map[string]any)
+	ref, _ := m["reference"].(string)
+	if r.base != "" && strings.HasPrefix(ref, r.base) {
+		ref = strings.TrimPrefix(ref, r.base)
+	}
+	if ref == "" || strings.HasPrefix(ref, "#") || strings.Contains(ref, ":") {
+		return "", "", false
+	}
+	parts := strings.Split(ref, "/")
+	if len(parts) != 2 && !(len(parts) == 4 && parts[2] == "_history") {
+		return "", "", false
+	}
+	return parts[0], parts[1], true
+}
+
+func (r *reader) refTo(v any, types ...string) string {
+	t, id, ok := r.localRef(v)
+	if !ok {
+		return ""
+	}
+	for _, want := range types {
+		if t == want {
+			return id
+		}
+	}
+	return ""
+}
+
+func list(v any) []any {
+	switch x := v.(type) {
+	case []any:
+		return x
+	case nil:
+		return nil
+	default:
+		return []any{x}
+	}
+}
+
+// integer reads a JSON integer as parsed resources hold it (json.Number).
+func integer(v any) (int, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		return int(i), err == nil
+	case float64:
+		return int(n), n == float64(int(n))
+	}
+	return 0, false
+}
+
+func object(v any) map[string]any { m, _ := v.(map[string]any); return m }
+
+func str(m map[string]any, key string) string { s, _ := m[key].(string); return s }
+
+type coding struct{ System, Code, Display string }
+
+// codings of a CodeableConcept, and its text as a last coding without system or code.
+func codings(cc any) []coding {
+	m := object(cc)
+	var out []coding
+	for _, c := range list(m["coding"]) {
+		cm := object(c)
+		out = append(out, coding{str(cm, "system"), str(cm, "code"), str(cm, "display")})
+	}
+	return out
+}
+
+func hasCoding(cc any, system, code string) bool {
+	for _, c := range codings(cc) {
+		if c.System == system && c.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
+func hasProfile(body map[string]any, profile string) bool {
+	for _, p := range list(object(body["meta"])["profile"]) {
+		if s, _ := p.(string); s == profile || strings.HasPrefix(s, profile+"|") {
+			return true
+		}
+	}
+	return false
+}
+
+func extensions(body map[string]any, url string) []map[string]any {
+	var out []map[string]any
+	for _, e := range list(body["extension"]) {
+		if em := object(e); str(em, "url") == url {
+			out = append(out, em)
+		}
+	}
+	return out
+}
+
+// day parses a FHIR date or dateTime to the calendar date it names, as recorded (the local
+// date of a dateTime with an offset). Partial dates (year, year-month) are not precise enough
+// for day counts; full reports whether the value had a day.
+func day(v any) (t time.Time, full bool, ok bool) {
+	s, _ := v.(string)
+	switch {
+	case len(s) >= 10:
+		t, err := time.Parse("2006-01-02", s[:10])
+		return t, true, err == nil
+	case len(s) == 7:
+		t, err := time.Parse("2006-01", s)
+		return t, false, err == nil
+	case len(s) == 4:
+		t, err := time.Parse("2006", s)
+		return t, false, err == nil
+	}
+	return time.Time{}, false, false
+}
+
+// inactive statuses of a Procedure or MedicationAdministration: nothing was infused.
+var inactive = map[string]bool{"not-done": true, "entered-in-error": true, "preparation": true}
+
+func (r *reader) patient(id string, body map[string]any) patientFact {
+	f := patientFact{ID: id, ManagingOrg: r.refTo(body["managingOrganization"], "Organization")}
+	if v, ok := body["deceasedDateTime"]; ok {
+		// A death known to the month is taken as the first of that month: conservative for a
+		// death-before-infusion check, and within a month for survival.
+		if t, _, ok := day(v); ok {
+			f.DeceasedOn = &t
+		}
+	}
+	return f
+}
+
+func (r *reader) condition(id string, body map[string]any) *conditionFact {
+	patient := r.refTo(body["subject"], "Patient")
+	const verification = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+	if patient == "" || hasCoding(body["verificationStatus"], verification, "entered-in-error") ||
+		hasCoding(body["verificationStatus"], verification, "refuted") {
+		return nil
+	}
+	for _, c := range codings(body["code"]) {
+		if d := r.terms.DiseaseOf(c.System, c.Code); d != nil {
+			return &conditionFact{ID: id, Patient: patient, Disease: d.Code}
+		}
+	}
+	return nil
+}
+
+// isInfusion says whether a Procedure or MedicationAdministration records a CAR-T infusion.
+func (r *reader) isInfusion(resourceType string, body map[string]any) bool {
+	if inactive[str(body, "status")] {
+		return false
+	}
+	if resourceType == "Procedure" {
+		if hasProfile(body, ProfileInfusion) || hasCoding(body["code"], SystemCartreg, "cart-infusion") {
+			return true
+		}
+		for _, c := range codings(body["code"]) {
+			if _, ok := r.terms.ProductFor(c.System, c.Code); ok {
+				return true
+			}
+		}
+		return false
+	}
+	if hasProfile(body, ProfileInfusionMedAdm) {
+		return true
+	}
+	for _, c := range codings(body["medicationCodeableConcept"]) {
+		if _, ok := r.terms.ProductFor(c.System, c.Code); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *reader) infusion(resourceType, id string, body map[string]any) *infusionFact {
+	if !r.isInfusion(resourceType, body) {
+		return nil
+	}
+	where := resourceType + "/" + id
+	f := &infusionFact{Type: resourceType, ID: id, Patient: r.refTo(body["subject"], "Patient")}
+	if f.Patient == "" {
+		r.fail(where, resourceType+".subject", "a CAR-T infusion must name its patient (a Patient on this server)")
+	}
+	var when any
+	var products []coding
+	var productText string
+	if resourceType == "Procedure" {
+		when = body["performedDateTime"]
+		if when == nil {
+			when = object(body["performedPeriod"])["start"]
+		}
+		for _, used := range list(body["usedCode"]) {
+			products = append(products, codings(used)...)
+			if productText == "" {
+				productText = str(object(used), "text")
+			}
+		}
+		// Codes that name the product's infusion (ICD-10-PCS XW033H7 …) identify it too.
+		products = append(products, codings(body["code"])...)
+		for _, p := range list(body["performer"]) {
+			pm := object(p)
+			if id := r.refTo(pm["onBehalfOf"], "Organization"); id != "" && f.Site == "" {
+				f.Site = id
+			}
+			if id := r.refTo(pm["actor"], "Organization"); id != "" && f.Site == "" {
+				f.Site = id
+			}
+		}
+	} else {
+		when = body["effectiveDateTime"]
+		if when == nil {
+			when = object(body["effectivePeriod"])["start"]
+		}
+		products = codings(body["medicationCodeableConcept"])
+		productText = str(object(body["medicationCodeableConcept"]), "text")
+	}
+	if f.Site == "" {
+		for _, e := range extensions(body, ExtTreatingSite) {
+			f.Site = r.refTo(e["valueReference"], "Organization")
+		}
+	}
+	t, full, ok := day(when)
+	switch {
+	case !ok:
+		r.fail(where, resourceType+".performed", "a CAR-T infusion needs its date (day 0 of follow-up)")
+	case !full:
+		r.fail(where, resourceType+".performed", "a CAR-T infusion needs a full date, not just a year or month: follow-up is counted in days")
+	}
+	f.On = t
+
+	for _, c := range products {
+		if code, ok := r.terms.ProductFor(c.System, c.Code); ok && code != "investigational" {
+			f.Product, f.ProductLabel = code, r.terms.Products[code].Display
+			break
+		}
+	}
+	if f.Product == "" {
+		// Trial and hospital products have no code of their own: they are told apart by name.
+		for _, c := range products {
+			if c.Display != "" && f.ProductLabel == "" {
+				f.ProductLabel = c.Display
+			}
+		}
+		if f.ProductLabel == "" {
+			f.ProductLabel = productText
+		}
+		switch {
+		case f.ProductLabel != "":
+			f.Product = "other:" + strings.ToLower(f.ProductLabel)
+		default:
+			f.Product, f.ProductLabel = "unspecified", "Unspecified product"
+		}
+	}
+
+	for _, e := range extensions(body, ExtTargetAntigen) {
+		cc := e["valueCodeableConcept"]
+		target := str(object(cc), "text")
+		for _, c := range codings(cc) {
+			if c.Code != "" {
+				target = c.Code
+				break
+			}
+		}
+		if target != "" {
+			f.Targets = append(f.Targets, target)
+		}
+	}
+	if len(f.Targets) == 0 {
+		if p := r.terms.Products[f.Product]; p != nil {
+			f.Targets = p.Targets
+		}
+	}
+	f.Targets = r.terms.OrderTargets(f.Targets)
+	for _, e := range extensions(body, ExtPriorLines) {
+		if n, ok := integer(e["valueInteger"]); ok {
+			f.PriorLines = &n
+		}
+	}
+	for _, reason := range list(body["reasonReference"]) {
+		if id := r.refTo(reason, "Condition"); id != "" {
+			f.Conditions = append(f.Conditions, id)
+		}
+	}
+	return f
+}
+
+// isAssessment says whether an Observation is a remission assessment: the mCODE disease
+// status code with a registry response category, or the registry's profile.
+func (r *reader) isAssessment(body map[string]any) bool {
+	if hasProfile(body, ProfileAssessment) {
+		return true
+	}
+	if !hasCoding(body["code"], SystemLOINC, CodeDiseaseStat) {
+		return false
+	}
+	for _, c := range codings(body["valueCodeableConcept"]) {
+		if c.System == SystemResponse {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *reader) assessment(id string, body map[string]any) *assessmentFact {
+	if !r.isAssessment(body) || str(body, "status") == "entered-in-error" || str(body, "status") == "cancelled" {
+		return nil
+	}
+	where := "Observation/" + id
+	f := &assessmentFact{ID: id, Patient: r.refTo(body["subject"], "Patient")}
+	if f.Patient == "" {
+		r.fail(where, "Observation.subject", "a remission assessment must name its patient (a Patient on this server)")
+	}
+	t, full, ok := day(body["effectiveDateTime"])
+	if !ok {
+		t, full, ok = day(object(body["effectivePeriod"])["start"])
+	}
+	switch {
+	case !ok:
+		r.fail(where, "Observation.effective", "a remission assessment needs its date (effectiveDateTime)")
+	case !full:
+		r.fail(where, "Observation.effective", "a remission assessment needs a full date, not just a year or month")
+	}
+	f.On = t
+	for _, c := range codings(body["valueCodeableConcept"]) {
+		if c.System != SystemResponse {
+			continue
+		}
+		if cat := r.terms.Categories[c.Code]; cat != nil {
+			f.Category = cat.Code
+		} else {
+			r.fail(where, "Observation.value", "%q is not a response category of %s", c.Code, SystemResponse)
+		}
+	}
+	if f.Category == "" && len(r.issues) == 0 {
+		r.fail(where, "Observation.value", "a remission assessment's value must be a response category from %s", SystemResponse)
+	}
+	for _, focus := range list(body["focus"]) {
+		if id := r.refTo(focus, "Condition"); id != "" {
+			f.Condition = id
+			break
+		}
+	}
+	for _, p := range list(body["partOf"]) {
+		if t, id, ok := r.localRef(p); ok && (t == "Procedure" || t == "MedicationAdministration") {
+			f.InfusionRef = t + "/" + id
+			break
+		}
+	}
+	for _, comp := range list(body["component"]) {
+		cm := object(comp)
+		if !hasCoding(cm["code"], SystemCartreg, "mrd") {
+			continue
+		}
+		switch {
+		case hasCoding(cm["valueCodeableConcept"], SystemCartreg, "mrd-negative"):
+			neg := true
+			f.MRDNegative = &neg
+		case hasCoding(cm["valueCodeableConcept"], SystemCartreg, "mrd-positive"):
+			neg := false
+			f.MRDNegative = &neg
+		}
+	}
+	return f
+}
+
+func (r *reader) toxicity(id string, body map[string]any) *toxicityFact {
+	if str(body, "actuality") == "potential" {
+		return nil
+	}
+	kind := ""
+	for _, c := range codings(body["event"]) {
+		switch {
+		case c.Code == CodeCRSNCIt && strings.Contains(strings.ToLower(c.System), "nci"),
+			c.System == SystemCartreg && c.Code == "crs":
+			kind = "crs"
+		case c.System == SystemCartreg && c.Code == "icans":
+			kind = "icans"
+		}
+	}
+	if kind == "" {
+		if hasProfile(body, ProfileToxicity) {
+			r.fail("AdverseEvent/"+id, "AdverseEvent.event", "a CAR-T toxicity must be CRS (NCIt %s) or ICANS (%s#icans)", CodeCRSNCIt, SystemCartreg)
+		}
+		return nil
+	}
+	where := "AdverseEvent/" + id
+	f := &toxicityFact{ID: id, Kind: kind, Patient: r.refTo(body["subject"], "Patient")}
+	if f.Patient == "" {
+		r.fail(where, "AdverseEvent.subject", "a CAR-T toxicity must name its patient (a Patient on this server)")
+	}
+	t, _, ok := day(body["date"])
+	if !ok {
+		r.fail(where, "AdverseEvent.date", "a CAR-T toxicity needs its onset date")
+	}
+	f.On = t
+	for _, e := range extensions(body, ExtASTCTGrade) {
+		if g, ok := integer(e["valueInteger"]); ok {
+			if g < 1 || g > 4 {
+				r.fail(where, "AdverseEvent.extension", "ASTCT grade must be 1 to 4, not %d", g)
+			}
+			f.Grade = &g
+		}
+	}
+	for _, s := range list(body["suspectEntity"]) {
+		if t, id, ok := r.localRef(object(s)["instance"]); ok && (t == "Procedure" || t == "MedicationAdministration") {
+			f.InfusionRef = t + "/" + id
+		}
+	}
+	return f
+}

@@ -1,0 +1,219 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/postgres/pgtest"
+	"github.com/cartreg/cartreg/registry"
+	"github.com/cartreg/cartreg/server"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// testRegistry is the HTTP stack as serve wires it: FHIR API, registry projection and
+// outcome endpoints, on a throwaway database, with a clock the test sets.
+type testRegistry struct {
+	t   testing.TB
+	url string
+	db  *pgxpool.Pool
+	reg *registry.Registry
+	now time.Time
+}
+
+func newTestRegistry(t testing.TB, cfg registry.Config) *testRegistry {
+	t.Helper()
+	db := pgtest.NewDatabase(t)
+	tr := &testRegistry{t: t, db: db, now: time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)}
+	clock := func() time.Time { return tr.now }
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "64M", ReadHeaderTimeout: time.Minute,
+		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, db)
+	params := searchparam.Default()
+	store := fhir.NewStore(db, params, time.Now)
+	reg, err := registry.New(cfg, db, store, clock, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fhir.NewAPI(store, fhir.NewSearcher(store, params, ""), logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 500,
+		Bundles: fhir.BundleConfig{MaxEntries: 5000, ReferentialIntegrity: true}}).Register(srv.Echo)
+	reg.Register(srv.Echo)
+	ts := httptest.NewServer(srv.Echo)
+	t.Cleanup(ts.Close)
+	tr.url, tr.reg = ts.URL, reg
+	return tr
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r reply) json(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("response is not JSON: %v\n%s", err, r.body)
+	}
+	return m
+}
+
+func (tr *testRegistry) do(method, path string, body any, header ...string) reply {
+	tr.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			tr.t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, tr.url+path, rd)
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/fhir+json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, raw}
+}
+
+func (tr *testRegistry) expect(want int, method, path string, body any, header ...string) reply {
+	tr.t.Helper()
+	r := tr.do(method, path, body, header...)
+	if r.status != want {
+		tr.t.Fatalf("%s %s: status %d, want %d\n%s", method, path, r.status, want, r.body)
+	}
+	return r
+}
+
+func (tr *testRegistry) count(sql string, args ...any) int {
+	tr.t.Helper()
+	var n int
+	if err := tr.db.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		tr.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// Builders for the registry's resources, as an EHR following registry/definitions would send
+// them. Each returns a Bundle entry with a urn:uuid fullUrl.
+
+type entry = map[string]any
+
+func post(fullURL string, resource map[string]any) entry {
+	return entry{"fullUrl": fullURL, "resource": resource,
+		"request": map[string]any{"method": "POST", "url": resource["resourceType"]}}
+}
+
+func transaction(entries ...entry) map[string]any {
+	list := make([]any, len(entries))
+	for i, e := range entries {
+		list[i] = e
+	}
+	return map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": list}
+}
+
+func ref(to string) map[string]any { return map[string]any{"reference": to} }
+
+func cc(system, code string) map[string]any {
+	return map[string]any{"coding": []any{map[string]any{"system": system, "code": code}}}
+}
+
+func organization(name string) map[string]any {
+	return map[string]any{"resourceType": "Organization", "name": name}
+}
+
+func patient(site string) map[string]any {
+	return map[string]any{"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01",
+		"managingOrganization": ref(site)}
+}
+
+func condition(patient, icd10 string) map[string]any {
+	return map[string]any{"resourceType": "Condition", "subject": ref(patient),
+		"code": cc(registry.SystemICD10CM, icd10)}
+}
+
+func infusion(patient, condition, site, on, product string, targets ...string) map[string]any {
+	p := map[string]any{"resourceType": "Procedure", "status": "completed",
+		"meta":              map[string]any{"profile": []any{registry.ProfileInfusion}},
+		"code":              cc(registry.SystemCartreg, "cart-infusion"),
+		"subject":           ref(patient),
+		"performedDateTime": on,
+		"usedCode":          []any{cc(registry.SystemProduct, product)},
+		"reasonReference":   []any{ref(condition)},
+		"performer":         []any{map[string]any{"actor": ref(site), "onBehalfOf": ref(site)}},
+	}
+	var ext []any
+	for _, t := range targets {
+		ext = append(ext, map[string]any{"url": registry.ExtTargetAntigen, "valueCodeableConcept": cc(registry.SystemTarget, t)})
+	}
+	if ext != nil {
+		p["extension"] = ext
+	}
+	return p
+}
+
+func assessment(patient, infusion, on, category string) map[string]any {
+	o := map[string]any{"resourceType": "Observation", "status": "final",
+		"code":                 cc(registry.SystemLOINC, registry.CodeDiseaseStat),
+		"subject":              ref(patient),
+		"effectiveDateTime":    on,
+		"valueCodeableConcept": cc(registry.SystemResponse, category),
+	}
+	if infusion != "" {
+		o["partOf"] = []any{ref(infusion)}
+	}
+	return o
+}
+
+func toxicity(patient, infusion, kind, on string, grade int) map[string]any {
+	event := cc("http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", registry.CodeCRSNCIt)
+	if kind == "icans" {
+		event = cc(registry.SystemCartreg, "icans")
+	}
+	return map[string]any{"resourceType": "AdverseEvent", "actuality": "actual", "event": event,
+		"subject": ref(patient), "date": on, "suspectEntity": []any{map[string]any{"instance": ref(infusion)}},
+		"extension": []any{map[string]any{"url": registry.ExtASTCTGrade, "valueInteger": grade}}}
+}
+
+// location returns the id a transaction response gave to entry i.
+func location(t testing.TB, r reply, i int) string {
+	t.Helper()
+	entries, _ := r.json(t)["entry"].([]any)
+	if i >= len(entries) {
+		t.Fatalf("response has %d entries, want entry %d", len(entries), i)
+	}
+	loc := entries[i].(map[string]any)["response"].(map[string]any)["location"].(string)
+	parts := strings.Split(loc, "/")
+	return parts[len(parts)-4] + "/" + parts[len(parts)-3]
+}

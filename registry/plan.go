@@ -1,0 +1,105 @@
+package registry
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+)
+
+// Milestone is one timepoint of the follow-up plan, in days after the infusion (day 0).
+type Milestone struct {
+	Code        string `json:"code"` // follow-up-milestone code: m1, m3, y1 …
+	Label       string `json:"label"`
+	TargetDay   int    `json:"target_day"`
+	WindowStart int    `json:"window_start"`
+	WindowEnd   int    `json:"window_end"`
+}
+
+// Plan is the follow-up plan: data, not code, so a site can follow another schedule.
+type Plan struct {
+	Milestones []Milestone `json:"milestones"`
+}
+
+// DefaultPlan is the registry's plan (DOMAIN.md): month 1 (days 23–45), month 3 (76–104), then
+// yearly at 365·N ± 30 days for the given number of years (5 by default; long-term follow-up
+// of gene-modified cells asks for 15).
+func DefaultPlan(years int) Plan {
+	p := Plan{Milestones: []Milestone{
+		{Code: "m1", Label: "Month 1", TargetDay: 30, WindowStart: 23, WindowEnd: 45},
+		{Code: "m3", Label: "Month 3", TargetDay: 90, WindowStart: 76, WindowEnd: 104},
+	}}
+	for n := 1; n <= years; n++ {
+		p.Milestones = append(p.Milestones, Milestone{
+			Code: fmt.Sprintf("y%d", n), Label: fmt.Sprintf("Year %d", n),
+			TargetDay: 365 * n, WindowStart: 365*n - 30, WindowEnd: 365*n + 30,
+		})
+	}
+	return p
+}
+
+// LoadPlan reads a plan from a JSON file ({"milestones":[{"code":…,"label":…,"target_day":…,
+// "window_start":…,"window_end":…}]}).
+func LoadPlan(path string) (Plan, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return Plan{}, err
+	}
+	var p Plan
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return Plan{}, fmt.Errorf("follow-up plan %s: %w", path, err)
+	}
+	return p, p.Validate()
+}
+
+// Validate checks that every milestone has a code and a window around its target day.
+func (p Plan) Validate() error {
+	if len(p.Milestones) == 0 {
+		return fmt.Errorf("follow-up plan has no milestones")
+	}
+	seen := map[string]bool{}
+	for _, m := range p.Milestones {
+		switch {
+		case m.Code == "":
+			return fmt.Errorf("follow-up plan: a milestone has no code")
+		case seen[m.Code]:
+			return fmt.Errorf("follow-up plan: milestone %s appears twice", m.Code)
+		case m.WindowStart > m.TargetDay || m.TargetDay > m.WindowEnd || m.WindowStart < 0:
+			return fmt.Errorf("follow-up plan: milestone %s: window %d–%d must contain target day %d and start at day 0 or later",
+				m.Code, m.WindowStart, m.WindowEnd, m.TargetDay)
+		}
+		seen[m.Code] = true
+	}
+	sort.SliceStable(p.Milestones, func(i, j int) bool { return p.Milestones[i].TargetDay < p.Milestones[j].TargetDay })
+	return nil
+}
+
+// Digest identifies the plan, so stored timepoints are reassigned when it changes.
+func (p Plan) Digest() string {
+	raw, _ := json.Marshal(p)
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Milestone returns the plan's milestone with that code.
+func (p Plan) Milestone(code string) (Milestone, bool) {
+	for _, m := range p.Milestones {
+		if m.Code == code {
+			return m, true
+		}
+	}
+	return Milestone{}, false
+}
+
+// columns are the plan as parallel arrays, for SQL that joins against it.
+func (p Plan) columns() (codes []string, targets, starts, ends []int32) {
+	for _, m := range p.Milestones {
+		codes = append(codes, m.Code)
+		targets = append(targets, int32(m.TargetDay))
+		starts = append(starts, int32(m.WindowStart))
+		ends = append(ends, int32(m.WindowEnd))
+	}
+	return
+}

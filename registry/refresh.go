@@ -1,0 +1,318 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cartreg/cartreg/fhir"
+)
+
+// A patient's registry facts, as refresh loads them.
+type patientFacts struct {
+	deceasedOn  *time.Time
+	managingOrg *string
+	infusions   []*infusionRow
+	assessments []*assessmentRow
+	toxicities  []time.Time
+	diseases    map[string]string // condition id -> disease group
+}
+
+type infusionRow struct {
+	typ, id    string
+	on         time.Time
+	conditions []string
+	site       *string
+	// derived
+	sequence                            int
+	disease, effectiveSite              *string
+	next, death                         *time.Time
+	firstResponse, progression, lastPFS *time.Time
+}
+
+func (i *infusionRow) ref() string { return i.typ + "/" + i.id }
+
+type assessmentRow struct {
+	id, category string
+	on           time.Time
+	condition    *string
+	infusionRef  *string
+	// derived
+	infusion *infusionRow
+}
+
+// refresh re-derives one patient's registry rows from the patient's facts and checks the
+// business rules against them. changed names the resources this transaction wrote, so that an
+// issue blames the resource the client sent where it can.
+func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, changed map[string]bool) ([]fhir.Issue, error) {
+	// One writer at a time per patient: derived rows are computed from all of the patient's
+	// facts, so a concurrent writer must see this one's facts before computing its own.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('cartreg.registry.patient:' || $1, 0))`, patient); err != nil {
+		return nil, err
+	}
+	f, err := loadFacts(ctx, tx, patient)
+	if err != nil {
+		return nil, err
+	}
+	issues := p.derive(patient, f, changed)
+	if len(issues) > 0 {
+		return issues, nil
+	}
+	return nil, p.store(ctx, tx, patient, f)
+}
+
+func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, error) {
+	f := &patientFacts{diseases: map[string]string{}}
+	batch := &pgx.Batch{}
+	batch.Queue(`SELECT deceased_on, managing_org FROM registry_patient WHERE patient_id = $1`, patient).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&f.deceasedOn, &f.managingOrg)
+		if err == pgx.ErrNoRows {
+			return nil
+		}
+		return err
+	})
+	batch.Queue(`SELECT resource_type, resource_id, infused_on, condition_ids, site_id FROM registry_infusion
+		WHERE patient_id = $1 ORDER BY infused_on, resource_type, resource_id`, patient).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			i := &infusionRow{}
+			if err := rows.Scan(&i.typ, &i.id, &i.on, &i.conditions, &i.site); err != nil {
+				return err
+			}
+			f.infusions = append(f.infusions, i)
+		}
+		return rows.Err()
+	})
+	batch.Queue(`SELECT observation_id, category, assessed_on, condition_id, infusion_ref FROM registry_assessment
+		WHERE patient_id = $1 ORDER BY assessed_on, observation_id`, patient).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			a := &assessmentRow{}
+			if err := rows.Scan(&a.id, &a.category, &a.on, &a.condition, &a.infusionRef); err != nil {
+				return err
+			}
+			f.assessments = append(f.assessments, a)
+		}
+		return rows.Err()
+	})
+	batch.Queue(`SELECT onset_on FROM registry_toxicity WHERE patient_id = $1`, patient).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var t time.Time
+			if err := rows.Scan(&t); err != nil {
+				return err
+			}
+			f.toxicities = append(f.toxicities, t)
+		}
+		return rows.Err()
+	})
+	batch.Queue(`SELECT condition_id, disease FROM registry_condition WHERE patient_id = $1`, patient).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			var disease *string
+			if err := rows.Scan(&id, &disease); err != nil {
+				return err
+			}
+			if disease != nil {
+				f.diseases[id] = *disease
+			}
+		}
+		return rows.Err()
+	})
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("loading registry facts of Patient/%s: %w", patient, err)
+	}
+	return f, nil
+}
+
+func date(t time.Time) string { return t.Format("2006-01-02") }
+
+// derive links assessments to infusions and computes each infusion's follow-up facts,
+// returning the business rules the facts break.
+func (p *Projection) derive(patient string, f *patientFacts, changed map[string]bool) []fhir.Issue {
+	var issues []fhir.Issue
+	blame := func(resource, expression, format string, args ...any) {
+		is := fhir.Issue{Severity: fhir.Error, Code: fhir.BusinessRule, Resource: resource,
+			Diagnostics: resource + ": " + fmt.Sprintf(format, args...)}
+		if changed[resource] {
+			is.Expression = []string{expression}
+		}
+		issues = append(issues, is)
+	}
+
+	byRef := map[string]*infusionRow{}
+	for n, inf := range f.infusions {
+		byRef[inf.ref()] = inf
+		inf.sequence = n + 1
+		if n+1 < len(f.infusions) {
+			inf.next = &f.infusions[n+1].on
+		}
+		for _, c := range inf.conditions {
+			if d, ok := f.diseases[c]; ok {
+				inf.disease = &d
+				break
+			}
+		}
+		inf.effectiveSite = inf.site
+		if inf.effectiveSite == nil {
+			inf.effectiveSite = f.managingOrg
+		}
+		if f.deceasedOn != nil {
+			if f.deceasedOn.Before(inf.on) {
+				patientRef := "Patient/" + patient
+				if changed[patientRef] || !changed[inf.ref()] {
+					blame(patientRef, "Patient.deceasedDateTime", "the death date %s is before the CAR-T infusion %s on %s",
+						date(*f.deceasedOn), inf.ref(), date(inf.on))
+				} else {
+					blame(inf.ref(), inf.typ+".performed", "the infusion date %s is after the patient's death on %s",
+						date(inf.on), date(*f.deceasedOn))
+				}
+			} else {
+				inf.death = f.deceasedOn
+			}
+		}
+	}
+
+	for _, a := range f.assessments {
+		ref := "Observation/" + a.id
+		switch {
+		case a.infusionRef != nil:
+			a.infusion = byRef[*a.infusionRef]
+			if a.infusion == nil {
+				blame(ref, "Observation.partOf", "partOf %s is not a CAR-T infusion of Patient/%s", *a.infusionRef, patient)
+				continue
+			}
+		case len(f.infusions) == 0:
+			blame(ref, "Observation.subject", "Patient/%s has no CAR-T infusion: a remission assessment follows one", patient)
+			continue
+		default:
+			for _, inf := range f.infusions {
+				if !inf.on.After(a.on) {
+					a.infusion = inf
+				}
+			}
+			if a.infusion == nil {
+				a.infusion = f.infusions[0] // reported just below as dated before it
+			}
+		}
+		if a.on.Before(a.infusion.on) {
+			blame(ref, "Observation.effective", "the assessment date %s is before the CAR-T infusion %s on %s",
+				date(a.on), a.infusion.ref(), date(a.infusion.on))
+			continue
+		}
+		cat := p.terms.Categories[a.category]
+		condition := ""
+		if a.condition != nil {
+			condition = *a.condition
+		} else if len(a.infusion.conditions) > 0 {
+			condition = a.infusion.conditions[0]
+		}
+		if disease := p.terms.Disease(f.diseases[condition]); disease != nil && cat != nil && cat.Scheme != disease.Scheme {
+			blame(ref, "Observation.value", "%s (%s) is a %s category, but Condition/%s is %s, assessed by %s",
+				cat.Code, cat.Display, p.terms.SchemeNames[cat.Scheme], condition, disease.Display, p.terms.SchemeNames[disease.Scheme])
+		}
+	}
+	if len(issues) > 0 {
+		return issues
+	}
+
+	for _, a := range f.assessments {
+		inf, cat := a.infusion, p.terms.Categories[a.category]
+		if cat.Progression && inf.progression == nil {
+			on := a.on
+			inf.progression = &on
+		}
+		if cat.Response && inf.firstResponse == nil {
+			on := a.on
+			inf.firstResponse = &on
+		}
+	}
+	for _, a := range f.assessments {
+		inf, cat := a.infusion, p.terms.Categories[a.category]
+		if !cat.Progression && (inf.progression == nil || a.on.Before(*inf.progression)) {
+			on := a.on
+			inf.lastPFS = &on
+		}
+	}
+	return nil
+}
+
+// lastContact is the latest dated registry event of the patient: the date survival is
+// censored at while the patient is alive.
+func (f *patientFacts) lastContact() *time.Time {
+	var dates []time.Time
+	for _, i := range f.infusions {
+		dates = append(dates, i.on)
+	}
+	for _, a := range f.assessments {
+		dates = append(dates, a.on)
+	}
+	dates = append(dates, f.toxicities...)
+	if f.deceasedOn != nil {
+		dates = append(dates, *f.deceasedOn)
+	}
+	if len(dates) == 0 {
+		return nil
+	}
+	sort.Slice(dates, func(i, j int) bool { return dates[i].After(dates[j]) })
+	return &dates[0]
+}
+
+// assignMilestones sets each assessment's timepoint from its day: the milestone whose window
+// holds the day, the nearest target first where windows overlap; NULL (unscheduled) when none.
+// One statement serves one patient at write time and every row when the plan changes.
+const assignMilestones = `UPDATE registry_assessment a SET milestone = (
+	SELECT p.code FROM unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS p(code, target, first_day, last_day)
+	WHERE a.day BETWEEN p.first_day AND p.last_day
+	ORDER BY abs(a.day - p.target), p.target LIMIT 1)`
+
+func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *patientFacts) error {
+	last := f.lastContact()
+	batch := &pgx.Batch{}
+	for _, i := range f.infusions {
+		batch.Queue(`UPDATE registry_infusion SET disease = $3, effective_site_id = $4, sequence = $5, next_infused_on = $6,
+			death_on = $7, last_contact_on = $8, first_response_on = $9, progression_on = $10, last_progression_free_on = $11
+			WHERE resource_type = $1 AND resource_id = $2`,
+			i.typ, i.id, i.disease, i.effectiveSite, i.sequence, i.next, i.death, last, i.firstResponse, i.progression, i.lastPFS)
+	}
+	for _, a := range f.assessments {
+		day := int(a.on.Sub(a.infusion.on).Hours() / 24)
+		batch.Queue(`UPDATE registry_assessment SET infusion_type = $2, infusion_id = $3, day = $4 WHERE observation_id = $1`,
+			a.id, a.infusion.typ, a.infusion.id, day)
+	}
+	if len(f.assessments) > 0 {
+		codes, targets, starts, ends := p.plan.columns()
+		batch.Queue(assignMilestones+` WHERE a.patient_id = $5`, codes, targets, starts, ends, patient)
+	}
+	batch.Queue(`INSERT INTO registry_patient (patient_id, last_contact_on) VALUES ($1, $2)
+		ON CONFLICT (patient_id) DO UPDATE SET last_contact_on = excluded.last_contact_on`, patient, last)
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("storing registry rows of Patient/%s: %w", patient, err)
+	}
+	return nil
+}
+
+// ApplyPlan reassigns every stored assessment's timepoint when the plan differs from the one
+// they were assigned by (a changed configuration). Safe to run from several replicas at once.
+func (p *Projection) ApplyPlan(ctx context.Context, store *fhir.Store) error {
+	return store.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('cartreg.registry.plan', 0))`); err != nil {
+			return err
+		}
+		var current string
+		err := tx.QueryRow(ctx, `SELECT value FROM registry_state WHERE key = 'plan'`).Scan(&current)
+		if err != nil && err != pgx.ErrNoRows {
+			return err
+		}
+		if current == p.plan.Digest() {
+			return nil
+		}
+		codes, targets, starts, ends := p.plan.columns()
+		if _, err := tx.Exec(ctx, assignMilestones, codes, targets, starts, ends); err != nil {
+			return fmt.Errorf("assigning timepoints: %w", err)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO registry_state (key, value) VALUES ('plan', $1)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, p.plan.Digest())
+		return err
+	})
+}
