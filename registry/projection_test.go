@@ -183,7 +183,11 @@ func TestBusinessRulesRejectWithNothingWritten(t *testing.T) {
 				return p
 			}(), "Patient.deceasedDateTime", "before the CAR-T infusion"},
 		{"infusion without a date", "POST", "/fhir/Procedure",
-			func() map[string]any { p := infusion(patientRef, "", "", "2024-01-01", "axi-cel"); delete(p, "performedDateTime"); return p }(),
+			func() map[string]any {
+				p := infusion(patientRef, "", "", "2024-01-01", "axi-cel")
+				delete(p, "performedDateTime")
+				return p
+			}(),
 			"Procedure.performed", "needs its date"},
 		{"assessment in a transaction, located at its entry", "POST", "/fhir",
 			transaction(post("urn:uuid:x", assessment(patientRef, infusionRef, "2023-01-01", "lugano-cmr"))),
