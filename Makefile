@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test acceptance lint bench migrate postgres
+.PHONY: help build run test acceptance lint bench migrate postgres fixtures
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,3 +54,10 @@ postgres: ## make sure PostgreSQL server binaries (and, as root, a user to run t
 		echo "creating system user $${CARTREG_PG_USER:-postgres} to run PostgreSQL (it refuses to run as root)"; \
 		useradd --system --no-create-home --shell /usr/sbin/nologin "$${CARTREG_PG_USER:-postgres}"; \
 	fi
+
+fixtures: ## regenerate the statistics reference fixtures with R's survival package (installs R from Debian)
+	@Rscript -e 'library(survival)' >/dev/null 2>&1 || { \
+		echo "R with the survival package not found: installing Debian's r-base-core and r-cran-survival"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq r-base-core r-cran-survival >/dev/null; }
+	$(GO) run ./registry/stats/testdata/gencohorts -dir registry/stats/testdata
+	Rscript registry/stats/testdata/reference.R
