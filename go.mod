@@ -3,6 +3,7 @@ module github.com/cartreg/cartreg
 go 1.26.8
 
 require (
+	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b
 	github.com/evanphx/json-patch/v5 v5.9.11
 	github.com/google/fhir/go v0.7.4
 	github.com/google/uuid v1.6.0
