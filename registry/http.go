@@ -1,11 +1,209 @@
 package registry
 
 import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
 	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/fhir"
 )
 
-// Register adds the researchers' outcome endpoints under /registry.
+// Register adds the researchers' outcome endpoints under /registry. They return aggregates
+// only: counts, rates and curves, never a patient, an id or a date of one person.
 func (r *Registry) Register(e *echo.Echo) {
 	g := e.Group("/registry")
-	_ = g
+	g.GET("/plan", r.getPlan)
+	g.GET("/outcomes/response", r.getResponse)
+	g.GET("/outcomes/response.svg", r.getResponseSVG)
+	g.GET("/outcomes/survival", r.getSurvival)
+	g.GET("/outcomes/survival.svg", r.getSurvivalSVG)
+}
+
+func badRequest(err error, param string) error {
+	return fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, err.Error(), param)
+}
+
+// query reads the filter and grouping every outcome endpoint takes.
+func (r *Registry) query(c echo.Context) (Filter, string, error) {
+	q := c.QueryParams()
+	f, err := ParseFilter(q)
+	if err != nil {
+		return f, "", badRequest(err, "query")
+	}
+	groupBy := q.Get("group_by")
+	if _, ok := groupings[groupBy]; !ok {
+		return f, "", badRequest(fmt.Errorf("group_by=%s: want one of disease, product, target, site", groupBy), "group_by")
+	}
+	for _, d := range f.Diseases {
+		if r.terms.Disease(d) == nil && d != "unclassified" {
+			return f, "", badRequest(fmt.Errorf("disease=%s is not a disease-group code (%s)", d, strings.Join(r.diseaseCodes(), ", ")), "disease")
+		}
+	}
+	return f, groupBy, nil
+}
+
+func (r *Registry) diseaseCodes() []string {
+	var out []string
+	for _, d := range r.terms.Diseases {
+		out = append(out, d.Code)
+	}
+	return out
+}
+
+// wantsCSV: Accept: text/csv, or _format=csv for a browser's address bar.
+func wantsCSV(c echo.Context) bool {
+	return c.QueryParam("_format") == "csv" || strings.Contains(c.Request().Header.Get(echo.HeaderAccept), "text/csv")
+}
+
+func writeJSON(c echo.Context, v any) error {
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSONCharsetUTF8)
+	c.Response().WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(c.Response())
+	if fhir.Pretty(c) {
+		enc.SetIndent("", "  ")
+	}
+	return enc.Encode(v)
+}
+
+func writeCSV(c echo.Context, name string, rows [][]string) error {
+	c.Response().Header().Set(echo.HeaderContentType, "text/csv; charset=utf-8")
+	c.Response().Header().Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.csv"`)
+	c.Response().WriteHeader(http.StatusOK)
+	w := csv.NewWriter(c.Response())
+	if err := w.WriteAll(rows); err != nil {
+		return err
+	}
+	return w.Error()
+}
+
+func (r *Registry) getPlan(c echo.Context) error { return writeJSON(c, r.cfg.Plan) }
+
+func (r *Registry) getResponse(c echo.Context) error {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	report, err := r.Response(c.Request().Context(), f, groupBy, r.now())
+	if err != nil {
+		return err
+	}
+	if wantsCSV(c) {
+		return writeCSV(c, "response", report.CSV())
+	}
+	return writeJSON(c, report)
+}
+
+func (r *Registry) getSurvival(c echo.Context) error {
+	report, err := r.survivalFor(c)
+	if err != nil {
+		return err
+	}
+	if wantsCSV(c) {
+		return writeCSV(c, "survival-"+report.Endpoint, report.CSV())
+	}
+	return writeJSON(c, report)
+}
+
+func (r *Registry) survivalFor(c echo.Context) (*SurvivalReport, error) {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return nil, err
+	}
+	endpoint := c.QueryParam("endpoint")
+	if endpoint == "" {
+		endpoint = EndpointOS
+	}
+	if endpoint != EndpointOS && endpoint != EndpointPFS && endpoint != EndpointDOR {
+		return nil, badRequest(fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint), "endpoint")
+	}
+	return r.Survival(c.Request().Context(), f, endpoint, groupBy)
+}
+
+// cell renders a count or estimate for CSV: NA when suppressed or not estimable, as R and
+// pandas read it.
+func cell[T int | float64](v *T) string {
+	if v == nil {
+		return "NA"
+	}
+	switch x := any(*v).(type) {
+	case int:
+		return strconv.Itoa(x)
+	case float64:
+		return strconv.FormatFloat(x, 'g', 10, 64)
+	}
+	return "NA"
+}
+
+// CSV is the report as one row per group and timepoint, a column per response category.
+func (rep *ResponseReport) CSV() [][]string {
+	var codes []string
+	seen := map[string]bool{}
+	for _, g := range rep.Groups {
+		for _, tp := range g.Timepoints {
+			for _, cat := range tp.Categories {
+				if !seen[cat.Code] {
+					seen[cat.Code] = true
+					codes = append(codes, cat.Code)
+				}
+			}
+		}
+	}
+	header := []string{"group", "n", "milestone", "label", "target_day", "window_start", "window_end", "not_yet_due",
+		"dead_before", "due", "assessed", "progressed_before", "pending", "missing",
+		"cr", "cr_rate", "cr_lower", "cr_upper", "orr", "orr_rate", "orr_lower", "orr_upper"}
+	for _, code := range codes {
+		header = append(header, "n_"+code)
+	}
+	rows := [][]string{header}
+	for _, g := range rep.Groups {
+		for _, tp := range g.Timepoints {
+			row := []string{g.Group, cell(g.N), tp.Milestone, tp.Label, strconv.Itoa(tp.TargetDay), strconv.Itoa(tp.Window[0]),
+				strconv.Itoa(tp.Window[1]), cell(tp.NotYetDue), cell(tp.DeadBefore), cell(tp.Due), cell(tp.Assessed),
+				cell(tp.ProgressedBefore), cell(tp.Pending), cell(tp.Missing)}
+			for _, p := range []Proportion{tp.CompleteResponse, tp.OverallResponse} {
+				row = append(row, cell(p.Count), cell(p.Rate), cell(p.Lower), cell(p.Upper))
+			}
+			byCode := map[string]*int{}
+			present := map[string]bool{}
+			for _, cat := range tp.Categories {
+				byCode[cat.Code], present[cat.Code] = cat.Count, true
+			}
+			for _, code := range codes {
+				if present[code] {
+					row = append(row, cell(byCode[code]))
+				} else {
+					row = append(row, "")
+				}
+			}
+			rows = append(rows, row)
+		}
+		if g.Suppressed {
+			rows = append(rows, append([]string{g.Group, "NA"}, make([]string, len(header)-2)...))
+		}
+	}
+	return rows
+}
+
+// CSV is the report as one row per curve step, with each group's summary repeated.
+func (rep *SurvivalReport) CSV() [][]string {
+	rows := [][]string{{"endpoint", "group", "n", "events", "median_days", "median_lower", "median_upper",
+		"median_follow_up_days", "t_days", "at_risk", "events_at_t", "censored_at_t", "survival", "lower", "upper"}}
+	for _, g := range rep.Groups {
+		summary := []string{rep.Endpoint, g.Group, cell(g.N), cell(g.Events), cell(g.MedianDays), cell(g.MedianCI[0]),
+			cell(g.MedianCI[1]), cell(g.MedianFollowUpDays)}
+		if len(g.Curve) == 0 {
+			rows = append(rows, append(summary, "", "", "", "", "", "", ""))
+		}
+		for _, p := range g.Curve {
+			s := p.Survival
+			rows = append(rows, append(append([]string(nil), summary...), strconv.FormatFloat(p.TDays, 'g', -1, 64),
+				strconv.Itoa(p.AtRisk), strconv.Itoa(p.Events), strconv.Itoa(p.Censored), cell(&s), cell(p.Lower), cell(p.Upper)))
+		}
+	}
+	return rows
 }

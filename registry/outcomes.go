@@ -1,0 +1,99 @@
+package registry
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Filter selects the infusions an outcome query is about. Every list matches any of its
+// values; an empty list matches everything.
+type Filter struct {
+	Diseases, Products, Targets, Sites []string
+	InfusedFrom, InfusedTo             *time.Time
+}
+
+// GroupBy names what outcomes are broken down by.
+var groupings = map[string]string{
+	"":        `'all'`,
+	"disease": `coalesce(i.disease, 'unclassified')`,
+	"product": `i.product_label`,
+	"target":  `coalesce(nullif(array_to_string(i.targets, '+'), ''), 'unspecified')`,
+	"site":    `coalesce(s.name, 'unknown site')`,
+}
+
+// ParseFilter reads a query string: disease, product, target and site (each repeatable or
+// comma-separated), infused_from and infused_to (YYYY-MM-DD, inclusive).
+func ParseFilter(q url.Values) (Filter, error) {
+	var f Filter
+	split := func(key string) []string {
+		var out []string
+		for _, v := range q[key] {
+			for _, part := range strings.Split(v, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					out = append(out, part)
+				}
+			}
+		}
+		return out
+	}
+	f.Diseases, f.Products, f.Targets, f.Sites = split("disease"), split("product"), split("target"), split("site")
+	for key, dst := range map[string]**time.Time{"infused_from": &f.InfusedFrom, "infused_to": &f.InfusedTo} {
+		if v := q.Get(key); v != "" {
+			t, err := time.Parse("2006-01-02", v)
+			if err != nil {
+				return f, fmt.Errorf("%s=%q: want a date as YYYY-MM-DD", key, v)
+			}
+			*dst = &t
+		}
+	}
+	if f.InfusedFrom != nil && f.InfusedTo != nil && f.InfusedTo.Before(*f.InfusedFrom) {
+		return f, fmt.Errorf("infused_to %s is before infused_from %s", date(*f.InfusedTo), date(*f.InfusedFrom))
+	}
+	return f, nil
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// courses is the SQL of the infusions an outcome query counts, one per patient: the patient's
+// first infusion among those the filter selects (a re-treatment is a later course, which is
+// counted only when the filter selects it and not the first). $1…$6 are the filter; g is the
+// group. The caller appends its own select list after the CTE.
+func courses(groupBy string) (string, error) {
+	g, ok := groupings[groupBy]
+	if !ok {
+		return "", fmt.Errorf("group_by=%s: want one of disease, product, target, site", groupBy)
+	}
+	return `WITH course AS (
+		SELECT DISTINCT ON (i.patient_id) i.*, ` + g + ` AS g
+		FROM registry_infusion i LEFT JOIN registry_site s ON s.organization_id = i.effective_site_id
+		WHERE ($1::text[] IS NULL OR i.disease = ANY($1))
+		  AND ($2::text[] IS NULL OR i.product = ANY($2) OR i.product_label = ANY($2))
+		  AND ($3::text[] IS NULL OR i.targets && $3)
+		  AND ($4::text[] IS NULL OR i.effective_site_id = ANY($4) OR s.name = ANY($4))
+		  AND ($5::date IS NULL OR i.infused_on >= $5)
+		  AND ($6::date IS NULL OR i.infused_on <= $6)
+		ORDER BY i.patient_id, i.infused_on, i.resource_type, i.resource_id)`, nil
+}
+
+func (f Filter) args() []any {
+	return []any{nilIfEmpty(f.Diseases), nilIfEmpty(f.Products), nilIfEmpty(f.Targets), nilIfEmpty(f.Sites), f.InfusedFrom, f.InfusedTo}
+}
+
+// sortGroups orders groups by size, largest first, then by name: the order a table or a
+// legend is read in.
+func sortGroups[T any](groups []T, size func(T) int, name func(T) string) {
+	sort.SliceStable(groups, func(i, j int) bool {
+		if si, sj := size(groups[i]), size(groups[j]); si != sj {
+			return si > sj
+		}
+		return name(groups[i]) < name(groups[j])
+	})
+}

@@ -1,0 +1,223 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cartreg/cartreg/registry/stats"
+)
+
+// Proportion is a rate with its 95% Wilson score interval; nil fields are suppressed.
+type Proportion struct {
+	Count *int     `json:"count"`
+	Of    *int     `json:"of"`
+	Rate  *float64 `json:"rate"`
+	Lower *float64 `json:"lower"`
+	Upper *float64 `json:"upper"`
+}
+
+// CategoryCount is how many assessed patients were in one response category.
+type CategoryCount struct {
+	Code    string `json:"code"`
+	Display string `json:"display"`
+	Scheme  string `json:"scheme"`
+	Count   *int   `json:"count"`
+}
+
+// Timepoint is the response picture at one milestone of the follow-up plan. Every patient of
+// the group is in exactly one of not_yet_due, dead_before and due; every due patient in
+// exactly one of assessed, progressed_before, pending and missing.
+type Timepoint struct {
+	Milestone        string          `json:"milestone"`
+	Label            string          `json:"label"`
+	TargetDay        int             `json:"target_day"`
+	Window           [2]int          `json:"window"`
+	NotYetDue        *int            `json:"not_yet_due"`
+	DeadBefore       *int            `json:"dead_before"`
+	Due              *int            `json:"due"`
+	Assessed         *int            `json:"assessed"`
+	ProgressedBefore *int            `json:"progressed_before"`
+	Pending          *int            `json:"pending"`
+	Missing          *int            `json:"missing"`
+	Categories       []CategoryCount `json:"categories"`
+	CompleteResponse Proportion      `json:"complete_response"`
+	OverallResponse  Proportion      `json:"overall_response"`
+}
+
+// ResponseGroup is one group's timepoints.
+type ResponseGroup struct {
+	Group      string      `json:"group"`
+	N          *int        `json:"n"`
+	Suppressed bool        `json:"suppressed,omitempty"`
+	Timepoints []Timepoint `json:"timepoints"`
+}
+
+// ResponseReport answers GET /registry/outcomes/response.
+type ResponseReport struct {
+	AsOf    string          `json:"as_of"`
+	GroupBy string          `json:"group_by,omitempty"`
+	MinCell int             `json:"min_cell"`
+	Groups  []ResponseGroup `json:"groups"`
+}
+
+// responseSQL classifies every selected course at every milestone. The assessment that
+// counts at a milestone is the one nearest its target day (the later one on a tie), as
+// CIBMTR reports the contact closest to the timepoint.
+const responseSQL = `, plan AS (
+	SELECT * FROM unnest($7::text[], $8::int[], $9::int[], $10::int[]) AS p(code, target, first_day, last_day)
+), chosen AS (
+	SELECT DISTINCT ON (a.infusion_type, a.infusion_id, a.milestone) a.infusion_type, a.infusion_id, a.milestone, a.category
+	FROM registry_assessment a
+	JOIN course c ON c.resource_type = a.infusion_type AND c.resource_id = a.infusion_id
+	JOIN plan p ON p.code = a.milestone
+	ORDER BY a.infusion_type, a.infusion_id, a.milestone, abs(a.day - p.target), a.day DESC
+)
+SELECT c.g, p.code,
+	CASE
+		WHEN ch.category IS NOT NULL THEN 'assessed'
+		WHEN c.death_on <= c.infused_on + p.last_day THEN 'dead_before'
+		WHEN c.infused_on + p.first_day > $11::date THEN 'not_yet_due'
+		WHEN c.progression_on < c.infused_on + p.first_day THEN 'progressed_before'
+		WHEN c.infused_on + p.last_day >= $11::date THEN 'pending'
+		ELSE 'missing'
+	END AS status,
+	coalesce(ch.category, ''), count(*)
+FROM course c CROSS JOIN plan p
+LEFT JOIN chosen ch ON ch.infusion_type = c.resource_type AND ch.infusion_id = c.resource_id AND ch.milestone = p.code
+GROUP BY 1, 2, 3, 4`
+
+// Response counts, for each group and each milestone of the plan, where the selected
+// patients stand on asOf.
+func (r *Registry) Response(ctx context.Context, f Filter, groupBy string, asOf time.Time) (*ResponseReport, error) {
+	with, err := courses(groupBy)
+	if err != nil {
+		return nil, err
+	}
+	codes, targets, starts, ends := r.cfg.Plan.columns()
+	asOfDay := time.Date(asOf.Year(), asOf.Month(), asOf.Day(), 0, 0, 0, 0, time.UTC)
+	args := append(f.args(), codes, targets, starts, ends, asOfDay)
+	rows, err := r.db.Query(ctx, with+responseSQL, args...)
+	if err != nil {
+		return nil, fmt.Errorf("response query: %w", err)
+	}
+	defer rows.Close()
+	type key struct{ group, milestone string }
+	counts := map[key]map[string]int{} // status or "cat:"+category -> patients
+	groupSize := map[string]int{}
+	for rows.Next() {
+		var g, milestone, status, category string
+		var n int
+		if err := rows.Scan(&g, &milestone, &status, &category, &n); err != nil {
+			return nil, err
+		}
+		k := key{g, milestone}
+		if counts[k] == nil {
+			counts[k] = map[string]int{}
+		}
+		counts[k][status] += n
+		if category != "" {
+			counts[k]["cat:"+category] += n
+		}
+		if milestone == codes[0] {
+			groupSize[g] += n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("response query: %w", err)
+	}
+
+	report := &ResponseReport{AsOf: date(asOfDay), GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []ResponseGroup{}}
+	for g, n := range groupSize {
+		group := ResponseGroup{Group: g, Timepoints: []Timepoint{}}
+		if r.cfg.MinCell > 1 && n < r.cfg.MinCell {
+			group.Suppressed = true
+			report.Groups = append(report.Groups, group)
+			continue
+		}
+		size := n
+		group.N = &size
+		for _, m := range r.cfg.Plan.Milestones {
+			group.Timepoints = append(group.Timepoints, r.timepoint(m, n, counts[key{g, m.Code}]))
+		}
+		report.Groups = append(report.Groups, group)
+	}
+	sortGroups(report.Groups, func(g ResponseGroup) int {
+		if g.N == nil {
+			return 0
+		}
+		return *g.N
+	}, func(g ResponseGroup) string { return g.Group })
+	return report, nil
+}
+
+func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoint {
+	c := newCells()
+	c.set("n", n)
+	for _, status := range []string{"not_yet_due", "dead_before", "assessed", "progressed_before", "pending", "missing"} {
+		c.set(status, counts[status])
+	}
+	due := counts["assessed"] + counts["progressed_before"] + counts["pending"] + counts["missing"]
+	c.set("due", due)
+	c.sumOf("n", "not_yet_due", "dead_before", "due")
+	c.sumOf("due", "assessed", "progressed_before", "pending", "missing")
+
+	// The categories shown are those of the schemes present, in scheme order, best first, so
+	// a zero is visible as a zero.
+	var cats []*Category
+	complete, response := 0, 0
+	schemes := map[string]bool{}
+	for k, v := range counts {
+		if len(k) > 4 && k[:4] == "cat:" {
+			cat := r.terms.Categories[k[4:]]
+			schemes[cat.Scheme] = true
+			if cat.Complete {
+				complete += v
+			}
+			if cat.Response {
+				response += v
+			}
+		}
+	}
+	parts := []string{}
+	for _, scheme := range []string{"lugano", "imwg", "all", "sle"} {
+		if schemes[scheme] {
+			for _, cat := range r.terms.Schemes[scheme] {
+				cats = append(cats, cat)
+				c.set("cat:"+cat.Code, counts["cat:"+cat.Code])
+				parts = append(parts, "cat:"+cat.Code)
+			}
+		}
+	}
+	c.sumOf("assessed", parts...)
+	c.set("complete", complete)
+	c.set("response", response)
+	c.suppress(r.cfg.MinCell)
+
+	tp := Timepoint{Milestone: m.Code, Label: m.Label, TargetDay: m.TargetDay, Window: [2]int{m.WindowStart, m.WindowEnd},
+		NotYetDue: c.get("not_yet_due"), DeadBefore: c.get("dead_before"), Due: c.get("due"), Assessed: c.get("assessed"),
+		ProgressedBefore: c.get("progressed_before"), Pending: c.get("pending"), Missing: c.get("missing"),
+		Categories: []CategoryCount{}}
+	for _, cat := range cats {
+		tp.Categories = append(tp.Categories, CategoryCount{Code: cat.Code, Display: cat.Display, Scheme: cat.Scheme, Count: c.get("cat:" + cat.Code)})
+	}
+	tp.CompleteResponse = r.proportion(c, "complete", "assessed")
+	tp.OverallResponse = r.proportion(c, "response", "assessed")
+	return tp
+}
+
+func (r *Registry) proportion(c *cells, num, den string) Proportion {
+	p := Proportion{Of: c.get(den)}
+	if !c.shows(num, den, r.cfg.MinCell) {
+		return p
+	}
+	x, n := c.value[num], c.value[den]
+	p.Count = &x
+	if n == 0 {
+		return p
+	}
+	rate := float64(x) / float64(n)
+	lo, hi := stats.Wilson(x, n, 0.95)
+	p.Rate, p.Lower, p.Upper = &rate, &lo, &hi
+	return p
+}

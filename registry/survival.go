@@ -1,0 +1,214 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/cartreg/cartreg/registry/stats"
+)
+
+// Endpoints of survival analysis, with their censoring as DOMAIN.md gives it.
+const (
+	EndpointOS  = "os"  // death from any cause; censored at last contact
+	EndpointPFS = "pfs" // progression, relapse or death; censored at the last assessment without progression
+	EndpointDOR = "dor" // among responders, from first response to progression or death
+)
+
+// Landmarks are the times (days) survival is reported at: 1, 2 and 5 years.
+var Landmarks = []int{365, 730, 1825}
+
+// CurvePoint is one step of a Kaplan-Meier curve.
+type CurvePoint struct {
+	TDays    float64  `json:"t_days"`
+	AtRisk   int      `json:"at_risk"`
+	Events   int      `json:"events"`
+	Censored int      `json:"censored"`
+	Survival float64  `json:"survival"`
+	Lower    *float64 `json:"lower"`
+	Upper    *float64 `json:"upper"`
+}
+
+// Estimate is a survival probability with its 95% confidence interval.
+type Estimate struct {
+	Survival *float64 `json:"survival"`
+	Lower    *float64 `json:"lower"`
+	Upper    *float64 `json:"upper"`
+}
+
+// SurvivalGroup is one group's Kaplan-Meier analysis.
+type SurvivalGroup struct {
+	Group              string               `json:"group"`
+	N                  *int                 `json:"n"`
+	Events             *int                 `json:"events"`
+	Suppressed         bool                 `json:"suppressed,omitempty"`
+	MedianDays         *float64             `json:"median_days"`
+	MedianCI           [2]*float64          `json:"median_ci"`
+	Landmarks          map[string]*Estimate `json:"landmarks"`
+	MedianFollowUpDays *float64             `json:"median_follow_up_days"`
+	MedianFollowUpCI   [2]*float64          `json:"median_follow_up_ci"`
+	Curve              []CurvePoint         `json:"curve"`
+}
+
+// SurvivalReport answers GET /registry/outcomes/survival.
+type SurvivalReport struct {
+	Endpoint string          `json:"endpoint"`
+	GroupBy  string          `json:"group_by,omitempty"`
+	MinCell  int             `json:"min_cell"`
+	Groups   []SurvivalGroup `json:"groups"`
+}
+
+const survivalSQL = `
+SELECT c.g, c.infused_on, c.death_on, c.last_contact_on, c.progression_on, c.last_progression_free_on,
+	c.first_response_on, c.next_infused_on
+FROM course c`
+
+// courseDates are one course's dates, as survival needs them.
+type courseDates struct {
+	infused                                 time.Time
+	death, lastContact, progression, lastPF *time.Time
+	firstResponse, nextInfusion             *time.Time
+}
+
+func days(from, to time.Time) float64 { return math.Round(to.Sub(from).Hours() / 24) }
+
+// observation is the course's time to event or censoring for an endpoint; ok is false when
+// the course does not count (DOR of a non-responder).
+func (c courseDates) observation(endpoint string) (stats.Observation, bool) {
+	if endpoint == EndpointOS {
+		if c.death != nil {
+			return stats.Observation{Time: days(c.infused, *c.death), Event: true}, true
+		}
+		last := c.infused
+		if c.lastContact != nil && c.lastContact.After(last) {
+			last = *c.lastContact
+		}
+		return stats.Observation{Time: days(c.infused, last)}, true
+	}
+	start := c.infused
+	if endpoint == EndpointDOR {
+		if c.firstResponse == nil {
+			return stats.Observation{}, false
+		}
+		start = *c.firstResponse
+	}
+	// A death counts for this course unless a later infusion came first: then the course's
+	// follow-up ended at that infusion, without an event.
+	event := c.progression
+	if c.death != nil && (c.nextInfusion == nil || !c.nextInfusion.Before(*c.death)) && (event == nil || c.death.Before(*event)) {
+		event = c.death
+	}
+	if event != nil {
+		return stats.Observation{Time: days(start, *event), Event: true}, true
+	}
+	censor := start
+	if c.lastPF != nil && c.lastPF.After(censor) {
+		censor = *c.lastPF
+	}
+	return stats.Observation{Time: days(start, censor)}, true
+}
+
+// Survival estimates the endpoint's Kaplan-Meier curve for each group of the selected courses,
+// with the median follow-up by reverse Kaplan-Meier (on overall survival's censoring).
+func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy string) (*SurvivalReport, error) {
+	switch endpoint {
+	case EndpointOS, EndpointPFS, EndpointDOR:
+	default:
+		return nil, fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint)
+	}
+	with, err := courses(groupBy)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := r.db.Query(ctx, with+survivalSQL, f.args()...)
+	if err != nil {
+		return nil, fmt.Errorf("survival query: %w", err)
+	}
+	defer rows.Close()
+	byGroup := map[string][]courseDates{}
+	for rows.Next() {
+		var g string
+		var c courseDates
+		if err := rows.Scan(&g, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion); err != nil {
+			return nil, err
+		}
+		byGroup[g] = append(byGroup[g], c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("survival query: %w", err)
+	}
+
+	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []SurvivalGroup{}}
+	for g, cs := range byGroup {
+		var obs, followUp []stats.Observation
+		for _, c := range cs {
+			if o, ok := c.observation(endpoint); ok {
+				obs = append(obs, o)
+			}
+			os, _ := c.observation(EndpointOS)
+			followUp = append(followUp, os)
+		}
+		report.Groups = append(report.Groups, r.survivalGroup(g, obs, followUp))
+	}
+	sortGroups(report.Groups, func(g SurvivalGroup) int {
+		if g.N == nil {
+			return 0
+		}
+		return *g.N
+	}, func(g SurvivalGroup) string { return g.Group })
+	return report, nil
+}
+
+func number(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+func (r *Registry) survivalGroup(name string, obs, followUp []stats.Observation) SurvivalGroup {
+	g := SurvivalGroup{Group: name, Landmarks: map[string]*Estimate{}, Curve: []CurvePoint{}}
+	small := func(n int) bool { return r.cfg.MinCell > 1 && n > 0 && n < r.cfg.MinCell }
+	if len(obs) == 0 || small(len(obs)) {
+		g.Suppressed = len(obs) > 0
+		if !g.Suppressed {
+			zero := 0
+			g.N, g.Events = &zero, &zero
+		}
+		return g
+	}
+	curve := stats.KaplanMeier(obs, 0.95)
+	n, events := curve.N, curve.Events
+	g.N = &n
+	if !small(events) && !small(n-events) {
+		g.Events = &events
+	}
+	median := curve.Median(0.95)
+	g.MedianDays, g.MedianCI = number(median.Estimate), [2]*float64{number(median.Lower), number(median.Upper)}
+	last := 0.0
+	if len(curve.Steps) > 0 {
+		last = curve.Steps[len(curve.Steps)-1].Time
+	}
+	for _, t := range Landmarks {
+		if float64(t) > last {
+			g.Landmarks[strconv.Itoa(t)] = nil // beyond follow-up: not estimable
+			continue
+		}
+		s, lo, hi := curve.At(float64(t))
+		g.Landmarks[strconv.Itoa(t)] = &Estimate{Survival: number(s), Lower: number(lo), Upper: number(hi)}
+	}
+	fu := stats.MedianFollowUp(followUp, 0.95)
+	g.MedianFollowUpDays, g.MedianFollowUpCI = number(fu.Estimate), [2]*float64{number(fu.Lower), number(fu.Upper)}
+	for _, s := range curve.Steps {
+		// The curve stops where fewer than MinCell patients remain at risk: the tail of a
+		// curve is where single patients could be recognised.
+		if small(s.AtRisk) {
+			break
+		}
+		g.Curve = append(g.Curve, CurvePoint{TDays: s.Time, AtRisk: s.AtRisk, Events: s.Events, Censored: s.Censored,
+			Survival: s.Survival, Lower: number(s.Lower), Upper: number(s.Upper)})
+	}
+	return g
+}
