@@ -1,7 +1,10 @@
 package registry_test
 
 import (
+	"bytes"
 	"encoding/csv"
+	"encoding/xml"
+	"io"
 	"fmt"
 	"math"
 	"strings"
@@ -262,4 +265,31 @@ func TestSurvivalEndpoints(t *testing.T) {
 	if err != nil || len(rows) < 8 || rows[0][1] != "group" {
 		t.Errorf("survival CSV: %v, %d rows", err, len(rows))
 	}
+}
+
+func TestChartsAreSVG(t *testing.T) {
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	outcomeCohort(t, tr)
+	for path, want := range map[string]string{
+		"/registry/outcomes/survival.svg?group_by=product": "axicabtagene ciloleucel",
+		"/registry/outcomes/survival.svg?endpoint=pfs":     "Progression-free survival",
+		"/registry/outcomes/response.svg":                  "Complete metabolic response",
+	} {
+		r := tr.expect(200, "GET", path, nil)
+		if ct := r.header.Get("Content-Type"); ct != "image/svg+xml" {
+			t.Errorf("%s: Content-Type %s", path, ct)
+		}
+		dec := xml.NewDecoder(bytes.NewReader(r.body))
+		for {
+			if _, err := dec.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: not well-formed XML: %v", path, err)
+			}
+		}
+		if !bytes.Contains(r.body, []byte(want)) || bytes.Contains(r.body, []byte("NaN")) {
+			t.Errorf("%s: want %q in the chart, and no NaN", path, want)
+		}
+	}
+	tr.expect(400, "GET", "/registry/outcomes/survival.svg?endpoint=x", nil)
 }
