@@ -109,6 +109,27 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 	return nil
 }
 
+// ErrInUse is Start's error when another process owns the cluster.
+var ErrInUse = errors.New("embedded database in use")
+
+// SharedURL is the connection URL of database in a cluster another process owns and runs
+// (a `cartreg serve`), for a short-lived command to work on it as a client. It does not start
+// or stop anything.
+func (c *Cluster) SharedURL(database string) (string, error) {
+	dir, err := filepath.Abs(c.Dir)
+	if err != nil {
+		return "", err
+	}
+	if c.Dir, err = filepath.EvalSymlinks(dir); err != nil {
+		return "", err
+	}
+	c.socketDir = c.socketPath()
+	if _, err := os.Stat(filepath.Join(c.socketDir, ".s.PGSQL.5432")); err != nil {
+		return "", fmt.Errorf("the embedded database in %s is owned by another process but not accepting connections yet", c.Dir)
+	}
+	return c.URL(database), nil
+}
+
 // URL is the connection URL of database in this cluster.
 func (c *Cluster) URL(database string) string {
 	u := url.URL{Scheme: "postgres", User: url.User(Superuser), Path: "/" + database}
@@ -167,8 +188,8 @@ func (c *Cluster) acquireLock() error {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		holder, _ := io.ReadAll(f)
 		f.Close()
-		return fmt.Errorf("the database in %s is in use by another cartreg process (pid %s)",
-			c.Dir, strings.TrimSpace(string(holder)))
+		return fmt.Errorf("%w: the database in %s is in use by another cartreg process (pid %s)",
+			ErrInUse, c.Dir, strings.TrimSpace(string(holder)))
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
@@ -334,11 +355,18 @@ func stopOrphan(pid int, pidFile string) error {
 
 // prepareSocketDir picks the directory for the Unix socket. A socket path is limited to about
 // 107 bytes, so a deep data directory falls back to a short private one in the temp dir.
-func (c *Cluster) prepareSocketDir() error {
+// socketPath is where the cluster's Unix socket lives: in the cluster directory, unless that
+// path is too long for a socket address.
+func (c *Cluster) socketPath() string {
 	dir := filepath.Join(c.Dir, "run")
 	if len(dir)+len("/.s.PGSQL.5432") > 100 {
 		dir = filepath.Join(os.TempDir(), fmt.Sprintf("cartreg-pg-%x", fnv32(c.Dir)))
 	}
+	return dir
+}
+
+func (c *Cluster) prepareSocketDir() error {
+	dir := c.socketPath()
 	if err := c.mkdirOwned(dir); err != nil {
 		return fmt.Errorf("creating socket directory: %w", c.accessHint(err))
 	}

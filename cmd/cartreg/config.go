@@ -15,6 +15,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/server"
 )
 
@@ -36,6 +37,11 @@ type Config struct {
 	LogFormat       string
 	HTTP            server.Config
 	FHIR            fhir.APIConfig
+	Registry        registry.Config
+	FollowUpPlan    string // a JSON file with the follow-up plan, instead of the default one
+	// shareEmbedded lets a short-lived command (demo, import) use the embedded database as a
+	// client when a running server owns it, instead of failing.
+	shareEmbedded bool
 }
 
 func defaultConfig() Config {
@@ -56,6 +62,7 @@ func defaultConfig() Config {
 		},
 		FHIR: fhir.APIConfig{DefaultCount: 20, MaxCount: 1000,
 			Bundles: fhir.BundleConfig{MaxEntries: 10000, ReferentialIntegrity: true}},
+		Registry: registry.Config{FollowUpYears: 5, MinCell: 5},
 	}
 }
 
@@ -100,6 +107,34 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.FHIR.Bundles.MaxEntries, "bundle-max-entries", c.FHIR.Bundles.MaxEntries, "the most entries a transaction or batch Bundle may have (413 beyond)")
 	fs.BoolVar(&c.FHIR.Bundles.ReferentialIntegrity, "bundle-referential-integrity", c.FHIR.Bundles.ReferentialIntegrity,
 		"refuse Bundle entries that refer to local resources neither on the server nor in the Bundle")
+	c.registerRegistryFlags(fs)
+}
+
+// registerRegistryFlags are the settings of the registry itself, for every command that
+// writes through it.
+func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.Registry.FollowUpYears, "follow-up-years", c.Registry.FollowUpYears,
+		"yearly milestones of the default follow-up plan (after month 1 and month 3); 15 for long-term follow-up")
+	fs.StringVar(&c.FollowUpPlan, "follow-up-plan", c.FollowUpPlan,
+		`JSON file with another follow-up plan: {"milestones":[{"code":"m1","label":"Month 1","target_day":30,"window_start":23,"window_end":45},…]}`)
+	fs.IntVar(&c.Registry.MinCell, "outcomes-min-cell", c.Registry.MinCell,
+		"researchers' outcome counts below this are suppressed; 1 shows every count (a demonstration instance)")
+}
+
+// loadRegistry completes the registry settings: the plan file, the FHIR base URL.
+func (c *Config) loadRegistry() error {
+	c.Registry.BaseURL = c.FHIR.BaseURL
+	if c.FollowUpPlan != "" {
+		plan, err := registry.LoadPlan(c.FollowUpPlan)
+		if err != nil {
+			return err
+		}
+		c.Registry.Plan = plan
+	}
+	if c.Registry.FollowUpYears < 1 {
+		return fmt.Errorf("-follow-up-years must be at least 1, got %d", c.Registry.FollowUpYears)
+	}
+	return nil
 }
 
 // validateFHIR checks the FHIR API settings.

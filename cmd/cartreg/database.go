@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -39,10 +40,20 @@ func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*datab
 		}
 		startCtx, cancel := context.WithTimeout(ctx, embeddedStartTimeout)
 		defer cancel()
-		if err := db.cluster.Start(startCtx); err != nil {
+		err = db.cluster.Start(startCtx)
+		switch {
+		case err == nil:
+			url = db.cluster.URL(postgres.DefaultDatabase)
+		case errors.Is(err, postgres.ErrInUse) && cfg.shareEmbedded:
+			// A running `cartreg serve` owns it: work on it as one more client.
+			if url, err = db.cluster.SharedURL(postgres.DefaultDatabase); err != nil {
+				return nil, err
+			}
+			logger.Info("using the embedded database of the running server", "dir", db.cluster.Dir)
+			db.cluster = nil
+		default:
 			return nil, fmt.Errorf("starting the embedded database: %w", err)
 		}
-		url = db.cluster.URL(postgres.DefaultDatabase)
 	}
 	poolCfg, err := pgxpool.ParseConfig(url)
 	if err != nil {

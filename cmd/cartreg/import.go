@@ -19,15 +19,16 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/ingest"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 )
 
 func importCommand(stdout, stderr io.Writer) *ffcli.Command {
 	cfg := defaultConfig()
+	cfg.shareEmbedded = true
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	cfg.registerDatabaseFlags(fs)
+	cfg.registerRegistryFlags(fs)
 	batchSize := fs.Int("batch-size", 500, "NDJSON resources per database transaction")
 	workers := fs.Int("workers", 0, "resources parsed in parallel (0: one per CPU)")
 	return &ffcli.Command{
@@ -57,6 +58,9 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 	if err := cfg.resolveDatabase(); err != nil {
 		return err
 	}
+	if err := cfg.loadRegistry(); err != nil {
+		return err
+	}
 	batches, others, err := importOrder(args)
 	if err != nil {
 		return err
@@ -69,9 +73,11 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 	if err := db.migrate(ctx, logger); err != nil {
 		return err
 	}
-	params := searchparam.Default()
-	store := fhir.NewStore(db.pool, params, time.Now)
-	api := fhir.NewAPI(store, fhir.NewSearcher(store, params, cfg.FHIR.BaseURL), logger, cfg.FHIR)
+	a, err := newApp(ctx, cfg, db, searchparam.Default(), logger)
+	if err != nil {
+		return err
+	}
+	store, api := a.store, a.api
 
 	report := newReporter(stderr, logger)
 	defer report.finish()

@@ -169,3 +169,27 @@ func TestImportSyntheaBundles(t *testing.T) {
 	}
 	t.Log(strings.TrimSpace(out))
 }
+
+// The demo loads the five example patients into the configured database, says where each
+// assessment falls in the follow-up plan, and changes nothing when run again.
+func TestDemoLoadsTheExamplesOnce(t *testing.T) {
+	url := pgtest.NewEmptyDatabaseURL(t)
+	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=warn"}
+	out, err := runCartreg(t, env, "demo")
+	if err != nil || !strings.Contains(out, "5 example patients loaded") {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"2023-11-22", "lugano-cmr", "m1", "y5", "unscheduled", "sle-doris", "Ex02", "CD19+BCMA", "imwg-scr"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	versions := countsIn(t, url, versionCount)["versions"]
+	out, err = runCartreg(t, env, "demo")
+	if err != nil || !strings.Contains(out, "(0 resources written") {
+		t.Fatalf("second demo: %v\n%s", err, out)
+	}
+	if again := countsIn(t, url, versionCount)["versions"]; again != versions {
+		t.Errorf("a second demo wrote %d versions", again-versions)
+	}
+}

@@ -16,11 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
-	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/migrations"
 	"github.com/cartreg/cartreg/server"
@@ -75,7 +73,7 @@ func commands(stdout, stderr io.Writer) *ffcli.Command {
 		ShortUsage: "cartreg help [command]",
 		ShortHelp:  "explain a command and its flags",
 	}
-	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), versionCmd, help}
+	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), demoCommand(stdout, stderr), versionCmd, help}
 	for _, c := range append(root.Subcommands, migrate.Subcommands...) {
 		if c.FlagSet == nil {
 			c.FlagSet = flag.NewFlagSet(c.Name, flag.ContinueOnError)
@@ -148,6 +146,9 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	if err := cfg.HTTP.Validate(); err != nil {
 		return err
 	}
+	if err := cfg.loadRegistry(); err != nil {
+		return err
+	}
 	if err := cfg.validateFHIR(); err != nil {
 		return err
 	}
@@ -186,8 +187,12 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}
 	}()
 	srv := server.New(cfg.HTTP, logger, db.pool)
-	store := fhir.NewStore(db.pool, params, time.Now)
-	fhir.NewAPI(store, fhir.NewSearcher(store, params, cfg.FHIR.BaseURL), logger, cfg.FHIR).Register(srv.Echo)
+	app, err := newApp(ctx, cfg, db, params, logger)
+	if err != nil {
+		return err
+	}
+	app.api.Register(srv.Echo)
+	app.registry.Register(srv.Echo)
 	if err := srv.Run(serveCtx); err != nil {
 		return err
 	}
