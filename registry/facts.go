@@ -354,7 +354,7 @@ func (r *reader) isAssessment(body map[string]any) bool {
 	if hasProfile(body, ProfileAssessment) {
 		return true
 	}
-	if !hasCoding(body["code"], SystemLOINC, CodeDiseaseStat) {
+	if !hasCoding(body["code"], SystemLOINC, CodeDiseaseStat) && !hasCoding(body["code"], SystemLOINC, CodeDiseaseStatSTU1) {
 		return false
 	}
 	for _, c := range codings(body["valueCodeableConcept"]) {

@@ -42,11 +42,13 @@ const (
 
 	SystemLOINC     = "http://loinc.org"
 	CodeDiseaseStat = "97509-4" // LOINC: cancer disease status (mCODE CancerDiseaseStatus)
-	SystemSNOMED    = "http://snomed.info/sct"
-	SystemICD10CM   = "http://hl7.org/fhir/sid/icd-10-cm"
-	SystemICD10PCS  = "http://www.cms.gov/Medicare/Coding/ICD10"
-	SystemRxNorm    = "http://www.nlm.nih.gov/research/umls/rxnorm"
-	CodeCRSNCIt     = "C143394"
+	// CodeDiseaseStatSTU1 is the code mCODE STU1 used (88040-1), still sent by older EHR builds.
+	CodeDiseaseStatSTU1 = "88040-1"
+	SystemSNOMED        = "http://snomed.info/sct"
+	SystemICD10CM       = "http://hl7.org/fhir/sid/icd-10-cm"
+	SystemICD10PCS      = "http://www.cms.gov/Medicare/Coding/ICD10"
+	SystemRxNorm        = "http://www.nlm.nih.gov/research/umls/rxnorm"
+	CodeCRSNCIt         = "C143394"
 )
 
 // Category is a response category of one scheme (Lugano, IMWG, ALL, SLE).
