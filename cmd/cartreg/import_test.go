@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -191,5 +195,33 @@ func TestDemoLoadsTheExamplesOnce(t *testing.T) {
 	}
 	if again := countsIn(t, url, versionCount)["versions"]; again != versions {
 		t.Errorf("a second demo wrote %d versions", again-versions)
+	}
+}
+
+// What the README tells a new user: with `make run` serving the embedded database, `cartreg
+// demo` loads the examples into it, and the server's outcomes show them.
+func TestDemoIntoTheRunningServersEmbeddedDatabase(t *testing.T) {
+	data := dataDir(t)
+	env := []string{"CARTREG_DATA_DIR=" + data, "CARTREG_OUTCOMES_MIN_CELL=1"}
+	server := startCartreg(t, env, "serve", "-addr", "127.0.0.1:0")
+	base := server.waitReady(time.Minute)
+	defer server.stop(syscall.SIGTERM)
+
+	out, err := runCartreg(t, append(env, "CARTREG_LOG_LEVEL=warn"), "demo")
+	if err != nil || !strings.Contains(out, "5 example patients loaded") {
+		t.Fatalf("demo beside a running server: %v\n%s", err, out)
+	}
+	res, err := http.Get(base + "/registry/outcomes/response?disease=lbcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var report struct {
+		Groups []struct {
+			N int `json:"n"`
+		} `json:"groups"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&report); err != nil || len(report.Groups) != 1 || report.Groups[0].N != 2 {
+		t.Errorf("lymphoma outcomes after the demo: %v %+v", err, report)
 	}
 }
