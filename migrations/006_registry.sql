@@ -10,7 +10,8 @@ CREATE TABLE registry_patient (
     patient_id      text PRIMARY KEY,
     deceased_on     date,          -- Patient.deceasedDateTime
     managing_org    text,          -- Patient.managingOrganization: the site when an infusion names none
-    last_contact_on date           -- derived: latest dated registry event of the patient
+    last_contact_on date           -- derived: latest dated registry event of the patient (infusion,
+                                   -- assessment, toxicity, encounter or death)
 );
 
 CREATE TABLE registry_site (
@@ -80,6 +81,15 @@ CREATE TABLE registry_toxicity (
     infusion_ref     text
 );
 CREATE INDEX registry_toxicity_patient ON registry_toxicity (patient_id);
+
+-- Encounters: visits that are neither an infusion nor an assessment but show the patient was
+-- alive and in follow-up that day, so survival is censored there and not earlier.
+CREATE TABLE registry_contact (
+    encounter_id text PRIMARY KEY,
+    patient_id   text NOT NULL,
+    contact_on   date NOT NULL      -- Encounter.period.end, else period.start
+);
+CREATE INDEX registry_contact_patient ON registry_contact (patient_id);
 
 -- Settings the derived columns depend on (the follow-up plan's digest), so a changed plan is
 -- applied to stored assessments at start-up.

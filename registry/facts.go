@@ -48,6 +48,11 @@ type toxicityFact struct {
 	InfusionRef       string
 }
 
+type contactFact struct {
+	ID, Patient string
+	On          time.Time
+}
+
 // reader reads facts out of resource bodies; problems become located issues.
 type reader struct {
 	terms  *Terminology
@@ -471,4 +476,26 @@ func (r *reader) toxicity(id string, body map[string]any) *toxicityFact {
 		}
 	}
 	return f
+}
+
+// contact reads an Encounter as a dated contact with the patient: the day it ended, else the day
+// it began. Planned, cancelled and erroneous encounters are no contact, nor are those with no
+// day (a month is too coarse to censor survival at).
+func (r *reader) contact(id string, body map[string]any) *contactFact {
+	switch str(body, "status") {
+	case "planned", "arrived", "triaged", "cancelled", "entered-in-error", "unknown":
+		return nil
+	}
+	patient := r.refTo(body["subject"], "Patient")
+	if patient == "" {
+		return nil
+	}
+	period := object(body["period"])
+	on, full, ok := day(period["end"])
+	if !ok || !full {
+		if on, full, ok = day(period["start"]); !ok || !full {
+			return nil
+		}
+	}
+	return &contactFact{ID: id, Patient: patient, On: on}
 }

@@ -41,7 +41,7 @@ func (p *Projection) Terminology() *Terminology { return p.terms }
 
 var watched = map[string]bool{
 	"Patient": true, "Organization": true, "Condition": true, "Procedure": true,
-	"MedicationAdministration": true, "Observation": true, "AdverseEvent": true,
+	"MedicationAdministration": true, "Observation": true, "AdverseEvent": true, "Encounter": true,
 }
 
 // BeforeCommit implements fhir.WriteHook.
@@ -117,6 +117,15 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 				touched[f.Patient] = true
 				batch.Queue(`INSERT INTO registry_toxicity (adverse_event_id, patient_id, kind, grade, onset_on, infusion_ref)
 					VALUES ($1, $2, $3, $4, $5, $6)`, f.ID, f.Patient, f.Kind, f.Grade, f.On, nullable(f.InfusionRef))
+			}
+		case "Encounter":
+			batch.Queue(`DELETE FROM registry_contact WHERE encounter_id = $1 RETURNING patient_id`, c.ID)
+			if c.Body == nil {
+				continue
+			}
+			if f := r.contact(c.ID, c.Body); f != nil {
+				touched[f.Patient] = true
+				batch.Queue(`INSERT INTO registry_contact (encounter_id, patient_id, contact_on) VALUES ($1, $2, $3)`, f.ID, f.Patient, f.On)
 			}
 		}
 	}

@@ -132,6 +132,35 @@ func TestProjectionFollowsWrites(t *testing.T) {
 		}
 	})
 
+	t.Run("an encounter is a contact that survival is censored at", func(t *testing.T) {
+		lastContact := func() string {
+			var on time.Time
+			if err := tr.db.QueryRow(context.Background(), `SELECT last_contact_on FROM registry_infusion WHERE resource_id = $1`,
+				infusionID).Scan(&on); err != nil {
+				t.Fatal(err)
+			}
+			return on.Format("2006-01-02")
+		}
+		before := lastContact()
+		visit := map[string]any{"resourceType": "Encounter", "status": "finished", "class": map[string]any{
+			"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+			"subject": ref(patientRef), "period": map[string]any{"start": "2024-10-01T09:00:00Z", "end": "2024-10-01T10:00:00Z"}}
+		r := tr.expect(201, "POST", "/fhir/Encounter", visit)
+		if got := lastContact(); got != "2024-10-01" {
+			t.Errorf("last contact %s after a finished encounter on 2024-10-01", got)
+		}
+		planned := map[string]any{"resourceType": "Encounter", "status": "planned", "class": visit["class"],
+			"subject": ref(patientRef), "period": map[string]any{"start": "2026-01-01"}}
+		tr.expect(201, "POST", "/fhir/Encounter", planned)
+		if got := lastContact(); got != "2024-10-01" {
+			t.Errorf("a planned encounter moved last contact to %s", got)
+		}
+		tr.expect(204, "DELETE", "/fhir/Encounter/"+r.json(t)["id"].(string), nil)
+		if got := lastContact(); got != before {
+			t.Errorf("last contact %s after the encounter was deleted, want %s", got, before)
+		}
+	})
+
 	t.Run("a second infusion starts a new sequence", func(t *testing.T) {
 		second := infusion(patientRef, "", "", "2025-03-01", "liso-cel")
 		delete(second, "reasonReference")

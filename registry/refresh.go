@@ -18,6 +18,7 @@ type patientFacts struct {
 	infusions   []*infusionRow
 	assessments []*assessmentRow
 	toxicities  []time.Time
+	contacts    []time.Time // Encounters
 	diseases    map[string]string // condition id -> disease group
 }
 
@@ -103,6 +104,16 @@ func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, e
 				return err
 			}
 			f.toxicities = append(f.toxicities, t)
+		}
+		return rows.Err()
+	})
+	batch.Queue(`SELECT contact_on FROM registry_contact WHERE patient_id = $1`, patient).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var t time.Time
+			if err := rows.Scan(&t); err != nil {
+				return err
+			}
+			f.contacts = append(f.contacts, t)
 		}
 		return rows.Err()
 	})
@@ -248,6 +259,7 @@ func (f *patientFacts) lastContact() *time.Time {
 		dates = append(dates, a.on)
 	}
 	dates = append(dates, f.toxicities...)
+	dates = append(dates, f.contacts...)
 	if f.deceasedOn != nil {
 		dates = append(dates, *f.deceasedOn)
 	}
