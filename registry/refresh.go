@@ -18,7 +18,7 @@ type patientFacts struct {
 	infusions   []*infusionRow
 	assessments []*assessmentRow
 	toxicities  []time.Time
-	contacts    []time.Time // Encounters
+	contacts    []time.Time       // Encounters
 	diseases    map[string]string // condition id -> disease group
 }
 
