@@ -73,7 +73,7 @@ func commands(stdout, stderr io.Writer) *ffcli.Command {
 		ShortUsage: "cartreg help [command]",
 		ShortHelp:  "explain a command and its flags",
 	}
-	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), demoCommand(stdout, stderr), versionCmd, help}
+	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), demoCommand(stdout, stderr), synthCommand(stdout), versionCmd, help}
 	for _, c := range append(root.Subcommands, migrate.Subcommands...) {
 		if c.FlagSet == nil {
 			c.FlagSet = flag.NewFlagSet(c.Name, flag.ContinueOnError)
