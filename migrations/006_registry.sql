@@ -48,9 +48,12 @@ CREATE TABLE registry_infusion (
     first_response_on  date,            -- first assessment in a responding category
     progression_on     date,            -- first assessment in a progression category
     last_progression_free_on date,      -- last assessment before progression (PFS censoring)
+    timepoints         jsonb NOT NULL DEFAULT '{}', -- milestone code -> response category of the
+                                        -- assessment that counts there (registry_assessment.counted)
     PRIMARY KEY (resource_type, resource_id)
 );
-CREATE INDEX registry_infusion_patient ON registry_infusion (patient_id, infused_on);
+-- In the order outcome queries pick each patient's first selected infusion in.
+CREATE INDEX registry_infusion_patient ON registry_infusion (patient_id, infused_on, resource_type, resource_id);
 CREATE INDEX registry_infusion_first ON registry_infusion (infused_on) WHERE sequence = 1;
 
 -- A remission assessment (Observation, LOINC 97509-4 with a registry response category).
@@ -66,10 +69,14 @@ CREATE TABLE registry_assessment (
     infusion_type   text,
     infusion_id     text,
     day             integer,            -- days after the infusion (day 0)
-    milestone       text                -- follow-up plan timepoint, NULL when unscheduled
+    milestone       text,               -- follow-up plan timepoint, NULL when unscheduled
+    counted         boolean NOT NULL DEFAULT false -- the one assessment that counts at its
+                                        -- milestone: nearest the target day, the later on a tie
 );
 CREATE INDEX registry_assessment_patient ON registry_assessment (patient_id);
 CREATE INDEX registry_assessment_infusion ON registry_assessment (infusion_type, infusion_id, milestone);
+CREATE INDEX registry_assessment_counted ON registry_assessment (infusion_type, infusion_id, milestone) INCLUDE (category)
+    WHERE counted;
 
 -- CRS and ICANS (AdverseEvent) with their ASTCT grade.
 CREATE TABLE registry_toxicity (
@@ -97,3 +104,10 @@ CREATE TABLE registry_state (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
+
+-- The lowest day of the interval between sorted bounds that a day count falls in
+-- (width_bucket's answer): outcome queries compare that instead of the count, which compares
+-- with every bound alike, so courses collapse into a few classes. NULL stays NULL.
+CREATE FUNCTION registry_interval_floor(bucket integer, bounds integer[]) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN bucket = 0 THEN bounds[1] - 1 ELSE bounds[bucket] END;

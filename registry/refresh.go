@@ -278,6 +278,31 @@ const assignMilestones = `UPDATE registry_assessment a SET milestone = (
 	WHERE a.day BETWEEN p.first_day AND p.last_day
 	ORDER BY abs(a.day - p.target), p.target LIMIT 1)`
 
+// markCounted marks, for each infusion and milestone, the assessment that counts there: the
+// one nearest the target day, the later one on a tie (CIBMTR reports the contact closest to
+// the timepoint), so outcome queries need no ranking of their own. Run after assignMilestones,
+// with the same filter.
+const markCounted = `WITH ranked AS (
+	SELECT a.observation_id, a.milestone IS NOT NULL AND row_number() OVER (
+		PARTITION BY a.infusion_type, a.infusion_id, a.milestone
+		ORDER BY abs(a.day - p.target), a.day DESC, a.observation_id) = 1 AS counted
+	FROM registry_assessment a LEFT JOIN unnest($1::text[], $2::int[]) AS p(code, target) ON p.code = a.milestone
+	WHERE $3::text IS NULL OR a.patient_id = $3)
+UPDATE registry_assessment a SET counted = r.counted FROM ranked r
+WHERE a.observation_id = r.observation_id AND a.counted <> r.counted`
+
+// collectTimepoints copies each infusion's counted assessments onto it, milestone by milestone,
+// so the response report reads one row per patient and joins nothing. Run after markCounted.
+const collectTimepoints = `UPDATE registry_infusion i SET timepoints = t.timepoints
+FROM (
+	SELECT i.resource_type, i.resource_id, coalesce(jsonb_object_agg(a.milestone, a.category)
+		FILTER (WHERE a.observation_id IS NOT NULL), '{}') AS timepoints
+	FROM registry_infusion i LEFT JOIN registry_assessment a
+		ON a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
+	WHERE $1::text IS NULL OR i.patient_id = $1
+	GROUP BY 1, 2) t
+WHERE i.resource_type = t.resource_type AND i.resource_id = t.resource_id AND i.timepoints <> t.timepoints`
+
 func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *patientFacts) error {
 	last := f.lastContact()
 	batch := &pgx.Batch{}
@@ -295,7 +320,9 @@ func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *pa
 	if len(f.assessments) > 0 {
 		codes, targets, starts, ends := p.plan.columns()
 		batch.Queue(assignMilestones+` WHERE a.patient_id = $5`, codes, targets, starts, ends, patient)
+		batch.Queue(markCounted, codes, targets, patient)
 	}
+	batch.Queue(collectTimepoints, patient)
 	batch.Queue(`INSERT INTO registry_patient (patient_id, last_contact_on) VALUES ($1, $2)
 		ON CONFLICT (patient_id) DO UPDATE SET last_contact_on = excluded.last_contact_on`, patient, last)
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
@@ -322,6 +349,12 @@ func (p *Projection) ApplyPlan(ctx context.Context, store *fhir.Store) error {
 		codes, targets, starts, ends := p.plan.columns()
 		if _, err := tx.Exec(ctx, assignMilestones, codes, targets, starts, ends); err != nil {
 			return fmt.Errorf("assigning timepoints: %w", err)
+		}
+		if _, err := tx.Exec(ctx, markCounted, codes, targets, nil); err != nil {
+			return fmt.Errorf("marking the assessments that count: %w", err)
+		}
+		if _, err := tx.Exec(ctx, collectTimepoints, nil); err != nil {
+			return fmt.Errorf("collecting timepoints: %w", err)
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO registry_state (key, value) VALUES ('plan', $1)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, p.plan.Digest())

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/cartreg/cartreg/registry/stats"
 )
 
@@ -61,30 +63,36 @@ type ResponseReport struct {
 	Groups  []ResponseGroup `json:"groups"`
 }
 
-// responseSQL classifies every selected course at every milestone. The assessment that
-// counts at a milestone is the one nearest its target day (the later one on a tie), as
-// CIBMTR reports the contact closest to the timepoint.
+// responseSQL classifies every selected course at every milestone, by the assessment that
+// counts there (registry_infusion.timepoints) or, without one, by where the patient stood:
+// dead, not yet due, progressed, pending or missing, which depends on the days from infusion
+// to death, to progression and to asOf, compared with the milestones' window bounds.
+//
+// Courses are first collapsed into classes that every comparison treats alike, so the
+// classification runs once per class and milestone rather than once per patient and
+// milestone: each day count is replaced by the lowest day of its interval between
+// consecutive bounds ($12, sorted), which compares with every bound as the count itself does.
 const responseSQL = `, plan AS (
 	SELECT * FROM unnest($7::text[], $8::int[], $9::int[], $10::int[]) AS p(code, target, first_day, last_day)
-), chosen AS (
-	SELECT DISTINCT ON (a.infusion_type, a.infusion_id, a.milestone) a.infusion_type, a.infusion_id, a.milestone, a.category
-	FROM registry_assessment a
-	JOIN course c ON c.resource_type = a.infusion_type AND c.resource_id = a.infusion_id
-	JOIN plan p ON p.code = a.milestone
-	ORDER BY a.infusion_type, a.infusion_id, a.milestone, abs(a.day - p.target), a.day DESC
+), class AS (
+	SELECT g, timepoints, count(*) AS n,
+		registry_interval_floor(width_bucket($11::date - infused_on, $12::int[]), $12) AS to_now,
+		registry_interval_floor(width_bucket(death_on - infused_on, $12::int[]), $12) AS to_death,
+		registry_interval_floor(width_bucket(progression_on - infused_on, $12::int[]), $12) AS to_progression
+	FROM course
+	GROUP BY g, timepoints, 4, 5, 6
 )
 SELECT c.g, p.code,
 	CASE
-		WHEN ch.category IS NOT NULL THEN 'assessed'
-		WHEN c.death_on <= c.infused_on + p.last_day THEN 'dead_before'
-		WHEN c.infused_on + p.first_day > $11::date THEN 'not_yet_due'
-		WHEN c.progression_on < c.infused_on + p.first_day THEN 'progressed_before'
-		WHEN c.infused_on + p.last_day >= $11::date THEN 'pending'
+		WHEN c.timepoints ? p.code THEN 'assessed'
+		WHEN c.to_death <= p.last_day THEN 'dead_before'
+		WHEN c.to_now < p.first_day THEN 'not_yet_due'
+		WHEN c.to_progression < p.first_day THEN 'progressed_before'
+		WHEN c.to_now <= p.last_day THEN 'pending'
 		ELSE 'missing'
 	END AS status,
-	coalesce(ch.category, ''), count(*)
-FROM course c CROSS JOIN plan p
-LEFT JOIN chosen ch ON ch.infusion_type = c.resource_type AND ch.infusion_id = c.resource_id AND ch.milestone = p.code
+	coalesce(c.timepoints ->> p.code, ''), sum(c.n)::int
+FROM class c CROSS JOIN plan p
 GROUP BY 1, 2, 3, 4`
 
 // Response counts, for each group and each milestone of the plan, where the selected
@@ -96,34 +104,37 @@ func (r *Registry) Response(ctx context.Context, f Filter, groupBy string, asOf 
 	}
 	codes, targets, starts, ends := r.cfg.Plan.columns()
 	asOfDay := time.Date(asOf.Year(), asOf.Month(), asOf.Day(), 0, 0, 0, 0, time.UTC)
-	args := append(f.args(), codes, targets, starts, ends, asOfDay)
-	rows, err := r.db.Query(ctx, with+responseSQL, args...)
-	if err != nil {
-		return nil, fmt.Errorf("response query: %w", err)
-	}
-	defer rows.Close()
+	args := append(f.args(), codes, targets, starts, ends, asOfDay, r.cfg.Plan.bounds())
 	type key struct{ group, milestone string }
 	counts := map[key]map[string]int{} // status or "cat:"+category -> patients
 	groupSize := map[string]int{}
-	for rows.Next() {
-		var g, milestone, status, category string
-		var n int
-		if err := rows.Scan(&g, &milestone, &status, &category, &n); err != nil {
-			return nil, err
+	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, with+responseSQL, args...)
+		if err != nil {
+			return err
 		}
-		k := key{g, milestone}
-		if counts[k] == nil {
-			counts[k] = map[string]int{}
+		defer rows.Close()
+		for rows.Next() {
+			var g, milestone, status, category string
+			var n int
+			if err := rows.Scan(&g, &milestone, &status, &category, &n); err != nil {
+				return err
+			}
+			k := key{g, milestone}
+			if counts[k] == nil {
+				counts[k] = map[string]int{}
+			}
+			counts[k][status] += n
+			if category != "" {
+				counts[k]["cat:"+category] += n
+			}
+			if milestone == codes[0] {
+				groupSize[g] += n
+			}
 		}
-		counts[k][status] += n
-		if category != "" {
-			counts[k]["cat:"+category] += n
-		}
-		if milestone == codes[0] {
-			groupSize[g] += n
-		}
-	}
-	if err := rows.Err(); err != nil {
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("response query: %w", err)
 	}
 

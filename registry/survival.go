@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/cartreg/cartreg/registry/stats"
 )
 
@@ -122,21 +124,24 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 	if err != nil {
 		return nil, err
 	}
-	rows, err := r.db.Query(ctx, with+survivalSQL, f.args()...)
-	if err != nil {
-		return nil, fmt.Errorf("survival query: %w", err)
-	}
-	defer rows.Close()
 	byGroup := map[string][]courseDates{}
-	for rows.Next() {
-		var g string
-		var c courseDates
-		if err := rows.Scan(&g, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion); err != nil {
-			return nil, err
+	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, with+survivalSQL, f.args()...)
+		if err != nil {
+			return err
 		}
-		byGroup[g] = append(byGroup[g], c)
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			var g string
+			var c courseDates
+			if err := rows.Scan(&g, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion); err != nil {
+				return err
+			}
+			byGroup[g] = append(byGroup[g], c)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("survival query: %w", err)
 	}
 
