@@ -244,7 +244,7 @@ func TestInvalidResourcesAreRefusedWithLocations(t *testing.T) {
 		name, body string
 		where      []string
 	}{
-		{"bad date and code", `{"resourceType":"Patient","gender":"robot","birthDate":"1974-13-45"}`, []string{"Patient.gender", "Patient.birthDate"}},
+		{"bad date and code", `{"resourceType":"Patient","gender":"robot","birthDate":"1974-13-45"}`, []string{"Patient.birthDate", "Patient.gender"}},
 		{"unknown element", `{"resourceType":"Patient","favouriteColour":"blue"}`, []string{"Patient.favouriteColour"}},
 		{"missing required element", `{"resourceType":"Observation","code":{"text":"weight"}}`, []string{"Observation"}},
 		{"reference to a type not allowed", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Medication/1"}}`, []string{"Observation.subject"}},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 
@@ -66,10 +67,10 @@ func Parse(body []byte) (*Resource, error) {
 	collector := &issueCollector{}
 	msg, err := u.UnmarshalWithErrorReporter(body, collector)
 	if err != nil {
-		return nil, &Outcome{Status: http.StatusBadRequest, Issues: issuesFromParseError(err)}
+		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(issuesFromParseError(err))}
 	}
 	if hasErrors(collector.issues) {
-		return nil, &Outcome{Status: http.StatusBadRequest, Issues: collector.issues}
+		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(collector.issues)}
 	}
 	normalised, err := normaliser.Marshal(msg)
 	if err != nil {
@@ -81,6 +82,16 @@ func Parse(body []byte) (*Resource, error) {
 	}
 	res.Type = resourceTypeOf(msg)
 	return res, nil
+}
+
+// byLocation sorts issues by where they are. google/fhir walks a resource's elements in Go map
+// order, so the same body would otherwise list its problems differently from one request to
+// the next.
+func byLocation(issues []Issue) []Issue {
+	sort.SliceStable(issues, func(i, j int) bool {
+		return strings.Join(issues[i].Expression, ",") < strings.Join(issues[j].Expression, ",")
+	})
+	return issues
 }
 
 func hasErrors(issues []Issue) bool {
