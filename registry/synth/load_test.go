@@ -63,7 +63,7 @@ func TestBundlesLoadThroughTheAPI(t *testing.T) {
 			}
 			out, err := api.ProcessBundle(ctx, raw, base)
 			if err != nil {
-				t.Fatalf("patient %d (%s): %s", i, c.Patients[i].Identifier, describe(err))
+				t.Fatalf("patient %d (%s): %s", i, c.Patients[i].Identifier, err)
 			}
 			var resp struct {
 				Type  string

@@ -3,7 +3,6 @@ package synth
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -125,20 +124,6 @@ type entry struct {
 	} `json:"request"`
 }
 
-// describe lists an error's located issues.
-func describe(err error) string {
-	var o *fhir.Outcome
-	if !errors.As(err, &o) {
-		return err.Error()
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "HTTP %d", o.Status)
-	for _, is := range o.Issues {
-		fmt.Fprintf(&b, "\n  %s %s at %s: %s", is.Severity, is.Code, strings.Join(is.Expression, ", "), is.Diagnostics)
-	}
-	return b.String()
-}
-
 var urnUUID = regexp.MustCompile(`^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 // references collects every Reference.reference in a decoded resource.
@@ -184,7 +169,7 @@ func TestBundlesAreValidTransactions(t *testing.T) {
 			t.Fatalf("patient %d: a %s of type %q with %d entries", i, b.ResourceType, b.Type, len(b.Entry))
 		}
 		if _, err := fhir.Parse(raw); err != nil {
-			t.Fatalf("patient %d: the Bundle: %s", i, describe(err))
+			t.Fatalf("patient %d: the Bundle: %s", i, err)
 		}
 		fullURLs := map[string]bool{}
 		for _, e := range b.Entry {
@@ -197,7 +182,7 @@ func TestBundlesAreValidTransactions(t *testing.T) {
 			where := fmt.Sprintf("patient %d entry[%d]", i, k)
 			res, err := fhir.Parse(e.Resource)
 			if err != nil {
-				t.Fatalf("%s: %s\n%s", where, describe(err), e.Resource)
+				t.Fatalf("%s: %s\n%s", where, err, e.Resource)
 			}
 			types[res.Type]++
 			var body map[string]any
