@@ -16,16 +16,21 @@ type Change struct {
 }
 
 // A WriteHook sees the resources each database transaction wrote, in that transaction, before
-// it commits. It is how state derived from FHIR data (the registry's projection) stays exactly
-// as current as the data: an error from the hook rolls the whole write back. Issues that blame
-// one of the written resources name it in Issue.Resource, so a Bundle's error can point at the
-// entry.
+// it commits. It is how state derived from FHIR data (the registry's projection, the follow-up
+// Tasks, Subscription notifications) stays exactly as current as the data: an error from a
+// hook rolls the whole write back. Issues that blame one of the written resources name it in
+// Issue.Resource, so a Bundle's error can point at the entry.
+//
+// A hook may itself write resources through the store in tx (the follow-up hook completes a
+// Task when an assessment arrives); those writes are shown to every hook in a further round,
+// so a Subscription on Task hears of them too.
 type WriteHook interface {
 	BeforeCommit(ctx context.Context, tx pgx.Tx, changes []Change) error
 }
 
-// SetHook installs h; call it before the store is used.
-func (s *Store) SetHook(h WriteHook) { s.hook = h }
+// AddHook appends h to the hooks every transaction runs, in the order they were added; call it
+// before the store is used.
+func (s *Store) AddHook(h WriteHook) { s.hooks = append(s.hooks, h) }
 
 // trackedTx is the transaction InTx hands out: a pgx.Tx that remembers what was written in it.
 type trackedTx struct {
@@ -33,15 +38,15 @@ type trackedTx struct {
 	changes []Change
 }
 
-// record notes written versions for the hook. Writes made outside InTx (there are none in
+// record notes written versions for the hooks. Writes made outside InTx (there are none in
 // cartreg) would go unseen, so they are refused loudly rather than silently skipped.
 func (s *Store) record(tx DBTX, versions []*Version, resources []*Resource) error {
-	if s.hook == nil {
+	if len(s.hooks) == 0 {
 		return nil
 	}
 	t, ok := tx.(*trackedTx)
 	if !ok {
-		return fmt.Errorf("store write outside Store.InTx: the write hook would not see it")
+		return fmt.Errorf("store write outside Store.InTx: the write hooks would not see it")
 	}
 	for i, v := range versions {
 		var body map[string]any
@@ -53,17 +58,33 @@ func (s *Store) record(tx DBTX, versions []*Version, resources []*Resource) erro
 	return nil
 }
 
-// Flush runs the write hook on what tx has written since the last flush. InTx flushes before
-// it commits; a transaction Bundle flushes itself first so that the hook's issues can be
-// placed on the entries they concern.
+// maxHookRounds bounds how often hooks that write may set each other off in one transaction:
+// the follow-up hook writes Tasks, which set off nothing that writes again, so two rounds are
+// the most cartreg needs; more is a loop.
+const maxHookRounds = 4
+
+// Flush runs the write hooks on what tx has written since the last flush, and again on what
+// the hooks wrote, until nothing new was written. InTx flushes before it commits; a
+// transaction Bundle flushes itself first so that the hooks' issues can be placed on the
+// entries they concern.
 func (s *Store) Flush(ctx context.Context, tx DBTX) error {
 	t, ok := tx.(*trackedTx)
-	if !ok || s.hook == nil || len(t.changes) == 0 {
+	if !ok || len(s.hooks) == 0 {
 		return nil
 	}
-	changes := t.changes
-	t.changes = nil
-	return s.hook.BeforeCommit(ctx, t, latestChanges(changes))
+	for round := 0; len(t.changes) > 0; round++ {
+		if round == maxHookRounds {
+			return fmt.Errorf("write hooks still writing after %d rounds: a loop", maxHookRounds)
+		}
+		changes := latestChanges(t.changes)
+		t.changes = nil
+		for _, h := range s.hooks {
+			if err := h.BeforeCommit(ctx, t, changes); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // latestChanges keeps the last change of each resource: a resource written twice in one

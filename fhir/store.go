@@ -37,7 +37,7 @@ type Store struct {
 	db      *pgxpool.Pool
 	indexer Extractor
 	now     func() time.Time
-	hook    WriteHook
+	hooks   []WriteHook
 }
 
 // NewStore returns a store on db; now is its clock (time.Now outside tests).

@@ -54,7 +54,7 @@ func New(cfg Config, db *pgxpool.Pool, store *fhir.Store, now func() time.Time, 
 	}
 	r := &Registry{cfg: cfg, db: db, store: store, terms: terms, now: now, logger: logger,
 		projection: NewProjection(terms, cfg.Plan, cfg.BaseURL)}
-	store.SetHook(r.projection)
+	store.AddHook(r.projection)
 	return r, nil
 }
 

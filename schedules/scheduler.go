@@ -36,11 +36,16 @@ type Options struct {
 	Location *time.Location
 	// Seconds makes specs take a leading seconds field, for tests that cannot wait minutes.
 	Seconds bool
+	// Now is the clock CatchUp reads; time.Now if nil.
+	Now func() time.Time
 }
 
 // Scheduler runs jobs on their schedules, each slot once across all replicas.
 type Scheduler struct {
 	db     *pgxpool.Pool
+	parser cron.Parser
+	loc    *time.Location
+	now    func() time.Time
 	logger *slog.Logger
 	cron   *cron.Cron
 	ctx    context.Context
@@ -53,12 +58,18 @@ func New(db *pgxpool.Pool, logger *slog.Logger, opts Options) *Scheduler {
 	if loc == nil {
 		loc = time.UTC
 	}
-	cronOpts := []cron.Option{cron.WithLocation(loc)}
+	fields := cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor
 	if opts.Seconds {
-		cronOpts = append(cronOpts, cron.WithSeconds())
+		fields |= cron.Second
+	}
+	parser := cron.NewParser(fields)
+	now := opts.Now
+	if now == nil {
+		now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Scheduler{db: db, logger: logger, cron: cron.New(cronOpts...), ctx: ctx, cancel: cancel}
+	return &Scheduler{db: db, parser: parser, loc: loc, now: now, logger: logger,
+		cron: cron.New(cron.WithLocation(loc), cron.WithParser(parser)), ctx: ctx, cancel: cancel}
 }
 
 // Add schedules job. It fails on a spec cron cannot parse.
@@ -75,6 +86,40 @@ func (s *Scheduler) Add(job Job) error {
 		return fmt.Errorf("schedule %q for job %s: %w", job.Spec, job.Name, err)
 	}
 	return nil
+}
+
+// LatestSlot is the last activation of spec at or before at, looked for up to a year back:
+// the slot a replica that was down when it fired should still run.
+func (s *Scheduler) LatestSlot(spec string, at time.Time) (time.Time, bool, error) {
+	sched, err := s.parser.Parse(spec)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("schedule %q: %w", spec, err)
+	}
+	at = at.In(s.loc)
+	// Walk forward from a little before the window, in growing steps, to the last
+	// activation not after at: cron schedules only answer "next".
+	const day = 24 * time.Hour
+	for _, back := range []time.Duration{time.Hour, day, 8 * day, 32 * day, 367 * day} {
+		var latest time.Time
+		for t := sched.Next(at.Add(-back)); !t.IsZero() && !t.After(at); t = sched.Next(t) {
+			latest = t
+		}
+		if !latest.IsZero() {
+			return latest, true, nil
+		}
+	}
+	return time.Time{}, false, nil
+}
+
+// CatchUp runs job's latest slot now unless it has been run: at start-up, it makes good the
+// run a downtime missed. Every replica computes the same slot, so starting several at once
+// still runs it once.
+func (s *Scheduler) CatchUp(ctx context.Context, job Job) (ran bool, err error) {
+	slot, ok, err := s.LatestSlot(job.Spec, s.now())
+	if err != nil || !ok {
+		return false, err
+	}
+	return s.RunSlot(ctx, job, slot)
 }
 
 // Start runs the schedule in the background.

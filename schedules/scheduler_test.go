@@ -177,3 +177,35 @@ func TestABadSpecIsRefused(t *testing.T) {
 		t.Fatalf("a standard daily spec: %v", err)
 	}
 }
+
+// A replica that starts after downtime runs the slot it missed, once, whatever the time zone.
+func TestCatchUpRunsTheMissedSlotOnce(t *testing.T) {
+	db := replica(t, pgtest.NewDatabaseURL(t))
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	now := time.Date(2027, 3, 1, 4, 0, 0, 0, berlin) // before today's 05:30
+	var runs tally
+	job := Job{Name: "daily", Spec: "30 5 * * *", Run: func(ctx context.Context, slot time.Time) error {
+		runs.record(slot)
+		return nil
+	}}
+	s := New(db, quiet, Options{Location: berlin, Now: func() time.Time { return now }})
+	want := time.Date(2027, 2, 28, 5, 30, 0, 0, berlin)
+	if slot, ok, err := s.LatestSlot(job.Spec, now); err != nil || !ok || !slot.Equal(want) {
+		t.Fatalf("latest slot before %s: %s, %v, %v; want %s", now, slot, ok, err, want)
+	}
+	for i, wantRan := range []bool{true, false} {
+		ran, err := New(db, quiet, Options{Location: berlin, Now: func() time.Time { return now }}).CatchUp(context.Background(), job)
+		if err != nil || ran != wantRan {
+			t.Errorf("start-up %d: ran %v, %v; want %v", i+1, ran, err, wantRan)
+		}
+	}
+	if got := runs.snapshot(); len(got) != 1 || got[want] != 1 {
+		t.Errorf("runs: %v", got)
+	}
+	if _, ok, _ := s.LatestSlot("0 0 29 2 *", time.Date(2027, 3, 1, 0, 0, 0, 0, berlin)); ok {
+		t.Error("a slot found more than a year back")
+	}
+}
