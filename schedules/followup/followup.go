@@ -8,6 +8,7 @@ package followup
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -36,9 +37,18 @@ const IdentifierSystem = registry.Canonical + "/follow-up-task"
 type Config struct {
 	// LeadDays is how long before a window opens its Task is created.
 	LeadDays int
+	// Location is the time zone whose calendar days windows are counted in; UTC if nil.
+	Location *time.Location
 	// Owners maps a site (Organization id) to the reference of its coordinator
 	// ("Practitioner/7"); a site without one owns its Tasks itself.
 	Owners map[string]string
+}
+
+func (c Config) location() *time.Location {
+	if c.Location == nil {
+		return time.UTC
+	}
+	return c.Location
 }
 
 // Scheduler derives the follow-up Tasks.
@@ -73,15 +83,21 @@ const chunk = 2000
 // time); the unique (infusion, milestone) key would refuse a duplicate Task even without it.
 func (s *Scheduler) Run(ctx context.Context, at time.Time) (Summary, error) {
 	var sum Summary
-	today := time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
 	after := [2]string{"", ""}
 	for {
 		var last [2]string
 		var n int
 		err := s.store.InTx(ctx, func(tx pgx.Tx) error {
 			var err error
-			last, n, err = s.runChunk(ctx, tx, today, after, &sum)
-			return err
+			last, n, err = s.lastOfChunk(ctx, tx, after)
+			if err != nil || n == 0 {
+				return err
+			}
+			visits, err := s.visits(ctx, tx, s.day(at), byChunk, after[0], after[1], chunk)
+			if err != nil {
+				return err
+			}
+			return s.apply(ctx, tx, at, visits, true, &sum)
 		})
 		if err != nil {
 			return sum, err
@@ -93,13 +109,41 @@ func (s *Scheduler) Run(ctx context.Context, at time.Time) (Summary, error) {
 	}
 }
 
+// lastOfChunk finds the last infusion of the chunk after the given one, and the chunk's size:
+// an infusion with no visit due yet still counts.
+func (s *Scheduler) lastOfChunk(ctx context.Context, tx pgx.Tx, after [2]string) (last [2]string, n int, err error) {
+	err = tx.QueryRow(ctx, `SELECT resource_type, resource_id, count(*) OVER () FROM (
+		SELECT resource_type, resource_id FROM registry_infusion WHERE (resource_type, resource_id) > ($1, $2)
+		ORDER BY 1, 2 LIMIT $3) c ORDER BY 1 DESC, 2 DESC LIMIT 1`, after[0], after[1], chunk).Scan(&last[0], &last[1], &n)
+	if err == pgx.ErrNoRows {
+		return last, 0, nil
+	}
+	if err != nil {
+		return last, 0, fmt.Errorf("follow-up chunk: %w", err)
+	}
+	return last, n, nil
+}
+
+// RunPatients brings the existing Tasks of some patients up to date as of at, in tx: how an
+// assessment completes its Task, and a death or withdrawal cancels open ones, in the write
+// that records it. It makes no new Tasks: those wait for the scheduled run, so a bulk load
+// stays a load.
+func (s *Scheduler) RunPatients(ctx context.Context, tx pgx.Tx, at time.Time, patients []string) (Summary, error) {
+	var sum Summary
+	visits, err := s.visits(ctx, tx, s.day(at), byPatients, patients)
+	if err != nil {
+		return sum, err
+	}
+	return sum, s.apply(ctx, tx, at, visits, false, &sum)
+}
+
 // visit is one (infusion, milestone) and what the scheduler last made of it.
 type visit struct {
 	infusionType, infusionID, patient, product, site string
 	infused, opens, closes                           time.Time
 	milestone                                        registry.Milestone
 	assessment                                       string // the counted Observation, if any
-	dead                                             bool
+	dead, withdrawn                                  bool
 	superseded                                       bool // a later infusion started a new sequence
 	task                                             *recorded
 	status, business                                 string // what the Task should say
@@ -108,6 +152,8 @@ type visit struct {
 type recorded struct {
 	id, status, businessStatus, output string
 	written, current                   int
+	// currentStatus is the status of the current version, when a coordinator wrote it.
+	currentStatus string
 }
 
 // want is the state a visit's Task should be in; ok is false when it should have none.
@@ -115,7 +161,7 @@ func (v *visit) want(today time.Time) (status, business string, ok bool) {
 	switch {
 	case v.assessment != "":
 		return StatusCompleted, "", true
-	case v.dead, v.superseded:
+	case v.dead, v.withdrawn, v.superseded:
 		return StatusCancelled, "", v.task != nil // no new Task, and the open one is cancelled
 	case today.Before(v.opens):
 		return StatusRequested, Upcoming, true
@@ -126,58 +172,68 @@ func (v *visit) want(today time.Time) (status, business string, ok bool) {
 	}
 }
 
-const visitsSQL = `WITH infusion AS (
-	SELECT * FROM registry_infusion WHERE (resource_type, resource_id) > ($1, $2)
-	ORDER BY resource_type, resource_id LIMIT $3
-), plan AS (
-	SELECT * FROM unnest($4::text[], $5::int[], $6::int[]) WITH ORDINALITY AS p(code, first_day, last_day, ord)
+// The infusions a derivation looks at: a chunk in key order ($6, $7 the last key of the
+// previous chunk, $8 the chunk size), or those of some patients ($6), where only visits that
+// have a Task already are wanted.
+const (
+	byChunk = `SELECT * FROM registry_infusion WHERE (resource_type, resource_id) > ($6, $7)
+		ORDER BY resource_type, resource_id LIMIT $8`
+	byPatients = `SELECT * FROM registry_infusion WHERE patient_id = ANY($6)`
+)
+
+// visitsSQL lists every (infusion, milestone) whose lead time has begun by $5, or that has a
+// Task, with what the registry knows of it. The plan comes as arrays ($1 codes, $2 first
+// days, $3 last days); $4 is the lead time in days.
+const visitsSQL = `WITH infusion AS (%s), plan AS (
+	SELECT * FROM unnest($1::text[], $2::int[], $3::int[]) WITH ORDINALITY AS p(code, first_day, last_day, ord)
+), withdrawal AS (
+	SELECT DISTINCT patient_id FROM followup_withdrawal WHERE patient_id IN (SELECT patient_id FROM infusion)
 )
 SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, coalesce(i.effective_site_id, ''), i.infused_on,
-	p.ord::int, coalesce(a.observation_id, ''), rp.deceased_on IS NOT NULL,
+	p.ord::int, coalesce(a.observation_id, ''), rp.deceased_on IS NOT NULL, w.patient_id IS NOT NULL,
 	i.next_infused_on IS NOT NULL,
-	t.task_id, t.status, t.business_status, t.output_id, t.written_version, r.version_id
+	t.task_id, t.status, t.business_status, t.output_id, t.written_version, r.version_id,
+	CASE WHEN r.version_id <> t.written_version THEN (SELECT v.body::jsonb->>'status' FROM resource_version v
+		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = r.version_id) END
 FROM infusion i CROSS JOIN plan p
 LEFT JOIN registry_patient rp ON rp.patient_id = i.patient_id
+LEFT JOIN withdrawal w ON w.patient_id = i.patient_id
 LEFT JOIN registry_assessment a ON a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
 	AND a.milestone = p.code
 LEFT JOIN followup_task t ON t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id AND t.milestone = p.code
 LEFT JOIN resource r ON r.resource_type = 'Task' AND r.resource_id = t.task_id
-WHERE t.task_id IS NOT NULL OR i.infused_on + p.first_day - $7::int <= $8::date
+WHERE t.task_id IS NOT NULL OR (%s AND i.infused_on + p.first_day - $4::int <= $5::date)
 ORDER BY i.resource_type, i.resource_id, p.ord`
 
-func (s *Scheduler) runChunk(ctx context.Context, tx pgx.Tx, today time.Time, after [2]string, sum *Summary) ([2]string, int, error) {
+// visits loads the visits of the infusions selection picks (byChunk or byPatients, with its
+// arguments).
+func (s *Scheduler) visits(ctx context.Context, tx pgx.Tx, today time.Time, selection string, selArgs ...any) ([]*visit, error) {
 	var codes []string
 	var starts, ends []int32
 	for _, m := range s.plan.Milestones {
 		codes = append(codes, m.Code)
 		starts, ends = append(starts, int32(m.WindowStart)), append(ends, int32(m.WindowEnd))
 	}
-	var last [2]string
-	var n int
-	// The infusions of the chunk, counted apart: one with no visit due yet still counts.
-	err := tx.QueryRow(ctx, `SELECT resource_type, resource_id, count(*) OVER () FROM (
-		SELECT resource_type, resource_id FROM registry_infusion WHERE (resource_type, resource_id) > ($1, $2)
-		ORDER BY 1, 2 LIMIT $3) c ORDER BY 1 DESC, 2 DESC LIMIT 1`, after[0], after[1], chunk).Scan(&last[0], &last[1], &n)
-	if err == pgx.ErrNoRows {
-		return last, 0, nil
+	creating := "true"
+	if selection == byPatients {
+		creating = "false"
 	}
+	args := append([]any{codes, starts, ends, s.cfg.LeadDays, today}, selArgs...)
+	rows, err := tx.Query(ctx, fmt.Sprintf(visitsSQL, selection, creating), args...)
 	if err != nil {
-		return last, 0, fmt.Errorf("follow-up chunk: %w", err)
+		return nil, fmt.Errorf("follow-up visits: %w", err)
 	}
-	rows, err := tx.Query(ctx, visitsSQL, after[0], after[1], chunk, codes, starts, ends, s.cfg.LeadDays, today)
-	if err != nil {
-		return last, 0, fmt.Errorf("follow-up visits: %w", err)
-	}
+	defer rows.Close()
 	var visits []*visit
 	for rows.Next() {
 		v := &visit{}
 		var ord int
-		var taskID, status, business, output *string
+		var taskID, status, business, output, currentStatus *string
 		var written, current *int
 		if err := rows.Scan(&v.infusionType, &v.infusionID, &v.patient, &v.product, &v.site, &v.infused, &ord,
-			&v.assessment, &v.dead, &v.superseded, &taskID, &status, &business, &output, &written, &current); err != nil {
-			rows.Close()
-			return last, 0, err
+			&v.assessment, &v.dead, &v.withdrawn, &v.superseded, &taskID, &status, &business, &output, &written, &current,
+			&currentStatus); err != nil {
+			return nil, err
 		}
 		v.milestone = s.plan.Milestones[ord-1]
 		v.opens = v.infused.AddDate(0, 0, v.milestone.WindowStart)
@@ -187,98 +243,103 @@ func (s *Scheduler) runChunk(ctx context.Context, tx pgx.Tx, today time.Time, af
 			if current != nil {
 				v.task.current = *current
 			}
+			if currentStatus != nil {
+				v.task.currentStatus = *currentStatus
+			}
 		}
 		visits = append(visits, v)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return last, 0, fmt.Errorf("follow-up visits: %w", err)
+		return nil, fmt.Errorf("follow-up visits: %w", err)
 	}
-	return last, n, s.apply(ctx, tx, today, visits, sum)
+	return visits, nil
 }
 
-// apply writes the Tasks that differ from what they should be.
-func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, today time.Time, visits []*visit, sum *Summary) error {
-	var creates, updates []*fhir.Resource
-	var created, updated []*visit
+// day is the calendar day at falls on in the registry's time zone: windows are whole days.
+func (s *Scheduler) day(at time.Time) time.Time {
+	at = at.In(s.cfg.location())
+	return time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+// openStatuses are the Task states in which the visit is still sought.
+var openStatuses = map[string]bool{"draft": true, "requested": true, "received": true, "accepted": true,
+	"ready": true, "in-progress": true, "on-hold": true}
+
+// write is one Task the scheduler is about to write for a visit.
+type write struct {
+	v    *visit
+	res  *fhir.Resource
+	from int // the version it replaces; 0 for a new Task
+}
+
+// apply writes the Tasks that differ from what they should be; creating says whether visits
+// without a Task get one.
+func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits []*visit, creating bool, sum *Summary) error {
+	today := s.day(at)
+	var creates, updates, takeovers []write
 	for _, v := range visits {
 		status, business, ok := v.want(today)
 		if !ok {
 			continue
 		}
 		v.status, v.business = status, business
-		if v.task == nil {
-			res := s.task(v, fhir.NewID(), status, business, today)
-			creates, created = append(creates, res), append(created, v)
-			continue
-		}
-		if v.task.current != v.task.written {
-			sum.LeftToCoordinator++
-			continue
-		}
-		if v.task.status == status && v.task.businessStatus == business && v.task.output == v.assessment {
-			continue
-		}
-		updates, updated = append(updates, s.task(v, v.task.id, status, business, today)), append(updated, v)
-	}
-	if len(updates) > 0 {
-		// A coordinator may have changed a Task since the visits were read: lock the Tasks and
-		// drop those that are no longer the scheduler's.
-		ids := make([]string, len(updated))
-		for i, v := range updated {
-			ids[i] = v.task.id
-		}
-		current := map[string]int{}
-		rows, err := tx.Query(ctx, `SELECT resource_id, version_id FROM resource WHERE resource_type = 'Task'
-			AND resource_id = ANY($1) ORDER BY resource_id FOR UPDATE`, ids)
-		if err != nil {
-			return fmt.Errorf("locking follow-up Tasks: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var version int
-			if err := rows.Scan(&id, &version); err != nil {
-				rows.Close()
-				return err
+		switch {
+		case v.task == nil:
+			if creating {
+				creates = append(creates, write{v: v, res: s.task(v, fhir.NewID(), at)})
 			}
-			current[id] = version
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("locking follow-up Tasks: %w", err)
-		}
-		keepRes, keepVisits := updates[:0], updated[:0]
-		for i, v := range updated {
-			if current[v.task.id] != v.task.written {
-				sum.LeftToCoordinator++
+		case v.task.current != v.task.written:
+			// A coordinator's version. It is theirs, except that the visit's end still
+			// reaches it: an assessment completes an open Task and a death or withdrawal
+			// cancels one, keeping what the coordinator wrote.
+			if (status == StatusCompleted || status == StatusCancelled) && openStatuses[v.task.currentStatus] {
+				takeovers = append(takeovers, write{v: v, from: v.task.current})
 				continue
 			}
-			keepRes, keepVisits = append(keepRes, updates[i]), append(keepVisits, v)
+			sum.LeftToCoordinator++
+		case v.task.status != status || v.task.businessStatus != business || v.task.output != v.assessment:
+			updates = append(updates, write{v: v, res: s.task(v, v.task.id, at), from: v.task.written})
 		}
-		updates, updated = keepRes, keepVisits
+	}
+	if len(takeovers) > 0 {
+		var err error
+		if takeovers, err = s.closeCoordinatorTasks(ctx, tx, at, takeovers); err != nil {
+			return err
+		}
+	}
+	updates = append(updates, takeovers...)
+	if len(updates) > 0 {
+		var err error
+		if updates, err = s.stillOurs(ctx, tx, updates, sum); err != nil {
+			return err
+		}
 	}
 
 	batch := &pgx.Batch{}
 	if len(creates) > 0 {
-		versions, err := s.store.CreateBatch(ctx, tx, creates)
+		versions, err := s.store.CreateBatch(ctx, tx, resources(creates))
 		if err != nil {
 			return fmt.Errorf("creating follow-up Tasks: %w", err)
 		}
-		for i, v := range created {
-			s.record(batch, v, creates[i].ID, versions[i].VersionID, false)
+		for i, w := range creates {
+			s.record(batch, w.v, w.res.ID, versions[i].VersionID, false)
+			s.notice(batch, w, "new", at)
 			sum.Created++
-			sum.count(v.status)
+			sum.count(w.v.status)
 		}
 	}
 	if len(updates) > 0 {
-		versions, err := s.store.PutBatch(ctx, tx, updates)
+		versions, err := s.store.PutBatch(ctx, tx, resources(updates))
 		if err != nil {
 			return fmt.Errorf("updating follow-up Tasks: %w", err)
 		}
-		for i, v := range updated {
-			s.record(batch, v, v.task.id, versions[i].VersionID, true)
+		for i, w := range updates {
+			s.record(batch, w.v, w.v.task.id, versions[i].VersionID, true)
+			if w.v.business == Overdue && w.v.task.businessStatus != Overdue {
+				s.notice(batch, w, "overdue", at)
+			}
 			sum.Updated++
-			sum.count(v.status)
+			sum.count(w.v.status)
 		}
 	}
 	if batch.Len() == 0 {
@@ -288,6 +349,93 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, today time.Time, visit
 		return fmt.Errorf("recording follow-up Tasks: %w", err)
 	}
 	return nil
+}
+
+func resources(ws []write) []*fhir.Resource {
+	out := make([]*fhir.Resource, len(ws))
+	for i, w := range ws {
+		out[i] = w.res
+	}
+	return out
+}
+
+// stillOurs locks the Tasks about to be updated and drops those whose current version is no
+// longer the one the decision was made on: a coordinator wrote in between.
+func (s *Scheduler) stillOurs(ctx context.Context, tx pgx.Tx, ws []write, sum *Summary) ([]write, error) {
+	ids := make([]string, len(ws))
+	for i, w := range ws {
+		ids[i] = w.v.task.id
+	}
+	rows, err := tx.Query(ctx, `SELECT resource_id, version_id FROM resource WHERE resource_type = 'Task'
+		AND resource_id = ANY($1) ORDER BY resource_id FOR UPDATE`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("locking follow-up Tasks: %w", err)
+	}
+	current := map[string]int{}
+	for rows.Next() {
+		var id string
+		var version int
+		if err := rows.Scan(&id, &version); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		current[id] = version
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("locking follow-up Tasks: %w", err)
+	}
+	kept := ws[:0]
+	for _, w := range ws {
+		if current[w.v.task.id] != w.from {
+			sum.LeftToCoordinator++
+			continue
+		}
+		kept = append(kept, w)
+	}
+	return kept, nil
+}
+
+// closeCoordinatorTasks completes or cancels Tasks a coordinator has changed, on top of their
+// version: status, output and reason change; their owner, notes and the rest stay.
+func (s *Scheduler) closeCoordinatorTasks(ctx context.Context, tx pgx.Tx, at time.Time, ws []write) ([]write, error) {
+	out := ws[:0]
+	for _, w := range ws {
+		current, err := s.store.Read(ctx, tx, "Task", w.v.task.id)
+		if err != nil {
+			return nil, fmt.Errorf("reading a coordinator's follow-up Task: %w", err)
+		}
+		var body map[string]any
+		if err := json.Unmarshal(current.JSON, &body); err != nil {
+			return nil, fmt.Errorf("reading a coordinator's follow-up Task: %w", err)
+		}
+		delete(body, "meta")
+		delete(body, "businessStatus")
+		ours := s.task(w.v, w.v.task.id, at).Body
+		for _, k := range []string{"status", "statusReason", "output", "lastModified"} {
+			if val, ok := ours[k]; ok {
+				body[k] = val
+			} else {
+				delete(body, k)
+			}
+		}
+		w.res = &fhir.Resource{Type: "Task", ID: w.v.task.id, Body: body}
+		w.from = current.VersionID
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// notice remembers that a Task's owner must hear of it (new, or newly overdue) in the next
+// digest. The key (task, reason) tells each owner once.
+func (s *Scheduler) notice(batch *pgx.Batch, w write, reason string, at time.Time) {
+	owner, _ := w.res.Body["owner"].(map[string]any)
+	ref, _ := owner["reference"].(string)
+	if ref == "" || w.v.status != StatusRequested {
+		return
+	}
+	batch.Queue(`INSERT INTO followup_notice (owner, task_id, reason, noticed_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (task_id, reason) DO NOTHING`, ref, w.res.ID, reason, at)
 }
 
 func (sum *Summary) count(status string) {
@@ -317,8 +465,8 @@ func (s *Scheduler) record(batch *pgx.Batch, v *visit, taskID string, version in
 func day(t time.Time) string { return t.Format(time.DateOnly) }
 
 // task is the Task resource for a visit in the given state.
-func (s *Scheduler) task(v *visit, id, status, business string, today time.Time) *fhir.Resource {
-	m := v.milestone
+func (s *Scheduler) task(v *visit, id string, at time.Time) *fhir.Resource {
+	m, status, business := v.milestone, v.status, v.business
 	owner := "Organization/" + v.site
 	if o, ok := s.cfg.Owners[v.site]; ok && o != "" {
 		owner = o
@@ -337,7 +485,7 @@ func (s *Scheduler) task(v *visit, id, status, business string, today time.Time)
 		"restriction": map[string]any{"period": map[string]any{"start": day(v.opens), "end": day(v.closes)}},
 		"description": fmt.Sprintf("%s follow-up after the %s infusion of %s: remission assessment between %s and %s (target %s)",
 			m.Label, v.product, day(v.infused), day(v.opens), day(v.closes), day(v.infused.AddDate(0, 0, m.TargetDay))),
-		"lastModified": today.Format(time.RFC3339),
+		"lastModified": at.UTC().Format(time.RFC3339),
 	}
 	if v.site != "" {
 		body["owner"] = map[string]any{"reference": owner}
@@ -354,7 +502,11 @@ func (s *Scheduler) task(v *visit, id, status, business string, today time.Time)
 		}}
 	case StatusCancelled:
 		reason := "the patient has died"
-		if !v.dead {
+		switch {
+		case v.dead:
+		case v.withdrawn:
+			reason = "the patient has withdrawn from follow-up"
+		default:
 			reason = "a later CAR-T infusion started a new follow-up sequence"
 		}
 		body["statusReason"] = map[string]any{"text": reason}

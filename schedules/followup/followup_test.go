@@ -197,6 +197,11 @@ func TestFiveSimulatedYears(t *testing.T) {
 	dying, _, dyingInf := w.enrol(site, day0)               // dies on day 200
 	silent, _, silentInf := w.enrol(coordinatorSite, day0)  // never assessed
 	retreated, retreatedDx, firstInf := w.enrol(site, day0) // re-infused on day 150
+	cured, _, curedInf := w.enrol(site, day0)               // in complete remission at every visit
+	visitDays := map[string]bool{}
+	for _, m := range w.reg.Plan().Milestones {
+		visitDays[date(day0).AddDate(0, 0, m.TargetDay).Format(time.DateOnly)] = true
+	}
 	_ = silent
 
 	coordinator := w.post(map[string]any{"resourceType": "Practitioner", "name": []any{map[string]any{"family": "Okafor", "given": []any{"Ada"}}}})[0]
@@ -221,6 +226,9 @@ func TestFiveSimulatedYears(t *testing.T) {
 			secondInf = w.post(w.infusionOf(retreated, retreatedDx, site, "2024-06-08"))[0]
 		case "2024-07-28": // day 200
 			w.die(dying, site, "2024-07-28")
+		}
+		if today := d.Format(time.DateOnly); visitDays[today] {
+			w.assess(cured, curedInf, today, "lugano-cmr")
 		}
 		slot := d.Add(6 * time.Hour)
 		ran, err := sched.RunSlot(ctx, job, slot)
@@ -276,9 +284,45 @@ func TestFiveSimulatedYears(t *testing.T) {
 		t.Errorf("the second infusion's own sequence: %+v", got)
 	}
 
-	if n := w.count(`SELECT count(*) FROM resource WHERE resource_type = 'Task'`); n != 7+7+2+2+6 {
-		t.Errorf("%d Tasks in the store, want 24: one per visit", n)
+	if n := w.count(`SELECT count(*) FROM resource WHERE resource_type = 'Task'`); n != 7+7+7+2+2+6 {
+		t.Errorf("%d Tasks in the store, want 31: one per visit", n)
 	}
+	for m, task := range w.tasks(curedInf) {
+		if task.status != "completed" {
+			t.Errorf("the patient assessed at every visit: %s is %+v", m, task)
+		}
+	}
+
+	t.Run("the last milestone reached alive and progression-free", func(t *testing.T) {
+		for _, c := range []struct {
+			patient, last string
+			fiveYears     bool
+			state         string
+		}{
+			{cured, "y5", true, "in follow-up"},
+			{assessed, "m3", false, "in follow-up"}, // last seen at the month 3 assessment
+			{silent, "", false, "in follow-up"},     // never seen after the infusion
+			{dying, "", false, "died"},
+		} {
+			st, ok, err := planner.Status(ctx, w.db, c.patient[len("Patient/"):], w.now)
+			if err != nil || !ok || len(st.Sequences) != 1 {
+				t.Fatalf("%s: %+v, %v, %v", c.patient, st, ok, err)
+			}
+			sq := st.Sequences[0]
+			last := ""
+			if sq.LastReached != nil {
+				last = sq.LastReached.Code
+			}
+			if last != c.last || st.FiveYearSurvivalReached != c.fiveYears || sq.State != c.state {
+				t.Errorf("%s: last reached %q, five years %v, %s; want %q, %v, %s", c.patient, last,
+					st.FiveYearSurvivalReached, sq.State, c.last, c.fiveYears, c.state)
+			}
+		}
+		st, _, _ := planner.Status(ctx, w.db, retreated[len("Patient/"):], w.now)
+		if len(st.Sequences) != 2 || st.Sequences[0].State != "re-treated" || st.Sequences[1].State != "in follow-up" {
+			t.Errorf("the re-treated patient: %+v", st)
+		}
+	})
 
 	t.Run("the Tasks are valid FHIR R4", func(t *testing.T) {
 		rows, err := w.db.Query(ctx, `SELECT v.body FROM resource r JOIN resource_version v USING (resource_type, resource_id)
@@ -345,8 +389,8 @@ func TestFiveSimulatedYears(t *testing.T) {
 			}()
 		}
 		wg2.Wait()
-		if n := w.count(`SELECT count(*) FROM resource WHERE resource_type = 'Task'`); n != 25 {
-			t.Errorf("%d Tasks after concurrent runs, want 25", n)
+		if n := w.count(`SELECT count(*) FROM resource WHERE resource_type = 'Task'`); n != 32 {
+			t.Errorf("%d Tasks after concurrent runs, want 32", n)
 		}
 		if got := w.tasks(secondInf); got["y5"].business != followup.Upcoming {
 			t.Errorf("second sequence's year 5: %+v", got["y5"])
