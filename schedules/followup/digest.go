@@ -1,0 +1,271 @@
+package followup
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cartreg/cartreg/schedules/delivery"
+)
+
+// DigestConfig says where coordinators' digests go. With neither a webhook nor e-mail, notices
+// are still marked as told, so turning delivery on later does not flood anyone with history.
+type DigestConfig struct {
+	// Webhook receives every owner's digest as a FHIR Bundle (header X-Cartreg-Owner names the
+	// owner); "" for none.
+	Webhook string
+	// Email also sends each owner a text digest at the e-mail address of the owner resource
+	// (Practitioner, PractitionerRole or Organization telecom), where it has one.
+	Email bool
+	// BaseURL is the FHIR base URL the Bundle's fullUrls are made from; urn:uuid: ones without.
+	BaseURL string
+}
+
+// DigestIdentifierSystem names a digest Bundle by its idempotency key.
+const DigestIdentifierSystem = IdentifierSystem + "-digest"
+
+// Digests queues, in one transaction, a digest for each owner with Tasks they have not been
+// told of (new, or newly overdue): a FHIR Bundle of those Tasks. The deliverer then sends
+// them, retrying until the receiver takes them. A run that dies before this leaves its
+// notices for the next. It returns how many digests were queued.
+func (s *Scheduler) Digests(ctx context.Context, at time.Time, cfg DigestConfig) (int, error) {
+	queued := 0
+	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
+		queued = 0
+		rows, err := tx.Query(ctx, `SELECT DISTINCT owner FROM followup_notice WHERE digest_key IS NULL ORDER BY owner`)
+		if err != nil {
+			return fmt.Errorf("follow-up digests: %w", err)
+		}
+		owners, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("follow-up digests: %w", err)
+		}
+		for _, owner := range owners {
+			n, err := s.digest(ctx, tx, at, owner, cfg)
+			if err != nil {
+				return err
+			}
+			queued += n
+		}
+		return nil
+	})
+	return queued, err
+}
+
+// digestTask is one Task a digest tells of.
+type digestTask struct {
+	id, patientName string
+	reasons         []string
+	body            map[string]any
+	raw             json.RawMessage
+}
+
+const digestTasksSQL = `WITH told AS (
+	UPDATE followup_notice SET digest_key = $2 WHERE owner = $1 AND digest_key IS NULL RETURNING task_id, reason
+)
+SELECT t.task_id, array_agg(t.reason ORDER BY t.reason), v.body, coalesce(pv.body, '{}')
+FROM told t
+JOIN resource r ON r.resource_type = 'Task' AND r.resource_id = t.task_id AND NOT r.deleted
+JOIN resource_version v ON v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = r.version_id
+JOIN followup_task ft ON ft.task_id = t.task_id
+LEFT JOIN resource pr ON pr.resource_type = 'Patient' AND pr.resource_id = ft.patient_id AND NOT pr.deleted
+LEFT JOIN resource_version pv ON pv.resource_type = 'Patient' AND pv.resource_id = ft.patient_id AND pv.version_id = pr.version_id
+GROUP BY t.task_id, v.body, pv.body
+ORDER BY t.task_id`
+
+func (s *Scheduler) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner string, cfg DigestConfig) (int, error) {
+	key := "digest/" + owner + "/" + at.UTC().Format(time.RFC3339)
+	rows, err := tx.Query(ctx, digestTasksSQL, owner, key)
+	if err != nil {
+		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
+	}
+	var tasks []digestTask
+	for rows.Next() {
+		var d digestTask
+		var body, patient string
+		if err := rows.Scan(&d.id, &d.reasons, &body, &patient); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if err := json.Unmarshal([]byte(body), &d.body); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("follow-up digest: Task/%s: %w", d.id, err)
+		}
+		if !openStatuses[str(d.body, "status")] {
+			continue // closed since it was noticed: nothing to do
+		}
+		d.raw = json.RawMessage(body)
+		d.patientName = patientName([]byte(patient))
+		tasks = append(tasks, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
+	}
+	if len(tasks) == 0 {
+		return 0, nil
+	}
+	var msgs []delivery.Message
+	if cfg.Webhook != "" {
+		bundle, err := digestBundle(at, key, tasks, cfg.BaseURL)
+		if err != nil {
+			return 0, err
+		}
+		msgs = append(msgs, delivery.Message{Key: key + "/webhook", Kind: "digest", Channel: delivery.ChannelWebhook,
+			Target: cfg.Webhook, ContentType: "application/fhir+json", Body: bundle,
+			Headers: map[string]string{"X-Cartreg-Owner": owner}})
+	}
+	if cfg.Email {
+		address, err := ownerEmail(ctx, tx, owner)
+		if err != nil {
+			return 0, err
+		}
+		if address != "" {
+			msgs = append(msgs, delivery.Message{Key: key + "/email", Kind: "digest", Channel: delivery.ChannelEmail,
+				Target: address, ContentType: "text/plain; charset=utf-8", Subject: digestSubject(tasks),
+				Body: []byte(digestText(tasks))})
+		}
+	}
+	if err := delivery.EnqueueAt(ctx, tx, at, msgs...); err != nil {
+		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
+	}
+	return len(msgs), nil
+}
+
+func digestBundle(at time.Time, key string, tasks []digestTask, base string) ([]byte, error) {
+	entries := make([]any, len(tasks))
+	for i, t := range tasks {
+		fullURL := "urn:uuid:" + t.id
+		if base != "" {
+			fullURL = strings.TrimSuffix(base, "/") + "/Task/" + t.id
+		}
+		entries[i] = map[string]any{"fullUrl": fullURL, "resource": t.raw}
+	}
+	return json.Marshal(map[string]any{
+		"resourceType": "Bundle",
+		"identifier":   map[string]any{"system": DigestIdentifierSystem, "value": key},
+		"type":         "collection",
+		"timestamp":    at.UTC().Format(time.RFC3339),
+		"entry":        entries,
+	})
+}
+
+func digestSubject(tasks []digestTask) string {
+	overdue := 0
+	for _, t := range tasks {
+		if hasReason(t, "overdue") {
+			overdue++
+		}
+	}
+	if overdue > 0 {
+		return fmt.Sprintf("CAR-T follow-up: %d visits overdue, %d coming up", overdue, len(tasks)-overdue)
+	}
+	return fmt.Sprintf("CAR-T follow-up: %d visits coming up", len(tasks))
+}
+
+// digestText is the e-mail: overdue visits first, then the new ones by window.
+func digestText(tasks []digestTask) string {
+	sorted := append([]digestTask(nil), tasks...)
+	window := func(t digestTask) string {
+		r, _ := t.body["restriction"].(map[string]any)
+		p, _ := r["period"].(map[string]any)
+		return str(p, "start") + " to " + str(p, "end")
+	}
+	sort.SliceStable(sorted, func(i, j int) bool {
+		oi, oj := hasReason(sorted[i], "overdue"), hasReason(sorted[j], "overdue")
+		if oi != oj {
+			return oi
+		}
+		return window(sorted[i]) < window(sorted[j])
+	})
+	var b strings.Builder
+	b.WriteString("Follow-up visits that need you, from the CAR-T registry:\n\n")
+	for _, t := range sorted {
+		label := "NEW    "
+		if hasReason(t, "overdue") {
+			label = "OVERDUE"
+		}
+		code, _ := t.body["code"].(map[string]any)
+		codings, _ := code["coding"].([]any)
+		milestone := ""
+		if len(codings) > 0 {
+			c, _ := codings[0].(map[string]any)
+			milestone = str(c, "display")
+		}
+		fmt.Fprintf(&b, "%s  %s: %s, window %s (Task/%s)\n", label, milestone, t.patientName, window(t), t.id)
+	}
+	b.WriteString("\nThe worklist has the rest: GET /worklist.\n")
+	return b.String()
+}
+
+func hasReason(t digestTask, reason string) bool {
+	for _, r := range t.reasons {
+		if r == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// ownerEmail is the first e-mail address on the owner resource, or "".
+func ownerEmail(ctx context.Context, tx pgx.Tx, owner string) (string, error) {
+	typ, id, ok := strings.Cut(owner, "/")
+	if !ok {
+		return "", nil
+	}
+	v, err := tx.Query(ctx, `SELECT v.body FROM resource r JOIN resource_version v USING (resource_type, resource_id, version_id)
+		WHERE r.resource_type = $1 AND r.resource_id = $2 AND NOT r.deleted`, typ, id)
+	if err != nil {
+		return "", fmt.Errorf("owner %s: %w", owner, err)
+	}
+	bodies, err := pgx.CollectRows(v, pgx.RowTo[string])
+	if err != nil || len(bodies) == 0 {
+		return "", err
+	}
+	var res struct {
+		Telecom []struct{ System, Value string }
+	}
+	if err := json.Unmarshal([]byte(bodies[0]), &res); err != nil {
+		return "", fmt.Errorf("owner %s: %w", owner, err)
+	}
+	for _, t := range res.Telecom {
+		if t.System == "email" && t.Value != "" {
+			return t.Value, nil
+		}
+	}
+	return "", nil
+}
+
+// patientName is "Given Family" of a Patient's official (else first) name.
+func patientName(raw []byte) string {
+	var p struct {
+		Name []struct {
+			Use, Text, Family string
+			Given             []string
+		}
+	}
+	if json.Unmarshal(raw, &p) != nil || len(p.Name) == 0 {
+		return "(no name)"
+	}
+	n := p.Name[0]
+	for _, c := range p.Name {
+		if c.Use == "official" {
+			n = c
+			break
+		}
+	}
+	if n.Text != "" {
+		return n.Text
+	}
+	return strings.TrimSpace(strings.Join(append(n.Given, n.Family), " "))
+}
+
+func str(m map[string]any, k string) string {
+	s, _ := m[k].(string)
+	return s
+}
