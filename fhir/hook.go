@@ -11,8 +11,9 @@ import (
 
 // A Change is one resource version a transaction wrote.
 type Change struct {
-	Type, ID string
-	Body     map[string]any // nil when the version is a deletion
+	Type, ID  string
+	VersionID int
+	Body      map[string]any // nil when the version is a deletion
 }
 
 // A WriteHook sees the resources each database transaction wrote, in that transaction, before
@@ -53,7 +54,7 @@ func (s *Store) record(tx DBTX, versions []*Version, resources []*Resource) erro
 		if !v.Deleted {
 			body = resources[i].Body
 		}
-		t.changes = append(t.changes, Change{Type: v.Type, ID: v.ID, Body: body})
+		t.changes = append(t.changes, Change{Type: v.Type, ID: v.ID, VersionID: v.VersionID, Body: body})
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
+	"github.com/cartreg/cartreg/fhir/fhirpath"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 )
 
@@ -458,6 +460,59 @@ func (s *Searcher) MatchOne(ctx context.Context, tx DBTX, resourceType, criteria
 		return p.matches[0].ID, nil
 	}
 	return "", NewOutcome(http.StatusPreconditionFailed, Duplicate, fmt.Sprintf("%s: more than one %s matches %q", purpose, resourceType, criteria))
+}
+
+// CheckCriteria reports whether criteria ("Task?owner=Practitioner/7&status=requested") is a
+// search this server can run in full: a Subscription's criteria must be, or it would notify
+// of resources that do not match. It returns the resource type searched.
+func (s *Searcher) CheckCriteria(criteria string) (string, error) {
+	resourceType, _, err := s.parseCriteria(criteria)
+	return resourceType, err
+}
+
+func (s *Searcher) parseCriteria(criteria string) (string, *searchQuery, error) {
+	resourceType, query, _ := strings.Cut(criteria, "?")
+	if !fhirpath.IsResourceType(resourceType) {
+		return "", nil, fmt.Errorf("%q does not start with a resource type", criteria)
+	}
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		return "", nil, fmt.Errorf("%q is not a search query: %v", criteria, err)
+	}
+	for k := range params {
+		if resultParameters[strings.SplitN(k, ":", 2)[0]] {
+			return "", nil, fmt.Errorf("%s: result parameters have no place in criteria", k)
+		}
+	}
+	q, err := s.parseSearch([]string{resourceType}, params, true, 1, 1)
+	if err != nil {
+		var o *Outcome
+		if errors.As(err, &o) && len(o.Issues) > 0 {
+			return "", nil, errors.New(o.Issues[0].Diagnostics)
+		}
+		return "", nil, err
+	}
+	if len(q.unknown) > 0 {
+		return "", nil, errors.New(q.unknown[0].Diagnostics)
+	}
+	return resourceType, q, nil
+}
+
+// Matches reports whether the current version of resourceType/id, as written in tx, meets
+// criteria; it sees the search indexes of tx's own writes.
+func (s *Searcher) Matches(ctx context.Context, tx DBTX, criteria, id string) (bool, error) {
+	resourceType, q, err := s.parseCriteria(criteria)
+	if err != nil {
+		return false, err
+	}
+	q.filters = append(q.filters, filter{key: "_id", values: [][]string{{id}}})
+	q.base = s.baseURL
+	q.count, q.sort, q.includes, q.revincl, q.total = 1, nil, nil, nil, "none"
+	p, err := s.run(ctx, tx, []string{resourceType}, q)
+	if err != nil {
+		return false, err
+	}
+	return len(p.matches) > 0, nil
 }
 
 func (a *API) typeSearch(c echo.Context) error {

@@ -1,0 +1,205 @@
+package subscription_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/fhir/subscription"
+	"github.com/cartreg/cartreg/postgres/pgtest"
+	"github.com/cartreg/cartreg/schedules/delivery"
+	"github.com/cartreg/cartreg/server"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// hooked is the FHIR server over real HTTP with Subscriptions on, and a receiver that records
+// every notification.
+type hooked struct {
+	t        *testing.T
+	base     string
+	db       *pgxpool.Pool
+	now      time.Time
+	mu       sync.Mutex
+	received []notification
+	receiver *httptest.Server
+}
+
+type notification struct {
+	header http.Header
+	body   map[string]any
+}
+
+func newHooked(t *testing.T) *hooked {
+	h := &hooked{t: t, db: pgtest.NewDatabase(t), now: time.Date(2027, 3, 1, 6, 0, 0, 0, time.UTC)}
+	clock := func() time.Time { return h.now }
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	params := searchparam.Default()
+	store := fhir.NewStore(h.db, params, clock)
+	searcher := fhir.NewSearcher(store, params, "")
+	store.AddHook(subscription.New(store, searcher, clock))
+	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "1M", ReadHeaderTimeout: time.Minute,
+		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, h.db)
+	fhir.NewAPI(store, searcher, logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 100,
+		Bundles: fhir.BundleConfig{MaxEntries: 100, ReferentialIntegrity: false}}).Register(srv.Echo)
+	api := httptest.NewServer(srv.Echo)
+	t.Cleanup(api.Close)
+	h.base = api.URL + "/fhir"
+	h.receiver = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, _ := io.ReadAll(r.Body)
+		n := notification{header: r.Header.Clone()}
+		if len(raw) > 0 {
+			if err := json.Unmarshal(raw, &n.body); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
+		h.mu.Lock()
+		h.received = append(h.received, n)
+		h.mu.Unlock()
+	}))
+	t.Cleanup(h.receiver.Close)
+	return h
+}
+
+func (h *hooked) send(method, path string, body any) (int, map[string]any) {
+	h.t.Helper()
+	raw, _ := json.Marshal(body)
+	req, _ := http.NewRequest(method, h.base+path, strings.NewReader(string(raw)))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out
+}
+
+// deliver runs the deliverer once and returns what arrived since the last call.
+func (h *hooked) deliver() []notification {
+	h.t.Helper()
+	if _, err := delivery.New(h.db, delivery.Config{}, func() time.Time { return h.now }, slog.New(slog.NewTextHandler(io.Discard, nil))).
+		DeliverDue(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.received
+	h.received = nil
+	return out
+}
+
+func task(owner, status string) map[string]any {
+	return map[string]any{"resourceType": "Task", "status": status, "intent": "order",
+		"owner": map[string]any{"reference": owner}, "description": "Year 1 follow-up"}
+}
+
+func TestRestHookOnTasks(t *testing.T) {
+	h := newHooked(t)
+	status, sub := h.send("POST", "/Subscription", map[string]any{"resourceType": "Subscription", "status": "requested",
+		"reason": "Dr Okafor's follow-up worklist", "criteria": "Task?owner=Practitioner/7&status=requested",
+		"channel": map[string]any{"type": "rest-hook", "endpoint": h.receiver.URL + "/hook",
+			"payload": "application/fhir+json", "header": []any{"Authorization: Bearer s3cret"}}})
+	if status != http.StatusCreated {
+		t.Fatalf("creating the Subscription: %d %v", status, sub)
+	}
+	id := sub["id"].(string)
+	if _, cur := h.send("GET", "/Subscription/"+id, nil); cur["status"] != "active" {
+		t.Errorf("the Subscription after it was accepted: %v", cur)
+	}
+
+	_, mine := h.send("POST", "/Task", task("Practitioner/7", "requested"))
+	h.send("POST", "/Task", task("Practitioner/8", "requested")) // someone else's
+	h.send("POST", "/Task", task("Practitioner/7", "draft"))     // not requested
+	got := h.deliver()
+	if len(got) != 1 || got[0].body["id"] != mine["id"] || got[0].header.Get("Authorization") != "Bearer s3cret" ||
+		got[0].header.Get("Content-Type") != "application/fhir+json" {
+		t.Fatalf("notifications after three Tasks: %+v", got)
+	}
+
+	// A change that still matches notifies again; one that no longer matches does not.
+	mine["description"] = "Year 1 follow-up: patient called"
+	delete(mine, "meta")
+	h.send("PUT", "/Task/"+mine["id"].(string), mine)
+	mine["status"] = "completed"
+	h.send("PUT", "/Task/"+mine["id"].(string), mine)
+	if got := h.deliver(); len(got) != 1 || got[0].body["description"] != "Year 1 follow-up: patient called" {
+		t.Errorf("notifications after two updates: %+v", got)
+	}
+
+	t.Run("without a payload the POST has no body", func(t *testing.T) {
+		h.send("POST", "/Subscription", map[string]any{"resourceType": "Subscription", "status": "requested",
+			"reason": "ping", "criteria": "Task?owner=Practitioner/9",
+			"channel": map[string]any{"type": "rest-hook", "endpoint": h.receiver.URL + "/ping"}})
+		h.send("POST", "/Task", task("Practitioner/9", "requested"))
+		if got := h.deliver(); len(got) != 1 || got[0].body != nil {
+			t.Errorf("notifications: %+v", got)
+		}
+	})
+
+	t.Run("switched off or ended, a Subscription is silent", func(t *testing.T) {
+		_, cur := h.send("GET", "/Subscription/"+id, nil)
+		delete(cur, "meta")
+		cur["end"] = "2027-02-28T00:00:00Z"
+		if status, out := h.send("PUT", "/Subscription/"+id, cur); status != http.StatusOK {
+			t.Fatalf("ending the Subscription: %d %v", status, out)
+		}
+		h.send("POST", "/Task", task("Practitioner/7", "requested"))
+		if got := h.deliver(); len(got) != 0 {
+			t.Errorf("an ended Subscription notified: %+v", got)
+		}
+	})
+
+	for name, c := range map[string]struct {
+		body  map[string]any
+		where string
+	}{
+		"websocket channel": {map[string]any{"type": "websocket"}, "Subscription.channel.type"},
+		"relative endpoint": {map[string]any{"type": "rest-hook", "endpoint": "/hook"}, "Subscription.channel.endpoint"},
+		"XML payload":       {map[string]any{"type": "rest-hook", "endpoint": h.receiver.URL, "payload": "application/fhir+xml"}, "Subscription.channel.payload"},
+		"bad header":        {map[string]any{"type": "rest-hook", "endpoint": h.receiver.URL, "header": []any{"no colon"}}, "Subscription.channel.header[0]"},
+	} {
+		t.Run("refused: "+name, func(t *testing.T) {
+			before := h.count()
+			status, out := h.send("POST", "/Subscription", map[string]any{"resourceType": "Subscription", "status": "requested",
+				"reason": "test", "criteria": "Task?status=requested", "channel": c.body})
+			if status != http.StatusUnprocessableEntity || !strings.Contains(mustJSON(out), c.where) || h.count() != before {
+				t.Errorf("%d %v", status, out)
+			}
+		})
+	}
+	t.Run("refused: criteria with an unknown parameter", func(t *testing.T) {
+		status, out := h.send("POST", "/Subscription", map[string]any{"resourceType": "Subscription", "status": "requested",
+			"reason": "test", "criteria": "Task?ownr=Practitioner/7",
+			"channel": map[string]any{"type": "rest-hook", "endpoint": h.receiver.URL}})
+		if status != http.StatusUnprocessableEntity || !strings.Contains(mustJSON(out), "Subscription.criteria") {
+			t.Errorf("%d %v", status, out)
+		}
+	})
+}
+
+func (h *hooked) count() int {
+	var n int
+	if err := h.db.QueryRow(context.Background(), `SELECT count(*) FROM resource_version`).Scan(&n); err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+func mustJSON(v any) string {
+	raw, _ := json.Marshal(v)
+	return string(raw)
+}
