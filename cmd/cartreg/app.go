@@ -7,7 +7,9 @@ import (
 
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/fhir/subscription"
 	"github.com/cartreg/cartreg/registry"
+	"github.com/cartreg/cartreg/schedules/followup"
 )
 
 // app is cartreg wired together as every command that writes uses it: the FHIR store with the
@@ -17,6 +19,7 @@ type app struct {
 	store    *fhir.Store
 	api      *fhir.API
 	registry *registry.Registry
+	followUp *followup.Scheduler
 }
 
 // clock is the one source of the current time for every command.
@@ -31,6 +34,12 @@ func newApp(ctx context.Context, cfg *Config, db *database, params *searchparam.
 	if err := reg.Start(ctx); err != nil {
 		return nil, err
 	}
-	api := fhir.NewAPI(store, fhir.NewSearcher(store, params, cfg.FHIR.BaseURL), logger, cfg.FHIR)
-	return &app{store: store, api: api, registry: reg}, nil
+	// After the registry's projection, whose facts it reads: writes close follow-up Tasks.
+	followUp := followup.New(cfg.FollowUp.scheduler(), store, reg.Plan())
+	store.AddHook(followUp.Hook(clock))
+	searcher := fhir.NewSearcher(store, params, cfg.FHIR.BaseURL)
+	// Last: Subscriptions hear of what every other hook wrote, in a later round.
+	store.AddHook(subscription.New(store, searcher, clock))
+	api := fhir.NewAPI(store, searcher, logger, cfg.FHIR)
+	return &app{store: store, api: api, registry: reg, followUp: followUp}, nil
 }

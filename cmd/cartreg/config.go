@@ -39,6 +39,7 @@ type Config struct {
 	FHIR            fhir.APIConfig
 	Registry        registry.Config
 	FollowUpPlan    string // a JSON file with the follow-up plan, instead of the default one
+	FollowUp        FollowUpConfig
 	// shareEmbedded lets a short-lived command (demo, import) use the embedded database as a
 	// client when a running server owns it, instead of failing.
 	shareEmbedded bool
@@ -63,6 +64,7 @@ func defaultConfig() Config {
 		FHIR: fhir.APIConfig{DefaultCount: 20, MaxCount: 1000,
 			Bundles: fhir.BundleConfig{MaxEntries: 10000, ReferentialIntegrity: true}},
 		Registry: registry.Config{FollowUpYears: 5, MinCell: 5},
+		FollowUp: defaultFollowUp(),
 	}
 }
 
@@ -108,6 +110,7 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.FHIR.Bundles.ReferentialIntegrity, "bundle-referential-integrity", c.FHIR.Bundles.ReferentialIntegrity,
 		"refuse Bundle entries that refer to local resources neither on the server nor in the Bundle")
 	c.registerRegistryFlags(fs)
+	c.registerScheduleFlags(fs)
 }
 
 // registerRegistryFlags are the settings of the registry itself, for every command that
@@ -119,6 +122,7 @@ func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
 		`JSON file with another follow-up plan: {"milestones":[{"code":"m1","label":"Month 1","target_day":30,"window_start":23,"window_end":45},…]}`)
 	fs.IntVar(&c.Registry.MinCell, "outcomes-min-cell", c.Registry.MinCell,
 		"researchers' outcome counts below this are suppressed; 1 shows every count (a demonstration instance)")
+	c.registerFollowUpFlags(fs)
 }
 
 // loadRegistry completes the registry settings: the plan file, the FHIR base URL.
@@ -134,7 +138,7 @@ func (c *Config) loadRegistry() error {
 	if c.Registry.FollowUpYears < 1 {
 		return fmt.Errorf("-follow-up-years must be at least 1, got %d", c.Registry.FollowUpYears)
 	}
-	return nil
+	return c.FollowUp.resolve()
 }
 
 // validateFHIR checks the FHIR API settings.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/migrations"
+	"github.com/cartreg/cartreg/schedules/followup"
 	"github.com/cartreg/cartreg/server"
 )
 
@@ -73,8 +74,9 @@ func commands(stdout, stderr io.Writer) *ffcli.Command {
 		ShortUsage: "cartreg help [command]",
 		ShortHelp:  "explain a command and its flags",
 	}
-	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), demoCommand(stdout, stderr), synthCommand(stdout), versionCmd, help}
-	for _, c := range append(root.Subcommands, migrate.Subcommands...) {
+	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), demoCommand(stdout, stderr), scheduleCommand(stdout, stderr), synthCommand(stdout), versionCmd, help}
+	nested := append(append([]*ffcli.Command(nil), migrate.Subcommands...), findCommand(root.Subcommands, "schedule").Subcommands...)
+	for _, c := range append(root.Subcommands, nested...) {
 		if c.FlagSet == nil {
 			c.FlagSet = flag.NewFlagSet(c.Name, flag.ContinueOnError)
 		}
@@ -193,7 +195,12 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	}
 	app.api.Register(srv.Echo)
 	app.registry.Register(srv.Echo)
-	if err := srv.Run(serveCtx); err != nil {
+	app.followUp.RegisterStatus(srv.Echo, db.pool, clock)
+	followup.NewWorklist(db.pool, clock, app.registry.Plan()).Register(srv.Echo)
+	stopSchedules := startSchedules(serveCtx, app, cfg, db, logger)
+	err = srv.Run(serveCtx)
+	stopSchedules()
+	if err != nil {
 		return err
 	}
 	select {

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/robfig/cron/v3"
+
+	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/schedules"
+	"github.com/cartreg/cartreg/schedules/delivery"
+	"github.com/cartreg/cartreg/schedules/followup"
+)
+
+// FollowUpConfig is how the follow-up scheduler and its digests are set up.
+type FollowUpConfig struct {
+	Schedule         string // cron spec of the scheduled run
+	TimeZone         string // of the spec, and of the calendar days windows are counted in
+	LeadDays         int
+	Coordinators     string // site=owner pairs, see followup.ParseOwners
+	DigestWebhook    string
+	DigestEmail      bool
+	DeliveryInterval time.Duration
+	SMTP             delivery.SMTPConfig
+	SMTPPasswordFile string
+
+	location *time.Location
+	owners   map[string]string
+}
+
+func defaultFollowUp() FollowUpConfig {
+	return FollowUpConfig{Schedule: "30 5 * * *", TimeZone: "UTC", LeadDays: 14, DeliveryInterval: 30 * time.Second,
+		SMTP: delivery.SMTPConfig{TLS: delivery.TLSStartTLS}}
+}
+
+// registerFollowUpFlags are the settings every command that writes needs: writes close Tasks.
+func (c *Config) registerFollowUpFlags(fs *flag.FlagSet) {
+	f := &c.FollowUp
+	fs.StringVar(&f.TimeZone, "follow-up-time-zone", f.TimeZone, "time zone of -follow-up-schedule and of the days follow-up windows are counted in (IANA name, e.g. Europe/Berlin)")
+	fs.IntVar(&f.LeadDays, "follow-up-lead-days", f.LeadDays, "days before a visit window opens that its Task is made")
+	fs.StringVar(&f.Coordinators, "follow-up-coordinators", f.Coordinators,
+		"who owns each site's follow-up Tasks: ORG_ID=Practitioner/ID pairs, comma-separated (default: the site Organization)")
+}
+
+// registerScheduleFlags are the settings of the scheduled run and its deliveries, for serve.
+func (c *Config) registerScheduleFlags(fs *flag.FlagSet) {
+	f := &c.FollowUp
+	fs.StringVar(&f.Schedule, "follow-up-schedule", f.Schedule, `when the follow-up scheduler runs: a cron spec ("30 5 * * *") or "@daily"; "off" to run it only with cartreg schedule run`)
+	fs.StringVar(&f.DigestWebhook, "digest-webhook", f.DigestWebhook, "URL that receives each coordinator's digest of new and newly overdue Tasks as a FHIR Bundle, after every run")
+	fs.BoolVar(&f.DigestEmail, "digest-email", f.DigestEmail, "also e-mail each coordinator their digest, to the e-mail telecom of their Practitioner (needs -smtp-host)")
+	fs.DurationVar(&f.DeliveryInterval, "delivery-interval", f.DeliveryInterval, "how often queued digests and Subscription notifications are (re)tried")
+	fs.StringVar(&f.SMTP.Host, "smtp-host", f.SMTP.Host, "SMTP server for e-mail digests")
+	fs.IntVar(&f.SMTP.Port, "smtp-port", f.SMTP.Port, "SMTP port (default: 587 for starttls, 465 for tls, 25 for none)")
+	fs.StringVar(&f.SMTP.Username, "smtp-username", f.SMTP.Username, "SMTP AUTH user name")
+	fs.StringVar(&f.SMTPPasswordFile, "smtp-password-file", f.SMTPPasswordFile, "file holding the SMTP AUTH password")
+	fs.StringVar(&f.SMTP.From, "smtp-from", f.SMTP.From, `sender of e-mail digests, e.g. "CAR-T registry <registry@hospital.example>"`)
+	fs.StringVar(&f.SMTP.TLS, "smtp-tls", f.SMTP.TLS, "none, starttls or tls")
+}
+
+// resolve checks the follow-up settings and reads what they point at.
+func (f *FollowUpConfig) resolve() error {
+	loc, err := time.LoadLocation(f.TimeZone)
+	if err != nil {
+		return fmt.Errorf("-follow-up-time-zone %q: %w", f.TimeZone, err)
+	}
+	f.location = loc
+	if f.Schedule != "off" {
+		if _, err := cron.ParseStandard(f.Schedule); err != nil {
+			return fmt.Errorf("-follow-up-schedule %q: %w", f.Schedule, err)
+		}
+	}
+	if f.LeadDays < 0 {
+		return fmt.Errorf("-follow-up-lead-days must not be negative, got %d", f.LeadDays)
+	}
+	if f.owners, err = followup.ParseOwners(f.Coordinators); err != nil {
+		return fmt.Errorf("-follow-up-coordinators: %w", err)
+	}
+	if f.SMTPPasswordFile != "" {
+		raw, err := os.ReadFile(f.SMTPPasswordFile)
+		if err != nil {
+			return fmt.Errorf("-smtp-password-file: %w", err)
+		}
+		f.SMTP.Password = strings.TrimSpace(string(raw))
+	}
+	if err := f.SMTP.Validate(); err != nil {
+		return err
+	}
+	if f.DigestEmail && f.SMTP.Host == "" {
+		return fmt.Errorf("-digest-email needs -smtp-host")
+	}
+	if f.DeliveryInterval <= 0 {
+		return fmt.Errorf("-delivery-interval must be positive, got %s", f.DeliveryInterval)
+	}
+	return nil
+}
+
+func (f *FollowUpConfig) scheduler() followup.Config {
+	return followup.Config{LeadDays: f.LeadDays, Owners: f.owners, Location: f.location}
+}
+
+// followUpJob is the scheduled run: Tasks brought up to date, then the digests queued.
+func followUpJob(a *app, cfg *Config, logger *slog.Logger) schedules.Job {
+	digests := followup.DigestConfig{Webhook: cfg.FollowUp.DigestWebhook, Email: cfg.FollowUp.DigestEmail, BaseURL: cfg.FHIR.BaseURL}
+	return schedules.Job{Name: "follow-up", Spec: cfg.FollowUp.Schedule, Run: func(ctx context.Context, slot time.Time) error {
+		started := time.Now()
+		sum, err := a.followUp.Run(ctx, slot)
+		if err != nil {
+			return err
+		}
+		n, err := a.followUp.Digests(ctx, slot, digests)
+		if err != nil {
+			return err
+		}
+		logger.Info("follow-up run", "slot", slot, "tasks", sum.String(), "digests", n, "duration", time.Since(started).Round(time.Millisecond))
+		return nil
+	}}
+}
+
+// startSchedules runs the follow-up job on its schedule, once at start-up for a slot missed
+// while no replica was up, and the deliverer; stop stops both and waits for them.
+func startSchedules(ctx context.Context, a *app, cfg *Config, db *database, logger *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	deliverer := delivery.New(db.pool, delivery.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger)
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		deliverer.Run(ctx, cfg.FollowUp.DeliveryInterval)
+	}()
+	if cfg.FollowUp.Schedule == "off" {
+		return func() { cancel(); <-delivered }
+	}
+	sched := schedules.New(db.pool, logger, schedules.Options{Location: cfg.FollowUp.location, Now: clock})
+	job := followUpJob(a, cfg, logger)
+	if err := sched.Add(job); err != nil { // the spec was checked at start-up: cannot fail here
+		logger.Error("follow-up schedule", "error", err)
+	}
+	sched.Start()
+	caughtUp := make(chan struct{})
+	go func() {
+		defer close(caughtUp)
+		if _, err := sched.CatchUp(ctx, job); err != nil {
+			logger.Error("follow-up catch-up run failed", "error", err)
+		}
+	}()
+	return func() {
+		cancel()
+		sched.Stop(context.Background())
+		<-caughtUp
+		<-delivered
+	}
+}
+
+func scheduleCommand(stdout, stderr io.Writer) *ffcli.Command {
+	cfg := defaultConfig()
+	cfg.shareEmbedded = true
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cfg.registerDatabaseFlags(fs)
+	cfg.registerRegistryFlags(fs)
+	cfg.registerScheduleFlags(fs)
+	fs.StringVar(&cfg.FHIR.BaseURL, "base-url", cfg.FHIR.BaseURL, "the FHIR base URL digests' fullUrls are made from")
+	at := fs.String("at", "", "the time the run stands for, RFC 3339 (2027-03-01T06:00:00Z) or a date; default now: it sets the clock for the run")
+	run := &ffcli.Command{
+		Name:       "run",
+		ShortUsage: "cartreg schedule run [-at TIME] [flags]",
+		ShortHelp:  "run the follow-up scheduler once, now or as of -at, and queue its digests",
+		LongHelp: "Brings every follow-up Task up to date as of -at (default now) in the database the usual\n" +
+			"settings name, then queues each coordinator's digest. It takes the same lock as the scheduled\n" +
+			"run, so it waits for no one and runs alongside none: if a replica is running the job, it says so.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("schedule run takes no arguments, got %q", args)
+			}
+			return runScheduleOnce(ctx, &cfg, *at, stdout, stderr)
+		},
+	}
+	return &ffcli.Command{
+		Name:        "schedule",
+		ShortUsage:  "cartreg schedule run [flags]",
+		ShortHelp:   "run scheduled work by hand",
+		Subcommands: []*ffcli.Command{run},
+		Exec: func(context.Context, []string) error {
+			return fmt.Errorf("want a subcommand: cartreg schedule run")
+		},
+	}
+}
+
+func parseAt(s string) (time.Time, error) {
+	if s == "" {
+		return clock(), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("-at %q: want RFC 3339 (2027-03-01T06:00:00Z) or a date (2027-03-01)", s)
+}
+
+func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, stderr io.Writer) error {
+	at, err := parseAt(atFlag)
+	if err != nil {
+		return err
+	}
+	// The run's clock: Tasks are dated, and windows counted, as of -at.
+	clock = func() time.Time { return at }
+	logger, err := cfg.newLogger(stderr)
+	if err != nil {
+		return err
+	}
+	if err := cfg.resolveDatabase(); err != nil {
+		return err
+	}
+	if err := cfg.loadRegistry(); err != nil {
+		return err
+	}
+	db, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer db.close(logger)
+	if err := db.migrate(ctx, logger); err != nil {
+		return err
+	}
+	a, err := newApp(ctx, cfg, db, searchparam.Default(), logger)
+	if err != nil {
+		return err
+	}
+	sched := schedules.New(db.pool, logger, schedules.Options{Location: cfg.FollowUp.location, Now: clock})
+	ran, err := sched.RunSlot(ctx, followUpJob(a, cfg, logger), at)
+	if err != nil {
+		return err
+	}
+	if !ran {
+		fmt.Fprintf(stdout, "follow-up run for %s not started: another process is running it, or it has run for that time already\n", at.Format(time.RFC3339))
+		return nil
+	}
+	var tasks, open, overdue int
+	if err := db.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'requested'),
+		count(*) FILTER (WHERE business_status = 'overdue') FROM followup_task`).Scan(&tasks, &open, &overdue); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "follow-up run as of %s: %d Tasks, %d open, %d overdue\n", at.Format(time.RFC3339), tasks, open, overdue)
+	// One delivery pass, so digests reach a receiver that is up without a server running;
+	// those it cannot deliver wait for a server's deliverer.
+	pass, err := delivery.New(db.pool, delivery.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger).DeliverDue(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "deliveries: %d delivered, %d to retry, %d given up\n", pass.Delivered, pass.Retrying, pass.Failed)
+	return nil
+}

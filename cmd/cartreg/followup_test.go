@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cartreg/cartreg/postgres/pgtest"
+)
+
+// An operator's one-shot run, as of a date of their choosing, on the five example patients:
+// Tasks are made, a second run for the same time changes nothing, and the coordinators' digest
+// reaches the webhook.
+func TestScheduleRunAt(t *testing.T) {
+	url := pgtest.NewEmptyDatabaseURL(t)
+	var mu sync.Mutex
+	var digests []map[string]any
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, _ := io.ReadAll(r.Body)
+		var b map[string]any
+		if json.Unmarshal(raw, &b) != nil || r.Header.Get("X-Cartreg-Owner") == "" {
+			http.Error(w, "not a digest", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		digests = append(digests, b)
+		mu.Unlock()
+	}))
+	defer receiver.Close()
+	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=warn", "CARTREG_DIGEST_WEBHOOK=" + receiver.URL}
+	if out, err := runCartreg(t, env, "demo"); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	out, err := runCartreg(t, env, "schedule", "run", "-at", "2027-03-01T06:00:00Z")
+	if err != nil {
+		t.Fatalf("schedule run: %v\n%s", err, out)
+	}
+	// On 1 March 2027 the transformed FL patient (infused 2023-11-22) has missed the year 3
+	// visit (window closed 2026-12-22), the myeloma patient (2024-03-12) is due for year 3, and
+	// every earlier visit of the examples has its assessment.
+	if !strings.Contains(out, "follow-up run as of 2027-03-01T06:00:00Z") || !strings.Contains(out, "2 open, 1 overdue") ||
+		!strings.Contains(out, "2 delivered") {
+		t.Errorf("schedule run said:\n%s", out)
+	}
+	tasks := countsIn(t, url, `SELECT milestone || ':' || business_status, count(*) FROM followup_task GROUP BY 1`)
+	if len(tasks) == 0 {
+		t.Fatalf("no follow-up Tasks after the run")
+	}
+	again, err := runCartreg(t, env, "schedule", "run", "-at", "2027-03-01T06:00:00Z")
+	if err != nil || !strings.Contains(again, "not started") {
+		t.Errorf("the same run again: %v\n%s", err, again)
+	}
+	if got := countsIn(t, url, `SELECT milestone || ':' || business_status, count(*) FROM followup_task GROUP BY 1`); len(got) != len(tasks) {
+		t.Errorf("Tasks changed by a repeated run: %v, then %v", tasks, got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// No coordinators are configured: each site owns its Tasks, and each got its digest.
+	if len(digests) != 2 || len(digests[0]["entry"].([]any)) != 1 || len(digests[1]["entry"].([]any)) != 1 {
+		t.Errorf("digests received: %v", digests)
+	}
+	if _, err := runCartreg(t, env, "schedule", "run", "-at", "yesterday"); err == nil {
+		t.Error("a bad -at was accepted")
+	}
+}
+
+// Two replicas started on one registry catch up on the day's missed run once between them, and
+// serve each patient's follow-up.
+func TestServeCatchesUpOnceAcrossReplicas(t *testing.T) {
+	url := pgtest.NewEmptyDatabaseURL(t)
+	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=info"}
+	if out, err := runCartreg(t, env, "demo"); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	a, b := startCartreg(t, env, "serve"), startCartreg(t, env, "serve")
+	addr := a.waitReady(time.Minute)
+	b.waitReady(time.Minute)
+	deadline := time.Now().Add(time.Minute)
+	for countsIn(t, url, `SELECT job, count(*) FROM schedule_run WHERE finished_at IS NOT NULL GROUP BY 1`)["follow-up"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no follow-up run after start-up:\n%s\n%s", a.logs(), b.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The B-ALL patient of 2016, in remission at every yearly visit: five years reached.
+	var patient string
+	for id := range countsIn(t, url, `SELECT patient_id, 1 FROM registry_infusion WHERE infused_on = '2016-06-14'`) {
+		patient = id
+	}
+	res, err := http.Get(addr + "/follow-up/Patient/" + patient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status struct {
+		FiveYears bool `json:"five_year_survival_reached"`
+		Sequences []struct {
+			LastReached struct{ Code string } `json:"last_milestone_reached"`
+		}
+	}
+	err = json.NewDecoder(res.Body).Decode(&status)
+	res.Body.Close()
+	if err != nil || res.StatusCode != 200 || !status.FiveYears || len(status.Sequences) != 1 || status.Sequences[0].LastReached.Code != "y5" {
+		t.Errorf("follow-up of Patient/%s: %d %+v %v", patient, res.StatusCode, status, err)
+	}
+	if res, err := http.Get(addr + "/follow-up/Patient/nobody"); err != nil || res.StatusCode != 404 {
+		t.Errorf("follow-up of an unknown patient: %v %v", res, err)
+	}
+	// The coordinators' calendar, on the real clock: the transformed FL patient's year 3 visit
+	// (window 2026-10-23 to 2026-12-22) has no assessment, so from late 2026 on there is always
+	// an open Task, due or overdue.
+	res, err = http.Get(addr + "/worklist.ics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/calendar") ||
+		!strings.Contains(string(ics), "BEGIN:VEVENT") {
+		t.Errorf("worklist.ics: %d %s\n%s", res.StatusCode, res.Header.Get("Content-Type"), ics)
+	}
+	for _, p := range []*process{a, b} {
+		if err := p.stop(syscall.SIGTERM); err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	}
+	runs := strings.Count(a.logs(), `"msg":"follow-up run"`) + strings.Count(b.logs(), `"msg":"follow-up run"`)
+	if runs != 1 || countsIn(t, url, `SELECT job, count(*) FROM schedule_run GROUP BY 1`)["follow-up"] != 1 {
+		t.Errorf("%d follow-up runs logged, want 1:\n%s\n%s", runs, a.logs(), b.logs())
+	}
+}

@@ -1,0 +1,725 @@
+package followup
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	ics "github.com/arran4/golang-ical"
+	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/registry"
+)
+
+// OpenStatuses are the Task statuses a work list shows by default: work someone still has to
+// do. Completed, cancelled, failed, rejected, entered-in-error and draft Tasks are not listed.
+var OpenStatuses = []string{"requested", "received", "accepted", "ready", "in-progress", "on-hold"}
+
+// taskStatuses is the R4 task-status value set, which a status filter must come from.
+var taskStatuses = []string{"draft", "requested", "received", "accepted", "rejected", "ready", "cancelled",
+	"in-progress", "on-hold", "failed", "completed", "entered-in-error"}
+
+// DefaultWithin is how far ahead a work list looks for windows about to open.
+const DefaultWithin = 30
+
+// maxWithin bounds the look-ahead (ten years), so a typo cannot overflow a date.
+const maxWithin = 3660
+
+// Worklist answers the coordinators' question: which follow-up visits are overdue, due now and
+// coming up. It reads the current version of every follow-up Task, so a change a coordinator
+// made through the FHIR API (status, owner, window) is what the list shows; urgency is worked
+// out from the Task's window as of today, not read from the businessStatus the nightly run
+// last wrote.
+type Worklist struct {
+	db   fhir.DBTX
+	now  func() time.Time
+	plan registry.Plan
+}
+
+// NewWorklist returns the work list over db; now is the clock today is taken from and plan
+// gives milestone labels, target days and the windows of Tasks that lack one.
+func NewWorklist(db fhir.DBTX, now func() time.Time, plan registry.Plan) *Worklist {
+	return &Worklist{db: db, now: now, plan: plan}
+}
+
+// Register adds GET /worklist (JSON, CSV or iCalendar by Accept or _format) and
+// GET /worklist.ics (iCalendar, for calendar apps, which subscribe to a URL).
+func (w *Worklist) Register(e *echo.Echo) {
+	methods := []string{http.MethodGet, http.MethodHead}
+	e.Match(methods, "/worklist", w.get)
+	e.Match(methods, "/worklist.ics", w.getCalendar)
+}
+
+// Query selects the Tasks of a work list. Empty filters select everything.
+type Query struct {
+	Owners   []string // Task.owner references, "Practitioner/7"
+	Sites    []string // Organization ids of the infusions' sites
+	Patients []string // Patient ids
+	Statuses []string // Task statuses; OpenStatuses when empty
+	Within   int      // days ahead an upcoming window may open; 0 lists only overdue and due
+}
+
+// Urgencies, most urgent first.
+const (
+	UrgencyOverdue  = Overdue
+	UrgencyDue      = Due
+	UrgencyUpcoming = Upcoming
+)
+
+// Item is one open follow-up Task as a coordinator needs it.
+type Item struct {
+	Task           string      `json:"task"` // "Task/<id>"
+	TaskID         string      `json:"task_id"`
+	Version        int         `json:"version"`
+	LastUpdated    time.Time   `json:"last_updated"`
+	Status         string      `json:"status"`
+	StatusReason   string      `json:"status_reason,omitempty"`   // why a coordinator put it on hold, say
+	BusinessStatus string      `json:"business_status,omitempty"` // as last stored; may lag urgency
+	Urgency        string      `json:"urgency"`                   // overdue | due | upcoming, as of today
+	DaysOverdue    int         `json:"days_overdue"`              // days since the window closed; 0 unless overdue
+	DaysLeft       *int        `json:"days_left,omitempty"`       // due: days until the window closes (0 = last day)
+	DaysUntilOpen  *int        `json:"days_until_open,omitempty"` // upcoming: days until the window opens
+	Milestone      Milestone   `json:"milestone"`
+	WindowStart    string      `json:"window_start"`
+	WindowEnd      string      `json:"window_end,omitempty"`
+	TargetDate     string      `json:"target_date,omitempty"` // infusion date + the plan's target day
+	Patient        PatientInfo `json:"patient"`
+	Site           Site        `json:"site"`
+	Owner          string      `json:"owner,omitempty"`
+	Product        string      `json:"product,omitempty"`
+	Infusion       string      `json:"infusion,omitempty"`
+	InfusedOn      string      `json:"infused_on,omitempty"`
+	Description    string      `json:"description,omitempty"`
+
+	start, end time.Time // end is zero when the window has no end
+}
+
+// Milestone names a follow-up timepoint.
+type Milestone struct {
+	Code  string `json:"code"`
+	Label string `json:"label"`
+}
+
+// PatientInfo is what a coordinator needs to identify the patient.
+type PatientInfo struct {
+	Reference  string `json:"reference"`
+	Name       string `json:"name,omitempty"`
+	Identifier string `json:"identifier,omitempty"` // the MRN if typed so, else the first identifier
+	BirthDate  string `json:"birth_date,omitempty"`
+}
+
+// Site is the infusion's treating organisation.
+type Site struct {
+	ID   string `json:"id,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// Report is a work list as of a day.
+type Report struct {
+	AsOf       string         `json:"as_of"`
+	WithinDays int            `json:"within_days"`
+	Total      int            `json:"total"`
+	Counts     map[string]int `json:"counts"` // by urgency
+	Items      []Item         `json:"items"`
+}
+
+// worklistSQL reads the current version of every follow-up Task in one of the statuses ($5),
+// with its infusion, site and patient. A Task whose current version is the one the scheduler
+// wrote has the status followup_task records, so closed Tasks nobody touched are skipped
+// without parsing them. The window is the Task's restriction.period (its date part), else the
+// plan's. No regular expressions: PostgreSQL's cost several times the JSON parsing per row.
+// $1–$4: the plan (codes, target, first and last day); $6: the last day an upcoming window may
+// open; $7: LIKE patterns for Task.owner ("Practitioner/7" and "%/Practitioner/7"); $8, $9:
+// site and patient ids. An empty filter selects everything.
+const worklistSQL = `WITH plan AS (
+	SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS p(code, target_day, first_day, last_day)
+), task AS (
+	SELECT t.task_id, t.milestone, r.version_id, r.last_updated, j.status, coalesce(j.description, '') AS description,
+		coalesce(CASE WHEN j."for"->>'reference' LIKE 'Patient/%' THEN substr(j."for"->>'reference', 9) END,
+			t.patient_id) AS patient_id,
+		coalesce(j.owner->>'reference', '') AS owner,
+		coalesce(j."statusReason"->>'text', j."statusReason"#>>'{coding,0,display}', '') AS status_reason,
+		j.code, coalesce(j."businessStatus"#>>'{coding,0,code}', '') AS business_status,
+		j.restriction#>>'{period,start}' AS task_start, j.restriction#>>'{period,end}' AS task_end,
+		t.infusion_type, t.infusion_id
+	FROM followup_task t
+	JOIN resource r ON r.resource_type = 'Task' AND r.resource_id = t.task_id AND NOT r.deleted
+	JOIN resource_version v ON v.resource_type = r.resource_type AND v.resource_id = r.resource_id
+		AND v.version_id = r.version_id
+	CROSS JOIN LATERAL jsonb_to_record(v.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
+		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb)
+	WHERE (t.written_version <> r.version_id OR t.status = ANY($5::text[]))
+		AND j.status = ANY($5::text[])
+), dated AS (
+	SELECT task.*, i.infused_on, i.product_label, i.effective_site_id, p.target_day,
+		coalesce(CASE WHEN length(task_start) >= 10 THEN left(task_start, 10)::date END,
+			i.infused_on + p.first_day, i.infused_on) AS window_start,
+		coalesce(CASE WHEN length(task_end) >= 10 THEN left(task_end, 10)::date END,
+			i.infused_on + p.last_day) AS window_end
+	FROM task
+	LEFT JOIN registry_infusion i ON i.resource_type = task.infusion_type AND i.resource_id = task.infusion_id
+	LEFT JOIN plan p ON p.code = task.milestone
+)
+SELECT d.task_id, d.version_id, d.last_updated, d.status, d.status_reason, d.business_status, d.description,
+	d.patient_id, d.owner, coalesce(d.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
+	d.infused_on + d.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(d.product_label, ''), d.infused_on,
+	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pv.body
+FROM dated d
+LEFT JOIN registry_site s ON s.organization_id = d.effective_site_id
+LEFT JOIN resource pr ON pr.resource_type = 'Patient' AND pr.resource_id = d.patient_id AND NOT pr.deleted
+LEFT JOIN resource_version pv ON pv.resource_type = pr.resource_type AND pv.resource_id = pr.resource_id
+	AND pv.version_id = pr.version_id
+WHERE d.window_start <= $6::date
+	AND (cardinality($7::text[]) = 0 OR d.owner LIKE ANY($7::text[]))
+	AND (cardinality($8::text[]) = 0 OR d.effective_site_id = ANY($8::text[]))
+	AND (cardinality($9::text[]) = 0 OR d.patient_id = ANY($9::text[]))`
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// today is the clock's calendar day, as the scheduler counts days.
+func (w *Worklist) today() time.Time {
+	t := w.now()
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+// List returns the work list as of the clock's today, most urgent first: overdue (most days
+// overdue first), then due (closing soonest first), then upcoming (opening soonest first);
+// ties by patient name, then Task id.
+func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
+	today := w.today()
+	statuses := q.Statuses
+	if len(statuses) == 0 {
+		statuses = OpenStatuses
+	}
+	var codes []string
+	var targets, starts, ends []int32
+	labels := map[string]string{}
+	for _, m := range w.plan.Milestones {
+		codes, targets = append(codes, m.Code), append(targets, int32(m.TargetDay))
+		starts, ends = append(starts, int32(m.WindowStart)), append(ends, int32(m.WindowEnd))
+		labels[m.Code] = m.Label
+	}
+	nonNil := func(s []string) []string {
+		if s == nil {
+			return []string{}
+		}
+		return s
+	}
+	// Owner references match exactly or as the end of an absolute URL.
+	owners := []string{}
+	for _, o := range q.Owners {
+		o = likeEscaper.Replace(o)
+		owners = append(owners, o, "%/"+o)
+	}
+	rows, err := w.db.Query(ctx, worklistSQL, codes, targets, starts, ends, statuses,
+		today.AddDate(0, 0, q.Within), owners, nonNil(q.Sites), nonNil(q.Patients))
+	if err != nil {
+		return nil, fmt.Errorf("reading the work list: %w", err)
+	}
+	defer rows.Close()
+	rep := &Report{AsOf: day(today), WithinDays: q.Within, Items: []Item{},
+		Counts: map[string]int{UrgencyOverdue: 0, UrgencyDue: 0, UrgencyUpcoming: 0}}
+	for rows.Next() {
+		var it Item
+		var code []byte
+		var milestone, patient, siteID string
+		var start time.Time
+		var end, target, infused *time.Time
+		var patientBody *string
+		if err := rows.Scan(&it.TaskID, &it.Version, &it.LastUpdated, &it.Status, &it.StatusReason, &it.BusinessStatus, &it.Description,
+			&patient, &it.Owner, &code, &milestone, &start, &end, &target, &it.Infusion, &it.Product, &infused,
+			&siteID, &it.Site.Name, &patientBody); err != nil {
+			return nil, fmt.Errorf("reading the work list: %w", err)
+		}
+		it.Task = "Task/" + it.TaskID
+		it.LastUpdated = it.LastUpdated.UTC()
+		it.Milestone = milestoneOf(code, milestone, labels)
+		it.start, it.WindowStart = start, day(start)
+		if end != nil {
+			it.end, it.WindowEnd = *end, day(*end)
+		}
+		if target != nil {
+			it.TargetDate = day(*target)
+		}
+		if infused != nil {
+			it.InfusedOn = day(*infused)
+		}
+		it.Site.ID = siteID
+		it.Patient = patientOf(patient, patientBody)
+		it.urgency(today)
+		rep.Counts[it.Urgency]++
+		rep.Items = append(rep.Items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading the work list: %w", err)
+	}
+	slices.SortStableFunc(rep.Items, compareItems)
+	rep.Total = len(rep.Items)
+	return rep, nil
+}
+
+// urgency places the item as of today.
+func (it *Item) urgency(today time.Time) {
+	days := func(from, to time.Time) int { return int(to.Sub(from).Hours() / 24) }
+	switch {
+	case today.Before(it.start):
+		it.Urgency = UrgencyUpcoming
+		n := days(today, it.start)
+		it.DaysUntilOpen = &n
+	case !it.end.IsZero() && today.After(it.end):
+		it.Urgency = UrgencyOverdue
+		it.DaysOverdue = days(it.end, today)
+	default:
+		it.Urgency = UrgencyDue
+		if !it.end.IsZero() {
+			n := days(today, it.end)
+			it.DaysLeft = &n
+		}
+	}
+}
+
+var urgencyRank = map[string]int{UrgencyOverdue: 0, UrgencyDue: 1, UrgencyUpcoming: 2}
+
+func compareItems(a, b Item) int {
+	if c := urgencyRank[a.Urgency] - urgencyRank[b.Urgency]; c != 0 {
+		return c
+	}
+	var c int
+	switch a.Urgency {
+	case UrgencyOverdue:
+		c = b.DaysOverdue - a.DaysOverdue
+	case UrgencyDue: // closing soonest first; a window without an end last
+		switch {
+		case a.end.IsZero() != b.end.IsZero():
+			if a.end.IsZero() {
+				return 1
+			}
+			return -1
+		default:
+			c = a.end.Compare(b.end)
+		}
+	case UrgencyUpcoming:
+		c = a.start.Compare(b.start)
+	}
+	if c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Patient.Name, b.Patient.Name); c != 0 {
+		return c
+	}
+	return strings.Compare(a.TaskID, b.TaskID)
+}
+
+// milestoneOf reads the milestone from the Task's code, else the followup_task row; the label
+// is the coding's display, else the plan's.
+func milestoneOf(code []byte, linked string, labels map[string]string) Milestone {
+	var cc struct {
+		Coding []struct{ System, Code, Display string }
+		Text   string
+	}
+	_ = json.Unmarshal(code, &cc) // a malformed code falls back to the linkage row
+	m := Milestone{Code: linked}
+	for _, c := range cc.Coding {
+		if c.System == registry.SystemMilestone && c.Code != "" {
+			m.Code, m.Label = c.Code, c.Display
+			break
+		}
+	}
+	if m.Label == "" {
+		m.Label = labels[m.Code]
+	}
+	if m.Label == "" {
+		m.Label = cmp.Or(cc.Text, m.Code)
+	}
+	return m
+}
+
+// patientOf reads who the patient is from the current Patient resource: the official name
+// (else the first) as "Given Family", the MRN (else the first identifier) and the birth date.
+func patientOf(id string, body *string) PatientInfo {
+	p := PatientInfo{Reference: "Patient/" + id}
+	if body == nil {
+		return p
+	}
+	var pat struct {
+		Name []struct {
+			Use, Text, Family string
+			Given             []string
+		}
+		Identifier []struct {
+			Value string
+			Type  struct{ Coding []struct{ Code string } }
+		}
+		BirthDate string
+	}
+	if err := json.Unmarshal([]byte(*body), &pat); err != nil {
+		return p
+	}
+	p.BirthDate = pat.BirthDate
+	if len(pat.Name) > 0 {
+		n := pat.Name[0]
+		for _, cand := range pat.Name {
+			if cand.Use == "official" {
+				n = cand
+				break
+			}
+		}
+		p.Name = strings.TrimSpace(strings.Join(append(slices.Clone(n.Given), n.Family), " "))
+		if p.Name == "" {
+			p.Name = n.Text
+		}
+	}
+	for _, ident := range pat.Identifier {
+		if ident.Value == "" {
+			continue
+		}
+		if p.Identifier == "" {
+			p.Identifier = ident.Value
+		}
+		if slices.ContainsFunc(ident.Type.Coding, func(c struct{ Code string }) bool { return c.Code == "MR" }) {
+			p.Identifier = ident.Value
+			break
+		}
+	}
+	return p
+}
+
+// Formats a work list is written in.
+const (
+	formatJSON     = "json"
+	formatCSV      = "csv"
+	formatCalendar = "ics"
+)
+
+var (
+	fhirID           = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+	referencePattern = regexp.MustCompile(`(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$`)
+	withinPattern    = regexp.MustCompile(`^(\d{1,5})([dw])$`)
+	ownerTypes       = []string{"Practitioner", "PractitionerRole", "Organization", "CareTeam", "HealthcareService",
+		"Patient", "Device", "RelatedPerson"}
+)
+
+func badParam(param, format string, args ...any) error {
+	return fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, fmt.Sprintf(format, args...), param)
+}
+
+// paramValues splits a repeatable, comma-separated parameter.
+func paramValues(q url.Values, name string) []string {
+	var out []string
+	for _, v := range q[name] {
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
+}
+
+// ParseQuery reads a work list's parameters: owner, site, patient and status (repeatable or
+// comma-separated), within (30d, 2w; 0d for only overdue and due) and _format (json, csv,
+// ics). Any other parameter is refused: a mistyped filter must not widen a work list.
+func ParseQuery(q url.Values) (Query, string, error) {
+	query := Query{Within: DefaultWithin}
+	for name := range q {
+		switch name {
+		case "owner", "site", "patient", "status", "within", "_format", "_pretty":
+		default:
+			return query, "", badParam(name, "unknown parameter %q: a work list takes owner, site, patient, status, within and _format", name)
+		}
+	}
+	for _, o := range paramValues(q, "owner") {
+		m := referencePattern.FindStringSubmatch(o)
+		if m == nil || !slices.Contains(ownerTypes, m[1]) || (!strings.Contains(o, "://") && m[0] != o) {
+			return query, "", badParam("owner", "owner=%s: want a reference such as Practitioner/7 (%s)", o, strings.Join(ownerTypes, ", "))
+		}
+		query.Owners = append(query.Owners, m[1]+"/"+m[2])
+	}
+	for _, s := range paramValues(q, "site") {
+		id := strings.TrimPrefix(s, "Organization/")
+		if !fhirID.MatchString(id) {
+			return query, "", badParam("site", "site=%s: want an Organization id or Organization/id", s)
+		}
+		query.Sites = append(query.Sites, id)
+	}
+	for _, p := range paramValues(q, "patient") {
+		id := strings.TrimPrefix(p, "Patient/")
+		if !fhirID.MatchString(id) {
+			return query, "", badParam("patient", "patient=%s: want a Patient id or Patient/id", p)
+		}
+		query.Patients = append(query.Patients, id)
+	}
+	for _, s := range paramValues(q, "status") {
+		if !slices.Contains(taskStatuses, s) {
+			return query, "", badParam("status", "status=%s: want Task statuses (%s)", s, strings.Join(taskStatuses, ", "))
+		}
+		query.Statuses = append(query.Statuses, s)
+	}
+	if vs, ok := q["within"]; ok {
+		if len(vs) != 1 {
+			return query, "", badParam("within", "within is given %d times: give it once", len(vs))
+		}
+		m := withinPattern.FindStringSubmatch(strings.TrimSpace(vs[0]))
+		if m == nil {
+			return query, "", badParam("within", "within=%s: want days or weeks, such as 30d or 2w (0d for only overdue and due)", vs[0])
+		}
+		n, _ := strconv.Atoi(m[1])
+		if m[2] == "w" {
+			n *= 7
+		}
+		if n > maxWithin {
+			return query, "", badParam("within", "within=%s: at most %d days", vs[0], maxWithin)
+		}
+		query.Within = n
+	}
+	var format string
+	if vs, ok := q["_format"]; ok {
+		switch strings.ToLower(strings.TrimSpace(vs[0])) {
+		case "json", "application/json":
+			format = formatJSON
+		case "csv", "text/csv":
+			format = formatCSV
+		case "ics", "text/calendar":
+			format = formatCalendar
+		default:
+			return query, "", badParam("_format", "_format=%s: want json, csv or ics", vs[0])
+		}
+	}
+	return query, format, nil
+}
+
+// negotiateFormat picks the format from the Accept header: the supported type with the highest
+// quality, the first listed on a tie; JSON when none is named.
+func negotiateFormat(accept string) string {
+	best, bestQ := formatJSON, -1.0
+	for _, part := range strings.Split(accept, ",") {
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		q := 1.0
+		if s, ok := params["q"]; ok {
+			if f, err := strconv.ParseFloat(s, 64); err == nil {
+				q = f
+			}
+		}
+		var f string
+		switch mt {
+		case "text/calendar":
+			f = formatCalendar
+		case "text/csv":
+			f = formatCSV
+		case "application/json", "application/fhir+json":
+			f = formatJSON
+		default:
+			continue
+		}
+		if q > bestQ && q > 0 {
+			best, bestQ = f, q
+		}
+	}
+	return best
+}
+
+func (w *Worklist) get(c echo.Context) error {
+	q, format, err := ParseQuery(c.QueryParams())
+	if err != nil {
+		return err
+	}
+	if format == "" {
+		format = negotiateFormat(c.Request().Header.Get(echo.HeaderAccept))
+	}
+	return w.serve(c, q, format)
+}
+
+func (w *Worklist) getCalendar(c echo.Context) error {
+	q, format, err := ParseQuery(c.QueryParams())
+	if err != nil {
+		return err
+	}
+	if format != "" && format != formatCalendar {
+		return badParam("_format", "_format=%s on /worklist.ics: use /worklist for other formats", c.QueryParam("_format"))
+	}
+	return w.serve(c, q, formatCalendar)
+}
+
+func (w *Worklist) serve(c echo.Context, q Query, format string) error {
+	rep, err := w.List(c.Request().Context(), q)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	var contentType, disposition string
+	switch format {
+	case formatCSV:
+		contentType, disposition = "text/csv; charset=utf-8", `attachment; filename="worklist.csv"`
+		cw := csv.NewWriter(&buf)
+		if err := cw.WriteAll(rep.CSV()); err != nil {
+			return fmt.Errorf("writing the work list as CSV: %w", err)
+		}
+	case formatCalendar:
+		contentType, disposition = "text/calendar; charset=utf-8", `inline; filename="worklist.ics"`
+		if err := rep.Calendar(calendarName(q)).SerializeTo(&buf, ics.WithNewLineWindows); err != nil {
+			return fmt.Errorf("writing the work list as iCalendar: %w", err)
+		}
+	default:
+		contentType = echo.MIMEApplicationJSONCharsetUTF8
+		enc := json.NewEncoder(&buf)
+		if fhir.Pretty(c) {
+			enc.SetIndent("", "  ")
+		}
+		if err := enc.Encode(rep); err != nil {
+			return fmt.Errorf("writing the work list as JSON: %w", err)
+		}
+	}
+	// Calendar apps poll a subscription: an unchanged list costs them a 304.
+	sum := sha256.Sum256(buf.Bytes())
+	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, contentType)
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", "private, no-cache") // patients' names: never in a shared cache
+	h.Add(echo.HeaderVary, echo.HeaderAccept)
+	if disposition != "" {
+		h.Set(echo.HeaderContentDisposition, disposition)
+	}
+	if match := c.Request().Header.Get("If-None-Match"); match != "" && strings.Contains(match, etag) {
+		return c.NoContent(http.StatusNotModified)
+	}
+	return c.Blob(http.StatusOK, contentType, buf.Bytes())
+}
+
+// CSVHeader names the columns of Report.CSV.
+var CSVHeader = []string{"task_id", "task", "version", "status", "status_reason", "business_status", "urgency", "days_overdue",
+	"days_left", "days_until_open", "milestone", "milestone_label", "window_start", "window_end", "target_date",
+	"patient", "patient_name", "patient_identifier", "patient_birth_date", "site_id", "site_name", "owner",
+	"product", "infusion", "infused_on", "description", "last_updated"}
+
+// CSV is the work list as rows under CSVHeader, in the same order as Items.
+func (rep *Report) CSV() [][]string {
+	optional := func(n *int) string {
+		if n == nil {
+			return ""
+		}
+		return strconv.Itoa(*n)
+	}
+	rows := [][]string{CSVHeader}
+	for _, it := range rep.Items {
+		rows = append(rows, []string{it.TaskID, it.Task, strconv.Itoa(it.Version), it.Status, csvText(it.StatusReason), it.BusinessStatus,
+			it.Urgency, strconv.Itoa(it.DaysOverdue), optional(it.DaysLeft), optional(it.DaysUntilOpen),
+			it.Milestone.Code, csvText(it.Milestone.Label), it.WindowStart, it.WindowEnd, it.TargetDate,
+			it.Patient.Reference, csvText(it.Patient.Name), csvText(it.Patient.Identifier), it.Patient.BirthDate,
+			it.Site.ID, csvText(it.Site.Name), it.Owner, csvText(it.Product), it.Infusion, it.InfusedOn,
+			csvText(it.Description), it.LastUpdated.Format(time.RFC3339)})
+	}
+	return rows
+}
+
+// csvText defuses free text a spreadsheet would run as a formula (OWASP's CSV injection advice).
+func csvText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+// CalendarUID is the iCalendar UID of a Task's event: stable for the Task's life, whatever
+// its status or version, so a calendar app updates the event instead of adding another.
+func CalendarUID(taskID string) string { return taskID + "@cartreg" }
+
+func calendarName(q Query) string {
+	name := "Follow-up work list"
+	var scope []string
+	scope = append(scope, q.Owners...)
+	for _, s := range q.Sites {
+		scope = append(scope, "Organization/"+s)
+	}
+	if len(scope) > 0 {
+		name += " — " + strings.Join(scope, ", ")
+	}
+	return name
+}
+
+// Calendar is the work list as an iCalendar feed: one all-day event per Task spanning its
+// window (DTEND is the day after the window closes, as RFC 5545 counts all-day events), with
+// the Task's version as SEQUENCE and its last update as DTSTAMP and LAST-MODIFIED.
+func (rep *Report) Calendar(name string) *ics.Calendar {
+	cal := ics.NewCalendarFor("cartreg")
+	cal.SetProductId("-//cartreg//follow-up work list//EN")
+	cal.SetCalscale("GREGORIAN")
+	cal.SetXWRCalName(name)
+	cal.SetXWRCalDesc("CAR-T follow-up visits: overdue, due and coming up, as of " + rep.AsOf)
+	cal.SetRefreshInterval("PT1H", ics.WithValue(string(ics.ValueDataTypeDuration)))
+	cal.SetXPublishedTTL("PT1H")
+	for _, it := range rep.Items {
+		ev := cal.AddEvent(CalendarUID(it.TaskID))
+		ev.SetDtStampTime(it.LastUpdated)
+		ev.SetModifiedAt(it.LastUpdated)
+		ev.SetSequence(it.Version - 1)
+		ev.SetAllDayStartAt(it.start)
+		end := it.end
+		if end.IsZero() {
+			end = it.start
+		}
+		ev.SetAllDayEndAt(end.AddDate(0, 0, 1))
+		who := cmp.Or(it.Patient.Name, it.Patient.Reference)
+		ev.SetSummary(fmt.Sprintf("%s follow-up: %s", it.Milestone.Label, who))
+		ev.SetDescription(it.eventDescription())
+		ev.SetTimeTransparency(ics.TransparencyTransparent)
+		ev.SetClass(ics.ClassificationPrivate)
+		ev.AddCategory(it.Urgency)
+	}
+	return cal
+}
+
+func (it *Item) eventDescription() string {
+	var b strings.Builder
+	b.WriteString(strings.ReplaceAll(it.Description, "\r", ""))
+	fmt.Fprintf(&b, "\n\nTask status: %s", it.Status)
+	if it.StatusReason != "" {
+		fmt.Fprintf(&b, " (%s)", it.StatusReason)
+	}
+	switch it.Urgency {
+	case UrgencyOverdue:
+		fmt.Fprintf(&b, " — overdue by %d days", it.DaysOverdue)
+	case UrgencyDue:
+		b.WriteString(" — due")
+		if it.DaysLeft != nil {
+			fmt.Fprintf(&b, ", %d days left", *it.DaysLeft)
+		}
+	case UrgencyUpcoming:
+		b.WriteString(" — coming up")
+	}
+	fmt.Fprintf(&b, "\nPatient: %s", cmp.Or(it.Patient.Name, it.Patient.Reference))
+	if it.Patient.Identifier != "" {
+		fmt.Fprintf(&b, ", %s", it.Patient.Identifier)
+	}
+	if it.Patient.BirthDate != "" {
+		fmt.Fprintf(&b, ", born %s", it.Patient.BirthDate)
+	}
+	if it.TargetDate != "" {
+		fmt.Fprintf(&b, "\nTarget date: %s", it.TargetDate)
+	}
+	if it.Site.Name != "" {
+		fmt.Fprintf(&b, "\nSite: %s", it.Site.Name)
+	}
+	if it.Owner != "" {
+		fmt.Fprintf(&b, "\nOwner: %s", it.Owner)
+	}
+	fmt.Fprintf(&b, "\n%s", it.Task)
+	return b.String()
+}
