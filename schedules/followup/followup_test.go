@@ -27,8 +27,10 @@ type world struct {
 	db    *pgxpool.Pool
 	store *fhir.Store
 	api   *fhir.API
-	reg   *registry.Registry
-	now   time.Time
+	// searcher is the API's search, for hooks that match criteria (Subscriptions).
+	searcher *fhir.Searcher
+	reg      *registry.Registry
+	now      time.Time
 }
 
 func newWorld(t *testing.T) *world {
@@ -45,7 +47,8 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.reg = reg
-	w.api = fhir.NewAPI(w.store, fhir.NewSearcher(w.store, params, ""), logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 100,
+	w.searcher = fhir.NewSearcher(w.store, params, "")
+	w.api = fhir.NewAPI(w.store, w.searcher, logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 100,
 		Bundles: fhir.BundleConfig{MaxEntries: 100, ReferentialIntegrity: true}})
 	return w
 }
