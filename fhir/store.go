@@ -167,12 +167,12 @@ func lockCurrent(ctx context.Context, tx DBTX, resourceType, id string) (version
 // writeVersion stores a version: the resource's body with its id and meta set, or a deletion
 // when res.Body is nil; points the resource at it; and rewrites the search index.
 func (s *Store) writeVersion(ctx context.Context, tx DBTX, res *Resource, version int) (*Version, error) {
-	batch := &pgx.Batch{}
-	v, err := s.queueVersion(batch, res, version)
+	w := &writeSet{}
+	v, err := s.prepareVersion(w, res, version)
 	if err != nil {
 		return nil, err
 	}
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+	if err := tx.SendBatch(ctx, w.batch()).Close(); err != nil {
 		return nil, fmt.Errorf("writing %s/%s version %d: %w", v.Type, v.ID, v.VersionID, err)
 	}
 	return v, s.record(tx, []*Version{v}, []*Resource{res})
@@ -181,16 +181,16 @@ func (s *Store) writeVersion(ctx context.Context, tx DBTX, res *Resource, versio
 // CreateBatch stores new resources, each under the id it was given, in one round trip to the
 // database: what a transaction Bundle's creates cost.
 func (s *Store) CreateBatch(ctx context.Context, tx DBTX, resources []*Resource) ([]*Version, error) {
-	batch := &pgx.Batch{}
+	w := &writeSet{}
 	versions := make([]*Version, len(resources))
 	for i, res := range resources {
-		v, err := s.queueVersion(batch, res, 1)
+		v, err := s.prepareVersion(w, res, 1)
 		if err != nil {
 			return nil, err
 		}
 		versions[i] = v
 	}
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+	if err := tx.SendBatch(ctx, w.batch()).Close(); err != nil {
 		return nil, fmt.Errorf("writing %d new resources: %w", len(resources), err)
 	}
 	return versions, s.record(tx, versions, resources)
@@ -224,23 +224,23 @@ func (s *Store) PutBatch(ctx context.Context, tx DBTX, resources []*Resource) ([
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("locking resources: %w", err)
 	}
-	batch := &pgx.Batch{}
+	w := &writeSet{}
 	versions := make([]*Version, len(resources))
 	for i, res := range resources {
 		key := res.Type + "/" + res.ID
 		current[key]++ // the same resource twice in one batch gets two versions
-		if versions[i], err = s.queueVersion(batch, res, current[key]); err != nil {
+		if versions[i], err = s.prepareVersion(w, res, current[key]); err != nil {
 			return nil, err
 		}
 	}
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+	if err := tx.SendBatch(ctx, w.batch()).Close(); err != nil {
 		return nil, fmt.Errorf("writing %d resources: %w", len(resources), err)
 	}
 	return versions, s.record(tx, versions, resources)
 }
 
-// queueVersion prepares a version and queues the statements that store it.
-func (s *Store) queueVersion(batch *pgx.Batch, res *Resource, version int) (*Version, error) {
+// prepareVersion renders and indexes a version and adds it to w.
+func (s *Store) prepareVersion(w *writeSet, res *Resource, version int) (*Version, error) {
 	v := &Version{Type: res.Type, ID: res.ID, VersionID: version, LastUpdated: s.now().UTC().Truncate(time.Millisecond), Deleted: res.Body == nil}
 	var values searchparam.Values
 	if res.Body != nil {
@@ -260,93 +260,166 @@ func (s *Store) queueVersion(batch *pgx.Batch, res *Resource, version int) (*Ver
 			return nil, fmt.Errorf("indexing %s/%s: %w", res.Type, res.ID, err)
 		}
 	}
-
-	var body *string
-	if v.JSON != nil {
-		text := string(v.JSON)
-		body = &text
-	}
-	batch.Queue(`INSERT INTO resource_version (resource_type, resource_id, version_id, last_updated, body)
-		VALUES ($1, $2, $3, $4, $5)`, v.Type, v.ID, v.VersionID, v.LastUpdated, body)
-	batch.Queue(`INSERT INTO resource (resource_type, resource_id, version_id, last_updated, deleted)
-		VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (resource_type, resource_id) DO UPDATE
-		SET version_id = excluded.version_id, last_updated = excluded.last_updated, deleted = excluded.deleted`,
-		v.Type, v.ID, v.VersionID, v.LastUpdated, v.Deleted)
-	if version > 1 {
-		for _, table := range indexTables {
-			batch.Queue(`DELETE FROM `+table+` WHERE resource_type = $1 AND resource_id = $2`, v.Type, v.ID)
-		}
-	}
-	queueIndexInserts(batch, v.Type, v.ID, values)
+	w.add(v, values)
 	return v, nil
 }
 
 var indexTables = []string{"search_string", "search_token", "search_date", "search_reference", "search_number", "search_quantity", "search_uri"}
 
-// queueIndexInserts adds one multi-row INSERT per index table that has values, the rows
-// passed as parallel arrays.
-func queueIndexInserts(b *pgx.Batch, resourceType, id string, v searchparam.Values) {
-	if n := len(v.Strings); n > 0 {
-		codes, values, normalized := make([]string, n), make([]string, n), make([]string, n)
-		for i, x := range v.Strings {
-			codes[i], values[i], normalized[i] = x.Code, x.Value, x.Normalized
-		}
-		b.Queue(`INSERT INTO search_string (resource_type, resource_id, code, value, normalized)
-			SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[])`, resourceType, id, codes, values, normalized)
+// writeSet gathers the rows of many versions so that each table gets one statement for all of
+// them (rows passed as parallel arrays and unnested), rather than one per version: a batch of
+// 10,000 versions costs a dozen statements, not 70,000. A resource written twice in one set
+// starts a new group, whose statements follow the first's, so its index rows are replaced in
+// order and no upsert meets its own row twice.
+type writeSet struct {
+	groups []*writeGroup
+}
+
+type writeGroup struct {
+	seen map[string]bool
+	// resource_version and resource
+	types, ids []string
+	versions   []int32
+	updated    []time.Time
+	deleted    []bool
+	bodies     []*string
+	// versions after the first, whose old index rows go
+	replacedTypes, replacedIDs []string
+	// index rows: each table's resource_type and resource_id columns, then its own
+	str  struct{ types, ids, codes, values, normalized []string }
+	tok  struct{ types, ids, codes, systems, values, displays []string }
+	date struct {
+		types, ids, codes []string
+		lows, highs       []time.Time
 	}
-	if n := len(v.Tokens); n > 0 {
-		codes, systems, values, displays := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		for i, x := range v.Tokens {
-			codes[i], systems[i], values[i], displays[i] = x.Code, x.System, x.Value, x.Text
-		}
-		b.Queue(`INSERT INTO search_token (resource_type, resource_id, code, system, value, display)
-			SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[])`, resourceType, id, codes, systems, values, displays)
+	ref struct{ types, ids, codes, targetTypes, targetIDs, urls, versions []string }
+	num struct {
+		types, ids, codes   []string
+		values, lows, highs []float64
 	}
-	if n := len(v.Dates); n > 0 {
-		codes, lows, highs := make([]string, n), make([]time.Time, n), make([]time.Time, n)
-		for i, x := range v.Dates {
-			codes[i], lows[i], highs[i] = x.Code, x.Low, x.High
-		}
-		b.Queue(`INSERT INTO search_date (resource_type, resource_id, code, low, high)
-			SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::timestamptz[])`, resourceType, id, codes, lows, highs)
+	qty struct {
+		types, ids, codes []string
+		values            []*float64
+		lows, highs       []float64
+		systems, units    []string
 	}
-	if n := len(v.References); n > 0 {
-		codes, types, ids, urls, versions := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		for i, x := range v.References {
-			codes[i], types[i], ids[i], urls[i], versions[i] = x.Code, x.Type, x.ID, x.URL, x.Version
-		}
-		b.Queue(`INSERT INTO search_reference (resource_type, resource_id, code, target_type, target_id, url, version)
-			SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])`, resourceType, id, codes, types, ids, urls, versions)
+	uri struct{ types, ids, codes, values []string }
+}
+
+func (w *writeSet) add(v *Version, values searchparam.Values) {
+	key := v.Type + "/" + v.ID
+	if len(w.groups) == 0 || w.groups[len(w.groups)-1].seen[key] {
+		w.groups = append(w.groups, &writeGroup{seen: map[string]bool{}})
 	}
-	if n := len(v.Numbers); n > 0 {
-		codes, values, lows, highs := make([]string, n), make([]float64, n), make([]float64, n), make([]float64, n)
-		for i, x := range v.Numbers {
-			codes[i], values[i], lows[i], highs[i] = x.Code, x.Value, x.Low, x.High
-		}
-		b.Queue(`INSERT INTO search_number (resource_type, resource_id, code, value, low, high)
-			SELECT $1, $2, * FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[])`, resourceType, id, codes, values, lows, highs)
+	g := w.groups[len(w.groups)-1]
+	g.seen[key] = true
+	var body *string
+	if v.JSON != nil {
+		text := string(v.JSON)
+		body = &text
 	}
-	if n := len(v.Quantities); n > 0 {
-		codes, values, lows, highs, systems, units := make([]string, n), make([]*float64, n), make([]float64, n), make([]float64, n), make([]string, n), make([]string, n)
-		for i, x := range v.Quantities {
-			codes[i], lows[i], highs[i], systems[i], units[i] = x.Code, x.Low, x.High, x.System, x.Unit
-			if !math.IsNaN(x.Value) && !math.IsInf(x.Value, 0) {
-				value := x.Value
-				values[i] = &value
+	g.types, g.ids = append(g.types, v.Type), append(g.ids, v.ID)
+	g.versions, g.updated = append(g.versions, int32(v.VersionID)), append(g.updated, v.LastUpdated)
+	g.deleted, g.bodies = append(g.deleted, v.Deleted), append(g.bodies, body)
+	if v.VersionID > 1 {
+		g.replacedTypes, g.replacedIDs = append(g.replacedTypes, v.Type), append(g.replacedIDs, v.ID)
+	}
+	t, id := v.Type, v.ID
+	for _, x := range values.Strings {
+		r := &g.str
+		r.types, r.ids, r.codes, r.values, r.normalized = append(r.types, t), append(r.ids, id), append(r.codes, x.Code),
+			append(r.values, x.Value), append(r.normalized, x.Normalized)
+	}
+	for _, x := range values.Tokens {
+		r := &g.tok
+		r.types, r.ids, r.codes, r.systems, r.values, r.displays = append(r.types, t), append(r.ids, id), append(r.codes, x.Code),
+			append(r.systems, x.System), append(r.values, x.Value), append(r.displays, x.Text)
+	}
+	for _, x := range values.Dates {
+		r := &g.date
+		r.types, r.ids, r.codes, r.lows, r.highs = append(r.types, t), append(r.ids, id), append(r.codes, x.Code),
+			append(r.lows, x.Low), append(r.highs, x.High)
+	}
+	for _, x := range values.References {
+		r := &g.ref
+		r.types, r.ids, r.codes, r.targetTypes, r.targetIDs, r.urls, r.versions = append(r.types, t), append(r.ids, id),
+			append(r.codes, x.Code), append(r.targetTypes, x.Type), append(r.targetIDs, x.ID), append(r.urls, x.URL), append(r.versions, x.Version)
+	}
+	for _, x := range values.Numbers {
+		r := &g.num
+		r.types, r.ids, r.codes, r.values, r.lows, r.highs = append(r.types, t), append(r.ids, id), append(r.codes, x.Code),
+			append(r.values, x.Value), append(r.lows, x.Low), append(r.highs, x.High)
+	}
+	for _, x := range values.Quantities {
+		r := &g.qty
+		var value *float64
+		if !math.IsNaN(x.Value) && !math.IsInf(x.Value, 0) {
+			v := x.Value
+			value = &v
+		}
+		r.types, r.ids, r.codes, r.values, r.lows, r.highs, r.systems, r.units = append(r.types, t), append(r.ids, id),
+			append(r.codes, x.Code), append(r.values, value), append(r.lows, x.Low), append(r.highs, x.High),
+			append(r.systems, x.System), append(r.units, x.Unit)
+	}
+	for _, x := range values.URIs {
+		r := &g.uri
+		r.types, r.ids, r.codes, r.values = append(r.types, t), append(r.ids, id), append(r.codes, x.Code), append(r.values, x.Value)
+	}
+}
+
+// batch is the statements that store the set, in order.
+func (w *writeSet) batch() *pgx.Batch {
+	b := &pgx.Batch{}
+	for _, g := range w.groups {
+		b.Queue(`INSERT INTO resource_version (resource_type, resource_id, version_id, last_updated, body)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])`,
+			g.types, g.ids, g.versions, g.updated, g.bodies)
+		b.Queue(`INSERT INTO resource (resource_type, resource_id, version_id, last_updated, deleted)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::bool[])
+			ON CONFLICT (resource_type, resource_id) DO UPDATE
+			SET version_id = excluded.version_id, last_updated = excluded.last_updated, deleted = excluded.deleted`,
+			g.types, g.ids, g.versions, g.updated, g.deleted)
+		if len(g.replacedIDs) > 0 {
+			for _, table := range indexTables {
+				b.Queue(`DELETE FROM `+table+` WHERE (resource_type, resource_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+					g.replacedTypes, g.replacedIDs)
 			}
 		}
-		b.Queue(`INSERT INTO search_quantity (resource_type, resource_id, code, value, low, high, system, unit)
-			SELECT $1, $2, * FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[], $7::text[], $8::text[])`, resourceType, id, codes, values, lows, highs, systems, units)
-	}
-	if n := len(v.URIs); n > 0 {
-		codes, values := make([]string, n), make([]string, n)
-		for i, x := range v.URIs {
-			codes[i], values[i] = x.Code, x.Value
+		if r := g.str; len(r.ids) > 0 {
+			b.Queue(`INSERT INTO search_string (resource_type, resource_id, code, value, normalized)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])`, r.types, r.ids, r.codes, r.values, r.normalized)
 		}
-		b.Queue(`INSERT INTO search_uri (resource_type, resource_id, code, value)
-			SELECT $1, $2, * FROM unnest($3::text[], $4::text[])`, resourceType, id, codes, values)
+		if r := g.tok; len(r.ids) > 0 {
+			b.Queue(`INSERT INTO search_token (resource_type, resource_id, code, system, value, display)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])`,
+				r.types, r.ids, r.codes, r.systems, r.values, r.displays)
+		}
+		if r := g.date; len(r.ids) > 0 {
+			b.Queue(`INSERT INTO search_date (resource_type, resource_id, code, low, high)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])`,
+				r.types, r.ids, r.codes, r.lows, r.highs)
+		}
+		if r := g.ref; len(r.ids) > 0 {
+			b.Queue(`INSERT INTO search_reference (resource_type, resource_id, code, target_type, target_id, url, version)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])`,
+				r.types, r.ids, r.codes, r.targetTypes, r.targetIDs, r.urls, r.versions)
+		}
+		if r := g.num; len(r.ids) > 0 {
+			b.Queue(`INSERT INTO search_number (resource_type, resource_id, code, value, low, high)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[])`,
+				r.types, r.ids, r.codes, r.values, r.lows, r.highs)
+		}
+		if r := g.qty; len(r.ids) > 0 {
+			b.Queue(`INSERT INTO search_quantity (resource_type, resource_id, code, value, low, high, system, unit)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::text[], $8::text[])`,
+				r.types, r.ids, r.codes, r.values, r.lows, r.highs, r.systems, r.units)
+		}
+		if r := g.uri; len(r.ids) > 0 {
+			b.Queue(`INSERT INTO search_uri (resource_type, resource_id, code, value)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])`, r.types, r.ids, r.codes, r.values)
+		}
 	}
+	return b
 }
 
 // Read returns the current version of type/id: a 404 Outcome if there is none, 410 if it
