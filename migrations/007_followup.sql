@@ -18,7 +18,7 @@ CREATE TABLE followup_task (
 CREATE INDEX followup_task_patient ON followup_task (patient_id);
 
 -- Withdrawals from follow-up: an EpisodeOfCare of type cartreg#car-t-follow-up that is
--- finished or cancelled (schedules/followup/README.md says why EpisodeOfCare). A withdrawn
+-- finished or cancelled (schedules/followup/doc.go says why EpisodeOfCare). A withdrawn
 -- patient's open Tasks are cancelled and no new ones are made; an episode set back to active
 -- removes its row, and follow-up resumes.
 CREATE TABLE followup_withdrawal (

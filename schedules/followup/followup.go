@@ -1,9 +1,3 @@
-// Package followup keeps one FHIR Task per infusion and milestone of the follow-up plan: the
-// visits coordinators must not miss.
-//
-// A run derives what should exist from the registry and makes it so, changing only what
-// differs: a missed run is caught up by the next, a repeated run writes nothing. A Task a
-// coordinator has changed since the scheduler last wrote it is theirs, and left alone.
 package followup
 
 import (

@@ -1,0 +1,48 @@
+// Package followup keeps one FHIR Task per infusion and milestone of the follow-up plan: the
+// visits coordinators must not miss.
+//
+// # Derived, not incremental
+//
+// A run (Scheduler.Run, the "follow-up" job of package schedules) derives what should exist
+// from the registry's projection and makes it so, changing only what differs: a missed run is
+// caught up by the next, a repeated run writes nothing. For every infusion and milestone whose
+// lead time has begun there is a Task: requested while the visit is sought, with
+// businessStatus upcoming, due or overdue by the window (Task.restriction.period); completed,
+// with the assessment as output, once an assessment counts at that milestone; cancelled once
+// the patient has died, withdrawn, or started a new sequence with another infusion. The key
+// (infusion, milestone) of followup_task makes a second Task for a visit impossible, whichever
+// replica runs and however often.
+//
+// # Coordinators' changes
+//
+// Tasks are ordinary, versioned FHIR resources; coordinators accept them, put them on hold or
+// fail them through the API. followup_task remembers the version the scheduler last wrote: a
+// later version is a coordinator's, and the scheduler leaves it alone, except that the end of
+// the visit still reaches it (an assessment completes an open Task, a death or withdrawal
+// cancels one), applied on top of the coordinator's version so their notes and owner stay.
+//
+// # At write time
+//
+// Hook is a store write hook run after the registry's projection: the write that records an
+// assessment, a death, a withdrawal or a new infusion brings that patient's existing Tasks up
+// to date in its own transaction, so a visit done an hour ago is never shown as due. It makes
+// no new Tasks; those wait for the scheduled run.
+//
+// # Withdrawal is an EpisodeOfCare
+//
+// A patient's withdrawal from follow-up is recorded as an EpisodeOfCare with type
+// cartreg#car-t-follow-up (the registry's CodeSystem) whose status is finished or cancelled;
+// period.end is the date. EpisodeOfCare rather than ResearchSubject because a registry's
+// follow-up is care the hospital gives, not enrolment in a study, EHRs already keep
+// EpisodeOfCare for such programmes, and its status says exactly "this episode of care is
+// over". Setting the episode back to active resumes follow-up.
+//
+// # Telling coordinators
+//
+// A Task that is new, or newly overdue, leaves a notice (followup_notice) in the same
+// transaction; after the run, Digests turns each owner's notices into one digest, a FHIR
+// Bundle of their Tasks for a webhook and a text for e-mail, queued in the delivery outbox
+// (package delivery), which retries until the receiver takes it. The Worklist serves the same
+// Tasks on demand as JSON, CSV and an iCalendar feed; Status shows one patient's follow-up and
+// the last milestone reached alive and progression-free.
+package followup
