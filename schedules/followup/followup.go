@@ -309,25 +309,34 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 		}
 	}
 
-	batch := &pgx.Batch{}
-	if len(creates) > 0 {
-		versions, err := s.store.CreateBatch(ctx, tx, resources(creates))
+	// Written a slice at a time: a slice's rendered Tasks, index rows and encoded statements
+	// are what a run holds in memory, whatever the size of the registry.
+	for len(creates) > 0 {
+		n := min(len(creates), writeSlice)
+		batch := &pgx.Batch{}
+		versions, err := s.store.CreateBatch(ctx, tx, resources(creates[:n]))
 		if err != nil {
 			return fmt.Errorf("creating follow-up Tasks: %w", err)
 		}
-		for i, w := range creates {
+		for i, w := range creates[:n] {
 			s.record(batch, w.v, w.res.ID, versions[i].VersionID, false)
 			s.notice(batch, w, "new", at)
 			sum.Created++
 			sum.count(w.v.status)
 		}
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+			return fmt.Errorf("recording follow-up Tasks: %w", err)
+		}
+		creates = creates[n:]
 	}
-	if len(updates) > 0 {
-		versions, err := s.store.PutBatch(ctx, tx, resources(updates))
+	for len(updates) > 0 {
+		n := min(len(updates), writeSlice)
+		batch := &pgx.Batch{}
+		versions, err := s.store.PutBatch(ctx, tx, resources(updates[:n]))
 		if err != nil {
 			return fmt.Errorf("updating follow-up Tasks: %w", err)
 		}
-		for i, w := range updates {
+		for i, w := range updates[:n] {
 			s.record(batch, w.v, w.v.task.id, versions[i].VersionID, true)
 			if w.v.business == Overdue && w.v.task.businessStatus != Overdue {
 				s.notice(batch, w, "overdue", at)
@@ -335,15 +344,16 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 			sum.Updated++
 			sum.count(w.v.status)
 		}
-	}
-	if batch.Len() == 0 {
-		return nil
-	}
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return fmt.Errorf("recording follow-up Tasks: %w", err)
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+			return fmt.Errorf("recording follow-up Tasks: %w", err)
+		}
+		updates = updates[n:]
 	}
 	return nil
 }
+
+// writeSlice is how many Tasks go to the store in one call.
+const writeSlice = 500
 
 func resources(ws []write) []*fhir.Resource {
 	out := make([]*fhir.Resource, len(ws))
