@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"time"
 
@@ -42,4 +43,34 @@ func newApp(ctx context.Context, cfg *Config, db *database, params *searchparam.
 	store.AddHook(subscription.New(store, searcher, clock))
 	api := fhir.NewAPI(store, searcher, logger, cfg.FHIR)
 	return &app{store: store, api: api, registry: reg, followUp: followUp}, nil
+}
+
+// openApp is how a short-lived command that writes (demo, import, schedule run) starts: its
+// settings checked, the database opened and migrated, and cartreg wired on it. The caller
+// closes the database with db.close(logger) when done.
+func openApp(ctx context.Context, cfg *Config, stderr io.Writer) (*app, *database, *slog.Logger, error) {
+	logger, err := cfg.newLogger(stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cfg.resolveDatabase(); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cfg.loadRegistry(); err != nil {
+		return nil, nil, nil, err
+	}
+	db, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := db.migrate(ctx, logger); err != nil {
+		db.close(logger)
+		return nil, nil, nil, err
+	}
+	a, err := newApp(ctx, cfg, db, searchparam.Default(), logger)
+	if err != nil {
+		db.close(logger)
+		return nil, nil, nil, err
+	}
+	return a, db, logger, nil
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/cartreg/cartreg/examples"
 	"github.com/cartreg/cartreg/fhir"
-	"github.com/cartreg/cartreg/fhir/searchparam"
 )
 
 func demoCommand(stdout, stderr io.Writer) *ffcli.Command {
@@ -44,28 +43,11 @@ func demoCommand(stdout, stderr io.Writer) *ffcli.Command {
 }
 
 func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
-	logger, err := cfg.newLogger(stderr)
-	if err != nil {
-		return err
-	}
-	if err := cfg.resolveDatabase(); err != nil {
-		return err
-	}
-	if err := cfg.loadRegistry(); err != nil {
-		return err
-	}
-	db, err := openDatabase(ctx, cfg, logger)
+	a, db, logger, err := openApp(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.close(logger)
-	if err := db.migrate(ctx, logger); err != nil {
-		return err
-	}
-	a, err := newApp(ctx, cfg, db, searchparam.Default(), logger)
-	if err != nil {
-		return err
-	}
 	files, err := fs.Glob(examples.Bundles, "*.json")
 	if err != nil {
 		return err

@@ -13,7 +13,6 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/robfig/cron/v3"
 
-	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/schedules"
 	"github.com/cartreg/cartreg/schedules/delivery"
 	"github.com/cartreg/cartreg/schedules/followup"
@@ -213,28 +212,11 @@ func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, st
 	}
 	// The run's clock: Tasks are dated, and windows counted, as of -at.
 	clock = func() time.Time { return at }
-	logger, err := cfg.newLogger(stderr)
-	if err != nil {
-		return err
-	}
-	if err := cfg.resolveDatabase(); err != nil {
-		return err
-	}
-	if err := cfg.loadRegistry(); err != nil {
-		return err
-	}
-	db, err := openDatabase(ctx, cfg, logger)
+	a, db, logger, err := openApp(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.close(logger)
-	if err := db.migrate(ctx, logger); err != nil {
-		return err
-	}
-	a, err := newApp(ctx, cfg, db, searchparam.Default(), logger)
-	if err != nil {
-		return err
-	}
 	sched := schedules.New(db.pool, logger, schedules.Options{Location: cfg.FollowUp.location, Now: clock})
 	ran, err := sched.RunSlot(ctx, followUpJob(a, cfg, logger), at)
 	if err != nil {

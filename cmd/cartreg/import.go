@@ -20,7 +20,6 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/cartreg/cartreg/fhir/ingest"
-	"github.com/cartreg/cartreg/fhir/searchparam"
 )
 
 func importCommand(stdout, stderr io.Writer) *ffcli.Command {
@@ -51,32 +50,15 @@ func importCommand(stdout, stderr io.Writer) *ffcli.Command {
 }
 
 func runImport(ctx context.Context, cfg *Config, args []string, batchSize, workers int, stdout, stderr io.Writer) error {
-	logger, err := cfg.newLogger(stderr)
-	if err != nil {
-		return err
-	}
-	if err := cfg.resolveDatabase(); err != nil {
-		return err
-	}
-	if err := cfg.loadRegistry(); err != nil {
-		return err
-	}
 	batches, others, err := importOrder(args)
 	if err != nil {
 		return err
 	}
-	db, err := openDatabase(ctx, cfg, logger)
+	a, db, logger, err := openApp(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.close(logger)
-	if err := db.migrate(ctx, logger); err != nil {
-		return err
-	}
-	a, err := newApp(ctx, cfg, db, searchparam.Default(), logger)
-	if err != nil {
-		return err
-	}
 	store, api := a.store, a.api
 
 	report := newReporter(stderr, logger)
