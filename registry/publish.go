@@ -12,8 +12,9 @@ import (
 	"github.com/cartreg/cartreg/fhir"
 )
 
-// Publish stores the registry's CodeSystems and StructureDefinitions as FHIR resources under
-// their own ids, so clients find them at /fhir/CodeSystem and /fhir/StructureDefinition. A
+// Publish stores the registry's CodeSystems, StructureDefinitions and SearchParameters (every
+// file of definitions/) as FHIR resources under their own ids, so clients find them at
+// /fhir/CodeSystem, /fhir/StructureDefinition and /fhir/SearchParameter. A
 // definition already stored as it is in this build is left alone (no new version on every
 // start); one that changed gets a new version. Replicas starting together take turns.
 func Publish(ctx context.Context, store *fhir.Store) (updated int, err error) {

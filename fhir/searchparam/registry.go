@@ -1,8 +1,8 @@
 // Package searchparam knows the search parameters of FHIR R4 and turns a resource into the
 // values a search can match.
 //
-// The definitions are the specification's own SearchParameter resources (see README.md),
-// embedded in the binary. Each parameter's FHIRPath expression is compiled once with the
+// The definitions are the specification's own SearchParameter resources (see README.md) and
+// the registry's few of its own (cartreg-search-parameters.json), embedded in the binary. Each parameter's FHIRPath expression is compiled once with the
 // fhirpath package; Extract evaluates them on a resource and converts what they select,
 // by FHIR type, into the index values of values.go.
 package searchparam
@@ -23,7 +23,19 @@ import (
 //go:embed r4-search-parameters.json
 var r4SearchParameters []byte
 
-// spec is one SearchParameter of the embedded file (written by ./gen).
+// cartregSearchParameters are the server's own SearchParameters, in the same shape: for what
+// R4 has no parameter for, such as the window of a follow-up Task (Task's period is
+// executionPeriod, when the work was done). The registry publishes each as a SearchParameter
+// resource (registry/definitions).
+//
+//go:embed cartreg-search-parameters.json
+var cartregSearchParameters []byte
+
+// CustomBase is the canonical base of the server's own SearchParameters: the registry's
+// canonical base (registry.Canonical, which this package cannot import) + "/SearchParameter/".
+const CustomBase = "http://cartreg.org/fhir/SearchParameter/"
+
+// spec is one SearchParameter of an embedded file (written by ./gen for the specification's).
 type spec struct {
 	URL         string   `json:"url"`
 	Code        string   `json:"code"`
@@ -76,7 +88,7 @@ var (
 	defaultRegistry *Registry
 )
 
-// Default returns the process-wide registry of the R4 search parameters, loading and
+// Default returns the process-wide registry of the search parameters, loading and
 // compiling it on first use. The embedded definitions are checked by the tests, so a
 // failure here is a build defect and panics.
 func Default() *Registry {
@@ -90,22 +102,62 @@ func Default() *Registry {
 	return defaultRegistry
 }
 
-// Load reads and compiles the embedded R4 search parameters into a new Registry.
-// Parameters defined on Resource or DomainResource (_id, _lastUpdated, _tag, _profile,
-// _security, _source) are given to every resource type they apply to.
+// source is one file of definitions: the specification's, or the server's own (custom).
+type source struct {
+	name   string
+	data   []byte
+	custom bool
+}
+
+// Load reads and compiles the embedded R4 search parameters, then the server's own, into a
+// new Registry. Parameters defined on Resource or DomainResource (_id, _lastUpdated, _tag,
+// _profile, _security, _source) are given to every resource type they apply to.
+//
+// A parameter of the server's own must be usable as written (its expression compiles and fits
+// the R4 model of every type it names), have its URL under CustomBase, and not reuse a code
+// the specification gives the same type: any of these is an error, not a quiet omission.
 func Load() (*Registry, error) {
-	var specs []spec
-	if err := json.Unmarshal(r4SearchParameters, &specs); err != nil {
-		return nil, fmt.Errorf("searchparam: embedded definitions: %w", err)
-	}
+	return load(
+		source{name: "r4-search-parameters.json", data: r4SearchParameters},
+		source{name: "cartreg-search-parameters.json", data: cartregSearchParameters, custom: true},
+	)
+}
+
+func load(sources ...source) (*Registry, error) {
 	r := &Registry{byType: map[string]*typeParams{}}
 	for _, rt := range fhirpath.ResourceTypes() {
 		r.byType[rt] = &typeParams{byCode: map[string]int{}}
 	}
+	owner := map[string]string{} // "Type:code" -> URL of the definition that has it
+	for _, src := range sources {
+		if err := r.add(src, owner); err != nil {
+			return nil, err
+		}
+	}
+	for _, tp := range r.byType {
+		sort.Sort(byCode(*tp))
+		for i, d := range tp.defs {
+			tp.byCode[d.Code] = i
+		}
+	}
+	sort.Slice(r.unsupported, func(i, j int) bool { return r.unsupported[i].URL < r.unsupported[j].URL })
+	return r, nil
+}
+
+// add compiles one source's definitions into r; owner records who defined each type's codes.
+func (r *Registry) add(src source, owner map[string]string) error {
+	var specs []spec
+	if err := json.Unmarshal(src.data, &specs); err != nil {
+		return fmt.Errorf("searchparam: embedded definitions %s: %w", src.name, err)
+	}
 	for _, s := range specs {
 		resources, err := concreteTypes(s.Base)
 		if err != nil {
-			return nil, fmt.Errorf("searchparam: %s: %w", s.URL, err)
+			return fmt.Errorf("searchparam: %s: %s: %w", src.name, s.URL, err)
+		}
+		if src.custom && (!strings.HasPrefix(s.URL, CustomBase) || s.Code == "" || len(resources) == 0) {
+			return fmt.Errorf("searchparam: %s: %q (code %q): a definition of the server's own needs a code, a base and a URL under %s",
+				src.name, s.URL, s.Code, CustomBase)
 		}
 		reason := ""
 		var compiled *fhirpath.Expression
@@ -122,6 +174,9 @@ func Load() (*Registry, error) {
 			}
 		}
 		if reason != "" {
+			if src.custom {
+				return fmt.Errorf("searchparam: %s: %s: %s", src.name, s.URL, reason)
+			}
 			r.unsupported = append(r.unsupported, Unsupported{
 				URL: s.URL, Code: s.Code, Type: s.Type, Resources: resources,
 				Expression: s.Expression, Reason: reason,
@@ -133,6 +188,9 @@ func Load() (*Registry, error) {
 		for _, rt := range resources {
 			narrowed := compiled.ForResourceType(rt)
 			if err := narrowed.Check(rt); err != nil {
+				if src.custom {
+					return fmt.Errorf("searchparam: %s: %s on %s: %s%w", src.name, s.URL, rt, ReasonModel, err)
+				}
 				misfits = append(misfits, rt)
 				if misfit == nil {
 					misfit = err
@@ -140,9 +198,10 @@ func Load() (*Registry, error) {
 				continue
 			}
 			tp := r.byType[rt]
-			if _, dup := tp.byCode[s.Code]; dup {
-				return nil, fmt.Errorf("searchparam: %s defines %s:%s a second time", s.URL, rt, s.Code)
+			if prev, dup := owner[rt+":"+s.Code]; dup {
+				return fmt.Errorf("searchparam: %s: %s defines %s:%s, which %s already defines", src.name, s.URL, rt, s.Code, prev)
 			}
+			owner[rt+":"+s.Code] = s.URL
 			tp.byCode[s.Code] = -1 // placed when sorted below
 			tp.defs = append(tp.defs, &Definition{
 				Code:        s.Code,
@@ -162,14 +221,7 @@ func Load() (*Registry, error) {
 			})
 		}
 	}
-	for _, tp := range r.byType {
-		sort.Sort(byCode(*tp))
-		for i, d := range tp.defs {
-			tp.byCode[d.Code] = i
-		}
-	}
-	sort.Slice(r.unsupported, func(i, j int) bool { return r.unsupported[i].URL < r.unsupported[j].URL })
-	return r, nil
+	return nil
 }
 
 // byCode sorts a type's definitions and expressions together.
@@ -255,7 +307,7 @@ func (r *Registry) ForType(resourceType string) []*Definition {
 }
 
 // Unsupported lists the specification's parameters the registry leaves out, with why,
-// sorted by URL.
+// sorted by URL. (A parameter of the server's own is never left out: Load refuses it.)
 func (r *Registry) Unsupported() []Unsupported {
 	return append([]Unsupported(nil), r.unsupported...)
 }

@@ -69,8 +69,8 @@ func TestLoad(t *testing.T) {
 	for _, rt := range fhirpath.ResourceTypes() {
 		total += len(r.ForType(rt))
 	}
-	if total != 2500 {
-		t.Errorf("%d (resource type, parameter) pairs, want 2500", total)
+	if total != 2500+1 {
+		t.Errorf("%d (resource type, parameter) pairs, want the specification's 2500 and Task window", total)
 	}
 	if r.ForType("Nope") != nil {
 		t.Error("ForType of an unknown type is not nil")
@@ -80,6 +80,98 @@ func TestLoad(t *testing.T) {
 	defs[0] = nil
 	if r.ForType("Patient")[0] == nil {
 		t.Error("ForType shares its slice")
+	}
+}
+
+// The server's own parameters come after the specification's, from their own file.
+func TestCustomParameters(t *testing.T) {
+	r := Default()
+	d, ok := r.Lookup("Task", "window")
+	if !ok {
+		t.Fatal("Task window not found")
+	}
+	want := Definition{
+		Code: "window", Type: Date, Resource: "Task", Expression: "Task.restriction.period",
+		URL:         "http://cartreg.org/fhir/SearchParameter/task-window",
+		Description: "The window in which the task is sought (Task.restriction.period): for a follow-up Task, the visit window",
+	}
+	if d.Code != want.Code || d.Type != want.Type || d.Resource != want.Resource || d.Expression != want.Expression || d.URL != want.URL || d.Description != want.Description {
+		t.Errorf("Task window = %+v\nwant %+v", *d, want)
+	}
+	// The specification's period is left as it is: when the work was done.
+	if d, ok := r.Lookup("Task", "period"); !ok || d.Expression != "Task.executionPeriod" {
+		t.Errorf("Task period = %+v", d)
+	}
+	if _, ok := r.Lookup("ServiceRequest", "window"); ok {
+		t.Error("window is on Task only")
+	}
+
+	// The window of a follow-up Task is indexed as the Period's days.
+	v, err := r.Extract("Task", map[string]any{"resourceType": "Task", "status": "requested", "intent": "order",
+		"restriction":     map[string]any{"period": map[string]any{"start": "2027-01-20", "end": "2027-02-11"}},
+		"executionPeriod": map[string]any{"start": "2027-02-01T10:00:00Z"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var windows []DateValue
+	for _, dv := range v.Dates {
+		if dv.Code == "window" {
+			windows = append(windows, dv)
+		}
+	}
+	if len(windows) != 1 || windows[0].Low != utc("2027-01-20T00:00:00Z") || windows[0].High != utc("2027-02-12T00:00:00Z") {
+		t.Errorf("window values %+v, want [2027-01-20, 2027-02-12)", windows)
+	}
+}
+
+// A definition of the server's own that clashes with the specification's, or that the server
+// could not evaluate, stops Load: it would otherwise be dropped or shadowed without a word.
+func TestCustomParametersLoadOrFail(t *testing.T) {
+	spec := source{name: "r4-search-parameters.json", data: r4SearchParameters}
+	custom := func(json string) source {
+		return source{name: "custom.json", data: []byte("[" + json + "]"), custom: true}
+	}
+	for name, c := range map[string]struct{ json, err string }{
+		"code of the specification's on the same type": {
+			`{"url":"http://cartreg.org/fhir/SearchParameter/task-period","code":"period","base":["Task"],"type":"date","expression":"Task.restriction.period"}`,
+			"defines Task:period, which http://hl7.org/fhir/SearchParameter/Task-period already defines"},
+		"a Resource parameter's code on every type": {
+			`{"url":"http://cartreg.org/fhir/SearchParameter/id","code":"_id","base":["Task"],"type":"token","expression":"Task.id"}`,
+			"defines Task:_id, which http://hl7.org/fhir/SearchParameter/Resource-id already defines"},
+		"twice in its own file": {
+			`{"url":"http://cartreg.org/fhir/SearchParameter/a","code":"window","base":["Task"],"type":"date","expression":"Task.restriction.period"},
+			{"url":"http://cartreg.org/fhir/SearchParameter/b","code":"window","base":["Task"],"type":"date","expression":"Task.authoredOn"}`,
+			"defines Task:window, which http://cartreg.org/fhir/SearchParameter/a already defines"},
+		"URL outside the registry's base": {
+			`{"url":"http://example.org/SearchParameter/task-window","code":"window","base":["Task"],"type":"date","expression":"Task.restriction.period"}`,
+			"a URL under " + CustomBase},
+		"no such element": {
+			`{"url":"http://cartreg.org/fhir/SearchParameter/task-window","code":"window","base":["Task"],"type":"date","expression":"Task.restriction.window"}`,
+			ReasonModel},
+		"composite": {
+			`{"url":"http://cartreg.org/fhir/SearchParameter/task-x","code":"x","base":["Task"],"type":"composite","expression":"Task"}`,
+			ReasonComposite},
+		"not a resource type": {
+			`{"url":"http://cartreg.org/fhir/SearchParameter/x","code":"x","base":["Tusk"],"type":"date","expression":"Tusk.period"}`,
+			"not an R4 resource type"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := load(spec, custom(c.json))
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("load: %v, want an error with %q", err, c.err)
+			}
+		})
+	}
+	// The same code on another type, or a new code, is fine.
+	r, err := load(spec, custom(`{"url":"http://cartreg.org/fhir/SearchParameter/sr-window","code":"window","base":["ServiceRequest"],"type":"date","expression":"ServiceRequest.occurrence"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := r.Lookup("ServiceRequest", "window"); !ok || d.URL != "http://cartreg.org/fhir/SearchParameter/sr-window" {
+		t.Errorf("ServiceRequest window = %v", d)
+	}
+	if _, ok := r.Lookup("Task", "window"); ok {
+		t.Error("a registry loaded without the embedded custom file has Task window")
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package definitions_test checks the registry's published conformance resources: that the
-// strict R4 parser accepts every file, that ids, canonical URLs and element ids agree, and that
-// what a profile points at (extension profiles, codes of the registry's own CodeSystems) exists.
+// strict R4 parser accepts every file, that ids, canonical URLs and element ids agree, that
+// what a profile points at (extension profiles, codes of the registry's own CodeSystems) exists,
+// and that the SearchParameters are the ones the server searches with.
 package definitions_test
 
 import (
@@ -16,6 +17,7 @@ import (
 
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/fhirpath"
+	"github.com/cartreg/cartreg/fhir/searchparam"
 )
 
 const (
@@ -108,12 +110,12 @@ type definition struct {
 	raw                    []byte
 }
 
-// loadDefinitions reads every StructureDefinition and CodeSystem file of the folder; the test's
-// working directory is the folder itself.
+// loadDefinitions reads every StructureDefinition, CodeSystem and SearchParameter file of the
+// folder; the test's working directory is the folder itself.
 func loadDefinitions(t *testing.T) []definition {
 	t.Helper()
 	var defs []definition
-	for _, rt := range []string{"StructureDefinition", "CodeSystem"} {
+	for _, rt := range []string{"StructureDefinition", "CodeSystem", "SearchParameter"} {
 		files, err := filepath.Glob(rt + "-*.json")
 		if err != nil {
 			t.Fatal(err)
@@ -633,5 +635,75 @@ func walkJSON(v any, path string, visit func(path string, v any)) {
 		for _, k := range sortedKeys(v) {
 			walkJSON(v[k], path+"."+k, visit)
 		}
+	}
+}
+
+type searchParameter struct {
+	ID          string   `json:"id"`
+	URL         string   `json:"url"`
+	Version     string   `json:"version"`
+	Name        string   `json:"name"`
+	Status      string   `json:"status"`
+	Publisher   string   `json:"publisher"`
+	Description string   `json:"description"`
+	Code        string   `json:"code"`
+	Base        []string `json:"base"`
+	Type        string   `json:"type"`
+	Expression  string   `json:"expression"`
+	Target      []string `json:"target"`
+}
+
+// The published SearchParameters are the server's own search parameters
+// (fhir/searchparam/cartreg-search-parameters.json), as it searches with them, and every one
+// of those is published: a client reads here what /fhir/metadata points it to.
+func TestSearchParametersAreTheServers(t *testing.T) {
+	if searchparam.CustomBase != canonical+"/SearchParameter/" {
+		t.Errorf("searchparam.CustomBase %q is not under the registry's canonical base %s", searchparam.CustomBase, canonical)
+	}
+	params := searchparam.Default()
+	published := map[string]bool{} // "Type:code"
+	for _, d := range loadDefinitions(t) {
+		if d.resourceType != "SearchParameter" {
+			continue
+		}
+		sp := &searchParameter{}
+		decode(t, d, sp)
+		t.Run(sp.ID, func(t *testing.T) {
+			for _, f := range []struct{ name, got, want string }{
+				{"version", sp.Version, "1.0.0"},
+				{"status", sp.Status, "active"},
+				{"publisher", sp.Publisher, "cartreg"},
+			} {
+				if f.got != f.want {
+					t.Errorf("%s %q, want %q", f.name, f.got, f.want)
+				}
+			}
+			if sp.Name == "" || len(sp.Base) == 0 {
+				t.Error("no name or base")
+			}
+			for _, base := range sp.Base {
+				published[base+":"+sp.Code] = true
+				def, ok := params.Lookup(base, sp.Code)
+				if !ok {
+					t.Errorf("the server has no %s parameter %s", base, sp.Code)
+					continue
+				}
+				if def.URL != sp.URL || string(def.Type) != sp.Type || def.Expression != sp.Expression ||
+					def.Description != sp.Description || strings.Join(def.Targets, ",") != strings.Join(sp.Target, ",") {
+					t.Errorf("the server's %s %s is %+v; the published one says url %s, type %s, expression %q, description %q, targets %v",
+						base, sp.Code, *def, sp.URL, sp.Type, sp.Expression, sp.Description, sp.Target)
+				}
+			}
+		})
+	}
+	for _, rt := range fhir.ResourceTypes() {
+		for _, d := range params.ForType(rt) {
+			if strings.HasPrefix(d.URL, searchparam.CustomBase) && !published[rt+":"+d.Code] {
+				t.Errorf("the server's %s parameter %s (%s) has no SearchParameter file", rt, d.Code, d.URL)
+			}
+		}
+	}
+	if len(published) == 0 {
+		t.Error("no SearchParameter published")
 	}
 }
