@@ -9,8 +9,8 @@ import (
 	"strings"
 )
 
-// Definitions holds the registry's published conformance resources: its CodeSystems and
-// StructureDefinitions, as JSON files. The CodeSystems are also the registry's terminology:
+// Definitions holds the registry's published conformance resources: its CodeSystems,
+// StructureDefinitions and SearchParameters, as JSON files. The CodeSystems are also the registry's terminology:
 // which categories belong to which response scheme, how a product maps to its targets, which
 // ICD-10-CM codes make a disease group. Changing a file changes both what is published and
 // how data is read, so the two cannot drift apart.
