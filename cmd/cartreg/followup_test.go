@@ -42,7 +42,7 @@ func TestScheduleRunAt(t *testing.T) {
 		t.Fatalf("schedule run: %v\n%s", err, out)
 	}
 	// On 1 March 2027 the transformed FL patient (infused 2023-11-22) has missed the year 3
-	// visit (window closed 2026-12-22), the myeloma patient (2024-03-12) is due for year 3, and
+	// visit (window closed 2026-12-21), the myeloma patient (2024-03-12) is due for year 3, and
 	// every earlier visit of the examples has its assessment.
 	if !strings.Contains(out, "follow-up run as of 2027-03-01T06:00:00Z") || !strings.Contains(out, "2 open, 1 overdue") ||
 		!strings.Contains(out, "2 delivered") {
@@ -112,7 +112,7 @@ func TestServeCatchesUpOnceAcrossReplicas(t *testing.T) {
 		t.Errorf("follow-up of an unknown patient: %v %v", res, err)
 	}
 	// The coordinators' calendar, on the real clock: the transformed FL patient's year 3 visit
-	// (window 2026-10-23 to 2026-12-22) has no assessment, so from late 2026 on there is always
+	// (window 2026-10-22 to 2026-12-21) has no assessment, so from late 2026 on there is always
 	// an open Task, due or overdue.
 	res, err = http.Get(addr + "/worklist.ics")
 	if err != nil {

@@ -663,7 +663,7 @@ func (rep *Report) Calendar(name string) *ics.Calendar {
 	cal.SetCalscale("GREGORIAN")
 	cal.SetXWRCalName(name)
 	cal.SetXWRCalDesc("CAR-T follow-up visits: overdue, due and coming up, as of " + rep.AsOf)
-	cal.SetRefreshInterval("PT1H", ics.WithValue(string(ics.ValueDataTypeDuration)))
+	cal.SetRefreshInterval("PT1H") // the library adds VALUE=DURATION itself
 	cal.SetXPublishedTTL("PT1H")
 	for _, it := range rep.Items {
 		ev := cal.AddEvent(CalendarUID(it.TaskID))

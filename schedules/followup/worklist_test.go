@@ -389,6 +389,9 @@ func TestWorklist(t *testing.T) {
 				t.Fatalf("line %d is not a folded RFC 5545 content line: %q", i+1, line)
 			}
 		}
+		if !bytes.Contains(first.body, []byte("\r\nREFRESH-INTERVAL;VALUE=DURATION:PT1H\r\n")) {
+			t.Errorf("no well-formed REFRESH-INTERVAL (RFC 7986) in\n%s", first.body)
+		}
 		cal, err := ics.ParseCalendar(bytes.NewReader(first.body))
 		if err != nil {
 			t.Fatal(err)
