@@ -1,15 +1,19 @@
 package followup
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/schedules/delivery"
 )
 
@@ -96,11 +100,11 @@ func (s *Scheduler) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner s
 			rows.Close()
 			return 0, fmt.Errorf("follow-up digest: Task/%s: %w", d.id, err)
 		}
-		if !openStatuses[str(d.body, "status")] {
+		if !slices.Contains(OpenStatuses, str(d.body, "status")) {
 			continue // closed since it was noticed: nothing to do
 		}
 		d.raw = json.RawMessage(body)
-		d.patientName = patientName([]byte(patient))
+		d.patientName = cmp.Or(patientOf("", &patient).Name, "(no name)")
 		tasks = append(tasks, d)
 	}
 	rows.Close()
@@ -121,7 +125,7 @@ func (s *Scheduler) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner s
 			Headers: map[string]string{"X-Cartreg-Owner": owner}})
 	}
 	if cfg.Email {
-		address, err := ownerEmail(ctx, tx, owner)
+		address, err := s.ownerEmail(ctx, tx, owner)
 		if err != nil {
 			return 0, err
 		}
@@ -158,7 +162,7 @@ func digestBundle(at time.Time, key string, tasks []digestTask, base string) ([]
 func digestSubject(tasks []digestTask) string {
 	overdue := 0
 	for _, t := range tasks {
-		if hasReason(t, "overdue") {
+		if slices.Contains(t.reasons, "overdue") {
 			overdue++
 		}
 	}
@@ -177,7 +181,7 @@ func digestText(tasks []digestTask) string {
 		return str(p, "start") + " to " + str(p, "end")
 	}
 	sort.SliceStable(sorted, func(i, j int) bool {
-		oi, oj := hasReason(sorted[i], "overdue"), hasReason(sorted[j], "overdue")
+		oi, oj := slices.Contains(sorted[i].reasons, "overdue"), slices.Contains(sorted[j].reasons, "overdue")
 		if oi != oj {
 			return oi
 		}
@@ -187,7 +191,7 @@ func digestText(tasks []digestTask) string {
 	b.WriteString("Follow-up visits that need you, from the CAR-T registry:\n\n")
 	for _, t := range sorted {
 		label := "NEW    "
-		if hasReason(t, "overdue") {
+		if slices.Contains(t.reasons, "overdue") {
 			label = "OVERDUE"
 		}
 		code, _ := t.body["code"].(map[string]any)
@@ -203,34 +207,25 @@ func digestText(tasks []digestTask) string {
 	return b.String()
 }
 
-func hasReason(t digestTask, reason string) bool {
-	for _, r := range t.reasons {
-		if r == reason {
-			return true
-		}
-	}
-	return false
-}
-
-// ownerEmail is the first e-mail address on the owner resource, or "".
-func ownerEmail(ctx context.Context, tx pgx.Tx, owner string) (string, error) {
+// ownerEmail is the first e-mail address on the owner resource, or "" when it has none or
+// does not exist here.
+func (s *Scheduler) ownerEmail(ctx context.Context, tx pgx.Tx, owner string) (string, error) {
 	typ, id, ok := strings.Cut(owner, "/")
 	if !ok {
 		return "", nil
 	}
-	v, err := tx.Query(ctx, `SELECT v.body FROM resource r JOIN resource_version v USING (resource_type, resource_id, version_id)
-		WHERE r.resource_type = $1 AND r.resource_id = $2 AND NOT r.deleted`, typ, id)
+	v, err := s.store.Read(ctx, tx, typ, id)
+	var missing *fhir.Outcome
+	if errors.As(err, &missing) {
+		return "", nil // not found or deleted: nobody to write to
+	}
 	if err != nil {
 		return "", fmt.Errorf("owner %s: %w", owner, err)
-	}
-	bodies, err := pgx.CollectRows(v, pgx.RowTo[string])
-	if err != nil || len(bodies) == 0 {
-		return "", err
 	}
 	var res struct {
 		Telecom []struct{ System, Value string }
 	}
-	if err := json.Unmarshal([]byte(bodies[0]), &res); err != nil {
+	if err := json.Unmarshal(v.JSON, &res); err != nil {
 		return "", fmt.Errorf("owner %s: %w", owner, err)
 	}
 	for _, t := range res.Telecom {
@@ -239,30 +234,6 @@ func ownerEmail(ctx context.Context, tx pgx.Tx, owner string) (string, error) {
 		}
 	}
 	return "", nil
-}
-
-// patientName is "Given Family" of a Patient's official (else first) name.
-func patientName(raw []byte) string {
-	var p struct {
-		Name []struct {
-			Use, Text, Family string
-			Given             []string
-		}
-	}
-	if json.Unmarshal(raw, &p) != nil || len(p.Name) == 0 {
-		return "(no name)"
-	}
-	n := p.Name[0]
-	for _, c := range p.Name {
-		if c.Use == "official" {
-			n = c
-			break
-		}
-	}
-	if n.Text != "" {
-		return n.Text
-	}
-	return strings.TrimSpace(strings.Join(append(n.Given, n.Family), " "))
 }
 
 func str(m map[string]any, k string) string {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -128,14 +129,14 @@ func TestDigestsReachADownReceiverOnceItIsBack(t *testing.T) {
 	for _, ids := range byOwner {
 		sort.Strings(ids)
 	}
-	if len(rc.digests) != 2 || !equal(byOwner[coordinator], m1(northInf)) || !equal(byOwner[south], m1(southInf)) {
+	if len(rc.digests) != 2 || !slices.Equal(byOwner[coordinator], m1(northInf)) || !slices.Equal(byOwner[south], m1(southInf)) {
 		t.Fatalf("digests after an hour down: %v (owners %v); want %s: %v, %s: %v", rc.digests, rc.owners,
 			coordinator, m1(northInf), south, m1(southInf))
 	}
 	if rc.attempts < 4 {
 		t.Errorf("%d attempts: the receiver was down for an hour and should have been tried again", rc.attempts)
 	}
-	if !equal(sorted(rc.tasks), m1(northInf)) {
+	if !slices.Equal(sorted(rc.tasks), m1(northInf)) {
 		t.Errorf("Subscription notifications %v, want the coordinator's new Tasks %v", rc.tasks, m1(northInf))
 	}
 
@@ -180,16 +181,4 @@ func sorted(s []string) []string {
 	out := append([]string(nil), s...)
 	sort.Strings(out)
 	return out
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

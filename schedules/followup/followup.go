@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -255,9 +256,16 @@ func (s *Scheduler) day(at time.Time) time.Time {
 	return time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
 }
 
-// openStatuses are the Task states in which the visit is still sought.
-var openStatuses = map[string]bool{"draft": true, "requested": true, "received": true, "accepted": true,
-	"ready": true, "in-progress": true, "on-hold": true}
+// OpenStatuses are the Task statuses of a visit still sought: work someone still has to do.
+// Work lists show them by default and digests tell of them; completed, cancelled, failed,
+// rejected and entered-in-error Tasks are done with.
+var OpenStatuses = []string{"requested", "received", "accepted", "ready", "in-progress", "on-hold"}
+
+// stillSought says whether the end of a visit (an assessment, a death) should still close a
+// Task in this status: an open one, or a draft a coordinator has not sent yet.
+func stillSought(status string) bool {
+	return status == "draft" || slices.Contains(OpenStatuses, status)
+}
 
 // write is one Task the scheduler is about to write for a visit.
 type write struct {
@@ -286,7 +294,7 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 			// A coordinator's version. It is theirs, except that the visit's end still
 			// reaches it: an assessment completes an open Task and a death or withdrawal
 			// cancels one, keeping what the coordinator wrote.
-			if (status == StatusCompleted || status == StatusCancelled) && openStatuses[v.task.currentStatus] {
+			if (status == StatusCompleted || status == StatusCancelled) && stillSought(v.task.currentStatus) {
 				takeovers = append(takeovers, write{v: v, from: v.task.current})
 				continue
 			}

@@ -25,10 +25,6 @@ import (
 	"github.com/cartreg/cartreg/registry"
 )
 
-// OpenStatuses are the Task statuses a work list shows by default: work someone still has to
-// do. Completed, cancelled, failed, rejected, entered-in-error and draft Tasks are not listed.
-var OpenStatuses = []string{"requested", "received", "accepted", "ready", "in-progress", "on-hold"}
-
 // taskStatuses is the R4 task-status value set, which a status filter must come from.
 var taskStatuses = []string{"draft", "requested", "received", "accepted", "rejected", "ready", "cancelled",
 	"in-progress", "on-hold", "failed", "completed", "entered-in-error"}
