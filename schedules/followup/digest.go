@@ -167,9 +167,9 @@ func digestSubject(tasks []digestTask) string {
 		}
 	}
 	if overdue > 0 {
-		return fmt.Sprintf("CAR-T follow-up: %d visits overdue, %d coming up", overdue, len(tasks)-overdue)
+		return fmt.Sprintf("CAR-T follow-up: %d overdue, %d new", overdue, len(tasks)-overdue)
 	}
-	return fmt.Sprintf("CAR-T follow-up: %d visits coming up", len(tasks))
+	return fmt.Sprintf("CAR-T follow-up: %d new", len(tasks))
 }
 
 // digestText is the e-mail: overdue visits first, then the new ones by window.

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -181,4 +182,41 @@ func sorted(s []string) []string {
 	out := append([]string(nil), s...)
 	sort.Strings(out)
 	return out
+}
+
+// By e-mail, a coordinator's digest goes to their Practitioner's e-mail address and names the
+// patients and visits, overdue ones first.
+func TestDigestByEmail(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	site := w.post(map[string]any{"resourceType": "Organization", "name": "North Hospital"})[0]
+	coordinator := w.post(map[string]any{"resourceType": "Practitioner",
+		"telecom": []any{map[string]any{"system": "phone", "value": "+1 555 0100"},
+			map[string]any{"system": "email", "value": "a.okafor@north.example"}}})[0]
+	planner := followup.New(followup.Config{LeadDays: 14, Owners: map[string]string{site[len("Organization/"):]: coordinator}},
+		w.store, w.reg.Plan())
+	w.now = date("2025-01-06")
+	late, _, _ := w.enrol(site, "2024-11-01") // month 1 (2024-11-24 to 2024-12-16) missed, month 3 open
+	w.enrol(site, "2025-01-06")               // month 1 coming up
+	w.put(map[string]any{"resourceType": "Patient", "id": late[len("Patient/"):], "gender": "female", "birthDate": "1970-03-03",
+		"managingOrganization": ref(site), "name": []any{map[string]any{"given": []any{"Grace"}, "family": "Hopper"}}})
+	w.now = date("2025-01-15")
+	if _, err := planner.Run(ctx, w.now); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := planner.Digests(ctx, w.now, followup.DigestConfig{Email: true}); err != nil || n != 1 {
+		t.Fatalf("digests queued: %d, %v", n, err)
+	}
+	var target, subject, body string
+	if err := w.db.QueryRow(ctx, `SELECT target, subject, convert_from(body, 'UTF8') FROM delivery_message
+		WHERE channel = 'email'`).Scan(&target, &subject, &body); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(body, "\n")
+	if target != "a.okafor@north.example" || subject != "CAR-T follow-up: 1 overdue, 2 new" ||
+		len(lines) < 5 || !strings.HasPrefix(lines[2], "OVERDUE  Month 1: Grace Hopper, window 2024-11-24 to 2024-12-16") ||
+		!strings.HasPrefix(lines[3], "NEW      Month 3: Grace Hopper, window 2025-01-16 to 2025-02-13") ||
+		!strings.HasPrefix(lines[4], "NEW      Month 1: (no name), window 2025-01-29 to 2025-02-20") {
+		t.Errorf("e-mail digest to %s, %q:\n%s", target, subject, body)
+	}
 }

@@ -328,7 +328,11 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 		}
 		for i, w := range creates[:n] {
 			s.record(batch, w.v, w.res.ID, versions[i].VersionID, false)
-			s.notice(batch, w, "new", at)
+			reason := "new"
+			if w.v.business == Overdue { // made late (a history loaded today): it is overdue news
+				reason = "overdue"
+			}
+			s.notice(batch, w, reason, at)
 			sum.Created++
 			sum.count(w.v.status)
 		}
