@@ -21,7 +21,6 @@ import (
 
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/migrations"
-	"github.com/cartreg/cartreg/schedules/followup"
 	"github.com/cartreg/cartreg/server"
 )
 
@@ -195,8 +194,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	}
 	app.api.Register(srv.Echo)
 	app.registry.Register(srv.Echo)
-	app.followUp.RegisterStatus(srv.Echo, db.pool, clock)
-	followup.NewWorklist(db.pool, clock, app.registry.Plan()).Register(srv.Echo)
+	app.followUp.Register(srv.Echo, db.pool, clock)
 	stopSchedules := startSchedules(serveCtx, app, cfg, db, logger)
 	err = srv.Run(serveCtx)
 	stopSchedules()

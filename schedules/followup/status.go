@@ -132,24 +132,19 @@ func (s *Scheduler) Status(ctx context.Context, db fhir.DBTX, patient string, at
 	return out, len(out.Sequences) > 0, nil
 }
 
-// RegisterStatus adds GET /follow-up/Patient/:id, a patient's follow-up for coordinators:
-// every sequence's milestones with their Tasks and responses, and the last milestone reached
-// alive and progression-free ("five-year survival reached").
-func (s *Scheduler) RegisterStatus(e *echo.Echo, db fhir.DBTX, now func() time.Time) {
-	e.GET("/follow-up/Patient/:id", func(c echo.Context) error {
-		st, ok, err := s.Status(c.Request().Context(), db, c.Param("id"), now())
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fhir.NewOutcome(http.StatusNotFound, fhir.NotFound, fmt.Sprintf("the registry has no CAR-T infusion of Patient/%s", c.Param("id")))
-		}
-		c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSONCharsetUTF8)
-		enc := json.NewEncoder(c.Response())
-		if fhir.Pretty(c) {
-			enc.SetIndent("", "  ")
-		}
-		c.Response().WriteHeader(http.StatusOK)
-		return enc.Encode(st)
-	})
+func (w *Worklist) getStatus(c echo.Context) error {
+	st, ok, err := w.s.Status(c.Request().Context(), w.db, c.Param("id"), w.now())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fhir.NewOutcome(http.StatusNotFound, fhir.NotFound, fmt.Sprintf("the registry has no CAR-T infusion of Patient/%s", c.Param("id")))
+	}
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSONCharsetUTF8)
+	enc := json.NewEncoder(c.Response())
+	if fhir.Pretty(c) {
+		enc.SetIndent("", "  ")
+	}
+	c.Response().WriteHeader(http.StatusOK)
+	return enc.Encode(st)
 }

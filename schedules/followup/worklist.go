@@ -41,23 +41,25 @@ const maxWithin = 3660
 // out from the Task's window as of today, not read from the businessStatus the nightly run
 // last wrote.
 type Worklist struct {
-	db   fhir.DBTX
-	now  func() time.Time
-	plan registry.Plan
+	db  fhir.DBTX
+	now func() time.Time
+	s   *Scheduler // its plan labels milestones and dates windows; its calendar counts days
 }
 
-// NewWorklist returns the work list over db; now is the clock today is taken from and plan
-// gives milestone labels, target days and the windows of Tasks that lack one.
-func NewWorklist(db fhir.DBTX, now func() time.Time, plan registry.Plan) *Worklist {
-	return &Worklist{db: db, now: now, plan: plan}
+// Worklist returns the scheduler's work list over db; now is the clock today is taken from.
+func (s *Scheduler) Worklist(db fhir.DBTX, now func() time.Time) *Worklist {
+	return &Worklist{db: db, now: now, s: s}
 }
 
-// Register adds GET /worklist (JSON, CSV or iCalendar by Accept or _format) and
-// GET /worklist.ics (iCalendar, for calendar apps, which subscribe to a URL).
-func (w *Worklist) Register(e *echo.Echo) {
+// Register adds the coordinators' endpoints: GET /worklist (JSON, CSV or iCalendar by Accept
+// or _format), GET /worklist.ics (iCalendar, for calendar apps, which subscribe to a URL) and
+// GET /follow-up/Patient/:id (Status).
+func (s *Scheduler) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time) {
+	w := s.Worklist(db, now)
 	methods := []string{http.MethodGet, http.MethodHead}
 	e.Match(methods, "/worklist", w.get)
 	e.Match(methods, "/worklist.ics", w.getCalendar)
+	e.GET("/follow-up/Patient/:id", w.getStatus)
 }
 
 // Query selects the Tasks of a work list. Empty filters select everything.
@@ -187,10 +189,7 @@ WHERE d.window_start <= $6::date
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // today is the clock's calendar day, as the scheduler counts days.
-func (w *Worklist) today() time.Time {
-	t := w.now()
-	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
-}
+func (w *Worklist) today() time.Time { return w.s.day(w.now()) }
 
 // List returns the work list as of the clock's today, most urgent first: overdue (most days
 // overdue first), then due (closing soonest first), then upcoming (opening soonest first);
@@ -204,7 +203,7 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 	var codes []string
 	var targets, starts, ends []int32
 	labels := map[string]string{}
-	for _, m := range w.plan.Milestones {
+	for _, m := range w.s.plan.Milestones {
 		codes, targets = append(codes, m.Code), append(targets, int32(m.TargetDay))
 		starts, ends = append(starts, int32(m.WindowStart)), append(ends, int32(m.WindowEnd))
 		labels[m.Code] = m.Label

@@ -39,7 +39,7 @@ func newWorklistWorld(t *testing.T) *worklistWorld {
 	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "16M", ReadHeaderTimeout: time.Minute,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, w.db)
 	w.api.Register(srv.Echo)
-	followup.NewWorklist(w.db, func() time.Time { return w.now }, w.reg.Plan()).Register(srv.Echo)
+	followup.New(followup.Config{}, w.store, w.reg.Plan()).Register(srv.Echo, w.db, func() time.Time { return w.now })
 	ts := httptest.NewServer(srv.Echo)
 	t.Cleanup(ts.Close)
 	return &worklistWorld{world: w, url: ts.URL}
@@ -638,7 +638,7 @@ func TestWorklistAtScale(t *testing.T) {
 		}
 		for _, query := range []followup.Query{{Within: 30}, {Within: 30, Owners: []string{coordinator}}} {
 			rec := &recordingDB{DBTX: w.db}
-			if _, err := followup.NewWorklist(rec, func() time.Time { return w.now }, w.reg.Plan()).List(ctx, query); err != nil {
+			if _, err := followup.New(followup.Config{}, w.store, w.reg.Plan()).Worklist(rec, func() time.Time { return w.now }).List(ctx, query); err != nil {
 				t.Fatal(err)
 			}
 			rows, err := w.db.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+rec.sql, rec.args...)
@@ -669,4 +669,19 @@ type recordingDB struct {
 func (r *recordingDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	r.sql, r.args = sql, args
 	return r.DBTX.Query(ctx, sql, args...)
+}
+
+// The work list's today is the scheduler's: the calendar day in the registry's time zone.
+func TestWorklistCountsDaysInTheRegistrysTimeZone(t *testing.T) {
+	w := newWorld(t)
+	noonUTC := func() time.Time { return time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC) }
+	for zone, want := range map[*time.Location]string{
+		time.UTC: "2025-03-01", time.FixedZone("UTC+14", 14*3600): "2025-03-02", time.FixedZone("UTC-12", -12*3600): "2025-03-01",
+	} {
+		s := followup.New(followup.Config{Location: zone}, w.store, w.reg.Plan())
+		rep, err := s.Worklist(w.db, noonUTC).List(context.Background(), followup.Query{})
+		if err != nil || rep.AsOf != want {
+			t.Errorf("%s: as of %v, %v; want %s", zone, rep, err, want)
+		}
+	}
 }
