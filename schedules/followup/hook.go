@@ -3,7 +3,6 @@ package followup
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -30,53 +29,70 @@ type hook struct {
 }
 
 func (h *hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Change) error {
-	patients := map[string]bool{}
+	var observations, infusionTypes, infusionIDs, patients []string
 	for _, c := range changes {
 		switch c.Type {
 		case "Patient":
-			patients[c.ID] = true
-		case "Observation", "Procedure", "MedicationAdministration":
-			if id := referencedPatient(c.Body, "subject"); id != "" {
-				patients[id] = true
-			}
+			patients = append(patients, c.ID)
+		case "Observation":
+			observations = append(observations, c.ID)
+		case "Procedure", "MedicationAdministration":
+			infusionTypes, infusionIDs = append(infusionTypes, c.Type), append(infusionIDs, c.ID)
 		case "EpisodeOfCare":
-			if err := h.projectEpisode(ctx, tx, c, patients); err != nil {
+			var err error
+			if patients, err = h.projectEpisode(ctx, tx, c, patients); err != nil {
 				return err
 			}
 		}
 	}
-	if len(patients) == 0 {
+	if len(observations)+len(infusionIDs)+len(patients) == 0 {
 		return nil
 	}
-	ids := make([]string, 0, len(patients))
-	for id := range patients {
-		ids = append(ids, id)
+	// Whose Tasks may change is what the registry's projection, which ran first, made of the
+	// writes: an Observation that is no assessment, or an infusion of a patient without Tasks,
+	// costs this one query and nothing more.
+	rows, err := tx.Query(ctx, patientsWithTasksSQL, observations, infusionTypes, infusionIDs, patients)
+	if err != nil {
+		return fmt.Errorf("follow-up: %w", err)
 	}
-	sort.Strings(ids)
-	_, err := h.s.RunPatients(ctx, tx, h.now(), ids)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	_, err = h.s.RunPatients(ctx, tx, h.now(), ids)
 	return err
 }
 
-// projectEpisode records or clears a withdrawal from follow-up.
-func (h *hook) projectEpisode(ctx context.Context, tx pgx.Tx, c fhir.Change, patients map[string]bool) error {
+// patientsWithTasksSQL: the patients of the written assessments ($1), infusions ($2, $3) and
+// patients ($4) who have follow-up Tasks, in a fixed order.
+const patientsWithTasksSQL = `SELECT DISTINCT p.patient_id FROM (
+	SELECT patient_id FROM registry_assessment WHERE observation_id = ANY($1)
+	UNION ALL
+	SELECT patient_id FROM registry_infusion WHERE (resource_type, resource_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+	UNION ALL
+	SELECT unnest($4::text[])
+) p WHERE EXISTS (SELECT 1 FROM followup_task t WHERE t.patient_id = p.patient_id)
+ORDER BY 1`
+
+// projectEpisode records or clears a withdrawal from follow-up, adding the patients it
+// concerns (before and after) to patients.
+func (h *hook) projectEpisode(ctx context.Context, tx pgx.Tx, c fhir.Change, patients []string) ([]string, error) {
 	rows, err := tx.Query(ctx, `DELETE FROM followup_withdrawal WHERE episode_id = $1 RETURNING patient_id`, c.ID)
 	if err != nil {
-		return fmt.Errorf("follow-up withdrawal: %w", err)
+		return nil, fmt.Errorf("follow-up withdrawal: %w", err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return fmt.Errorf("follow-up withdrawal: %w", err)
+		return nil, fmt.Errorf("follow-up withdrawal: %w", err)
 	}
-	for _, id := range ids {
-		patients[id] = true
-	}
+	patients = append(patients, ids...)
 	if c.Body == nil || !isFollowUpEpisode(c.Body) {
-		return nil
+		return patients, nil
 	}
 	patient := referencedPatient(c.Body, "patient")
 	status, _ := c.Body["status"].(string)
 	if patient == "" || (status != "finished" && status != "cancelled") {
-		return nil
+		return patients, nil
 	}
 	on := h.s.day(h.now())
 	if period, ok := c.Body["period"].(map[string]any); ok {
@@ -86,12 +102,11 @@ func (h *hook) projectEpisode(ctx context.Context, tx pgx.Tx, c fhir.Change, pat
 			}
 		}
 	}
-	patients[patient] = true
 	if _, err := tx.Exec(ctx, `INSERT INTO followup_withdrawal (episode_id, patient_id, withdrawn_on) VALUES ($1, $2, $3)`,
 		c.ID, patient, on); err != nil {
-		return fmt.Errorf("follow-up withdrawal: %w", err)
+		return nil, fmt.Errorf("follow-up withdrawal: %w", err)
 	}
-	return nil
+	return append(patients, patient), nil
 }
 
 func isFollowUpEpisode(body map[string]any) bool {
