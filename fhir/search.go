@@ -498,21 +498,22 @@ func (s *Searcher) parseCriteria(criteria string) (string, *searchQuery, error) 
 	return resourceType, q, nil
 }
 
-// Matches reports whether the current version of resourceType/id, as written in tx, meets
-// criteria; it sees the search indexes of tx's own writes.
-func (s *Searcher) Matches(ctx context.Context, tx DBTX, criteria, id string) (bool, error) {
+// Matching returns the current versions, as written in tx, of those of ids (of the type the
+// criteria search) that meet criteria: one search for a whole write's resources. It sees the
+// search indexes of tx's own writes.
+func (s *Searcher) Matching(ctx context.Context, tx DBTX, criteria string, ids []string) ([]*Version, error) {
 	resourceType, q, err := s.parseCriteria(criteria)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	q.filters = append(q.filters, filter{key: "_id", values: [][]string{{id}}})
+	q.filters = append(q.filters, filter{key: "_id", values: [][]string{ids}})
 	q.base = s.baseURL
-	q.count, q.sort, q.includes, q.revincl, q.total = 1, nil, nil, nil, "none"
+	q.count, q.sort, q.includes, q.revincl, q.total = len(ids), nil, nil, nil, "none"
 	p, err := s.run(ctx, tx, []string{resourceType}, q)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return len(p.matches) > 0, nil
+	return p.matches, nil
 }
 
 func (a *API) typeSearch(c echo.Context) error {

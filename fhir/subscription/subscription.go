@@ -90,25 +90,23 @@ func (h *Hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Chang
 	}
 	var msgs []delivery.Message
 	for _, sub := range subs {
-		for _, c := range byType[sub.resourceType] {
-			ok, err := h.searcher.Matches(ctx, tx, sub.criteria, c.ID)
-			if err != nil {
-				return fmt.Errorf("subscription %s: %w", sub.id, err)
-			}
-			if !ok {
-				continue
-			}
+		written := byType[sub.resourceType]
+		ids := make([]string, len(written))
+		for i, c := range written {
+			ids[i] = c.ID
+		}
+		matches, err := h.searcher.Matching(ctx, tx, sub.criteria, ids)
+		if err != nil {
+			return fmt.Errorf("subscription %s: %w", sub.id, err)
+		}
+		for _, v := range matches {
 			m := delivery.Message{
-				Key:     fmt.Sprintf("subscription/%s/%s/%s/%d", sub.id, c.Type, c.ID, c.VersionID),
+				Key:     fmt.Sprintf("subscription/%s/%s/%s/%d", sub.id, v.Type, v.ID, v.VersionID),
 				Kind:    "subscription",
 				Channel: delivery.ChannelWebhook, Target: sub.endpoint, Headers: sub.headers,
 			}
 			if sub.payload != "" {
-				body, err := h.store.Read(ctx, tx, c.Type, c.ID)
-				if err != nil {
-					return fmt.Errorf("subscription %s: %w", sub.id, err)
-				}
-				m.ContentType, m.Body = sub.payload, body.JSON
+				m.ContentType, m.Body = sub.payload, v.JSON
 			}
 			msgs = append(msgs, m)
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -139,6 +140,32 @@ func TestRestHookOnTasks(t *testing.T) {
 	if got := h.deliver(); len(got) != 1 || got[0].body["description"] != "Year 1 follow-up: patient called" {
 		t.Errorf("notifications after two updates: %+v", got)
 	}
+
+	t.Run("of a Bundle's entries, those that match", func(t *testing.T) {
+		entry := func(owner, status string) map[string]any {
+			return map[string]any{"resource": task(owner, status), "request": map[string]any{"method": "POST", "url": "Task"}}
+		}
+		status, out := h.send("POST", "/", map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{
+			entry("Practitioner/7", "requested"), entry("Practitioner/8", "requested"), entry("Practitioner/7", "requested")}})
+		if status != http.StatusOK {
+			t.Fatalf("transaction: %d %v", status, out)
+		}
+		var want []string
+		for _, i := range []int{0, 2} {
+			loc := out["entry"].([]any)[i].(map[string]any)["response"].(map[string]any)["location"].(string)
+			want = append(want, strings.Split(loc, "/")[1])
+		}
+		got := h.deliver()
+		var ids []string
+		for _, n := range got {
+			ids = append(ids, n.body["id"].(string))
+		}
+		slices.Sort(ids)
+		slices.Sort(want)
+		if !slices.Equal(ids, want) {
+			t.Errorf("notified of %v, want %v", ids, want)
+		}
+	})
 
 	t.Run("without a payload the POST has no body", func(t *testing.T) {
 		h.send("POST", "/Subscription", map[string]any{"resourceType": "Subscription", "status": "requested",
