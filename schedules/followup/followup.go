@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,7 +89,7 @@ func (s *Scheduler) Run(ctx context.Context, at time.Time) (Summary, error) {
 			if err != nil || n == 0 {
 				return err
 			}
-			visits, err := s.visits(ctx, tx, s.day(at), byChunk, after[0], after[1], chunk)
+			visits, err := s.visits(ctx, tx, s.day(at), true, byChunk, after[0], after[1], chunk)
 			if err != nil {
 				return err
 			}
@@ -125,7 +126,7 @@ func (s *Scheduler) lastOfChunk(ctx context.Context, tx pgx.Tx, after [2]string)
 // stays a load.
 func (s *Scheduler) RunPatients(ctx context.Context, tx pgx.Tx, at time.Time, patients []string) (Summary, error) {
 	var sum Summary
-	visits, err := s.visits(ctx, tx, s.day(at), byPatients, patients)
+	visits, err := s.visits(ctx, tx, s.day(at), false, byPatients, patients)
 	if err != nil {
 		return sum, err
 	}
@@ -201,20 +202,16 @@ WHERE t.task_id IS NOT NULL OR (%s AND i.infused_on + p.first_day - $4::int <= $
 ORDER BY i.resource_type, i.resource_id, p.ord`
 
 // visits loads the visits of the infusions selection picks (byChunk or byPatients, with its
-// arguments).
-func (s *Scheduler) visits(ctx context.Context, tx pgx.Tx, today time.Time, selection string, selArgs ...any) ([]*visit, error) {
+// arguments): those whose lead time has begun when creating, else only those with a Task.
+func (s *Scheduler) visits(ctx context.Context, tx pgx.Tx, today time.Time, creating bool, selection string, selArgs ...any) ([]*visit, error) {
 	var codes []string
 	var starts, ends []int32
 	for _, m := range s.plan.Milestones {
 		codes = append(codes, m.Code)
 		starts, ends = append(starts, int32(m.WindowStart)), append(ends, int32(m.WindowEnd))
 	}
-	creating := "true"
-	if selection == byPatients {
-		creating = "false"
-	}
 	args := append([]any{codes, starts, ends, s.cfg.LeadDays, today}, selArgs...)
-	rows, err := tx.Query(ctx, fmt.Sprintf(visitsSQL, selection, creating), args...)
+	rows, err := tx.Query(ctx, fmt.Sprintf(visitsSQL, selection, strconv.FormatBool(creating)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("follow-up visits: %w", err)
 	}
