@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -27,15 +28,18 @@ type FollowUpConfig struct {
 	DigestWebhook    string
 	DigestEmail      bool
 	DeliveryInterval time.Duration
-	SMTP             delivery.SMTPConfig
-	SMTPPasswordFile string
+	// DeliveryRetention is how long delivered messages are kept (for an operator to look
+	// at) before their bodies, which carry patient data, are deleted.
+	DeliveryRetention time.Duration
+	SMTP              delivery.SMTPConfig
+	SMTPPasswordFile  string
 
 	location *time.Location
 	owners   map[string]string
 }
 
 func defaultFollowUp() FollowUpConfig {
-	return FollowUpConfig{Schedule: "30 5 * * *", TimeZone: "UTC", LeadDays: 14, DeliveryInterval: 30 * time.Second,
+	return FollowUpConfig{Schedule: "30 5 * * *", TimeZone: "UTC", LeadDays: 14, DeliveryInterval: 30 * time.Second, DeliveryRetention: 30 * 24 * time.Hour,
 		SMTP: delivery.SMTPConfig{TLS: delivery.TLSStartTLS}}
 }
 
@@ -55,6 +59,7 @@ func (c *Config) registerScheduleFlags(fs *flag.FlagSet) {
 	fs.StringVar(&f.DigestWebhook, "digest-webhook", f.DigestWebhook, "URL that receives each coordinator's digest of new and newly overdue Tasks as a FHIR Bundle, after every run")
 	fs.BoolVar(&f.DigestEmail, "digest-email", f.DigestEmail, "also e-mail each coordinator their digest, to the e-mail telecom of their Practitioner (needs -smtp-host)")
 	fs.DurationVar(&f.DeliveryInterval, "delivery-interval", f.DeliveryInterval, "how often queued digests and Subscription notifications are (re)tried")
+	fs.DurationVar(&f.DeliveryRetention, "delivery-retention", f.DeliveryRetention, "how long delivered digests and notifications are kept before they are deleted (720h: 30 days)")
 	fs.StringVar(&f.SMTP.Host, "smtp-host", f.SMTP.Host, "SMTP server for e-mail digests")
 	fs.IntVar(&f.SMTP.Port, "smtp-port", f.SMTP.Port, "SMTP port (default: 587 for starttls, 465 for tls, 25 for none)")
 	fs.StringVar(&f.SMTP.Username, "smtp-username", f.SMTP.Username, "SMTP AUTH user name")
@@ -94,8 +99,8 @@ func (f *FollowUpConfig) resolve() error {
 	if f.DigestEmail && f.SMTP.Host == "" {
 		return fmt.Errorf("-digest-email needs -smtp-host")
 	}
-	if f.DeliveryInterval <= 0 {
-		return fmt.Errorf("-delivery-interval must be positive, got %s", f.DeliveryInterval)
+	if f.DeliveryInterval <= 0 || f.DeliveryRetention <= 0 {
+		return fmt.Errorf("-delivery-interval (%s) and -delivery-retention (%s) must be positive", f.DeliveryInterval, f.DeliveryRetention)
 	}
 	return nil
 }
@@ -122,8 +127,25 @@ func followUpJob(a *app, cfg *Config, logger *slog.Logger) schedules.Job {
 	}}
 }
 
-// startSchedules runs the follow-up job on its schedule, once at start-up for a slot missed
-// while no replica was up, and the deliverer; stop stops both and waits for them.
+// pruneSpec is when delivered messages past their retention are deleted: daily, before the
+// follow-up run.
+const pruneSpec = "15 4 * * *"
+
+// pruneJob deletes delivered digests and notifications older than the retention: their bodies
+// carry patient data that the outbox need not keep once a receiver has them.
+func pruneJob(db *database, cfg *Config, logger *slog.Logger) schedules.Job {
+	return schedules.Job{Name: "delivery-prune", Spec: pruneSpec, Run: func(ctx context.Context, slot time.Time) error {
+		n, err := delivery.PruneDelivered(ctx, db.pool, slot.Add(-cfg.FollowUp.DeliveryRetention))
+		if err == nil && n > 0 {
+			logger.Info("delivered messages pruned", "count", n)
+		}
+		return err
+	}}
+}
+
+// startSchedules runs the periodic jobs (the follow-up run, unless it is off, and the pruning
+// of delivered messages), each once at start-up for a slot missed while no replica was up,
+// and the deliverer; stop stops them all and waits for them.
 func startSchedules(ctx context.Context, a *app, cfg *Config, db *database, logger *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	deliverer := delivery.New(db.pool, delivery.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger)
@@ -132,20 +154,24 @@ func startSchedules(ctx context.Context, a *app, cfg *Config, db *database, logg
 		defer close(delivered)
 		deliverer.Run(ctx, cfg.FollowUp.DeliveryInterval)
 	}()
-	if cfg.FollowUp.Schedule == "off" {
-		return func() { cancel(); <-delivered }
-	}
 	sched := schedules.New(db.pool, logger, schedules.Options{Location: cfg.FollowUp.location, Now: clock})
-	job := followUpJob(a, cfg, logger)
-	if err := sched.Add(job); err != nil { // the spec was checked at start-up: cannot fail here
-		logger.Error("follow-up schedule", "error", err)
+	jobs := []schedules.Job{pruneJob(db, cfg, logger)}
+	if cfg.FollowUp.Schedule != "off" {
+		jobs = append(jobs, followUpJob(a, cfg, logger))
+	}
+	for _, job := range jobs {
+		if err := sched.Add(job); err != nil { // the specs were checked at start-up: cannot fail here
+			logger.Error("schedule", "job", job.Name, "error", err)
+		}
 	}
 	sched.Start()
 	caughtUp := make(chan struct{})
 	go func() {
 		defer close(caughtUp)
-		if _, err := sched.CatchUp(ctx, job); err != nil {
-			logger.Error("follow-up catch-up run failed", "error", err)
+		for _, job := range jobs {
+			if _, err := sched.CatchUp(ctx, job); err != nil {
+				logger.Error("catch-up run failed", "job", job.Name, "error", err)
+			}
 		}
 	}()
 	return func() {
@@ -183,11 +209,60 @@ func scheduleCommand(stdout, stderr io.Writer) *ffcli.Command {
 	}
 	return &ffcli.Command{
 		Name:        "schedule",
-		ShortUsage:  "cartreg schedule run [flags]",
-		ShortHelp:   "run scheduled work by hand",
-		Subcommands: []*ffcli.Command{run},
+		ShortUsage:  "cartreg schedule run|deliveries [flags]",
+		ShortHelp:   "run scheduled work by hand, and see what it has sent",
+		Subcommands: []*ffcli.Command{run, deliveriesCommand(stdout, stderr)},
 		Exec: func(context.Context, []string) error {
-			return fmt.Errorf("want a subcommand: cartreg schedule run")
+			return fmt.Errorf("want a subcommand: cartreg schedule run, or cartreg schedule deliveries")
+		},
+	}
+}
+
+func deliveriesCommand(stdout, stderr io.Writer) *ffcli.Command {
+	cfg := defaultConfig()
+	cfg.shareEmbedded = true
+	fs := flag.NewFlagSet("deliveries", flag.ContinueOnError)
+	cfg.registerDatabaseFlags(fs)
+	var f delivery.Filter
+	fs.StringVar((*string)(&f.State), "state", "", "pending, delivered or failed (default: all)")
+	fs.StringVar(&f.Kind, "kind", "", "digest or subscription (default: all)")
+	fs.IntVar(&f.Limit, "limit", 100, "the most messages listed, newest first")
+	return &ffcli.Command{
+		Name:       "deliveries",
+		ShortUsage: "cartreg schedule deliveries [-state failed] [-kind digest] [flags]",
+		ShortHelp:  "list queued, delivered and given-up digests and Subscription notifications, newest first",
+		LongHelp: "Lists the delivery outbox: what each message is, where it goes (a webhook's host and path,\n" +
+			"never its credentials), how many attempts it has had and the last error. Bodies, which carry\n" +
+			"patient data, are never shown.",
+		FlagSet: fs,
+		Options: ffOptions(),
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("schedule deliveries takes no arguments, got %q", args)
+			}
+			logger, err := cfg.newLogger(stderr)
+			if err != nil {
+				return err
+			}
+			if err := cfg.resolveDatabase(); err != nil {
+				return err
+			}
+			db, err := openDatabase(ctx, &cfg, logger)
+			if err != nil {
+				return err
+			}
+			defer db.close(logger)
+			list, err := delivery.List(ctx, db.pool, f)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "STATE\tKIND\tCHANNEL\tTARGET\tATTEMPTS\tCREATED\tLAST ERROR\tKEY")
+			for _, m := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.State, m.Kind, m.Channel, m.Target, m.Attempts,
+					m.CreatedAt.UTC().Format(time.RFC3339), m.LastError, m.Key)
+			}
+			return tw.Flush()
 		},
 	}
 }

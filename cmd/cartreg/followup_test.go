@@ -65,6 +65,13 @@ func TestScheduleRunAt(t *testing.T) {
 	if len(digests) != 2 || len(digests[0]["entry"].([]any)) != 1 || len(digests[1]["entry"].([]any)) != 1 {
 		t.Errorf("digests received: %v", digests)
 	}
+	listing, err := runCartreg(t, env, "schedule", "deliveries", "-state", "delivered")
+	if err != nil || strings.Count(listing, "\ndelivered  digest") != 2 {
+		t.Errorf("schedule deliveries: %v\n%s", err, listing)
+	}
+	if out, err := runCartreg(t, env, "schedule", "deliveries", "-state", "lost"); err == nil {
+		t.Errorf("an unknown state was accepted:\n%s", out)
+	}
 	if _, err := runCartreg(t, env, "schedule", "run", "-at", "yesterday"); err == nil {
 		t.Error("a bad -at was accepted")
 	}
@@ -130,7 +137,8 @@ func TestServeCatchesUpOnceAcrossReplicas(t *testing.T) {
 		}
 	}
 	runs := strings.Count(a.logs(), `"msg":"follow-up run"`) + strings.Count(b.logs(), `"msg":"follow-up run"`)
-	if runs != 1 || countsIn(t, url, `SELECT job, count(*) FROM schedule_run GROUP BY 1`)["follow-up"] != 1 {
-		t.Errorf("%d follow-up runs logged, want 1:\n%s\n%s", runs, a.logs(), b.logs())
+	jobs := countsIn(t, url, `SELECT job, count(*) FROM schedule_run GROUP BY 1`)
+	if runs != 1 || jobs["follow-up"] != 1 || jobs["delivery-prune"] != 1 {
+		t.Errorf("%d follow-up runs logged, want 1; runs per job %v:\n%s\n%s", runs, jobs, a.logs(), b.logs())
 	}
 }
