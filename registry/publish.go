@@ -10,10 +10,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
 )
 
-// Publish stores the registry's CodeSystems, StructureDefinitions and SearchParameters (every
-// file of definitions/) as FHIR resources under their own ids, so clients find them at
+// Publish stores the registry's CodeSystems and StructureDefinitions (every file of
+// definitions/) and the server's own SearchParameters (searchparam.CustomDefinitions) as FHIR
+// resources under their own ids, so clients find them at
 // /fhir/CodeSystem, /fhir/StructureDefinition and /fhir/SearchParameter. A
 // definition already stored as it is in this build is left alone (no new version on every
 // start); one that changed gets a new version. Replicas starting together take turns.
@@ -31,6 +33,17 @@ func Publish(ctx context.Context, store *fhir.Store) (updated int, err error) {
 		res, err := fhir.Parse(raw)
 		if err != nil {
 			return 0, fmt.Errorf("registry definition %s: %w", f, err)
+		}
+		resources = append(resources, res)
+	}
+	params, err := searchparam.CustomDefinitions()
+	if err != nil {
+		return 0, err
+	}
+	for _, raw := range params {
+		res, err := fhir.Parse(raw)
+		if err != nil {
+			return 0, fmt.Errorf("search parameter definition: %w", err)
 		}
 		resources = append(resources, res)
 	}

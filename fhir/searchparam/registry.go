@@ -2,8 +2,8 @@
 // values a search can match.
 //
 // The definitions are the specification's own SearchParameter resources (see README.md) and
-// the registry's few of its own (cartreg-search-parameters.json), embedded in the binary. Each parameter's FHIRPath expression is compiled once with the
-// fhirpath package; Extract evaluates them on a resource and converts what they select,
+// the registry's few of its own (cartreg-search-parameters.json), embedded in the binary.
+// Each parameter's FHIRPath expression is compiled once with the fhirpath package; Extract evaluates them on a resource and converts what they select,
 // by FHIR type, into the index values of values.go.
 package searchparam
 
@@ -23,13 +23,22 @@ import (
 //go:embed r4-search-parameters.json
 var r4SearchParameters []byte
 
-// cartregSearchParameters are the server's own SearchParameters, in the same shape: for what
-// R4 has no parameter for, such as the window of a follow-up Task (Task's period is
-// executionPeriod, when the work was done). The registry publishes each as a SearchParameter
-// resource (registry/definitions).
+// cartregSearchParameters are the server's own SearchParameters, as whole FHIR resources (the
+// fields spec reads are theirs): for what R4 has no parameter for, such as the window of a
+// follow-up Task (Task's period is executionPeriod, when the work was done). The registry
+// publishes them as they are (CustomDefinitions), so what clients read is what is searched.
 //
 //go:embed cartreg-search-parameters.json
 var cartregSearchParameters []byte
+
+// CustomDefinitions are the server's own SearchParameter resources, one JSON text each.
+func CustomDefinitions() ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	if err := json.Unmarshal(cartregSearchParameters, &out); err != nil {
+		return nil, fmt.Errorf("searchparam: cartreg-search-parameters.json: %w", err)
+	}
+	return out, nil
+}
 
 // CustomBase is the canonical base of the server's own SearchParameters: the registry's
 // canonical base (registry.Canonical, which this package cannot import) + "/SearchParameter/".
