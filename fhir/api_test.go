@@ -393,6 +393,60 @@ func TestIdenticalConditionalCreatesAtOnceMakeOneResource(t *testing.T) {
 	}
 }
 
+// A conditional create whose match exists must not queue behind another writer with the
+// same criteria (every Bundle from a site conditionally creates the site), while one whose
+// match does not exist yet must wait for that writer, and then find what it made.
+func TestConditionalCreatesWaitOnlyWhenNothingMatches(t *testing.T) {
+	s := newTestServer(t)
+	ctx := context.Background()
+	s.expect(s.do("POST", "/Patient", patientJSON), http.StatusCreated)
+	const existing = "identifier=urn:oid:1.2.36.146.595.217.0.1|12345"
+	const missing = "identifier=urn:oid:1.2.36.146.595.217.0.1|not-yet"
+	searcher := fhir.NewSearcher(fhir.NewStore(s.db, searchparam.Default(), time.Now), searchparam.Default(), "")
+
+	holder, err := s.db.Begin(ctx) // another writer, mid-transaction, holding both criteria
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	for _, criteria := range []string{existing, missing} {
+		if _, err := searcher.MatchOne(ctx, holder, "Patient", criteria, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan *response, 1)
+	go func() { done <- s.do("POST", "/Patient", patientJSON, "If-None-Exist", existing) }()
+	select {
+	case r := <-done:
+		s.expect(r, http.StatusOK)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a conditional create whose match exists waited for another writer's transaction")
+	}
+
+	body := strings.Replace(patientJSON, "12345", "not-yet", 1)
+	go func() { done <- s.do("POST", "/Patient", body, "If-None-Exist", missing) }()
+	select {
+	case r := <-done:
+		t.Fatalf("a conditional create matching nothing went ahead while another writer held its criteria: %d %s", r.status, r.body)
+	case <-time.After(500 * time.Millisecond):
+	}
+	// The holder creates the resource and commits: the waiting create must find it.
+	res, err := fhir.Parse([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fhir.NewStore(s.db, searchparam.Default(), time.Now).Create(ctx, holder, res); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.expect(<-done, http.StatusOK)
+	if n := s.countRows("resource"); n != 2 {
+		t.Fatalf("%d resources, want 2: the waiting conditional create made a duplicate", n)
+	}
+}
+
 func TestConcurrentIfMatchUpdatesLoseNothing(t *testing.T) {
 	s := newTestServer(t)
 	counter := `{"resourceType":"Patient","id":"counter","multipleBirthInteger":0}`

@@ -446,12 +446,28 @@ func (s *Searcher) MatchOne(ctx context.Context, tx DBTX, resourceType, criteria
 	}
 	q.base = s.baseURL
 	q.count, q.sort, q.includes, q.revincl, q.total = 2, nil, nil, nil, "none"
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", resourceType+"?"+params.Encode()); err != nil {
+	// Two writers with the same criteria must not both find nothing and both create: the
+	// search runs under a lock on the criteria, held to commit. But most criteria are matched
+	// by a resource that exists already (every Bundle from a site names the site), and
+	// waiting for the holder would queue all those writers behind one another for nothing.
+	// So a writer that finds the lock taken searches without it, and waits for the lock only
+	// when that search finds nothing: then it searches again, and sees what the holder made.
+	key := resourceType + "?" + params.Encode()
+	var locked bool
+	if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock(hashtext($1))", key).Scan(&locked); err != nil {
 		return "", fmt.Errorf("locking %s criteria: %w", purpose, err)
 	}
 	p, err := s.run(ctx, tx, []string{resourceType}, q)
 	if err != nil {
 		return "", err
+	}
+	if !locked && len(p.matches) == 0 {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", key); err != nil {
+			return "", fmt.Errorf("locking %s criteria: %w", purpose, err)
+		}
+		if p, err = s.run(ctx, tx, []string{resourceType}, q); err != nil {
+			return "", err
+		}
 	}
 	switch len(p.matches) {
 	case 0:
