@@ -40,6 +40,9 @@ type Config struct {
 	Registry        registry.Config
 	FollowUpPlan    string // a JSON file with the follow-up plan, instead of the default one
 	FollowUp        FollowUpConfig
+	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on a listener of its own,
+	// never on the public one: profiles show request data.
+	DebugAddr string
 	// shareEmbedded lets a short-lived command (demo, import) use the embedded database as a
 	// client when a running server owns it, instead of failing.
 	shareEmbedded bool
@@ -96,6 +99,7 @@ func (c *Config) registerLogFlags(fs *flag.FlagSet) {
 func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	c.registerDatabaseFlags(fs)
 	fs.StringVar(&c.HTTP.Addr, "addr", c.HTTP.Addr, "HTTP listen address")
+	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off); keep it off public interfaces")
 	fs.BoolVar(&c.Migrate, "migrate", c.Migrate, "apply pending migrations at start; with -migrate=false, refuse to start on an out-of-date schema")
 	fs.StringVar(&c.HTTP.MaxBodySize, "max-body-size", c.HTTP.MaxBodySize, "largest request body accepted (e.g. 64M); larger ones get 413")
 	fs.DurationVar(&c.HTTP.ReadHeaderTimeout, "read-header-timeout", c.HTTP.ReadHeaderTimeout, "time allowed to receive a request's headers")

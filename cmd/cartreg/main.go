@@ -196,6 +196,14 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	app.registry.Register(srv.Echo)
 	app.followUp.Register(srv.Echo, db.pool, clock)
 	stopSchedules := startSchedules(serveCtx, app, cfg, db, logger)
+	if cfg.DebugAddr != "" {
+		stopDebug, err := serveDebug(cfg.DebugAddr, logger)
+		if err != nil {
+			stopSchedules()
+			return err
+		}
+		defer stopDebug()
+	}
 	err = srv.Run(serveCtx)
 	stopSchedules()
 	if err != nil {
