@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test acceptance lint bench migrate postgres fixtures
+.PHONY: help build run test acceptance lint bench bench-go migrate postgres fixtures
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +32,11 @@ lint: ## go vet, and fail on files gofmt would change
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 
-bench: ## run the benchmarks (never part of make test)
+# BENCH_FLAGS passes flags to the harness, e.g. BENCH_FLAGS='-patients 10000 -profile /tmp/prof'.
+bench: postgres build ## the benchmark harness: a synthetic cohort through a running server; writes bench/results.json and README's table (about 30 minutes)
+	$(GO) run ./bench -bin $(BIN) -out bench/results.json -readme README.md $(BENCH_FLAGS)
+
+bench-go: postgres ## the Go benchmarks of single operations (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
 
 migrate: postgres build ## apply pending migrations to the configured database

@@ -1,0 +1,232 @@
+// Command bench is cartreg's benchmark harness, what `make bench` runs. It measures the server
+// the way its users meet it: it generates a cohort with `cartreg synth`, starts `cartreg serve`
+// on a fresh embedded database, and drives it over HTTP with concurrent clients, then runs the
+// follow-up scheduler as `cartreg schedule run` against the same database. It prints one table
+// of figures against the targets of issue 7 and writes them as JSON (bench/results.json), so
+// runs can be compared, and with -readme puts the table in README.md.
+//
+// The phases, in order, on one growing database:
+//
+//	ingest       the cohort's patient transaction Bundles from 8 clients: resources created per second
+//	small-tx     Patient + Observation transaction Bundles from 32 clients: tx/s, median and p99
+//	read         reads by id of ingested resources from 32 clients: req/s, median and p99
+//	scheduler    the first follow-up run (it makes every Task the cohort's history calls for),
+//	             then the next day's run: seconds and the process's peak RSS
+//	search       Observation?patient&code&date and Patient?name&birthdate, one client, once the
+//	             database holds the Tasks too (over 1,000,000 resources at the default size)
+//	outcomes     survival and response queries over the whole cohort: medians
+//	memory       the server's peak RSS over the whole run
+//
+// Every request is checked: a failed one stops the run, so a figure is never made of errors.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	bin        string
+	patients   int
+	seed       uint64
+	asOf       time.Time
+	work       string
+	keep       bool
+	duration   time.Duration
+	searches   int
+	outcomes   int
+	out        string
+	readme     string
+	profile    string
+	serverArgs []string
+}
+
+func main() {
+	var o options
+	var asOf, serverArgs string
+	flag.StringVar(&o.bin, "bin", "bin/cartreg", "the cartreg binary to measure")
+	flag.IntVar(&o.patients, "patients", 100_000, "cohort size: patients, each with one infusion")
+	flag.Uint64Var(&o.seed, "seed", 1, "cohort seed (the same seed gives the same cohort)")
+	flag.StringVar(&asOf, "as-of", "2026-11-30", "the cohort's data cut-off; the scheduler runs the next two mornings")
+	flag.StringVar(&o.work, "work", "", "directory for the cohort and the database (default: a new temporary one, removed afterwards)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (cohort, database, server log)")
+	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long the small-transaction and read phases each run")
+	flag.IntVar(&o.searches, "searches", 1000, "queries of each search")
+	flag.IntVar(&o.outcomes, "outcomes", 20, "requests of each outcome query")
+	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results as JSON (empty: nowhere)")
+	flag.StringVar(&o.readme, "readme", "", "README to put the results table in, between its bench markers (empty: none)")
+	flag.StringVar(&o.profile, "profile", "", "directory to write the server's CPU profiles of the ingest, small-transaction and read phases to (empty: none)")
+	flag.StringVar(&serverArgs, "server-args", "", "extra flags for cartreg serve, space-separated")
+	flag.Parse()
+	var err error
+	if o.asOf, err = time.Parse(time.DateOnly, asOf); err != nil {
+		fatalf("-as-of %q: want YYYY-MM-DD", asOf)
+	}
+	o.serverArgs = splitArgs(serverArgs)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, o)
+	if err != nil {
+		fatalf("%v", err)
+	}
+	printTable(os.Stdout, res)
+	if o.out != "" {
+		if err := writeJSON(o.out, res); err != nil {
+			fatalf("%v", err)
+		}
+		fmt.Printf("\nwrote %s\n", o.out)
+	}
+	if o.readme != "" {
+		if err := updateReadme(o.readme, res); err != nil {
+			fatalf("%v", err)
+		}
+		fmt.Printf("updated the table in %s\n", o.readme)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// run does every phase and returns the figures.
+func run(ctx context.Context, o options) (*Results, error) {
+	bin, err := filepath.Abs(o.bin)
+	if err != nil {
+		return nil, err
+	}
+	work := o.work
+	if work == "" {
+		if work, err = os.MkdirTemp("", "cartreg-bench-"); err != nil {
+			return nil, err
+		}
+		if !o.keep {
+			defer os.RemoveAll(work)
+		} else {
+			defer fmt.Fprintf(os.Stderr, "kept %s\n", work)
+		}
+	}
+	// The embedded database runs as another user when we are root: it must reach its folder.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return nil, err
+	}
+	res := &Results{Started: time.Now().UTC(), Machine: describeMachine(), Version: binaryVersion(bin)}
+
+	cohortDir := filepath.Join(work, "cohort")
+	step("generating %d patients with cartreg synth", o.patients)
+	if err := runCommand(ctx, bin, "synth", "-patients", fmt.Sprint(o.patients), "-seed", fmt.Sprint(o.seed),
+		"-as-of", o.asOf.Format(time.DateOnly), "-out", cohortDir); err != nil {
+		return nil, err
+	}
+	cohort, err := listCohort(cohortDir)
+	if err != nil {
+		return nil, err
+	}
+
+	dataDir := filepath.Join(work, "data")
+	serverArgs := o.serverArgs
+	var prof *profiler
+	if o.profile != "" {
+		if prof, err = newProfiler(o.profile); err != nil {
+			return nil, err
+		}
+		serverArgs = append(serverArgs, "-debug-addr", prof.addr)
+	}
+	srv, err := startServer(ctx, bin, dataDir, filepath.Join(work, "serve.log"), serverArgs)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	db, err := srv.database(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	res.Machine.PostgreSQL = postgresVersion(ctx, db)
+
+	// The server publishes the registry's own definitions (StructureDefinitions, CodeSystems…).
+	if res.ResourcesAtStart, err = countRows(ctx, db, `SELECT count(*) FROM resource WHERE NOT deleted`); err != nil {
+		return nil, err
+	}
+	c := newClient(srv.base, 32)
+	step("ingest: %d transaction Bundles from %d clients", len(cohort), ingestClients)
+	done := prof.start(ctx, "ingest", 30*time.Second)
+	loaded, err := ingest(ctx, c, cohort)
+	if err != nil {
+		return nil, err
+	}
+	if err := done(); err != nil {
+		return nil, err
+	}
+	res.Ingest = loaded.figures
+
+	step("small transactions: %d clients for %s", smallTxClients, o.duration)
+	done = prof.start(ctx, "small-tx", o.duration)
+	if res.SmallTx, err = smallTransactions(ctx, c, o.duration); err != nil {
+		return nil, err
+	}
+	if err := done(); err != nil {
+		return nil, err
+	}
+
+	step("read by id: %d clients for %s", readClients, o.duration)
+	done = prof.start(ctx, "read", o.duration)
+	if res.Read, err = reads(ctx, c, loaded.locations, readClients, o.duration); err != nil {
+		return nil, err
+	}
+	if err := done(); err != nil {
+		return nil, err
+	}
+	// Under 32 clients a request's latency is mostly its wait for the 2 cores (Little's law:
+	// 32 clients / 5,000 req/s = 6.4 ms); the latency of one read on its own is this.
+	step("read by id: 1 client for %s", o.duration/3)
+	if res.ReadAlone, err = reads(ctx, c, loaded.locations, 1, o.duration/3); err != nil {
+		return nil, err
+	}
+
+	step("scheduler: the first follow-up run")
+	first := o.asOf.AddDate(0, 0, 1).Add(6 * time.Hour)
+	if res.SchedulerFirst, err = scheduleRun(ctx, bin, dataDir, first); err != nil {
+		return nil, err
+	}
+	step("scheduler: the next day's run")
+	if res.SchedulerDaily, err = scheduleRun(ctx, bin, dataDir, first.AddDate(0, 0, 1)); err != nil {
+		return nil, err
+	}
+	if res.SchedulerFirst.Infusions, err = countRows(ctx, db, `SELECT count(*) FROM registry_infusion`); err != nil {
+		return nil, err
+	}
+	res.SchedulerDaily.Infusions = res.SchedulerFirst.Infusions
+
+	if res.Resources, err = countRows(ctx, db, `SELECT count(*) FROM resource WHERE NOT deleted`); err != nil {
+		return nil, err
+	}
+	step("search: %d queries each, on %d resources", o.searches, res.Resources)
+	if res.SearchObservation, res.SearchPatient, err = searches(ctx, c, loaded.samples, o.searches); err != nil {
+		return nil, err
+	}
+
+	step("outcomes: %d requests of each query over %d patients", o.outcomes, len(cohort))
+	if res.Outcomes, err = outcomes(ctx, c, o.outcomes); err != nil {
+		return nil, err
+	}
+
+	res.ServerPeakRSSMB, err = srv.peakRSSMB()
+	if err != nil {
+		return nil, err
+	}
+	res.Patients = len(cohort)
+	res.Finished = time.Now().UTC()
+	return res, nil
+}
+
+func step(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
