@@ -337,43 +337,43 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 	// are what a run holds in memory, whatever the size of the registry.
 	for len(creates) > 0 {
 		n := min(len(creates), writeSlice)
-		batch := &pgx.Batch{}
 		versions, err := s.store.CreateBatch(ctx, tx, resources(creates[:n]))
 		if err != nil {
 			return fmt.Errorf("creating follow-up Tasks: %w", err)
 		}
+		var rec records
 		for i, w := range creates[:n] {
-			s.record(batch, w.v, w.res.ID, versions[i].VersionID, false)
+			rec.add(w.v, w.res.ID, versions[i].VersionID)
 			reason := "new"
 			if w.v.business == Overdue { // made late (a history loaded today): it is overdue news
 				reason = "overdue"
 			}
-			s.notice(batch, w, reason, at)
+			rec.notice(w, reason)
 			sum.Created++
 			sum.count(w.v.status)
 		}
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-			return fmt.Errorf("recording follow-up Tasks: %w", err)
+		if err := rec.write(ctx, tx, false, at); err != nil {
+			return err
 		}
 		creates = creates[n:]
 	}
 	for len(updates) > 0 {
 		n := min(len(updates), writeSlice)
-		batch := &pgx.Batch{}
 		versions, err := s.store.PutBatch(ctx, tx, resources(updates[:n]))
 		if err != nil {
 			return fmt.Errorf("updating follow-up Tasks: %w", err)
 		}
+		var rec records
 		for i, w := range updates[:n] {
-			s.record(batch, w.v, w.v.task.id, versions[i].VersionID, true)
+			rec.add(w.v, w.v.task.id, versions[i].VersionID)
 			if w.v.business == Overdue && w.v.task.businessStatus != Overdue {
-				s.notice(batch, w, "overdue", at)
+				rec.notice(w, "overdue")
 			}
 			sum.Updated++
 			sum.count(w.v.status)
 		}
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-			return fmt.Errorf("recording follow-up Tasks: %w", err)
+		if err := rec.write(ctx, tx, true, at); err != nil {
+			return err
 		}
 		updates = updates[n:]
 	}
@@ -458,16 +458,61 @@ func (s *Scheduler) closeCoordinatorTasks(ctx context.Context, tx pgx.Tx, at tim
 	return out, nil
 }
 
+// records are the followup_task rows and notices of a slice of written Tasks, as columns:
+// a slice of new Tasks costs one statement for each table, not one per Task.
+type records struct {
+	// followup_task
+	infusionTypes, infusionIDs, milestones, taskIDs, patients, statuses, business, outputs []string
+	versions                                                                               []int32
+	// followup_notice
+	owners, noticed, reasons []string
+}
+
+// add notes what the scheduler wrote, so the next run can tell its own version from a
+// coordinator's.
+func (r *records) add(v *visit, taskID string, version int) {
+	r.infusionTypes, r.infusionIDs = append(r.infusionTypes, v.infusionType), append(r.infusionIDs, v.infusionID)
+	r.milestones, r.taskIDs, r.patients = append(r.milestones, v.milestone.Code), append(r.taskIDs, taskID), append(r.patients, v.patient)
+	r.statuses, r.business = append(r.statuses, v.status), append(r.business, v.business)
+	r.outputs, r.versions = append(r.outputs, v.assessment), append(r.versions, int32(version))
+}
+
 // notice remembers that a Task's owner must hear of it (new, or newly overdue) in the next
 // digest. The key (task, reason) tells each owner once.
-func (s *Scheduler) notice(batch *pgx.Batch, w write, reason string, at time.Time) {
+func (r *records) notice(w write, reason string) {
 	owner, _ := w.res.Body["owner"].(map[string]any)
 	ref, _ := owner["reference"].(string)
 	if ref == "" || w.v.status != StatusRequested {
 		return
 	}
-	batch.Queue(`INSERT INTO followup_notice (owner, task_id, reason, noticed_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (task_id, reason) DO NOTHING`, ref, w.res.ID, reason, at)
+	r.owners, r.noticed, r.reasons = append(r.owners, ref), append(r.noticed, w.res.ID), append(r.reasons, reason)
+}
+
+// write stores the records: existing says whether the followup_task rows are there to update.
+func (r *records) write(ctx context.Context, tx pgx.Tx, existing bool, at time.Time) error {
+	batch := &pgx.Batch{}
+	if existing {
+		// Few, and each found by its key: a statement each keeps that lookup certain.
+		for i := range r.taskIDs {
+			batch.Queue(`UPDATE followup_task SET status = $4, business_status = $5, output_id = $6, written_version = $7
+				WHERE infusion_type = $1 AND infusion_id = $2 AND milestone = $3`,
+				r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.statuses[i], r.business[i], r.outputs[i], r.versions[i])
+		}
+	} else {
+		batch.Queue(`INSERT INTO followup_task (infusion_type, infusion_id, milestone, task_id, patient_id, status,
+			business_status, output_id, written_version)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[])`,
+			r.infusionTypes, r.infusionIDs, r.milestones, r.taskIDs, r.patients, r.statuses, r.business, r.outputs, r.versions)
+	}
+	if len(r.noticed) > 0 {
+		batch.Queue(`INSERT INTO followup_notice (owner, task_id, reason, noticed_at)
+			SELECT o, t, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS n(o, t, r)
+			ON CONFLICT (task_id, reason) DO NOTHING`, r.owners, r.noticed, r.reasons, at)
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("recording follow-up Tasks: %w", err)
+	}
+	return nil
 }
 
 func (sum *Summary) count(status string) {
@@ -477,21 +522,6 @@ func (sum *Summary) count(status string) {
 	case StatusCancelled:
 		sum.Cancelled++
 	}
-}
-
-// record notes what the scheduler wrote, so the next run can tell its own version from a
-// coordinator's.
-func (s *Scheduler) record(batch *pgx.Batch, v *visit, taskID string, version int, existing bool) {
-	status, business := v.status, v.business
-	if existing {
-		batch.Queue(`UPDATE followup_task SET status = $4, business_status = $5, output_id = $6, written_version = $7
-			WHERE infusion_type = $1 AND infusion_id = $2 AND milestone = $3`,
-			v.infusionType, v.infusionID, v.milestone.Code, status, business, v.assessment, version)
-		return
-	}
-	batch.Queue(`INSERT INTO followup_task (infusion_type, infusion_id, milestone, task_id, patient_id, status,
-		business_status, output_id, written_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		v.infusionType, v.infusionID, v.milestone.Code, taskID, v.patient, status, business, v.assessment, version)
 }
 
 func day(t time.Time) string { return t.Format(time.DateOnly) }
