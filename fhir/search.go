@@ -430,53 +430,124 @@ func (s *Searcher) load(ctx context.Context, db DBTX, types, ids []string) ([]*V
 	return pgx.CollectRows(rows, scanVersion)
 }
 
+// Match is one conditional operation's criteria, for MatchAll.
+type Match struct {
+	ResourceType, Criteria string
+	Purpose                string // names the criteria in errors: "ifNoneExist", "conditional update" …
+}
+
 // MatchOne finds the one resource of resourceType that the criteria (a query string) select,
 // for conditional create, update, patch and delete: "" when none does, a 412 Outcome when
 // several do. Criteria must all be understood: ignoring one could pick the wrong resource.
-// It holds a transaction-scoped advisory lock on the criteria, so two requests with the same
-// criteria cannot both find nothing and both create.
+// Two requests with the same criteria cannot both find nothing and both create (see MatchAll).
 func (s *Searcher) MatchOne(ctx context.Context, tx DBTX, resourceType, criteria, purpose string) (string, error) {
-	params, err := url.ParseQuery(strings.TrimPrefix(criteria, "?"))
-	if err != nil || len(params) == 0 {
-		return "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%s: %q is not a search query", purpose, criteria))
+	ids, err := s.MatchAll(ctx, tx, []Match{{ResourceType: resourceType, Criteria: criteria, Purpose: purpose}})
+	var one *MatchError
+	if errors.As(err, &one) {
+		return "", one.Err
 	}
-	q, err := s.parseSearch([]string{resourceType}, params, true, 2, 2)
 	if err != nil {
 		return "", err
 	}
-	q.base = s.baseURL
-	q.count, q.sort, q.includes, q.revincl, q.total = 2, nil, nil, nil, "none"
-	// Two writers with the same criteria must not both find nothing and both create: the
-	// search runs under a lock on the criteria, held to commit. But most criteria are matched
-	// by a resource that exists already (every Bundle from a site names the site), and
-	// waiting for the holder would queue all those writers behind one another for nothing.
-	// So a writer that finds the lock taken searches without it, and waits for the lock only
-	// when that search finds nothing: then it searches again, and sees what the holder made.
-	key := resourceType + "?" + params.Encode()
-	var locked bool
-	if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock(hashtext($1))", key).Scan(&locked); err != nil {
-		return "", fmt.Errorf("locking %s criteria: %w", purpose, err)
-	}
-	p, err := s.run(ctx, tx, []string{resourceType}, q)
-	if err != nil {
-		return "", err
-	}
-	if !locked && len(p.matches) == 0 {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", key); err != nil {
-			return "", fmt.Errorf("locking %s criteria: %w", purpose, err)
-		}
-		if p, err = s.run(ctx, tx, []string{resourceType}, q); err != nil {
-			return "", err
-		}
-	}
-	switch len(p.matches) {
-	case 0:
-		return "", nil
-	case 1:
-		return p.matches[0].ID, nil
-	}
-	return "", NewOutcome(http.StatusPreconditionFailed, Duplicate, fmt.Sprintf("%s: more than one %s matches %q", purpose, resourceType, criteria))
+	return ids[0], nil
 }
+
+// MatchAll is MatchOne for several criteria at once, as a transaction's conditional entries
+// have them: one round trip for all, however many there are. An error names the criteria's
+// index in ms as its location's prefix when it is an Outcome.
+//
+// Two writers with the same criteria must not both find nothing and both create: each search
+// runs under a transaction-scoped advisory lock on its criteria. But most criteria are
+// matched by a resource that exists already (every Bundle from a site names the site), and
+// waiting for the holder would queue all those writers behind one another for nothing. So a
+// writer that finds the lock taken searches without it, and waits for the lock only when that
+// search finds nothing: then it searches again, and sees what the holder made.
+func (s *Searcher) MatchAll(ctx context.Context, tx DBTX, ms []Match) ([]string, error) {
+	type prepared struct {
+		key, sql string
+		args     []any
+	}
+	queries := make([]prepared, len(ms))
+	for i, m := range ms {
+		params, err := url.ParseQuery(strings.TrimPrefix(m.Criteria, "?"))
+		if err != nil || len(params) == 0 {
+			return nil, &MatchError{Index: i, Err: NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%s: %q is not a search query", m.Purpose, m.Criteria))}
+		}
+		q, err := s.parseSearch([]string{m.ResourceType}, params, true, 2, 2)
+		if err != nil {
+			return nil, &MatchError{Index: i, Err: err}
+		}
+		q.base = s.baseURL
+		b := &sqlBuilder{base: q.base}
+		where, err := s.where(b, []string{m.ResourceType}, q)
+		if err != nil {
+			return nil, &MatchError{Index: i, Err: err}
+		}
+		// Only ids, at most two: one match is the answer, two are an error.
+		queries[i] = prepared{key: m.ResourceType + "?" + params.Encode(),
+			sql: "SELECT r.resource_id FROM resource r WHERE " + where + " ORDER BY r.resource_id LIMIT 2", args: b.args}
+	}
+
+	ids := make([][]string, len(ms))
+	locked := make([]bool, len(ms))
+	batch := &pgx.Batch{}
+	for i, q := range queries {
+		batch.Queue("SELECT pg_try_advisory_xact_lock(hashtext($1))", q.key).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&locked[i])
+		})
+		queueMatch(batch, q.sql, q.args, &ids[i])
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("conditional matches: %w", err)
+	}
+	retry := &pgx.Batch{}
+	for i, q := range queries {
+		if !locked[i] && len(ids[i]) == 0 {
+			retry.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.key)
+			ids[i] = nil
+			queueMatch(retry, q.sql, q.args, &ids[i])
+		}
+	}
+	if retry.Len() > 0 {
+		if err := tx.SendBatch(ctx, retry).Close(); err != nil {
+			return nil, fmt.Errorf("conditional matches: %w", err)
+		}
+	}
+
+	out := make([]string, len(ms))
+	for i, found := range ids {
+		switch len(found) {
+		case 0:
+		case 1:
+			out[i] = found[0]
+		default:
+			m := ms[i]
+			return nil, &MatchError{Index: i, Err: NewOutcome(http.StatusPreconditionFailed, Duplicate,
+				fmt.Sprintf("%s: more than one %s matches %q", m.Purpose, m.ResourceType, m.Criteria))}
+		}
+	}
+	return out, nil
+}
+
+// queueMatch queues a match query whose ids go to *ids. Its statement is prepared and cached
+// per connection like every other: the same criteria shape (identifier=system|value) comes
+// back with every Bundle, and planning it again each time cost more than running it.
+func queueMatch(b *pgx.Batch, sqlText string, args []any, ids *[]string) {
+	b.Queue(sqlText, args...).Query(func(rows pgx.Rows) error {
+		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		*ids = append(*ids, found...)
+		return err
+	})
+}
+
+// MatchError is MatchAll's error about one of its criteria.
+type MatchError struct {
+	Index int
+	Err   error
+}
+
+func (e *MatchError) Error() string { return e.Err.Error() }
+func (e *MatchError) Unwrap() error { return e.Err }
 
 // CheckCriteria reports whether criteria ("Task?owner=Practitioner/7&status=requested") is a
 // search this server can run in full: a Subscription's criteria must be, or it would notify

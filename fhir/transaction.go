@@ -301,11 +301,17 @@ func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, b
 	ordered := append([]*entry(nil), entries...)
 	sort.SliceStable(ordered, func(i, j int) bool { return methodOrder[ordered[i].method] < methodOrder[ordered[j].method] })
 
-	placeholders := map[string]string{}
+	var creates []*entry // conditional creates, matched all at once
 	for _, e := range ordered {
-		if err := a.resolveTarget(ctx, tx, e, base); err != nil {
+		if err := a.resolveTarget(ctx, tx, e, base, &creates); err != nil {
 			return e.atEntry(err)
 		}
+	}
+	if err := a.matchCreates(ctx, tx, creates); err != nil {
+		return err
+	}
+	placeholders := map[string]string{}
+	for _, e := range ordered {
 		if e.fullURL != "" && e.resourceType != "" && e.id != "" {
 			placeholders[e.fullURL] = e.resourceType + "/" + e.id
 		}
@@ -388,7 +394,7 @@ func (a *API) runBatchEntry(ctx context.Context, e *entry, base string) {
 			return err
 		}
 		c := fresh[0]
-		if err := a.resolveTarget(ctx, tx, c, base); err != nil {
+		if err := a.resolveTarget(ctx, tx, c, base, nil); err != nil {
 			return err
 		}
 		if c.method == http.MethodGet || c.method == http.MethodHead {
@@ -427,9 +433,38 @@ func (a *API) runBatchEntry(ctx context.Context, e *entry, base string) {
 
 var conditionalReference = regexp.MustCompile(`^([A-Z][A-Za-z]+)\?(.+)$`)
 
+// matchCreates settles a transaction's conditional creates in one round trip: each becomes
+// its ifNoneExist's match, or a new resource.
+func (a *API) matchCreates(ctx context.Context, tx DBTX, creates []*entry) error {
+	if len(creates) == 0 {
+		return nil
+	}
+	ms := make([]Match, len(creates))
+	for i, e := range creates {
+		ms[i] = Match{ResourceType: e.resourceType, Criteria: e.ifNone, Purpose: "ifNoneExist"}
+	}
+	ids, err := a.search.MatchAll(ctx, tx, ms)
+	var one *MatchError
+	if errors.As(err, &one) {
+		return creates[one.Index].atEntry(one.Err)
+	}
+	if err != nil {
+		return err
+	}
+	for i, e := range creates {
+		if ids[i] != "" {
+			e.id, e.existing = ids[i], true
+		} else {
+			e.id = NewID()
+		}
+	}
+	return nil
+}
+
 // resolveTarget works out which resource an entry acts on: a new id for a create (or the
-// match of its ifNoneExist), the id or the match of a conditional url for the others.
-func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string) error {
+// match of its ifNoneExist), the id or the match of a conditional url for the others. With
+// creates, a conditional create is added to it for matchCreates instead of matched here.
+func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string, creates *[]*entry) error {
 	u := e.url
 	if base != "" {
 		u = strings.TrimPrefix(u, base+"/")
@@ -447,6 +482,10 @@ func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string)
 	}
 	switch e.method {
 	case http.MethodPost:
+		if e.ifNone != "" && creates != nil {
+			*creates = append(*creates, e)
+			return nil
+		}
 		if e.ifNone != "" {
 			match, err := a.search.MatchOne(ctx, tx, e.resourceType, e.ifNone, "ifNoneExist")
 			if err != nil {
