@@ -84,7 +84,7 @@ func (c *Config) registerDatabaseFlags(fs *flag.FlagSet) {
 	fs.String("config", "", "read settings from this file (lines of: flag-name value)")
 	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL server to use, as postgres://user:pass@host:port/db (default: the embedded database under -data-dir)")
 	fs.StringVar(&c.DatabaseURLFile, "database-url-file", c.DatabaseURLFile, "read -database-url from this file, to keep the password out of the environment")
-	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "largest number of database connections (0: the larger of 4 and the number of CPUs)")
+	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "largest number of database connections (0: four per CPU, at least 8)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for cartreg's own data: the embedded database lives in its postgres/ folder")
 	fs.StringVar(&c.PGBinDir, "pg-bin-dir", c.PGBinDir, "PostgreSQL server binaries for the embedded database (default: PATH, then the newest /usr/lib/postgresql/*/bin)")
 	fs.StringVar(&c.PGUser, "pg-user", c.PGUser, "operating-system user that runs the embedded database when cartreg runs as root")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -60,6 +61,7 @@ func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*datab
 		db.close(logger)
 		return nil, fmt.Errorf("database URL: %w", err)
 	}
+	poolCfg.MaxConns = int32(defaultMaxConns())
 	if cfg.DBMaxConns > 0 {
 		poolCfg.MaxConns = int32(cfg.DBMaxConns)
 	}
@@ -73,6 +75,12 @@ func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*datab
 	logger.Info("database connected", "server", redact(poolCfg), "embedded", db.cluster != nil)
 	return db, nil
 }
+
+// defaultMaxConns is the pool size without -db-max-conns: four connections per CPU, at least
+// eight. A write holds its connection while Go parses and validates its resources, so with
+// pgx's default (one per CPU, at least four) PostgreSQL sat idle while requests queued for a
+// connection: on 2 cores, 8 connections took Bundle ingest from about 580 to 900 resources/s.
+func defaultMaxConns() int { return max(8, 4*runtime.NumCPU()) }
 
 // redact names the server without its password, for logs and errors.
 func redact(cfg *pgxpool.Config) string {
