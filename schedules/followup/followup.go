@@ -77,21 +77,27 @@ const chunk = 2000
 // chunks, each in a transaction of its own: a run cut short leaves consistent Tasks, and the
 // next run finishes the work. Callers run it under the scheduler's job lock (one replica at a
 // time); the unique (infusion, milestone) key would refuse a duplicate Task even without it.
+//
+// One chunk at a time: two at once, on two connections, were slower on a two-core machine
+// that had other work (PostgreSQL's two backends and the renderer contend for the cores), and
+// held twice the memory.
 func (s *Scheduler) Run(ctx context.Context, at time.Time) (Summary, error) {
 	var sum Summary
 	after := [2]string{"", ""}
 	for {
 		var last [2]string
 		var n int
+		var part Summary
 		err := s.store.InTx(ctx, func(tx pgx.Tx) error {
+			part = Summary{} // a retried transaction counts from scratch
 			var err error
 			last, n, err = s.lastOfChunk(ctx, tx, after)
 			if err != nil || n == 0 {
 				return err
 			}
 			// A chunk's queries are a few milliseconds of index lookups, but their cost
-			// estimates are high enough for PostgreSQL to compile them first, which
-			// takes longer than running them (a tenth of a second each).
+			// estimates are high enough for PostgreSQL to compile them first, which takes
+			// longer than running them (a tenth of a second each).
 			if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
 				return fmt.Errorf("follow-up chunk: %w", err)
 			}
@@ -99,8 +105,9 @@ func (s *Scheduler) Run(ctx context.Context, at time.Time) (Summary, error) {
 			if err != nil {
 				return err
 			}
-			return s.apply(ctx, tx, at, visits, true, &sum)
+			return s.apply(ctx, tx, at, visits, true, &part)
 		})
+		sum.add(part)
 		if err != nil {
 			return sum, err
 		}
@@ -109,6 +116,14 @@ func (s *Scheduler) Run(ctx context.Context, at time.Time) (Summary, error) {
 		}
 		after = last
 	}
+}
+
+func (sum *Summary) add(o Summary) {
+	sum.Created += o.Created
+	sum.Updated += o.Updated
+	sum.Completed += o.Completed
+	sum.Cancelled += o.Cancelled
+	sum.LeftToCoordinator += o.LeftToCoordinator
 }
 
 // lastOfChunk finds the last infusion of the chunk after the given one, and the chunk's size:
@@ -191,7 +206,10 @@ const (
 // infusion, its counted assessments and its Tasks with one index scan each per infusion
 // (OFFSET 0 keeps each a scan of its own, so the planner cannot turn it into a join that
 // reads every assessment and Task of the registry for each chunk), and a Task's current
-// version by its key.
+// version, its latest, by resource_version's key. (resource's current version is the same;
+// but resource has an index on the type alone too, which looks as good as the key to a
+// planner whose statistics predate the Tasks, as they do right after a first run, and
+// reads every Task for each one.)
 const visitsSQL = `WITH infusion AS MATERIALIZED (
 	SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, coalesce(i.effective_site_id, '') AS site,
 		i.infused_on, i.next_infused_on IS NOT NULL AS superseded,
@@ -205,7 +223,8 @@ const visitsSQL = `WITH infusion AS MATERIALIZED (
 		FROM registry_assessment a WHERE a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
 		OFFSET 0) a
 ), task AS MATERIALIZED (
-	SELECT t.*, (SELECT r.version_id FROM resource r WHERE r.resource_type = 'Task' AND r.resource_id = t.task_id) AS current
+	SELECT t.*, (SELECT max(v.version_id) FROM resource_version v
+		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id) AS current
 	FROM infusion i, LATERAL (SELECT * FROM followup_task t
 		WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id OFFSET 0) t
 )
@@ -394,12 +413,16 @@ func resources(ws []write) []*fhir.Resource {
 // stillOurs locks the Tasks about to be updated and drops those whose current version is no
 // longer the one the decision was made on: a coordinator wrote in between.
 func (s *Scheduler) stillOurs(ctx context.Context, tx pgx.Tx, ws []write, sum *Summary) ([]write, error) {
-	ids := make([]string, len(ws))
+	types, ids := make([]string, len(ws)), make([]string, len(ws))
 	for i, w := range ws {
-		ids[i] = w.v.task.id
+		types[i], ids[i] = "Task", w.v.task.id
 	}
-	rows, err := tx.Query(ctx, `SELECT resource_id, version_id FROM resource WHERE resource_type = 'Task'
-		AND resource_id = ANY($1) ORDER BY resource_id FOR UPDATE`, ids)
+	// Joined with the Tasks' keys, type included, so that each is found by resource's key
+	// whatever the statistics say about how many Tasks there are.
+	rows, err := tx.Query(ctx, `SELECT r.resource_id, r.version_id FROM resource r
+		JOIN unnest($1::text[], $2::text[]) AS u(resource_type, resource_id)
+			ON r.resource_type = u.resource_type AND r.resource_id = u.resource_id
+		ORDER BY r.resource_id FOR UPDATE OF r`, types, ids)
 	if err != nil {
 		return nil, fmt.Errorf("locking follow-up Tasks: %w", err)
 	}
