@@ -323,7 +323,7 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 		switch {
 		case v.task == nil:
 			if creating {
-				creates = append(creates, write{v: v, res: s.task(v, fhir.NewID(), at)})
+				creates = append(creates, write{v: v, res: s.task(v, fhir.NewSequentialID(), at)})
 			}
 		case v.task.current != v.task.written:
 			// A coordinator's version. It is theirs, except that the visit's end still
