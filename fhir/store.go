@@ -196,19 +196,43 @@ func (s *Store) writeVersion(ctx context.Context, tx DBTX, res *Resource, versio
 // CreateBatch stores new resources, each under the id it was given, in one round trip to the
 // database: what a transaction Bundle's creates cost.
 func (s *Store) CreateBatch(ctx context.Context, tx DBTX, resources []*Resource) ([]*Version, error) {
-	w := &writeSet{}
-	versions := make([]*Version, len(resources))
+	b, err := s.PrepareCreates(resources)
+	if err != nil {
+		return nil, err
+	}
+	return s.WriteBatch(ctx, tx, b)
+}
+
+// A PreparedBatch is new resources rendered and indexed, ready for WriteBatch: the part of
+// CreateBatch that needs no database, so that a writer of many batches can prepare the next
+// while one is written.
+type PreparedBatch struct {
+	w         *writeSet
+	versions  []*Version
+	resources []*Resource
+}
+
+// PrepareCreates renders and indexes new resources, each under the id it was given, as the
+// first version of each. It may run in a goroutine of its own; the resources are the batch's
+// until it is written.
+func (s *Store) PrepareCreates(resources []*Resource) (*PreparedBatch, error) {
+	b := &PreparedBatch{w: &writeSet{}, versions: make([]*Version, len(resources)), resources: resources}
 	for i, res := range resources {
-		v, err := s.prepareVersion(w, res, 1)
+		v, err := s.prepareVersion(b.w, res, 1)
 		if err != nil {
 			return nil, err
 		}
-		versions[i] = v
+		b.versions[i] = v
 	}
-	if err := tx.SendBatch(ctx, w.batch()).Close(); err != nil {
-		return nil, fmt.Errorf("writing %d new resources: %w", len(resources), err)
+	return b, nil
+}
+
+// WriteBatch stores a prepared batch in one round trip to the database.
+func (s *Store) WriteBatch(ctx context.Context, tx DBTX, b *PreparedBatch) ([]*Version, error) {
+	if err := tx.SendBatch(ctx, b.w.batch()).Close(); err != nil {
+		return nil, fmt.Errorf("writing %d new resources: %w", len(b.resources), err)
 	}
-	return versions, s.record(tx, versions, resources)
+	return b.versions, s.record(tx, b.versions, b.resources)
 }
 
 // PutBatch stores resources under their own ids, as update-as-create does: a new version of

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -323,7 +324,7 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 		switch {
 		case v.task == nil:
 			if creating {
-				creates = append(creates, write{v: v, res: s.task(v, fhir.NewSequentialID(), at)})
+				creates = append(creates, write{v: v}) // rendered by create, a slice at a time
 			}
 		case v.task.current != v.task.written:
 			// A coordinator's version. It is theirs, except that the visit's end still
@@ -354,27 +355,8 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 
 	// Written a slice at a time: a slice's rendered Tasks, index rows and encoded statements
 	// are what a run holds in memory, whatever the size of the registry.
-	for len(creates) > 0 {
-		n := min(len(creates), writeSlice)
-		versions, err := s.store.CreateBatch(ctx, tx, resources(creates[:n]))
-		if err != nil {
-			return fmt.Errorf("creating follow-up Tasks: %w", err)
-		}
-		var rec records
-		for i, w := range creates[:n] {
-			rec.add(w.v, w.res.ID, versions[i].VersionID)
-			reason := "new"
-			if w.v.business == Overdue { // made late (a history loaded today): it is overdue news
-				reason = "overdue"
-			}
-			rec.notice(w, reason)
-			sum.Created++
-			sum.count(w.v.status)
-		}
-		if err := rec.write(ctx, tx, false, at); err != nil {
-			return err
-		}
-		creates = creates[n:]
+	if err := s.create(ctx, tx, at, creates, sum); err != nil {
+		return err
 	}
 	for len(updates) > 0 {
 		n := min(len(updates), writeSlice)
@@ -395,6 +377,72 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 			return err
 		}
 		updates = updates[n:]
+	}
+	return nil
+}
+
+// create writes new Tasks for visits, a slice at a time. A goroutine renders and indexes each
+// slice while the one before is written: the Go work of one slice and PostgreSQL's of the
+// previous one overlap, on two cores, where they took turns. It is at most two slices ahead,
+// and never touches the transaction.
+func (s *Scheduler) create(ctx context.Context, tx pgx.Tx, at time.Time, creates []write, sum *Summary) error {
+	if len(creates) == 0 {
+		return nil
+	}
+	type slice struct {
+		ws    []write
+		batch *fhir.PreparedBatch
+		err   error
+	}
+	prepared := make(chan slice, 1)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(done)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(prepared)
+		for len(creates) > 0 {
+			n := min(len(creates), writeSlice)
+			ws := creates[:n:n]
+			creates = creates[n:]
+			for i := range ws {
+				ws[i].res = s.task(ws[i].v, fhir.NewSequentialID(), at)
+			}
+			b, err := s.store.PrepareCreates(resources(ws))
+			select {
+			case prepared <- slice{ws: ws, batch: b, err: err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for p := range prepared {
+		if p.err != nil {
+			return fmt.Errorf("creating follow-up Tasks: %w", p.err)
+		}
+		versions, err := s.store.WriteBatch(ctx, tx, p.batch)
+		if err != nil {
+			return fmt.Errorf("creating follow-up Tasks: %w", err)
+		}
+		var rec records
+		for i, w := range p.ws {
+			rec.add(w.v, w.res.ID, versions[i].VersionID)
+			reason := "new"
+			if w.v.business == Overdue { // made late (a history loaded today): it is overdue news
+				reason = "overdue"
+			}
+			rec.notice(w, reason)
+			sum.Created++
+			sum.count(w.v.status)
+		}
+		if err := rec.write(ctx, tx, false, at); err != nil {
+			return err
+		}
 	}
 	return nil
 }
