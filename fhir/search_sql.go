@@ -447,7 +447,13 @@ func dateCondition(b *sqlBuilder, low, high, raw string, now time.Time) (string,
 	// Arguments are added only when used: PostgreSQL cannot type a parameter it never sees.
 	lo := func() string { return b.arg(qlo) + "::timestamptz" }
 	hi := func() string { return b.arg(qhi) + "::timestamptz" }
-	contained := func() string { return low + " >= " + lo() + " AND " + high + " <= " + hi() }
+	// "low <= hi" follows from the other two (a range's low is never above its high), but it
+	// is what bounds an index scan on (…, low, high): without it birthdate=1960-05-05 read
+	// every birth date from that day on.
+	contained := func() string {
+		h := hi()
+		return low + " >= " + lo() + " AND " + low + " <= " + h + " AND " + high + " <= " + h
+	}
 	switch prefix {
 	case "eq":
 		return contained(), nil
