@@ -69,13 +69,23 @@ func nilIfEmpty(s []string) []string {
 // first infusion among those the filter selects (a re-treatment is a later course, which is
 // counted only when the filter selects it and not the first). $1…$6 are the filter; g is the
 // group. The caller appends its own select list after the CTE.
-func courses(groupBy string) (string, error) {
+//
+// Without a filter that is each patient's first infusion, which the projection has numbered
+// already (sequence, in the same order): reading those rows saves sorting the whole cohort
+// for DISTINCT ON, a third of the time of an unfiltered query over 100,000 patients.
+func courses(groupBy string, f Filter) (string, error) {
 	g, ok := groupings[groupBy]
 	if !ok {
 		return "", fmt.Errorf("group_by=%s: want one of disease, product, target, site", groupBy)
 	}
+	distinct, first, order := "DISTINCT ON (i.patient_id) ", "", "\n\t\tORDER BY i.patient_id, i.infused_on, i.resource_type, i.resource_id"
+	if f.empty() {
+		distinct, first, order = "", "\n\t\t  AND i.sequence = 1", ""
+	}
+	// The filter's conditions stay when it is empty (they are all true then): PostgreSQL
+	// cannot type a parameter the statement never uses.
 	return `WITH course AS (
-		SELECT DISTINCT ON (i.patient_id) i.resource_type, i.resource_id, i.infused_on, i.death_on, i.last_contact_on,
+		SELECT ` + distinct + `i.resource_type, i.resource_id, i.infused_on, i.death_on, i.last_contact_on,
 			i.progression_on, i.last_progression_free_on, i.first_response_on, i.next_infused_on, i.timepoints, ` + g + ` AS g
 		FROM registry_infusion i LEFT JOIN registry_site s ON s.organization_id = i.effective_site_id
 		WHERE ($1::text[] IS NULL OR i.disease = ANY($1))
@@ -83,8 +93,13 @@ func courses(groupBy string) (string, error) {
 		  AND ($3::text[] IS NULL OR i.targets && $3)
 		  AND ($4::text[] IS NULL OR i.effective_site_id = ANY($4) OR s.name = ANY($4))
 		  AND ($5::date IS NULL OR i.infused_on >= $5)
-		  AND ($6::date IS NULL OR i.infused_on <= $6)
-		ORDER BY i.patient_id, i.infused_on, i.resource_type, i.resource_id)`, nil
+		  AND ($6::date IS NULL OR i.infused_on <= $6)` + first + order + `)`, nil
+}
+
+// empty reports whether the filter selects every infusion.
+func (f Filter) empty() bool {
+	return len(f.Diseases) == 0 && len(f.Products) == 0 && len(f.Targets) == 0 && len(f.Sites) == 0 &&
+		f.InfusedFrom == nil && f.InfusedTo == nil
 }
 
 func (f Filter) args() []any {

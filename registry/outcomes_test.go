@@ -3,6 +3,7 @@ package registry_test
 import (
 	"bytes"
 	"encoding/csv"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -292,4 +293,53 @@ func TestChartsAreSVG(t *testing.T) {
 		}
 	}
 	tr.expect(400, "GET", "/registry/outcomes/survival.svg?endpoint=x", nil)
+}
+
+// Without a filter, outcome queries read each patient's first infusion as the projection
+// numbered it; with one, the first infusion the filter selects. A filter that selects
+// everything must give the same answer as none, re-treated patients included, and a filter
+// on the re-treatment's product must count that course.
+func TestUnfilteredOutcomesCountEachPatientsFirstInfusion(t *testing.T) {
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	outcomeCohort(t, tr)
+	p := patient("urn:uuid:site")
+	p["identifier"] = []any{map[string]any{"system": "urn:test", "value": "P9"}}
+	tr.expect(200, "POST", "/fhir", transaction(
+		entry{"fullUrl": "urn:uuid:site", "resource": organization("Riverside"),
+			"request": map[string]any{"method": "POST", "url": "Organization", "ifNoneExist": "name=Riverside"}},
+		post("urn:uuid:pat", p),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+		post("urn:uuid:inf1", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2024-02-01", "axi-cel")),
+		post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:inf1", "2024-03-02", "lugano-pmd")),
+		post("urn:uuid:inf2", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2024-06-01", "liso-cel")),
+		post("urn:uuid:a2", assessment("urn:uuid:pat", "urn:uuid:inf2", "2024-07-01", "lugano-cmr")),
+	))
+	groups := func(path string) string {
+		b, err := json.Marshal(tr.expect(200, "GET", path, nil).json(t)["groups"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for _, q := range []string{"response?group_by=product", "survival?group_by=product", "survival?endpoint=pfs", "response?group_by=site"} {
+		none, all := groups("/registry/outcomes/"+q), groups("/registry/outcomes/"+q+"&infused_from=1900-01-01")
+		if none != all {
+			t.Errorf("%s: without a filter\n%s\nwith one that selects every infusion\n%s", q, none, all)
+		}
+	}
+	var byProduct map[string]float64
+	for _, g := range tr.expect(200, "GET", "/registry/outcomes/response?group_by=product", nil).json(t)["groups"].([]any) {
+		m := g.(map[string]any)
+		if byProduct == nil {
+			byProduct = map[string]float64{}
+		}
+		byProduct[m["group"].(string)] = m["n"].(float64)
+	}
+	if byProduct["axicabtagene ciloleucel (Yescarta)"] != 7 || len(byProduct) != 2 {
+		t.Errorf("unfiltered, by product: %v; want P9 once, under axi-cel with the other six", byProduct)
+	}
+	filtered := tr.expect(200, "GET", "/registry/outcomes/response?product=liso-cel", nil).json(t)["groups"].([]any)
+	if len(filtered) != 1 || filtered[0].(map[string]any)["n"] != float64(1) {
+		t.Errorf("product=liso-cel: %v; want P9's second course", filtered)
+	}
 }

@@ -98,7 +98,7 @@ GROUP BY 1, 2, 3, 4`
 // Response counts, for each group and each milestone of the plan, where the selected
 // patients stand on asOf.
 func (r *Registry) Response(ctx context.Context, f Filter, groupBy string, asOf time.Time) (*ResponseReport, error) {
-	with, err := courses(groupBy)
+	with, err := courses(groupBy, f)
 	if err != nil {
 		return nil, err
 	}

@@ -120,7 +120,7 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 	default:
 		return nil, fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint)
 	}
-	with, err := courses(groupBy)
+	with, err := courses(groupBy, f)
 	if err != nil {
 		return nil, err
 	}
