@@ -504,7 +504,6 @@ func (s *Searcher) MatchAll(ctx context.Context, tx DBTX, ms []Match) ([]string,
 	for i, q := range queries {
 		if !locked[i] && len(ids[i]) == 0 {
 			retry.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.key)
-			ids[i] = nil
 			queueMatch(retry, q.sql, q.args, &ids[i])
 		}
 	}
@@ -535,7 +534,7 @@ func (s *Searcher) MatchAll(ctx context.Context, tx DBTX, ms []Match) ([]string,
 func queueMatch(b *pgx.Batch, sqlText string, args []any, ids *[]string) {
 	b.Queue(sqlText, args...).Query(func(rows pgx.Rows) error {
 		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		*ids = append(*ids, found...)
+		*ids = found
 		return err
 	})
 }

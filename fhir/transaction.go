@@ -301,13 +301,14 @@ func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, b
 	ordered := append([]*entry(nil), entries...)
 	sort.SliceStable(ordered, func(i, j int) bool { return methodOrder[ordered[i].method] < methodOrder[ordered[j].method] })
 
-	var creates []*entry // conditional creates, matched all at once
 	for _, e := range ordered {
-		if err := a.resolveTarget(ctx, tx, e, base, &creates); err != nil {
+		if err := a.resolveTarget(ctx, tx, e, base); err != nil {
 			return e.atEntry(err)
 		}
 	}
-	if err := a.matchCreates(ctx, tx, creates); err != nil {
+	if failed, err := a.matchCreates(ctx, tx, ordered); failed != nil {
+		return failed.atEntry(err)
+	} else if err != nil {
 		return err
 	}
 	placeholders := map[string]string{}
@@ -394,7 +395,10 @@ func (a *API) runBatchEntry(ctx context.Context, e *entry, base string) {
 			return err
 		}
 		c := fresh[0]
-		if err := a.resolveTarget(ctx, tx, c, base, nil); err != nil {
+		if err := a.resolveTarget(ctx, tx, c, base); err != nil {
+			return err
+		}
+		if _, err := a.matchCreates(ctx, tx, fresh); err != nil {
 			return err
 		}
 		if c.method == http.MethodGet || c.method == http.MethodHead {
@@ -433,23 +437,28 @@ func (a *API) runBatchEntry(ctx context.Context, e *entry, base string) {
 
 var conditionalReference = regexp.MustCompile(`^([A-Z][A-Za-z]+)\?(.+)$`)
 
-// matchCreates settles a transaction's conditional creates in one round trip: each becomes
-// its ifNoneExist's match, or a new resource.
-func (a *API) matchCreates(ctx context.Context, tx DBTX, creates []*entry) error {
-	if len(creates) == 0 {
-		return nil
+// matchCreates settles the conditional creates among entries, which resolveTarget leaves
+// without an id, in one round trip: each becomes its ifNoneExist's match, or a new resource.
+// On failure it returns the entry whose criteria failed, if it was one entry's.
+func (a *API) matchCreates(ctx context.Context, tx DBTX, entries []*entry) (*entry, error) {
+	var creates []*entry
+	var ms []Match
+	for _, e := range entries {
+		if e.method == http.MethodPost && e.ifNone != "" && e.id == "" {
+			creates = append(creates, e)
+			ms = append(ms, Match{ResourceType: e.resourceType, Criteria: e.ifNone, Purpose: "ifNoneExist"})
+		}
 	}
-	ms := make([]Match, len(creates))
-	for i, e := range creates {
-		ms[i] = Match{ResourceType: e.resourceType, Criteria: e.ifNone, Purpose: "ifNoneExist"}
+	if len(creates) == 0 {
+		return nil, nil
 	}
 	ids, err := a.search.MatchAll(ctx, tx, ms)
 	var one *MatchError
 	if errors.As(err, &one) {
-		return creates[one.Index].atEntry(one.Err)
+		return creates[one.Index], one.Err
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i, e := range creates {
 		if ids[i] != "" {
@@ -458,13 +467,13 @@ func (a *API) matchCreates(ctx context.Context, tx DBTX, creates []*entry) error
 			e.id = NewID()
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-// resolveTarget works out which resource an entry acts on: a new id for a create (or the
-// match of its ifNoneExist), the id or the match of a conditional url for the others. With
-// creates, a conditional create is added to it for matchCreates instead of matched here.
-func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string, creates *[]*entry) error {
+// resolveTarget works out which resource an entry acts on: a new id for a plain create, the
+// id or the match of a conditional url for the others. A conditional create is left for
+// matchCreates, which matches all of them at once.
+func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string) error {
 	u := e.url
 	if base != "" {
 		u = strings.TrimPrefix(u, base+"/")
@@ -482,21 +491,9 @@ func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string,
 	}
 	switch e.method {
 	case http.MethodPost:
-		if e.ifNone != "" && creates != nil {
-			*creates = append(*creates, e)
-			return nil
+		if e.ifNone == "" {
+			e.id = NewID()
 		}
-		if e.ifNone != "" {
-			match, err := a.search.MatchOne(ctx, tx, e.resourceType, e.ifNone, "ifNoneExist")
-			if err != nil {
-				return err
-			}
-			if match != "" {
-				e.id, e.existing = match, true
-				return nil
-			}
-		}
-		e.id = NewID()
 	case http.MethodPut, http.MethodPatch, http.MethodDelete:
 		if len(parts) >= 2 && parts[1] != "" {
 			e.id = parts[1]

@@ -176,17 +176,24 @@ func TestBatchEntriesStandAlone(t *testing.T) {
 	  {"resource":{"resourceType":"Patient","name":[{"family":"Ok"}]},"request":{"method":"POST","url":"Patient"}},
 	  {"resource":{"resourceType":"Patient","birthDate":"not a date"},"request":{"method":"POST","url":"Patient"}},
 	  {"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/ghost"}},"request":{"method":"POST","url":"Observation"}},
-	  {"request":{"method":"GET","url":"Patient/ghost"}}]}`
+	  {"request":{"method":"GET","url":"Patient/ghost"}},
+	  {"resource":{"resourceType":"Patient","identifier":[{"system":"urn:b","value":"1"}]},"request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=urn:b|1"}},
+	  {"resource":{"resourceType":"Patient","identifier":[{"system":"urn:b","value":"1"}]},"request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=urn:b|1"}},
+	  {"resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient","ifNoneExist":"nonsense-parameter=1"}}]}`
 	r := s.expect(s.do("POST", "", bundle), http.StatusOK)
-	if got := fmt.Sprint(entryStatuses(t, r)); got != "[201 Created 400 Bad Request 400 Bad Request 404 Not Found]" {
+	if got := fmt.Sprint(entryStatuses(t, r)); got != "[201 Created 400 Bad Request 400 Bad Request 404 Not Found 201 Created 200 OK 400 Bad Request]" {
 		t.Fatalf("statuses %s: %s", got, r.body)
 	}
 	failed := asSlice(r.json(t)["entry"])[1].(map[string]any)["response"].(map[string]any)["outcome"].(map[string]any)
 	if !strings.Contains(fmt.Sprint(failed), "Bundle.entry[1].resource.birthDate") {
 		t.Fatalf("the failed entry's outcome does not locate the problem: %v", failed)
 	}
-	if s.countRows("resource") != 1 {
-		t.Fatalf("%d resources, want the one good entry's", s.countRows("resource"))
+	badCriteria := asSlice(r.json(t)["entry"])[6].(map[string]any)["response"].(map[string]any)["outcome"].(map[string]any)
+	if strings.Count(fmt.Sprint(badCriteria), "Bundle.entry[6]: ") != 1 {
+		t.Fatalf("the bad ifNoneExist's outcome is not located once at its entry: %v", badCriteria)
+	}
+	if s.countRows("resource") != 2 {
+		t.Fatalf("%d resources, want the good entry's and one conditional create's", s.countRows("resource"))
 	}
 }
 
