@@ -33,7 +33,7 @@ lint: ## go vet, and fail on files gofmt would change
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 
 # BENCH_FLAGS passes flags to the harness, e.g. BENCH_FLAGS='-patients 10000 -profile /tmp/prof'.
-bench: postgres build ## the benchmark harness: a synthetic cohort through a running server; writes bench/results.json and README's table (about 30 minutes)
+bench: postgres build ## the benchmark harness: a synthetic cohort through a running server; writes bench/results.json and README's table (about 20 minutes)
 	$(GO) run ./bench -bin $(BIN) -out bench/results.json -readme README.md $(BENCH_FLAGS)
 
 bench-go: postgres ## the Go benchmarks of single operations (go test -bench)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // The concurrency of each phase, as issue 7 sets it.
@@ -148,64 +150,58 @@ type loaded struct {
 // spread over the cohort, are kept as search samples: their Bundles are decoded to know what
 // to search for.
 func ingest(ctx context.Context, c *client, files []string) (*loaded, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	work := make(chan int)
-	go func() {
-		defer close(work)
-		for i := range files {
-			select {
-			case work <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	every := max(1, len(files)/1000)
 	var (
 		mu     sync.Mutex
 		out    loaded
 		lat    latencies
-		errs   = make(chan error, ingestClients)
-		wg     sync.WaitGroup
+		next   = make(chan int)
 		start  = time.Now()
 		status = progress(len(files), "Bundles")
 	)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(next)
+		for i := range files {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return ctx.Err() // a worker failed (its error is the one Wait returns), or the run was stopped
+			}
+		}
+		return nil
+	})
+	post := func(i int) (time.Duration, []string, *sample, error) {
+		body, err := os.ReadFile(files[i])
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		t0 := time.Now()
+		raw, err := c.do(ctx, http.MethodPost, "/fhir/", body, http.StatusOK)
+		took := time.Since(t0)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		resp, err := parseResponse(raw)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		var s *sample
+		if i%every == 0 {
+			s, err = sampleOf(body, resp)
+		}
+		return took, resp.created(), s, err
+	}
 	for w := 0; w < ingestClients; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			var mine []time.Duration
 			defer func() { lat.add(mine) }()
-			for i := range work {
-				body, err := os.ReadFile(files[i])
+			for i := range next {
+				took, locs, s, err := post(i)
 				if err != nil {
-					errs <- err
-					cancel()
-					return
+					return fmt.Errorf("%s: %w", filepath.Base(files[i]), err)
 				}
-				t0 := time.Now()
-				resp, err := c.do(ctx, http.MethodPost, "/fhir/", body, http.StatusOK)
-				if err != nil {
-					errs <- fmt.Errorf("%s: %w", filepath.Base(files[i]), err)
-					cancel()
-					return
-				}
-				mine = append(mine, time.Since(t0))
-				locs, err := createdLocations(resp)
-				if err != nil {
-					errs <- fmt.Errorf("%s: %w", filepath.Base(files[i]), err)
-					cancel()
-					return
-				}
-				var s *sample
-				if i%every == 0 {
-					if s, err = sampleOf(body, resp); err != nil {
-						errs <- fmt.Errorf("%s: %w", filepath.Base(files[i]), err)
-						cancel()
-						return
-					}
-				}
+				mine = append(mine, took)
 				mu.Lock()
 				out.locations = append(out.locations, locs...)
 				if s != nil {
@@ -214,17 +210,13 @@ func ingest(ctx context.Context, c *client, files []string) (*loaded, error) {
 				mu.Unlock()
 				status()
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
 	elapsed := time.Since(start)
-	close(errs)
-	if err := <-errs; err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	out.figures = Ingest{Rate: lat.rate(ingestClients, elapsed), Resources: len(out.locations)}
 	out.figures.ResourcesPerSecond = float64(len(out.locations)) / elapsed.Seconds()
 	return &out, nil
@@ -255,19 +247,23 @@ type bundleResponse struct {
 	} `json:"entry"`
 }
 
-// createdLocations lists Type/id of each resource a transaction response says it created.
-func createdLocations(resp []byte) ([]string, error) {
+func parseResponse(raw []byte) (*bundleResponse, error) {
 	var b bundleResponse
-	if err := json.Unmarshal(resp, &b); err != nil {
+	if err := json.Unmarshal(raw, &b); err != nil {
 		return nil, fmt.Errorf("transaction response: %w", err)
 	}
+	return &b, nil
+}
+
+// created lists Type/id of each resource the transaction response says it created.
+func (b *bundleResponse) created() []string {
 	var locs []string
 	for _, e := range b.Entry {
 		if strings.HasPrefix(e.Response.Status, "201") {
 			locs = append(locs, typeAndID(e.Response.Location))
 		}
 	}
-	return locs, nil
+	return locs
 }
 
 // typeAndID cuts Type/id out of a location: [base/]Type/id[/_history/v].
@@ -282,17 +278,13 @@ func typeAndID(loc string) string {
 
 // sampleOf reads a patient's search sample from its Bundle and the server's response to it:
 // entries of a transaction response are in the order of the request's.
-func sampleOf(request, response []byte) (*sample, error) {
+func sampleOf(request []byte, resp *bundleResponse) (*sample, error) {
 	var req struct {
 		Entry []struct {
 			Resource json.RawMessage `json:"resource"`
 		} `json:"entry"`
 	}
-	var resp bundleResponse
 	if err := json.Unmarshal(request, &req); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(response, &resp); err != nil {
 		return nil, err
 	}
 	if len(resp.Entry) != len(req.Entry) {
@@ -343,13 +335,13 @@ const assessmentCode = "97509-4"
 func smallTransactions(ctx context.Context, c *client, d time.Duration) (Rate, error) {
 	return forDuration(ctx, smallTxClients, d, func(ctx context.Context, worker, n int, rng *rand.Rand) error {
 		body := smallBundle(worker, n, rng)
-		resp, err := c.do(ctx, http.MethodPost, "/fhir/", body, http.StatusOK)
+		raw, err := c.do(ctx, http.MethodPost, "/fhir/", body, http.StatusOK)
 		if err != nil {
 			return err
 		}
-		locs, err := createdLocations(resp)
-		if err == nil && len(locs) != 2 {
-			err = fmt.Errorf("a small transaction created %d resources, want 2", len(locs))
+		resp, err := parseResponse(raw)
+		if err == nil && len(resp.created()) != 2 {
+			err = fmt.Errorf("a small transaction created %d resources, want 2", len(resp.created()))
 		}
 		return err
 	})
@@ -386,43 +378,29 @@ func reads(ctx context.Context, c *client, locations []string, clients int, d ti
 
 // forDuration runs op from clients goroutines until d has passed, and times each call.
 func forDuration(ctx context.Context, clients int, d time.Duration, op func(ctx context.Context, worker, n int, rng *rand.Rand) error) (Rate, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		lat   latencies
-		wg    sync.WaitGroup
-		errs  = make(chan error, clients)
-		start = time.Now()
-		end   = start.Add(d)
-	)
+	var lat latencies
+	start := time.Now()
+	end := start.Add(d)
+	g, ctx := errgroup.WithContext(ctx)
 	for w := 0; w < clients; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			var mine []time.Duration
 			defer func() { lat.add(mine) }()
 			for n := 0; time.Now().Before(end); n++ {
 				t0 := time.Now()
 				if err := op(ctx, w, n, rng); err != nil {
-					errs <- err
-					cancel()
-					return
+					return err
 				}
 				mine = append(mine, time.Since(t0))
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := g.Wait(); err != nil {
 		return Rate{}, err
 	}
-	if err := ctx.Err(); err != nil {
-		return Rate{}, err
-	}
-	return lat.rate(clients, elapsed), nil
+	return lat.rate(clients, time.Since(start)), nil
 }
 
 // Search is the latency of one kind of search, one query at a time.

@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -68,7 +69,7 @@ func main() {
 	if o.asOf, err = time.Parse(time.DateOnly, asOf); err != nil {
 		fatalf("-as-of %q: want YYYY-MM-DD", asOf)
 	}
-	o.serverArgs = splitArgs(serverArgs)
+	o.serverArgs = strings.Fields(serverArgs)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -224,6 +225,7 @@ func run(ctx context.Context, o options) (*Results, error) {
 	}
 	res.Patients = len(cohort)
 	res.Finished = time.Now().UTC()
+	res.Rows = res.rows()
 	return res, nil
 }
 

@@ -55,14 +55,19 @@ func TestHarnessOnASmallCohort(t *testing.T) {
 	}
 
 	readme := filepath.Join(t.TempDir(), "README.md")
-	os.WriteFile(readme, []byte("# x\n\nbefore\n"+readmeBegin+"\nold table\n"+readmeEnd+"\nafter\n"), 0o644)
+	if err := os.WriteFile(readme, []byte("# x\n\nbefore\n"+readmeBegin+"\nold table\n"+readmeEnd+"\nafter\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := updateReadme(readme, res); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(readme)
+	b, err := os.ReadFile(readme)
+	if err != nil {
+		t.Fatal(err)
+	}
 	text := string(b)
 	if strings.Contains(text, "old table") || !strings.Contains(text, "before\n"+readmeBegin) || !strings.HasSuffix(text, readmeEnd+"\nafter\n") ||
-		strings.Count(text, "\n| ") != 1+len(res.rows()) {
+		len(res.Rows) != 8 || strings.Count(text, "\n| ") != 1+len(res.Rows) {
 		t.Errorf("README after the update:\n%s", text)
 	}
 	if err := writeJSON(filepath.Join(t.TempDir(), "results.json"), res); err != nil {

@@ -95,7 +95,6 @@ func (r *Results) machineLine() string {
 }
 
 func printTable(w io.Writer, r *Results) {
-	r.Rows = r.rows()
 	fmt.Fprintf(w, "\n%s\n\n", r.machineLine())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "FIGURE\tTARGET\tMEASURED\tMET")
@@ -141,7 +140,7 @@ func updateReadme(path string, r *Results) error {
 	}
 	var t strings.Builder
 	fmt.Fprintf(&t, "%s\n\n%s.\n\n| figure | target | measured | met |\n|---|---|---|---|\n", readmeBegin, r.machineLine())
-	for _, row := range r.rows() {
+	for _, row := range r.Rows {
 		fmt.Fprintf(&t, "| %s | %s | %s | %s |\n", row.Figure, row.Target, row.Measured, yesNo(row.Met))
 	}
 	t.WriteString("\n")

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -85,13 +86,7 @@ func startServer(ctx context.Context, bin, dataDir, logPath string, extra []stri
 // cleanEnv is the environment without CARTREG_ settings, so that the server and the commands
 // use the fresh embedded database, not one the caller configured.
 func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CARTREG_") {
-			env = append(env, kv)
-		}
-	}
-	return env
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CARTREG_") })
 }
 
 func freeAddr() (string, error) {
@@ -254,5 +249,3 @@ func binaryVersion(bin string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line
 }
-
-func splitArgs(s string) []string { return strings.Fields(s) }
