@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/registry/synth"
 )
 
@@ -20,7 +21,7 @@ func TestHarnessOnASmallCohort(t *testing.T) {
 		t.Fatalf("building cartreg: %v\n%s", err, out)
 	}
 	o := options{bin: bin, patients: 60, seed: 3, asOf: time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC),
-		work: reachableDir(t), duration: time.Second, searches: 20, outcomes: 2}
+		work: pgtest.ReachableDir(t), duration: time.Second, searches: 20, outcomes: 2}
 	res, err := run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -73,17 +74,6 @@ func TestHarnessOnASmallCohort(t *testing.T) {
 	if err := writeJSON(filepath.Join(t.TempDir(), "results.json"), res); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// reachableDir is a fresh directory the postgres user can reach when tests run as root.
-func reachableDir(t *testing.T) string {
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 func TestQuantilesAndThousands(t *testing.T) {

@@ -201,7 +201,7 @@ func TestDemoLoadsTheExamplesOnce(t *testing.T) {
 // What the README tells a new user: with `make run` serving the embedded database, `cartreg
 // demo` loads the examples into it, and the server's outcomes show them.
 func TestDemoIntoTheRunningServersEmbeddedDatabase(t *testing.T) {
-	data := dataDir(t)
+	data := pgtest.ReachableDir(t)
 	env := []string{"CARTREG_DATA_DIR=" + data, "CARTREG_OUTCOMES_MIN_CELL=1"}
 	server := startCartreg(t, env, "serve", "-addr", "127.0.0.1:0")
 	base := server.waitReady(time.Minute)

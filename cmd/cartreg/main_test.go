@@ -190,20 +190,8 @@ func waitNoProcessesIn(t *testing.T, dir string, within time.Duration) {
 	}
 }
 
-// dataDir is a fresh data directory that the postgres user can reach when tests run as root.
-func dataDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
 func TestServeOnTheEmbeddedDatabaseSurvivesStopsAndKills(t *testing.T) {
-	data := dataDir(t)
+	data := pgtest.ReachableDir(t)
 	env := []string{"CARTREG_DATA_DIR=" + data}
 	pgdata := filepath.Join(data, "postgres", "data")
 
@@ -231,7 +219,7 @@ func TestServeOnTheEmbeddedDatabaseSurvivesStopsAndKills(t *testing.T) {
 }
 
 func TestServeRecoversFromAStalePostmasterPid(t *testing.T) {
-	data := dataDir(t)
+	data := pgtest.ReachableDir(t)
 	env := []string{"CARTREG_DATA_DIR=" + data}
 	first := startCartreg(t, env, "serve")
 	first.waitReady(time.Minute)
@@ -325,7 +313,7 @@ func TestMigrateStatusAndUp(t *testing.T) {
 }
 
 func TestMigrateUpOnTheEmbeddedDatabase(t *testing.T) {
-	env := []string{"CARTREG_DATA_DIR=" + dataDir(t), "CARTREG_LOG_LEVEL=warn"}
+	env := []string{"CARTREG_DATA_DIR=" + pgtest.ReachableDir(t), "CARTREG_LOG_LEVEL=warn"}
 	if out, err := runCartreg(t, env, "migrate", "up"); err != nil {
 		t.Fatalf("migrate up: %v\n%s", err, out)
 	}

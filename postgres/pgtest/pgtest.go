@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -295,4 +296,18 @@ func withDatabase(serverURL, name string) (string, error) {
 	u.Path = "/" + name
 	u.RawPath = ""
 	return u.String(), nil
+}
+
+// ReachableDir is a fresh temporary directory, removed after the test, that the postgres
+// user can enter when tests run as root: the data directory of an embedded cluster that a
+// test starts through cartreg itself (the binary's tests, the benchmark harness's).
+func ReachableDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
