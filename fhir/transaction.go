@@ -77,8 +77,12 @@ func (e *entry) atEntry(err error) error {
 		resourceType, _ = e.resource["resourceType"].(string)
 	}
 	out := &Outcome{Status: o.Status}
+	prefix := e.where() + ": "
 	for _, is := range o.Issues {
-		is.Diagnostics = e.where() + ": " + is.Diagnostics
+		// An outcome may come back through more than one caller; locate it once.
+		if !strings.HasPrefix(is.Diagnostics, prefix) {
+			is.Diagnostics = prefix + is.Diagnostics
+		}
 		exprs := make([]string, 0, len(is.Expression))
 		for _, x := range is.Expression {
 			if resourceType != "" && (x == resourceType || strings.HasPrefix(x, resourceType+".")) {
