@@ -2,12 +2,14 @@ package fhir_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // searchFixtures are written once per test server; queries below are checked against them.
@@ -333,6 +335,40 @@ func TestSearchReportsWhatItCannotDo(t *testing.T) {
 		"Observation?value-quantity=1|2", "Patient?identifier=a|b|c"} {
 		if r := s.do("GET", "/"+bad, ""); r.status != http.StatusBadRequest {
 			t.Errorf("%s: %d, want 400: %s", bad, r.status, r.body)
+		}
+	}
+}
+
+// _id and _lastUpdated are read from the resource row, so no search table holds them, and
+// search, sorting and updates still see them.
+func TestIDAndLastUpdatedComeFromTheResourceRow(t *testing.T) {
+	s := newTestServer(t)
+	s.expect(s.do("PUT", "/Patient/a", `{"resourceType":"Patient","id":"a","gender":"male"}`), http.StatusCreated)
+	s.expect(s.do("PUT", "/Patient/b", `{"resourceType":"Patient","id":"b","gender":"male"}`), http.StatusCreated)
+	time.Sleep(5 * time.Millisecond)
+	between := time.Now().UTC().Format("2006-01-02T15:04:05.000Z")
+	time.Sleep(5 * time.Millisecond)
+	s.expect(s.do("PUT", "/Patient/a", `{"resourceType":"Patient","id":"a","gender":"female"}`), http.StatusOK)
+
+	var columnRows, otherRows int
+	if err := s.db.QueryRow(context.Background(), `SELECT
+		(SELECT count(*) FROM search_token WHERE code = '_id') + (SELECT count(*) FROM search_date WHERE code = '_lastUpdated'),
+		(SELECT count(*) FROM search_token WHERE code = 'gender')`).Scan(&columnRows, &otherRows); err != nil {
+		t.Fatal(err)
+	}
+	if columnRows != 0 || otherRows != 2 {
+		t.Fatalf("%d _id/_lastUpdated index rows (want 0), %d gender rows (want 2)", columnRows, otherRows)
+	}
+	for _, tc := range []struct{ query, want string }{
+		{"Patient?_id=a", "a"},
+		{"Patient?_id=a&gender=male", ""},
+		{"Patient?_lastUpdated=ge" + between, "a"},
+		{"Patient?_lastUpdated=lt" + between, "b"},
+		{"Patient?_sort=-_lastUpdated", "a b"},
+		{"Patient?_sort=_lastUpdated", "b a"},
+	} {
+		if got := strings.Join(found(t, s.expect(s.do("GET", "/"+tc.query, ""), http.StatusOK), "match"), " "); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.query, got, tc.want)
 		}
 	}
 }

@@ -26,10 +26,15 @@ type DBTX interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-// Extractor computes a resource's search index values.
+// Extractor computes a resource's search index values, leaving out the parameters skip names.
 type Extractor interface {
-	Extract(resourceType string, resource map[string]any) (searchparam.Values, error)
+	ExtractExcept(resourceType string, resource map[string]any, skip map[string]bool) (searchparam.Values, error)
 }
+
+// columnParameters are the search parameters that the resource table's own columns answer
+// (resource_id, last_updated): search and _sort read those, so the search tables never hold
+// them. They were a token and a date row of every version, about one write in eight.
+var columnParameters = map[string]bool{"_id": true, "_lastUpdated": true}
 
 // Store keeps every version of every resource, which one is current, and the search indexes
 // of the current ones, in PostgreSQL.
@@ -295,7 +300,7 @@ func (s *Store) prepareVersion(w *writeSet, res *Resource, version int) (*Versio
 		if v.JSON, err = res.JSON(); err != nil {
 			return nil, fmt.Errorf("rendering %s/%s: %w", res.Type, res.ID, err)
 		}
-		if values, err = s.indexer.Extract(res.Type, res.Body); err != nil {
+		if values, err = s.indexer.ExtractExcept(res.Type, res.Body, columnParameters); err != nil {
 			return nil, fmt.Errorf("indexing %s/%s: %w", res.Type, res.ID, err)
 		}
 	}

@@ -17,6 +17,12 @@ import (
 // error means the resource is not of that type or an expression failed to evaluate.
 // Identical values of one parameter are kept once.
 func (r *Registry) Extract(resourceType string, resource map[string]any) (Values, error) {
+	return r.ExtractExcept(resourceType, resource, nil)
+}
+
+// ExtractExcept is Extract without the parameters whose codes skip holds: those a store
+// answers from columns of its own, whose expressions are then not evaluated at all.
+func (r *Registry) ExtractExcept(resourceType string, resource map[string]any, skip map[string]bool) (Values, error) {
 	tp, ok := r.byType[resourceType]
 	if !ok {
 		return Values{}, fmt.Errorf("searchparam: unknown resource type %q", resourceType)
@@ -30,6 +36,9 @@ func (r *Registry) Extract(resourceType string, resource map[string]any) (Values
 	}
 	var v Values
 	for i, def := range tp.defs {
+		if skip[def.Code] {
+			continue
+		}
 		nodes, err := tp.exprs[i].EvaluateNode(root)
 		if err != nil {
 			return Values{}, fmt.Errorf("searchparam: %s:%s: %w", resourceType, def.Code, err)

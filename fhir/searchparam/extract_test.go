@@ -618,3 +618,25 @@ func TestExtractErrors(t *testing.T) {
 		t.Errorf("malformed Patient: %v", err)
 	}
 }
+
+func TestExtractExceptLeavesOutTheSkippedCodes(t *testing.T) {
+	patient := map[string]any{"resourceType": "Patient", "id": "p", "gender": "female",
+		"meta": map[string]any{"lastUpdated": "2026-01-02T03:04:05.678Z"}}
+	all, err := Default().ExtractExcept("Patient", patient, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tokens(all, "_id")) != 1 || len(datesOf(all, "_lastUpdated")) != 1 {
+		t.Fatalf("without skip: _id %v, _lastUpdated %v", tokens(all, "_id"), datesOf(all, "_lastUpdated"))
+	}
+	some, err := Default().ExtractExcept("Patient", patient, map[string]bool{"_id": true, "_lastUpdated": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tokens(some, "_id")) != 0 || len(datesOf(some, "_lastUpdated")) != 0 {
+		t.Fatalf("skipped codes extracted: _id %v, _lastUpdated %v", tokens(some, "_id"), datesOf(some, "_lastUpdated"))
+	}
+	if got := tokens(some, "gender"); len(got) != 1 || got[0].Value != "female" {
+		t.Fatalf("gender = %v, want it kept", got)
+	}
+}
