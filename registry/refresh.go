@@ -281,27 +281,44 @@ const assignMilestones = `UPDATE registry_assessment a SET milestone = (
 // markCounted marks, for each infusion and milestone, the assessment that counts there: the
 // one nearest the target day, the later one on a tie (CIBMTR reports the contact closest to
 // the timepoint), so outcome queries need no ranking of their own. Run after assignMilestones,
-// with the same filter.
-const markCounted = `WITH ranked AS (
+// on the same rows: scope is the condition on registry_assessment a that picks them.
+//
+// Each scope is a statement of its own, not one statement with "$3 IS NULL OR
+// a.patient_id = $3": PostgreSQL may cache a generic plan for that form, which scans every
+// row however few it needs, and writes run this once per Bundle.
+func markCounted(scope string) string {
+	return `WITH ranked AS (
 	SELECT a.observation_id, a.milestone IS NOT NULL AND row_number() OVER (
 		PARTITION BY a.infusion_type, a.infusion_id, a.milestone
 		ORDER BY abs(a.day - p.target), a.day DESC, a.observation_id) = 1 AS counted
 	FROM registry_assessment a LEFT JOIN unnest($1::text[], $2::int[]) AS p(code, target) ON p.code = a.milestone
-	WHERE $3::text IS NULL OR a.patient_id = $3)
+	WHERE ` + scope + `)
 UPDATE registry_assessment a SET counted = r.counted FROM ranked r
 WHERE a.observation_id = r.observation_id AND a.counted <> r.counted`
+}
 
 // collectTimepoints copies each infusion's counted assessments onto it, milestone by milestone,
-// so the response report reads one row per patient and joins nothing. Run after markCounted.
-const collectTimepoints = `UPDATE registry_infusion i SET timepoints = t.timepoints
+// so the response report reads one row per patient and joins nothing. Run after markCounted;
+// scope is the condition on registry_infusion i that picks the infusions.
+func collectTimepoints(scope string) string {
+	return `UPDATE registry_infusion i SET timepoints = t.timepoints
 FROM (
 	SELECT i.resource_type, i.resource_id, coalesce(jsonb_object_agg(a.milestone, a.category)
 		FILTER (WHERE a.observation_id IS NOT NULL), '{}') AS timepoints
 	FROM registry_infusion i LEFT JOIN registry_assessment a
 		ON a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
-	WHERE $1::text IS NULL OR i.patient_id = $1
+	WHERE ` + scope + `
 	GROUP BY 1, 2) t
 WHERE i.resource_type = t.resource_type AND i.resource_id = t.resource_id AND i.timepoints <> t.timepoints`
+}
+
+// The statements for one patient's rows, the write path's, and for every row, a plan change's.
+var (
+	markCountedForPatient       = markCounted("a.patient_id = $3")
+	markCountedForAll           = markCounted("true")
+	collectTimepointsForPatient = collectTimepoints("i.patient_id = $1")
+	collectTimepointsForAll     = collectTimepoints("true")
+)
 
 func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *patientFacts) error {
 	last := f.lastContact()
@@ -320,9 +337,9 @@ func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *pa
 	if len(f.assessments) > 0 {
 		codes, targets, starts, ends := p.plan.columns()
 		batch.Queue(assignMilestones+` WHERE a.patient_id = $5`, codes, targets, starts, ends, patient)
-		batch.Queue(markCounted, codes, targets, patient)
+		batch.Queue(markCountedForPatient, codes, targets, patient)
 	}
-	batch.Queue(collectTimepoints, patient)
+	batch.Queue(collectTimepointsForPatient, patient)
 	batch.Queue(`INSERT INTO registry_patient (patient_id, last_contact_on) VALUES ($1, $2)
 		ON CONFLICT (patient_id) DO UPDATE SET last_contact_on = excluded.last_contact_on`, patient, last)
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
@@ -350,10 +367,10 @@ func (p *Projection) ApplyPlan(ctx context.Context, store *fhir.Store) error {
 		if _, err := tx.Exec(ctx, assignMilestones, codes, targets, starts, ends); err != nil {
 			return fmt.Errorf("assigning timepoints: %w", err)
 		}
-		if _, err := tx.Exec(ctx, markCounted, codes, targets, nil); err != nil {
+		if _, err := tx.Exec(ctx, markCountedForAll, codes, targets); err != nil {
 			return fmt.Errorf("marking the assessments that count: %w", err)
 		}
-		if _, err := tx.Exec(ctx, collectTimepoints, nil); err != nil {
+		if _, err := tx.Exec(ctx, collectTimepointsForAll); err != nil {
 			return fmt.Errorf("collecting timepoints: %w", err)
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO registry_state (key, value) VALUES ('plan', $1)
