@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
+	"golang.org/x/sync/errgroup"
 )
 
 // BundleConfig holds the limits and rules of transaction and batch Bundles.
@@ -364,20 +366,20 @@ func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, b
 // that found its match (ifNoneExist) writes nothing.
 func (a *API) createAll(ctx context.Context, tx DBTX, entries []*entry) error {
 	var creates []*entry
-	var resources []*Resource
 	for _, e := range entries {
-		if e.method != http.MethodPost || e.existing {
-			continue
+		if e.method == http.MethodPost && !e.existing {
+			creates = append(creates, e)
 		}
-		res, err := a.validate(e)
-		if err != nil {
-			return e.atEntry(err)
-		}
-		res.ID = e.id
-		creates, resources = append(creates, e), append(resources, res)
 	}
 	if len(creates) == 0 {
 		return nil
+	}
+	resources, err := a.validateAll(creates)
+	if err != nil {
+		return err
+	}
+	for i, e := range creates {
+		resources[i].ID = e.id
 	}
 	versions, err := a.store.CreateBatch(ctx, tx, resources)
 	if err != nil {
@@ -387,6 +389,53 @@ func (a *API) createAll(ctx context.Context, tx DBTX, entries []*entry) error {
 		e.version, e.status, e.written = versions[i], http.StatusCreated, resources[i].Body
 	}
 	return nil
+}
+
+// maxFailedEntries bounds how many invalid entries one outcome reports: enough to fix a
+// Bundle in a few rounds, not a 10,000-entry Bundle's every problem at once.
+const maxFailedEntries = 50
+
+// validateAll parses and validates the entries' resources with google/fhir, spread over the
+// CPUs: at about 0.2 ms a resource, a large Bundle would otherwise parse on one core while the
+// others wait. Every invalid entry is reported (up to maxFailedEntries), in entry order, so a
+// client can fix them in one go and the outcome does not depend on scheduling.
+func (a *API) validateAll(entries []*entry) ([]*Resource, error) {
+	resources := make([]*Resource, len(entries))
+	errs := make([]error, len(entries))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, e := range entries {
+		g.Go(func() error {
+			resources[i], errs[i] = a.validate(e)
+			return nil
+		})
+	}
+	_ = g.Wait() // the workers report through errs
+	var failed *Outcome
+	reported := 0
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		var o *Outcome
+		if !errors.As(entries[i].atEntry(err), &o) {
+			return nil, err // the server's failure, not the client's
+		}
+		if failed == nil {
+			failed = &Outcome{Status: o.Status}
+		}
+		if reported++; reported <= maxFailedEntries {
+			failed.Issues = append(failed.Issues, o.Issues...)
+		}
+	}
+	if failed == nil {
+		return resources, nil
+	}
+	if reported > maxFailedEntries {
+		failed.Issues = append(failed.Issues, Issue{Severity: Information, Code: Informational, Expression: []string{"Bundle.entry"},
+			Diagnostics: fmt.Sprintf("%d more entries are invalid; only the first %d are reported", reported-maxFailedEntries, maxFailedEntries)})
+	}
+	return nil, failed
 }
 
 // runBatchEntry processes one batch entry in a transaction of its own; its failure becomes

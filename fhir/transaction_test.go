@@ -242,3 +242,56 @@ func TestBundleLimitsAndIdenticalBundlesAtOnce(t *testing.T) {
 		t.Fatalf("%d resources after 8 identical conditional Bundles at once, want 2", n)
 	}
 }
+
+// A transaction's creates are validated together (in parallel), and every invalid one is
+// reported, located at its entry, in entry order, however the work was scheduled.
+func TestTransactionReportsEveryInvalidCreate(t *testing.T) {
+	s := newTestServer(t)
+	bundle := func(bad map[int]bool, n int) string {
+		var entries []string
+		for i := 0; i < n; i++ {
+			birthDate := fmt.Sprintf("19%02d-01-01", 50+i%50)
+			if bad[i] {
+				birthDate = "not a date"
+			}
+			entries = append(entries, fmt.Sprintf(`{"resource":{"resourceType":"Patient","birthDate":%q},"request":{"method":"POST","url":"Patient"}}`, birthDate))
+		}
+		return `{"resourceType":"Bundle","type":"transaction","entry":[` + strings.Join(entries, ",") + `]}`
+	}
+	issuesOf := func(r *response) []map[string]any {
+		var out []map[string]any
+		for _, is := range asSlice(r.json(t)["issue"]) {
+			out = append(out, is.(map[string]any))
+		}
+		return out
+	}
+
+	before := s.tableCounts()
+	r := s.expect(s.do("POST", "", bundle(map[int]bool{3: true, 17: true, 40: true}, 64)), http.StatusBadRequest)
+	var where []string
+	for _, is := range issuesOf(r) {
+		where = append(where, fmt.Sprint(is["expression"]))
+	}
+	if got := strings.Join(where, " "); got != "[Bundle.entry[3].resource.birthDate] [Bundle.entry[17].resource.birthDate] [Bundle.entry[40].resource.birthDate]" {
+		t.Fatalf("issues at %s: %s", got, r.body)
+	}
+	if s.tableCounts() != before {
+		t.Fatal("an invalid transaction wrote something")
+	}
+
+	// Past maxFailedEntries (50), the rest are counted, not listed.
+	all := map[int]bool{}
+	for i := 0; i < 60; i++ {
+		all[i] = true
+	}
+	issues := issuesOf(s.expect(s.do("POST", "", bundle(all, 60)), http.StatusBadRequest))
+	if len(issues) != 51 || !strings.Contains(fmt.Sprint(issues[50]["diagnostics"]), "10 more entries are invalid") ||
+		fmt.Sprint(issues[49]["expression"]) != "[Bundle.entry[49].resource.birthDate]" {
+		t.Fatalf("%d issues; the last two: %v", len(issues), issues[len(issues)-2:])
+	}
+
+	s.expect(s.do("POST", "", bundle(nil, 64)), http.StatusOK)
+	if n := s.countRows("resource"); n != 64 {
+		t.Fatalf("%d resources after a valid 64-entry transaction", n)
+	}
+}
