@@ -90,7 +90,7 @@ func (r *Results) rows() []Row {
 
 func (r *Results) machineLine() string {
 	m := r.Machine
-	return fmt.Sprintf("%s, %d cores, %d GiB; %s; PostgreSQL %s (embedded, durable, with cartreg's checkpoint and buffer settings) on the same machine; %s; %s; %s",
+	return fmt.Sprintf("%s, %d cores, %d GiB; %s; PostgreSQL %s (embedded, default settings) on the same machine; %s; %s; %s",
 		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.PostgreSQL, m.Go, r.Version, r.Started.Format(time.DateOnly))
 }
 

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -28,35 +25,6 @@ type database struct {
 // embeddedStartTimeout covers initdb on a first start, which is the slow case.
 const embeddedStartTimeout = 2 * time.Minute
 
-// embeddedSettings tune the embedded cluster for a registry's bursts of writes (an import,
-// the scheduler's first run) without touching durability: fsync, synchronous_commit and
-// full_page_writes keep their defaults. Checkpoints come at most every 15 minutes or 4 GB of
-// WAL rather than 5 minutes or 1 GB, so fewer pages are written to WAL whole again after
-// each. On a machine of 4 GiB or more the buffer cache is 1 GB rather than 128 MB, enough for
-// the hot pages of the indexes of a registry of some hundred thousand patients.
-func embeddedSettings() map[string]string {
-	settings := map[string]string{"max_wal_size": "4GB", "checkpoint_timeout": "15min"}
-	if memoryBytes() >= 4<<30 {
-		settings["shared_buffers"] = "1GB"
-	}
-	return settings
-}
-
-// memoryBytes is the machine's memory from /proc/meminfo, or 0 where that cannot be read.
-func memoryBytes() uint64 {
-	raw, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kB, _ := strconv.ParseUint(fields[1], 10, 64)
-			return kB << 10
-		}
-	}
-	return 0
-}
-
 func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*database, error) {
 	db := &database{}
 	url := cfg.DatabaseURL
@@ -69,7 +37,6 @@ func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*datab
 			Dir:      filepath.Join(cfg.DataDir, "postgres"),
 			Binaries: bins,
 			RunAs:    cfg.PGUser,
-			Settings: embeddedSettings(),
 			Logger:   logger,
 		}
 		startCtx, cancel := context.WithTimeout(ctx, embeddedStartTimeout)

@@ -19,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cartreg/cartreg/migrations"
-	"github.com/cartreg/cartreg/postgres"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 )
 
@@ -198,7 +197,6 @@ func TestServeOnTheEmbeddedDatabaseSurvivesStopsAndKills(t *testing.T) {
 
 	first := startCartreg(t, env, "serve")
 	first.waitReady(time.Minute) // initdb included
-	checkEmbeddedSettings(t, filepath.Join(data, "postgres"))
 	if err := first.stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, first.logs())
 	}
@@ -218,35 +216,6 @@ func TestServeOnTheEmbeddedDatabaseSurvivesStopsAndKills(t *testing.T) {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, third.logs())
 	}
 	waitNoProcessesIn(t, pgdata, time.Second)
-}
-
-// checkEmbeddedSettings asks the running embedded cluster in dir for the settings cartreg
-// gives it, and for the durability ones it must leave alone.
-func checkEmbeddedSettings(t *testing.T, dir string) {
-	t.Helper()
-	url, err := (&postgres.Cluster{Dir: dir}).SharedURL(postgres.DefaultDatabase)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	want := map[string]string{"max_wal_size": "4GB", "checkpoint_timeout": "15min",
-		"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
-	if memoryBytes() >= 4<<30 {
-		want["shared_buffers"] = "1GB"
-	}
-	for name, value := range want {
-		var got string
-		if err := conn.QueryRow(context.Background(), "SELECT current_setting($1)", name).Scan(&got); err != nil {
-			t.Fatal(err)
-		}
-		if got != value {
-			t.Errorf("%s = %s, want %s", name, got, value)
-		}
-	}
 }
 
 func TestServeRecoversFromAStalePostmasterPid(t *testing.T) {

@@ -408,7 +408,7 @@ func (s *Scheduler) create(ctx context.Context, tx pgx.Tx, at time.Time, creates
 			ws := creates[:n:n]
 			creates = creates[n:]
 			for i := range ws {
-				ws[i].res = s.task(ws[i].v, fhir.NewID(), at)
+				ws[i].res = s.task(ws[i].v, fhir.NewSequentialID(), at)
 			}
 			b, err := s.store.PrepareCreates(resources(ws))
 			select {
