@@ -79,12 +79,8 @@ func (e *entry) atEntry(err error) error {
 		resourceType, _ = e.resource["resourceType"].(string)
 	}
 	out := &Outcome{Status: o.Status}
-	prefix := e.where() + ": "
 	for _, is := range o.Issues {
-		// An outcome may come back through more than one caller; locate it once.
-		if !strings.HasPrefix(is.Diagnostics, prefix) {
-			is.Diagnostics = prefix + is.Diagnostics
-		}
+		is.Diagnostics = e.where() + ": " + is.Diagnostics
 		exprs := make([]string, 0, len(is.Expression))
 		for _, x := range is.Expression {
 			if resourceType != "" && (x == resourceType || strings.HasPrefix(x, resourceType+".")) {
@@ -345,7 +341,9 @@ func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, b
 		written = append(written, e)
 	}
 	if a.bundles.ReferentialIntegrity {
-		if err := a.checkReferences(ctx, tx, written); err != nil {
+		if failed, err := a.checkReferences(ctx, tx, written); failed != nil {
+			return failed.atEntry(err)
+		} else if err != nil {
 			return err
 		}
 	}
@@ -468,8 +466,8 @@ func (a *API) runBatchEntry(ctx context.Context, e *entry, base string) {
 			return err
 		}
 		if a.bundles.ReferentialIntegrity {
-			if err := a.checkReferences(ctx, tx, []*entry{c}); err != nil {
-				return err
+			if _, err := a.checkReferences(ctx, tx, []*entry{c}); err != nil {
+				return err // located below, with the entry's other failures
 			}
 		}
 		done = c
@@ -725,8 +723,9 @@ func patchFromBinary(e *entry) (jsonpatch.Patch, error) {
 }
 
 // checkReferences refuses local references (Type/id) in written resources to resources that
-// do not exist, or are deleted, once the Bundle's own writes are in.
-func (a *API) checkReferences(ctx context.Context, tx DBTX, written []*entry) error {
+// do not exist, or are deleted, once the Bundle's own writes are in. Like matchCreates, it
+// returns the entry at fault with an outcome its caller locates.
+func (a *API) checkReferences(ctx context.Context, tx DBTX, written []*entry) (*entry, error) {
 	type ref struct {
 		e    *entry
 		path string
@@ -739,7 +738,7 @@ func (a *API) checkReferences(ctx context.Context, tx DBTX, written []*entry) er
 		body := e.written
 		if body == nil { // a patch: its result was built inside applyPatch
 			if err := json.Unmarshal(e.version.JSON, &body); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		collectLocalReferences(body, e.resourceType, func(target, path string) {
@@ -749,7 +748,7 @@ func (a *API) checkReferences(ctx context.Context, tx DBTX, written []*entry) er
 		})
 	}
 	if len(refs) == 0 {
-		return nil
+		return nil, nil
 	}
 	var types, ids []string
 	for target := range refs {
@@ -760,16 +759,16 @@ func (a *API) checkReferences(ctx context.Context, tx DBTX, written []*entry) er
 		WHERE NOT EXISTS (SELECT 1 FROM resource r WHERE r.resource_type = k.t AND r.resource_id = k.i AND NOT r.deleted)
 		ORDER BY 1, 2`, types, ids)
 	if err != nil {
-		return fmt.Errorf("checking references: %w", err)
+		return nil, fmt.Errorf("checking references: %w", err)
 	}
 	missing, err := collectPairs(rows, nil)
 	if err != nil || len(missing) == 0 {
-		return err
+		return nil, err
 	}
 	target := missing[0][0] + "/" + missing[0][1]
 	r := refs[target]
-	return r.e.atEntry(NewOutcome(http.StatusBadRequest, NotFound,
-		fmt.Sprintf("%s refers to %s, which is neither on the server nor in the Bundle", r.path, target), r.path))
+	return r.e, NewOutcome(http.StatusBadRequest, NotFound,
+		fmt.Sprintf("%s refers to %s, which is neither on the server nor in the Bundle", r.path, target), r.path)
 }
 
 // A local reference: Type/id, optionally with /_history/n.
