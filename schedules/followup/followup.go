@@ -7,10 +7,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/registry"
@@ -384,24 +384,15 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 // create writes new Tasks for visits, a slice at a time. A goroutine renders and indexes each
 // slice while the one before is written: the Go work of one slice and PostgreSQL's of the
 // previous one overlap, on two cores, where they took turns. It is at most two slices ahead,
-// and never touches the transaction.
+// and never touches the transaction; a failure on either side stops the other.
 func (s *Scheduler) create(ctx context.Context, tx pgx.Tx, at time.Time, creates []write, sum *Summary) error {
-	if len(creates) == 0 {
-		return nil
-	}
 	type slice struct {
 		ws    []write
 		batch *fhir.PreparedBatch
-		err   error
 	}
 	prepared := make(chan slice, 1)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(done)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
 		defer close(prepared)
 		for len(creates) > 0 {
 			n := min(len(creates), writeSlice)
@@ -411,40 +402,41 @@ func (s *Scheduler) create(ctx context.Context, tx pgx.Tx, at time.Time, creates
 				ws[i].res = s.task(ws[i].v, fhir.NewSequentialID(), at)
 			}
 			b, err := s.store.PrepareCreates(resources(ws))
-			select {
-			case prepared <- slice{ws: ws, batch: b, err: err}:
-			case <-done:
-				return
-			}
 			if err != nil {
-				return
+				return fmt.Errorf("creating follow-up Tasks: %w", err)
+			}
+			select {
+			case prepared <- slice{ws: ws, batch: b}:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 		}
-	}()
-	for p := range prepared {
-		if p.err != nil {
-			return fmt.Errorf("creating follow-up Tasks: %w", p.err)
-		}
-		versions, err := s.store.WriteBatch(ctx, tx, p.batch)
-		if err != nil {
-			return fmt.Errorf("creating follow-up Tasks: %w", err)
-		}
-		var rec records
-		for i, w := range p.ws {
-			rec.add(w.v, w.res.ID, versions[i].VersionID)
-			reason := "new"
-			if w.v.business == Overdue { // made late (a history loaded today): it is overdue news
-				reason = "overdue"
+		return nil
+	})
+	g.Go(func() error {
+		for p := range prepared {
+			versions, err := s.store.WriteBatch(ctx, tx, p.batch)
+			if err != nil {
+				return fmt.Errorf("creating follow-up Tasks: %w", err)
 			}
-			rec.notice(w, reason)
-			sum.Created++
-			sum.count(w.v.status)
+			var rec records
+			for i, w := range p.ws {
+				rec.add(w.v, w.res.ID, versions[i].VersionID)
+				reason := "new"
+				if w.v.business == Overdue { // made late (a history loaded today): it is overdue news
+					reason = "overdue"
+				}
+				rec.notice(w, reason)
+				sum.Created++
+				sum.count(w.v.status)
+			}
+			if err := rec.write(ctx, tx, false, at); err != nil {
+				return err
+			}
 		}
-		if err := rec.write(ctx, tx, false, at); err != nil {
-			return err
-		}
-	}
-	return nil
+		return nil
+	})
+	return g.Wait()
 }
 
 // writeSlice is how many Tasks go to the store in one call.
