@@ -140,7 +140,7 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 			r.Operation = []capabilityOperation{{Name: "everything", Definition: "http://hl7.org/fhir/OperationDefinition/Patient-everything"}}
 		}
 		for _, d := range a.search.params.ForType(t) {
-			if d.Code == "_id" || d.Code == "_lastUpdated" {
+			if columnParameters[d.Code] { // listed once, among the common parameters
 				continue
 			}
 			r.SearchParam = append(r.SearchParam, capabilitySearchParam{Name: d.Code, Definition: d.URL, Type: string(d.Type), Documentation: d.Description})

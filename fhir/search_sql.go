@@ -367,7 +367,7 @@ func (s *Searcher) chainCondition(b *sqlBuilder, o owner, defs []*searchparam.De
 	restCode := strings.SplitN(strings.SplitN(rest, ":", 2)[0], ".", 2)[0]
 	var candidates []string
 	for t := range targets {
-		if restCode == "_id" || restCode == "_lastUpdated" || strings.HasPrefix(rest, "_has:") {
+		if columnParameters[restCode] || strings.HasPrefix(rest, "_has:") {
 			candidates = append(candidates, t)
 		} else if _, ok := s.params.Lookup(t, restCode); ok {
 			candidates = append(candidates, t)
