@@ -340,10 +340,13 @@ func smallTransactions(ctx context.Context, c *client, d time.Duration) (Rate, e
 			return err
 		}
 		resp, err := parseResponse(raw)
-		if err == nil && len(resp.created()) != 2 {
-			err = fmt.Errorf("a small transaction created %d resources, want 2", len(resp.created()))
+		if err != nil {
+			return err
 		}
-		return err
+		if n := len(resp.created()); n != 2 {
+			return fmt.Errorf("a small transaction created %d resources, want 2", n)
+		}
+		return nil
 	})
 }
 
