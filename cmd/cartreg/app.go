@@ -9,8 +9,8 @@ import (
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/fhir/subscription"
+	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
-	"github.com/cartreg/cartreg/schedules/followup"
 )
 
 // app is cartreg wired together as every command that writes uses it: the FHIR store with the
@@ -20,7 +20,7 @@ type app struct {
 	store    *fhir.Store
 	api      *fhir.API
 	registry *registry.Registry
-	followUp *followup.Scheduler
+	followUp *followup.Tracker
 }
 
 // clock is the one source of the current time for every command.

@@ -14,9 +14,9 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/robfig/cron/v3"
 
+	"github.com/cartreg/cartreg/followup"
+	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/schedules"
-	"github.com/cartreg/cartreg/schedules/delivery"
-	"github.com/cartreg/cartreg/schedules/followup"
 )
 
 // FollowUpConfig is how the follow-up scheduler and its digests are set up.
@@ -31,7 +31,7 @@ type FollowUpConfig struct {
 	// DeliveryRetention is how long delivered messages are kept (for an operator to look
 	// at) before their bodies, which carry patient data, are deleted.
 	DeliveryRetention time.Duration
-	SMTP              delivery.SMTPConfig
+	SMTP              outbox.SMTPConfig
 	SMTPPasswordFile  string
 
 	location *time.Location
@@ -40,7 +40,7 @@ type FollowUpConfig struct {
 
 func defaultFollowUp() FollowUpConfig {
 	return FollowUpConfig{Schedule: "30 5 * * *", TimeZone: "UTC", LeadDays: 14, DeliveryInterval: 30 * time.Second, DeliveryRetention: 30 * 24 * time.Hour,
-		SMTP: delivery.SMTPConfig{TLS: delivery.TLSStartTLS}}
+		SMTP: outbox.SMTPConfig{TLS: outbox.TLSStartTLS}}
 }
 
 // registerFollowUpFlags are the settings every command that writes needs: writes close Tasks.
@@ -135,7 +135,7 @@ const pruneSpec = "15 4 * * *"
 // carry patient data that the outbox need not keep once a receiver has them.
 func pruneJob(db *database, cfg *Config, logger *slog.Logger) schedules.Job {
 	return schedules.Job{Name: "delivery-prune", Spec: pruneSpec, Run: func(ctx context.Context, slot time.Time) error {
-		n, err := delivery.PruneDelivered(ctx, db.pool, slot.Add(-cfg.FollowUp.DeliveryRetention))
+		n, err := outbox.PruneDelivered(ctx, db.pool, slot.Add(-cfg.FollowUp.DeliveryRetention))
 		if err == nil && n > 0 {
 			logger.Info("delivered messages pruned", "count", n)
 		}
@@ -148,7 +148,7 @@ func pruneJob(db *database, cfg *Config, logger *slog.Logger) schedules.Job {
 // and the deliverer; stop stops them all and waits for them.
 func startSchedules(ctx context.Context, a *app, cfg *Config, db *database, logger *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	deliverer := delivery.New(db.pool, delivery.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger)
+	deliverer := outbox.New(db.pool, outbox.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger)
 	delivered := make(chan struct{})
 	go func() {
 		defer close(delivered)
@@ -223,7 +223,7 @@ func deliveriesCommand(stdout, stderr io.Writer) *ffcli.Command {
 	cfg.shareEmbedded = true
 	fs := flag.NewFlagSet("deliveries", flag.ContinueOnError)
 	cfg.registerDatabaseFlags(fs)
-	var f delivery.Filter
+	var f outbox.Filter
 	fs.StringVar((*string)(&f.State), "state", "", "pending, delivered or failed (default: all)")
 	fs.StringVar(&f.Kind, "kind", "", "digest or subscription (default: all)")
 	fs.IntVar(&f.Limit, "limit", 100, "the most messages listed, newest first")
@@ -252,7 +252,7 @@ func deliveriesCommand(stdout, stderr io.Writer) *ffcli.Command {
 				return err
 			}
 			defer db.close(logger)
-			list, err := delivery.List(ctx, db.pool, f)
+			list, err := outbox.List(ctx, db.pool, f)
 			if err != nil {
 				return err
 			}
@@ -309,7 +309,7 @@ func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, st
 	fmt.Fprintf(stdout, "follow-up run as of %s: %d Tasks, %d open, %d overdue\n", at.Format(time.RFC3339), tasks, open, overdue)
 	// One delivery pass, so digests reach a receiver that is up without a server running;
 	// those it cannot deliver wait for a server's deliverer.
-	pass, err := delivery.New(db.pool, delivery.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger).DeliverDue(ctx)
+	pass, err := outbox.New(db.pool, outbox.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger).DeliverDue(ctx)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cartreg/cartreg/fhir"
-	"github.com/cartreg/cartreg/schedules/delivery"
+	"github.com/cartreg/cartreg/outbox"
 )
 
 // Hook matches writes against Subscriptions; install it with fhir.Store.AddHook after the
@@ -88,7 +88,7 @@ func (h *Hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Chang
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("subscriptions: %w", err)
 	}
-	var msgs []delivery.Message
+	var msgs []outbox.Message
 	for _, sub := range subs {
 		written := byType[sub.resourceType]
 		ids := make([]string, len(written))
@@ -100,10 +100,10 @@ func (h *Hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Chang
 			return fmt.Errorf("subscription %s: %w", sub.id, err)
 		}
 		for _, v := range matches {
-			m := delivery.Message{
+			m := outbox.Message{
 				Key:     fmt.Sprintf("subscription/%s/%s/%s/%d", sub.id, v.Type, v.ID, v.VersionID),
 				Kind:    "subscription",
-				Channel: delivery.ChannelWebhook, Target: sub.endpoint, Headers: sub.headers,
+				Channel: outbox.ChannelWebhook, Target: sub.endpoint, Headers: sub.headers,
 			}
 			if sub.payload != "" {
 				m.ContentType, m.Body = sub.payload, v.JSON
@@ -111,7 +111,7 @@ func (h *Hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Chang
 			msgs = append(msgs, m)
 		}
 	}
-	return delivery.EnqueueAt(ctx, tx, h.now(), msgs...)
+	return outbox.EnqueueAt(ctx, tx, h.now(), msgs...)
 }
 
 // subscriptionWritten keeps subscription_active in step with a Subscription resource, and

@@ -18,8 +18,8 @@ import (
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/fhir/subscription"
+	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/postgres/pgtest"
-	"github.com/cartreg/cartreg/schedules/delivery"
 	"github.com/cartreg/cartreg/server"
 )
 
@@ -92,7 +92,7 @@ func (h *hooked) send(method, path string, body any) (int, map[string]any) {
 // deliver runs the deliverer once and returns what arrived since the last call.
 func (h *hooked) deliver() []notification {
 	h.t.Helper()
-	if _, err := delivery.New(h.db, delivery.Config{}, func() time.Time { return h.now }, slog.New(slog.NewTextHandler(io.Discard, nil))).
+	if _, err := outbox.New(h.db, outbox.Config{}, func() time.Time { return h.now }, slog.New(slog.NewTextHandler(io.Discard, nil))).
 		DeliverDue(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}

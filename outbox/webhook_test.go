@@ -1,4 +1,4 @@
-package delivery_test
+package outbox_test
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/postgres/pgtest"
-	"github.com/cartreg/cartreg/schedules/delivery"
 )
 
 // The headline: a receiver that is unreachable for a quarter of an hour, then answers 503 until
@@ -28,7 +28,7 @@ func TestReceiverDownForAnHourGetsEveryDigestOnce(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	clk := &clock{now: t0}
 	logs := &logBuffer{}
-	d := delivery.New(db, delivery.Config{}, clk.Now, newLogger(logs))
+	d := outbox.New(db, outbox.Config{}, clk.Now, newLogger(logs))
 
 	// A loopback port nothing listens on until the receiver starts there.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -105,7 +105,7 @@ func TestReceiverDownForAnHourGetsEveryDigestOnce(t *testing.T) {
 
 		st := status(t, db, m.Key)
 		as := attempts(t, db, m.Key)
-		if st.State != delivery.StateDelivered || st.DeliveredAt == nil || !st.DeliveredAt.Equal(r.at) ||
+		if st.State != outbox.StateDelivered || st.DeliveredAt == nil || !st.DeliveredAt.Equal(r.at) ||
 			st.LastError != "" || st.NextAttemptAt != nil || st.Attempts != len(as) {
 			t.Errorf("%s: status %+v after %d attempts", m.Key, st, len(as))
 		}
@@ -143,7 +143,7 @@ func TestReceiverDownForAnHourGetsEveryDigestOnce(t *testing.T) {
 				m.Key, refused, unavailable, len(got[m.Key]))
 		}
 	}
-	failedList, err := delivery.List(ctx, db, delivery.Filter{State: delivery.StateFailed})
+	failedList, err := outbox.List(ctx, db, outbox.Filter{State: outbox.StateFailed})
 	if err != nil || len(failedList) != 0 {
 		t.Errorf("failed messages: %v (%v)", failedList, err)
 	}
@@ -151,7 +151,7 @@ func TestReceiverDownForAnHourGetsEveryDigestOnce(t *testing.T) {
 	// Another day of passes sends nothing more.
 	for now := end; now.Before(end.Add(24 * time.Hour)); now = now.Add(time.Hour) {
 		clk.Set(now)
-		if pass, err := d.DeliverDue(ctx); err != nil || pass != (delivery.Pass{}) {
+		if pass, err := d.DeliverDue(ctx); err != nil || pass != (outbox.Pass{}) {
 			t.Fatalf("pass at %s after all were delivered: %+v, %v", now, pass, err)
 		}
 	}
@@ -166,7 +166,7 @@ func TestReceiverDownForAnHourGetsEveryDigestOnce(t *testing.T) {
 		t.Errorf("the log does not name the key and target host:\n%s", log)
 	}
 
-	pruned, err := delivery.PruneDelivered(ctx, db, end.Add(time.Second))
+	pruned, err := outbox.PruneDelivered(ctx, db, end.Add(time.Second))
 	if err != nil || pruned != int64(len(msgs)) {
 		t.Errorf("PruneDelivered = %d, %v; want %d", pruned, err, len(msgs))
 	}
@@ -197,8 +197,8 @@ func TestEnqueueIsIdempotentAndTransactional(t *testing.T) {
 	// A message enqueued in a transaction that rolls back was never there.
 	rollback := errors.New("rollback")
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if err := delivery.Enqueue(ctx, tx, delivery.Message{Key: "rolled-back", Kind: "digest",
-			Channel: delivery.ChannelWebhook, Target: srv.URL, Body: []byte("x")}); err != nil {
+		if err := outbox.Enqueue(ctx, tx, outbox.Message{Key: "rolled-back", Kind: "digest",
+			Channel: outbox.ChannelWebhook, Target: srv.URL, Body: []byte("x")}); err != nil {
 			return err
 		}
 		return rollback
@@ -206,11 +206,11 @@ func TestEnqueueIsIdempotentAndTransactional(t *testing.T) {
 	if !errors.Is(err, rollback) {
 		t.Fatal(err)
 	}
-	if list, err := delivery.List(ctx, db, delivery.Filter{}); err != nil || len(list) != 1 || list[0].Key != first.Key {
+	if list, err := outbox.List(ctx, db, outbox.Filter{}); err != nil || len(list) != 1 || list[0].Key != first.Key {
 		t.Fatalf("messages after the rollback: %+v (%v)", list, err)
 	}
 
-	d := delivery.New(db, delivery.Config{}, clk.Now, quiet)
+	d := outbox.New(db, outbox.Config{}, clk.Now, quiet)
 	if pass, err := d.DeliverDue(ctx); err != nil || pass.Delivered != 1 {
 		t.Fatalf("pass: %+v, %v", pass, err)
 	}
@@ -220,7 +220,7 @@ func TestEnqueueIsIdempotentAndTransactional(t *testing.T) {
 	// Enqueueing a delivered key again does not send it again.
 	enqueue(t, db, t0.Add(time.Hour), first)
 	clk.Set(t0.Add(time.Hour))
-	if pass, err := d.DeliverDue(ctx); err != nil || pass != (delivery.Pass{}) {
+	if pass, err := d.DeliverDue(ctx); err != nil || pass != (outbox.Pass{}) {
 		t.Errorf("pass after re-enqueueing a delivered key: %+v, %v", pass, err)
 	}
 }
@@ -229,35 +229,35 @@ func TestEnqueueRefusesMessagesThatCouldNeverBeSent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDatabase(t)
-	valid := delivery.Message{Key: "ok", Kind: "digest", Channel: delivery.ChannelWebhook, Target: "https://hooks.example/x"}
+	valid := outbox.Message{Key: "ok", Kind: "digest", Channel: outbox.ChannelWebhook, Target: "https://hooks.example/x"}
 	for _, tc := range []struct {
 		name string
-		edit func(*delivery.Message)
+		edit func(*outbox.Message)
 	}{
-		{"no key", func(m *delivery.Message) { m.Key = "" }},
-		{"no kind", func(m *delivery.Message) { m.Kind = "" }},
-		{"unknown channel", func(m *delivery.Message) { m.Channel = "sms" }},
-		{"ftp target", func(m *delivery.Message) { m.Target = "ftp://hooks.example/x" }},
-		{"relative target", func(m *delivery.Message) { m.Target = "/x" }},
-		{"header with a line break", func(m *delivery.Message) { m.Headers = map[string]string{"X-A": "1\r\nX-B: 2"} }},
-		{"header name with a space", func(m *delivery.Message) { m.Headers = map[string]string{"X A": "1"} }},
-		{"bad content type", func(m *delivery.Message) { m.ContentType = "application/" }},
-		{"bad address", func(m *delivery.Message) { m.Channel, m.Target = delivery.ChannelEmail, "coordinator at site" }},
+		{"no key", func(m *outbox.Message) { m.Key = "" }},
+		{"no kind", func(m *outbox.Message) { m.Kind = "" }},
+		{"unknown channel", func(m *outbox.Message) { m.Channel = "sms" }},
+		{"ftp target", func(m *outbox.Message) { m.Target = "ftp://hooks.example/x" }},
+		{"relative target", func(m *outbox.Message) { m.Target = "/x" }},
+		{"header with a line break", func(m *outbox.Message) { m.Headers = map[string]string{"X-A": "1\r\nX-B: 2"} }},
+		{"header name with a space", func(m *outbox.Message) { m.Headers = map[string]string{"X A": "1"} }},
+		{"bad content type", func(m *outbox.Message) { m.ContentType = "application/" }},
+		{"bad address", func(m *outbox.Message) { m.Channel, m.Target = outbox.ChannelEmail, "coordinator at site" }},
 	} {
 		bad := valid
 		bad.Key = "bad"
 		tc.edit(&bad)
-		err := delivery.Enqueue(ctx, db, valid, bad)
-		if !errors.Is(err, delivery.ErrInvalidMessage) {
+		err := outbox.Enqueue(ctx, db, valid, bad)
+		if !errors.Is(err, outbox.ErrInvalidMessage) {
 			t.Errorf("%s: Enqueue = %v, want ErrInvalidMessage", tc.name, err)
 		}
 	}
-	if list, err := delivery.List(ctx, db, delivery.Filter{}); err != nil || len(list) != 0 {
+	if list, err := outbox.List(ctx, db, outbox.Filter{}); err != nil || len(list) != 0 {
 		t.Errorf("refused calls stored %+v (%v)", list, err)
 	}
-	email := delivery.Message{Key: "mail", Kind: "digest", Channel: delivery.ChannelEmail,
+	email := outbox.Message{Key: "mail", Kind: "digest", Channel: outbox.ChannelEmail,
 		Target: "Coordinator <c@site.example>, d@site.example"}
-	if err := delivery.Enqueue(ctx, db, valid, email); err != nil {
+	if err := outbox.Enqueue(ctx, db, valid, email); err != nil {
 		t.Errorf("valid messages refused: %v", err)
 	}
 }
@@ -296,9 +296,9 @@ func TestReplicasNeverSendAMessageTwice(t *testing.T) {
 	msgs := digests(40, srv.URL)
 	enqueue(t, db, t0, msgs...)
 
-	replicas := []*delivery.Deliverer{
-		delivery.New(db, delivery.Config{Batch: 7}, clk.Now, quiet),
-		delivery.New(db, delivery.Config{Batch: 7}, clk.Now, quiet),
+	replicas := []*outbox.Deliverer{
+		outbox.New(db, outbox.Config{Batch: 7}, clk.Now, quiet),
+		outbox.New(db, outbox.Config{Batch: 7}, clk.Now, quiet),
 	}
 	counts := make([]int, len(replicas))
 	errs := make([]error, len(replicas))
@@ -312,7 +312,7 @@ func TestReplicasNeverSendAMessageTwice(t *testing.T) {
 					return
 				}
 				counts[i] += pass.Delivered
-				if pass == (delivery.Pass{}) {
+				if pass == (outbox.Pass{}) {
 					return
 				}
 			}
@@ -350,7 +350,7 @@ func TestGiveUpAfterMarksFailed(t *testing.T) {
 	srv := httptest.NewServer(rcv)
 	t.Cleanup(srv.Close)
 	const giveUp = 2 * time.Hour
-	d := delivery.New(db, delivery.Config{GiveUpAfter: giveUp}, clk.Now, quiet)
+	d := outbox.New(db, outbox.Config{GiveUpAfter: giveUp}, clk.Now, quiet)
 	m := digests(1, srv.URL)[0]
 	enqueue(t, db, t0, m)
 
@@ -376,7 +376,7 @@ func TestGiveUpAfterMarksFailed(t *testing.T) {
 	}
 	st := status(t, db, m.Key)
 	as := attempts(t, db, m.Key)
-	if st.State != delivery.StateFailed || st.FailedAt == nil || !st.FailedAt.Equal(failedAt) ||
+	if st.State != outbox.StateFailed || st.FailedAt == nil || !st.FailedAt.Equal(failedAt) ||
 		st.NextAttemptAt != nil || st.DeliveredAt != nil || !strings.Contains(st.LastError, "404") ||
 		st.Attempts != len(as) || len(as) < 5 {
 		t.Errorf("status %+v after %d attempts", st, len(as))
@@ -392,24 +392,24 @@ func TestGiveUpAfterMarksFailed(t *testing.T) {
 	if n := len(rcv.Requests()[m.Key]); n != len(as) {
 		t.Errorf("receiver got %d requests, %d attempts recorded", n, len(as))
 	}
-	failedList, err := delivery.List(ctx, db, delivery.Filter{State: delivery.StateFailed, Kind: "digest"})
+	failedList, err := outbox.List(ctx, db, outbox.Filter{State: outbox.StateFailed, Kind: "digest"})
 	if err != nil || len(failedList) != 1 || failedList[0].Key != m.Key {
 		t.Errorf("failed listing: %+v (%v)", failedList, err)
 	}
-	if pending, err := delivery.List(ctx, db, delivery.Filter{State: delivery.StatePending}); err != nil || len(pending) != 0 {
+	if pending, err := outbox.List(ctx, db, outbox.Filter{State: outbox.StatePending}); err != nil || len(pending) != 0 {
 		t.Errorf("pending listing: %+v (%v)", pending, err)
 	}
 
 	// It is not retried, however late.
 	rcv.SetStatus(http.StatusOK)
 	clk.Set(t0.Add(30 * 24 * time.Hour))
-	if pass, err := d.DeliverDue(ctx); err != nil || pass != (delivery.Pass{}) {
+	if pass, err := d.DeliverDue(ctx); err != nil || pass != (outbox.Pass{}) {
 		t.Errorf("pass after giving up: %+v, %v", pass, err)
 	}
 	if n := len(rcv.Requests()[m.Key]); n != len(as) {
 		t.Errorf("retried after giving up: %d requests", n)
 	}
-	if pruned, err := delivery.PruneDelivered(ctx, db, clk.Now()); err != nil || pruned != 0 {
+	if pruned, err := outbox.PruneDelivered(ctx, db, clk.Now()); err != nil || pruned != 0 {
 		t.Errorf("PruneDelivered removed %d failed messages (%v)", pruned, err)
 	}
 }
@@ -429,7 +429,7 @@ func TestRedirectIsNotADelivery(t *testing.T) {
 	m := digests(1, srv.URL+"/old")[0]
 	enqueue(t, db, t0, m)
 
-	d := delivery.New(db, delivery.Config{}, clk.Now, quiet)
+	d := outbox.New(db, outbox.Config{}, clk.Now, quiet)
 	if pass, err := d.DeliverDue(ctx); err != nil || pass.Retrying != 1 {
 		t.Fatalf("pass: %+v, %v", pass, err)
 	}
@@ -441,7 +441,7 @@ func TestRedirectIsNotADelivery(t *testing.T) {
 		return true
 	})
 	st := status(t, db, m.Key)
-	if st.State != delivery.StatePending || st.NextAttemptAt == nil || !st.NextAttemptAt.After(t0) ||
+	if st.State != outbox.StatePending || st.NextAttemptAt == nil || !st.NextAttemptAt.After(t0) ||
 		st.NextAttemptAt.After(t0.Add(30*time.Second)) {
 		t.Errorf("status %+v, want due again within the initial back-off", st)
 	}
@@ -459,7 +459,7 @@ func TestRunDrainsABacklogAndStops(t *testing.T) {
 	msgs := digests(5, srv.URL)
 	enqueue(t, db, t0, msgs...)
 
-	d := delivery.New(db, delivery.Config{Batch: 2}, clk.Now, quiet)
+	d := outbox.New(db, outbox.Config{Batch: 2}, clk.Now, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() { d.Run(ctx, time.Hour); close(stopped) }()
@@ -476,7 +476,7 @@ func TestRunDrainsABacklogAndStops(t *testing.T) {
 	if n := len(rcv.Requests()); n != len(msgs) {
 		t.Errorf("Run delivered %d of %d messages in its first round", n, len(msgs))
 	}
-	if err := delivery.EnqueueAt(context.Background(), db, time.Time{}, msgs[0]); !errors.Is(err, delivery.ErrInvalidMessage) {
+	if err := outbox.EnqueueAt(context.Background(), db, time.Time{}, msgs[0]); !errors.Is(err, outbox.ErrInvalidMessage) {
 		t.Errorf("EnqueueAt with no time = %v, want ErrInvalidMessage", err)
 	}
 }

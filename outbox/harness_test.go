@@ -1,4 +1,4 @@
-package delivery_test
+package outbox_test
 
 import (
 	"bytes"
@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/postgres/pgtest"
-	"github.com/cartreg/cartreg/schedules/delivery"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -98,7 +98,7 @@ func (rc *receiver) SetStatus(status int) {
 }
 
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	key := r.Header.Get(delivery.HeaderDelivery)
+	key := r.Header.Get(outbox.HeaderDelivery)
 	body, _ := io.ReadAll(r.Body)
 	rc.mu.Lock()
 	rc.inFlight[key]++
@@ -139,22 +139,22 @@ func accepted(reqs []request) []request {
 	return out
 }
 
-func enqueue(t *testing.T, db *pgxpool.Pool, at time.Time, msgs ...delivery.Message) {
+func enqueue(t *testing.T, db *pgxpool.Pool, at time.Time, msgs ...outbox.Message) {
 	t.Helper()
 	if err := pgx.BeginFunc(context.Background(), db, func(tx pgx.Tx) error {
-		return delivery.EnqueueAt(context.Background(), tx, at, msgs...)
+		return outbox.EnqueueAt(context.Background(), tx, at, msgs...)
 	}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func digests(n int, target string) []delivery.Message {
-	msgs := make([]delivery.Message, n)
+func digests(n int, target string) []outbox.Message {
+	msgs := make([]outbox.Message, n)
 	for i := range msgs {
-		msgs[i] = delivery.Message{
+		msgs[i] = outbox.Message{
 			Key:         "digest:coordinator-" + strconv.Itoa(i) + ":2025-03-14",
 			Kind:        "digest",
-			Channel:     delivery.ChannelWebhook,
+			Channel:     outbox.ChannelWebhook,
 			Target:      target,
 			Headers:     map[string]string{"Authorization": "Bearer hook-credential"},
 			ContentType: "application/fhir+json",
@@ -164,9 +164,9 @@ func digests(n int, target string) []delivery.Message {
 	return msgs
 }
 
-func status(t *testing.T, db *pgxpool.Pool, key string) delivery.Status {
+func status(t *testing.T, db *pgxpool.Pool, key string) outbox.Status {
 	t.Helper()
-	list, err := delivery.List(context.Background(), db, delivery.Filter{Key: key})
+	list, err := outbox.List(context.Background(), db, outbox.Filter{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,9 +176,9 @@ func status(t *testing.T, db *pgxpool.Pool, key string) delivery.Status {
 	return list[0]
 }
 
-func attempts(t *testing.T, db *pgxpool.Pool, key string) []delivery.Attempt {
+func attempts(t *testing.T, db *pgxpool.Pool, key string) []outbox.Attempt {
 	t.Helper()
-	list, err := delivery.ListAttempts(context.Background(), db, key)
+	list, err := outbox.ListAttempts(context.Background(), db, key)
 	if err != nil {
 		t.Fatal(err)
 	}

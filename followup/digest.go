@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cartreg/cartreg/fhir"
-	"github.com/cartreg/cartreg/schedules/delivery"
+	"github.com/cartreg/cartreg/outbox"
 )
 
 // DigestConfig says where coordinators' digests go. With neither a webhook nor e-mail, notices
@@ -37,7 +37,7 @@ const DigestIdentifierSystem = IdentifierSystem + "-digest"
 // told of (new, or newly overdue): a FHIR Bundle of those Tasks. The deliverer then sends
 // them, retrying until the receiver takes them. A run that dies before this leaves its
 // notices for the next. It returns how many digests were queued.
-func (s *Scheduler) Digests(ctx context.Context, at time.Time, cfg DigestConfig) (int, error) {
+func (s *Tracker) Digests(ctx context.Context, at time.Time, cfg DigestConfig) (int, error) {
 	queued := 0
 	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
 		queued = 0
@@ -82,7 +82,7 @@ LEFT JOIN resource_version pv ON pv.resource_type = 'Patient' AND pv.resource_id
 GROUP BY t.task_id, v.body, pv.body
 ORDER BY t.task_id`
 
-func (s *Scheduler) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner string, cfg DigestConfig) (int, error) {
+func (s *Tracker) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner string, cfg DigestConfig) (int, error) {
 	key := "digest/" + owner + "/" + at.UTC().Format(time.RFC3339)
 	rows, err := tx.Query(ctx, digestTasksSQL, owner, key)
 	if err != nil {
@@ -114,13 +114,13 @@ func (s *Scheduler) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner s
 	if len(tasks) == 0 {
 		return 0, nil
 	}
-	var msgs []delivery.Message
+	var msgs []outbox.Message
 	if cfg.Webhook != "" {
 		bundle, err := digestBundle(at, key, tasks, cfg.BaseURL)
 		if err != nil {
 			return 0, err
 		}
-		msgs = append(msgs, delivery.Message{Key: key + "/webhook", Kind: "digest", Channel: delivery.ChannelWebhook,
+		msgs = append(msgs, outbox.Message{Key: key + "/webhook", Kind: "digest", Channel: outbox.ChannelWebhook,
 			Target: cfg.Webhook, ContentType: "application/fhir+json", Body: bundle,
 			Headers: map[string]string{"X-Cartreg-Owner": owner}})
 	}
@@ -130,12 +130,12 @@ func (s *Scheduler) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner s
 			return 0, err
 		}
 		if address != "" {
-			msgs = append(msgs, delivery.Message{Key: key + "/email", Kind: "digest", Channel: delivery.ChannelEmail,
+			msgs = append(msgs, outbox.Message{Key: key + "/email", Kind: "digest", Channel: outbox.ChannelEmail,
 				Target: address, ContentType: "text/plain; charset=utf-8", Subject: digestSubject(tasks),
 				Body: []byte(digestText(tasks))})
 		}
 	}
-	if err := delivery.EnqueueAt(ctx, tx, at, msgs...); err != nil {
+	if err := outbox.EnqueueAt(ctx, tx, at, msgs...); err != nil {
 		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
 	}
 	return len(msgs), nil
@@ -209,7 +209,7 @@ func digestText(tasks []digestTask) string {
 
 // ownerEmail is the first e-mail address on the owner resource, or "" when it has none or
 // does not exist here.
-func (s *Scheduler) ownerEmail(ctx context.Context, tx pgx.Tx, owner string) (string, error) {
+func (s *Tracker) ownerEmail(ctx context.Context, tx pgx.Tx, owner string) (string, error) {
 	typ, id, ok := strings.Cut(owner, "/")
 	if !ok {
 		return "", nil

@@ -3,7 +3,7 @@
 //
 // # Derived, not incremental
 //
-// A run (Scheduler.Run, the "follow-up" job of package schedules) derives what should exist
+// A run (Tracker.Run, the "follow-up" job of package schedules) derives what should exist
 // from the registry's projection and makes it so, changing only what differs: a missed run is
 // caught up by the next, a repeated run writes nothing. For every infusion and milestone whose
 // lead time has begun there is a Task: requested while the visit is sought, with
@@ -42,7 +42,7 @@
 // A Task that is new, or newly overdue, leaves a notice (followup_notice) in the same
 // transaction; after the run, Digests turns each owner's notices into one digest, a FHIR
 // Bundle of their Tasks for a webhook and a text for e-mail, queued in the delivery outbox
-// (package delivery), which retries until the receiver takes it. The Worklist serves the same
+// (package outbox), which retries until the receiver takes it. The Worklist serves the same
 // Tasks on demand as JSON, CSV and an iCalendar feed; Status shows one patient's follow-up and
 // the last milestone reached alive and progression-free.
 package followup

@@ -22,8 +22,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
-	"github.com/cartreg/cartreg/schedules/followup"
 	"github.com/cartreg/cartreg/server"
 )
 
@@ -174,7 +174,7 @@ type worklistCohort struct {
 	siteA, siteB, coordinator, other string
 	patients                         map[string]string // family name -> Patient reference
 	infusions                        map[string]string // family name -> infusion reference
-	planner                          *followup.Scheduler
+	planner                          *followup.Tracker
 }
 
 const cohortDay = "2025-03-01"

@@ -1,4 +1,4 @@
-// Package delivery sends cartreg's outbound notifications (coordinators' digests, FHIR R4
+// Package outbox sends cartreg's outbound notifications (coordinators' digests, FHIR R4
 // Subscription rest-hook notifications) to webhooks and by e-mail, durably.
 //
 // # Queue
@@ -45,4 +45,4 @@
 // Times come from the injected clock, never the database's now(), so tests can simulate
 // hours. Message bodies carry patient data and headers may carry credentials: neither is ever
 // logged nor listed; logs name the key, kind, target host, status and attempt.
-package delivery
+package outbox

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
-	"github.com/cartreg/cartreg/schedules/followup"
 	"github.com/cartreg/cartreg/server"
 )
 

@@ -21,10 +21,10 @@ const CodeFollowUpEpisode = "car-t-follow-up"
 // in the very transaction that records it, so a coordinator never sees a visit as due that was
 // done an hour ago. It must run after the registry's projection, whose facts it reads; now is
 // the clock.
-func (s *Scheduler) Hook(now func() time.Time) fhir.WriteHook { return &hook{s: s, now: now} }
+func (s *Tracker) Hook(now func() time.Time) fhir.WriteHook { return &hook{s: s, now: now} }
 
 type hook struct {
-	s   *Scheduler
+	s   *Tracker
 	now func() time.Time
 }
 

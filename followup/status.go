@@ -67,7 +67,7 @@ ORDER BY i.infused_on, i.resource_type, i.resource_id`
 
 // Status is a patient's follow-up as of at; ok is false when the registry has no infusion of
 // the patient.
-func (s *Scheduler) Status(ctx context.Context, db fhir.DBTX, patient string, at time.Time) (*PatientStatus, bool, error) {
+func (s *Tracker) Status(ctx context.Context, db fhir.DBTX, patient string, at time.Time) (*PatientStatus, bool, error) {
 	today := s.day(at)
 	rows, err := db.Query(ctx, statusSQL, patient)
 	if err != nil {

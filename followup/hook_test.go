@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
-	"github.com/cartreg/cartreg/schedules/followup"
 )
 
 // put replaces a resource through a transaction Bundle, as an EHR would.

@@ -43,18 +43,18 @@ const maxWithin = 3660
 type Worklist struct {
 	db  fhir.DBTX
 	now func() time.Time
-	s   *Scheduler // its plan labels milestones and dates windows; its calendar counts days
+	s   *Tracker // its plan labels milestones and dates windows; its calendar counts days
 }
 
 // Worklist returns the scheduler's work list over db; now is the clock today is taken from.
-func (s *Scheduler) Worklist(db fhir.DBTX, now func() time.Time) *Worklist {
+func (s *Tracker) Worklist(db fhir.DBTX, now func() time.Time) *Worklist {
 	return &Worklist{db: db, now: now, s: s}
 }
 
 // Register adds the coordinators' endpoints: GET /worklist (JSON, CSV or iCalendar by Accept
 // or _format), GET /worklist.ics (iCalendar, for calendar apps, which subscribe to a URL) and
 // GET /follow-up/Patient/:id (Status).
-func (s *Scheduler) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time) {
+func (s *Tracker) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time) {
 	w := s.Worklist(db, now)
 	methods := []string{http.MethodGet, http.MethodHead}
 	e.Match(methods, "/worklist", w.get)

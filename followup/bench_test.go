@@ -16,10 +16,10 @@ import (
 
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/registry/synth"
-	"github.com/cartreg/cartreg/schedules/followup"
 )
 
 // BenchmarkRun100k times the scheduler over 100,000 infusions of a synthetic cohort loaded
@@ -28,7 +28,7 @@ import (
 // the process's peak RSS during the runs (the counter is reset first, so the cohort generated
 // in memory does not count).
 //
-//	go test ./schedules/followup -run '^$' -bench Run100k -benchtime 1x
+//	go test ./followup -run '^$' -bench Run100k -benchtime 1x
 func BenchmarkRun100k(b *testing.B) {
 	asOf := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	cohort, err := synth.Generate(synth.Options{Patients: *benchPatients, Seed: 2026, AsOf: asOf})

@@ -13,10 +13,10 @@ import (
 
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/schedules"
-	"github.com/cartreg/cartreg/schedules/followup"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

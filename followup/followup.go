@@ -48,16 +48,16 @@ func (c Config) location() *time.Location {
 	return c.Location
 }
 
-// Scheduler derives the follow-up Tasks.
-type Scheduler struct {
+// Tracker derives the follow-up Tasks.
+type Tracker struct {
 	cfg   Config
 	store *fhir.Store
 	plan  registry.Plan
 }
 
 // New returns a scheduler for the registry's plan.
-func New(cfg Config, store *fhir.Store, plan registry.Plan) *Scheduler {
-	return &Scheduler{cfg: cfg, store: store, plan: plan}
+func New(cfg Config, store *fhir.Store, plan registry.Plan) *Tracker {
+	return &Tracker{cfg: cfg, store: store, plan: plan}
 }
 
 // Summary counts what a run did.
@@ -82,7 +82,7 @@ const chunk = 2000
 // One chunk at a time: two at once, on two connections, were slower on a two-core machine
 // that had other work (PostgreSQL's two backends and the renderer contend for the cores), and
 // held twice the memory.
-func (s *Scheduler) Run(ctx context.Context, at time.Time) (Summary, error) {
+func (s *Tracker) Run(ctx context.Context, at time.Time) (Summary, error) {
 	var sum Summary
 	after := [2]string{"", ""}
 	for {
@@ -129,7 +129,7 @@ func (sum *Summary) add(o Summary) {
 
 // lastOfChunk finds the last infusion of the chunk after the given one, and the chunk's size:
 // an infusion with no visit due yet still counts.
-func (s *Scheduler) lastOfChunk(ctx context.Context, tx pgx.Tx, after [2]string) (last [2]string, n int, err error) {
+func (s *Tracker) lastOfChunk(ctx context.Context, tx pgx.Tx, after [2]string) (last [2]string, n int, err error) {
 	err = tx.QueryRow(ctx, `SELECT resource_type, resource_id, count(*) OVER () FROM (
 		SELECT resource_type, resource_id FROM registry_infusion WHERE (resource_type, resource_id) > ($1, $2)
 		ORDER BY 1, 2 LIMIT $3) c ORDER BY 1 DESC, 2 DESC LIMIT 1`, after[0], after[1], chunk).Scan(&last[0], &last[1], &n)
@@ -146,7 +146,7 @@ func (s *Scheduler) lastOfChunk(ctx context.Context, tx pgx.Tx, after [2]string)
 // assessment completes its Task, and a death or withdrawal cancels open ones, in the write
 // that records it. It makes no new Tasks: those wait for the scheduled run, so a bulk load
 // stays a load.
-func (s *Scheduler) RunPatients(ctx context.Context, tx pgx.Tx, at time.Time, patients []string) (Summary, error) {
+func (s *Tracker) RunPatients(ctx context.Context, tx pgx.Tx, at time.Time, patients []string) (Summary, error) {
 	var sum Summary
 	visits, err := s.visits(ctx, tx, s.day(at), false, byPatients, patients)
 	if err != nil {
@@ -242,7 +242,7 @@ ORDER BY i.resource_type, i.resource_id, p.ord`
 
 // visits loads the visits of the infusions selection picks (byChunk or byPatients, with its
 // arguments): those whose lead time has begun when creating, else only those with a Task.
-func (s *Scheduler) visits(ctx context.Context, tx pgx.Tx, today time.Time, creating bool, selection string, selArgs ...any) ([]*visit, error) {
+func (s *Tracker) visits(ctx context.Context, tx pgx.Tx, today time.Time, creating bool, selection string, selArgs ...any) ([]*visit, error) {
 	var codes []string
 	var starts, ends []int32
 	for _, m := range s.plan.Milestones {
@@ -287,7 +287,7 @@ func (s *Scheduler) visits(ctx context.Context, tx pgx.Tx, today time.Time, crea
 }
 
 // day is the calendar day at falls on in the registry's time zone: windows are whole days.
-func (s *Scheduler) day(at time.Time) time.Time {
+func (s *Tracker) day(at time.Time) time.Time {
 	at = at.In(s.cfg.location())
 	return time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
 }
@@ -312,7 +312,7 @@ type write struct {
 
 // apply writes the Tasks that differ from what they should be; creating says whether visits
 // without a Task get one.
-func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits []*visit, creating bool, sum *Summary) error {
+func (s *Tracker) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits []*visit, creating bool, sum *Summary) error {
 	today := s.day(at)
 	var creates, updates, takeovers []write
 	for _, v := range visits {
@@ -385,7 +385,7 @@ func (s *Scheduler) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits [
 // slice while the one before is written: the Go work of one slice and PostgreSQL's of the
 // previous one overlap, on two cores, where they took turns. It is at most two slices ahead,
 // and never touches the transaction; a failure on either side stops the other.
-func (s *Scheduler) create(ctx context.Context, tx pgx.Tx, at time.Time, creates []write, sum *Summary) error {
+func (s *Tracker) create(ctx context.Context, tx pgx.Tx, at time.Time, creates []write, sum *Summary) error {
 	type slice struct {
 		ws    []write
 		batch *fhir.PreparedBatch
@@ -452,7 +452,7 @@ func resources(ws []write) []*fhir.Resource {
 
 // stillOurs locks the Tasks about to be updated and drops those whose current version is no
 // longer the one the decision was made on: a coordinator wrote in between.
-func (s *Scheduler) stillOurs(ctx context.Context, tx pgx.Tx, ws []write, sum *Summary) ([]write, error) {
+func (s *Tracker) stillOurs(ctx context.Context, tx pgx.Tx, ws []write, sum *Summary) ([]write, error) {
 	types, ids := make([]string, len(ws)), make([]string, len(ws))
 	for i, w := range ws {
 		types[i], ids[i] = "Task", w.v.task.id
@@ -493,7 +493,7 @@ func (s *Scheduler) stillOurs(ctx context.Context, tx pgx.Tx, ws []write, sum *S
 
 // closeCoordinatorTasks completes or cancels Tasks a coordinator has changed, on top of their
 // version: status, output and reason change; their owner, notes and the rest stay.
-func (s *Scheduler) closeCoordinatorTasks(ctx context.Context, tx pgx.Tx, at time.Time, ws []write) ([]write, error) {
+func (s *Tracker) closeCoordinatorTasks(ctx context.Context, tx pgx.Tx, at time.Time, ws []write) ([]write, error) {
 	out := ws[:0]
 	for _, w := range ws {
 		current, err := s.store.Read(ctx, tx, "Task", w.v.task.id)
@@ -590,7 +590,7 @@ func (sum *Summary) count(status string) {
 func day(t time.Time) string { return t.Format(time.DateOnly) }
 
 // task is the Task resource for a visit in the given state.
-func (s *Scheduler) task(v *visit, id string, at time.Time) *fhir.Resource {
+func (s *Tracker) task(v *visit, id string, at time.Time) *fhir.Resource {
 	m, status, business := v.milestone, v.status, v.business
 	owner := "Organization/" + v.site
 	if o, ok := s.cfg.Owners[v.site]; ok && o != "" {

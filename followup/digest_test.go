@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/cartreg/cartreg/fhir/subscription"
-	"github.com/cartreg/cartreg/schedules/delivery"
-	"github.com/cartreg/cartreg/schedules/followup"
+	"github.com/cartreg/cartreg/followup"
+	"github.com/cartreg/cartreg/outbox"
 )
 
 // receiver is a coordinators' system: it can be down, and it records what it took.
@@ -47,7 +47,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch body.ResourceType {
 	case "Bundle":
-		key := r.Header.Get(delivery.HeaderDelivery)
+		key := r.Header.Get(outbox.HeaderDelivery)
 		for _, e := range body.Entry {
 			rc.digests[key] = append(rc.digests[key], e.Resource.ID)
 		}
@@ -91,7 +91,7 @@ func TestDigestsReachADownReceiverOnceItIsBack(t *testing.T) {
 	_, _, inf := w.enrol(south, "2025-01-06")
 	southInf = append(southInf, inf)
 
-	deliverer := delivery.New(w.db, delivery.Config{}, func() time.Time { return w.now }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	deliverer := outbox.New(w.db, outbox.Config{}, func() time.Time { return w.now }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	day := func(on string) {
 		t.Helper()
 		w.now = date(on).Add(6 * time.Hour)

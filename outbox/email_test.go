@@ -1,4 +1,4 @@
-package delivery_test
+package outbox_test
 
 import (
 	"bytes"
@@ -17,8 +17,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/postgres/pgtest"
-	"github.com/cartreg/cartreg/schedules/delivery"
 )
 
 // mailbox is an in-process SMTP server on loopback that keeps what it is sent.
@@ -114,15 +114,15 @@ func TestEmailArrivesOverSMTP(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	clk := &clock{now: t0}
 	mb := newMailbox(t)
-	d := delivery.New(db, delivery.Config{SMTP: delivery.SMTPConfig{
-		Host: mb.addr.IP.String(), Port: mb.addr.Port, TLS: delivery.TLSNone,
+	d := outbox.New(db, outbox.Config{SMTP: outbox.SMTPConfig{
+		Host: mb.addr.IP.String(), Port: mb.addr.Port, TLS: outbox.TLSNone,
 		From: "cartreg <registry@site.example>",
 	}}, clk.Now, quiet)
 
-	digest := delivery.Message{Key: "digest:c1:2025-03-14", Kind: "digest", Channel: delivery.ChannelEmail,
+	digest := outbox.Message{Key: "digest:c1:2025-03-14", Kind: "digest", Channel: outbox.ChannelEmail,
 		Target: "Coordinator One <one@site.example>, two@site.example", Subject: "Follow-up due this week",
 		ContentType: "application/fhir+json", Body: []byte(`{"resourceType":"Bundle","type":"collection"}`)}
-	note := delivery.Message{Key: "note:1", Kind: "note", Channel: delivery.ChannelEmail,
+	note := outbox.Message{Key: "note:1", Kind: "note", Channel: outbox.ChannelEmail,
 		Target: "three@site.example", Subject: "Plain note", ContentType: "text/plain; charset=utf-8",
 		Body: []byte("Patient list — see the registry.\n")}
 	enqueue(t, db, t0, digest, note)
@@ -160,8 +160,8 @@ func TestEmailArrivesOverSMTP(t *testing.T) {
 	if got := msg.Header.Get("Subject"); got != digest.Subject {
 		t.Errorf("Subject: %q", got)
 	}
-	if got := msg.Header.Get(delivery.HeaderDelivery); got != digest.Key {
-		t.Errorf("%s: %q", delivery.HeaderDelivery, got)
+	if got := msg.Header.Get(outbox.HeaderDelivery); got != digest.Key {
+		t.Errorf("%s: %q", outbox.HeaderDelivery, got)
 	}
 	if date, err := msg.Header.Date(); err != nil || !date.Equal(t0) {
 		t.Errorf("Date: %v (%v), want the clock's %s", date, err, t0)
@@ -238,7 +238,7 @@ func TestEmailFailuresAreRetried(t *testing.T) {
 	closedPort := closed.Addr().(*net.TCPAddr).Port
 	closed.Close()
 
-	rejected := delivery.Message{Key: "rejected", Kind: "digest", Channel: delivery.ChannelEmail,
+	rejected := outbox.Message{Key: "rejected", Kind: "digest", Channel: outbox.ChannelEmail,
 		Target: "nobody@site.example", Subject: "s", Body: []byte("b")}
 	unreachable := rejected
 	unreachable.Key = "unreachable"
@@ -246,25 +246,25 @@ func TestEmailFailuresAreRetried(t *testing.T) {
 	offline.Key = "offline"
 
 	for _, tc := range []struct {
-		msg    delivery.Message
-		smtp   delivery.SMTPConfig
+		msg    outbox.Message
+		smtp   outbox.SMTPConfig
 		status int
 		error  string
 	}{
-		{rejected, delivery.SMTPConfig{Host: "127.0.0.1", Port: mb.addr.Port, TLS: delivery.TLSNone, From: "r@site.example"}, 550, "no such mailbox"},
-		{unreachable, delivery.SMTPConfig{Host: "127.0.0.1", Port: closedPort, TLS: delivery.TLSNone, From: "r@site.example"}, 0, "refused"},
-		{offline, delivery.SMTPConfig{}, 0, "no SMTP host"},
+		{rejected, outbox.SMTPConfig{Host: "127.0.0.1", Port: mb.addr.Port, TLS: outbox.TLSNone, From: "r@site.example"}, 550, "no such mailbox"},
+		{unreachable, outbox.SMTPConfig{Host: "127.0.0.1", Port: closedPort, TLS: outbox.TLSNone, From: "r@site.example"}, 0, "refused"},
+		{offline, outbox.SMTPConfig{}, 0, "no SMTP host"},
 	} {
 		enqueue(t, db, t0, tc.msg)
-		d := delivery.New(db, delivery.Config{SMTP: tc.smtp}, clk.Now, quiet)
-		if pass, err := d.DeliverDue(ctx); err != nil || pass != (delivery.Pass{Retrying: 1}) {
+		d := outbox.New(db, outbox.Config{SMTP: tc.smtp}, clk.Now, quiet)
+		if pass, err := d.DeliverDue(ctx); err != nil || pass != (outbox.Pass{Retrying: 1}) {
 			t.Fatalf("%s: pass %+v, %v", tc.msg.Key, pass, err)
 		}
 		as := attempts(t, db, tc.msg.Key)
 		if len(as) != 1 || as[0].OK || as[0].Status != tc.status || !strings.Contains(as[0].Error, tc.error) {
 			t.Errorf("%s: attempts %+v, want status %d and an error with %q", tc.msg.Key, as, tc.status, tc.error)
 		}
-		if st := status(t, db, tc.msg.Key); st.State != delivery.StatePending || st.LastError != as[0].Error {
+		if st := status(t, db, tc.msg.Key); st.State != outbox.StatePending || st.LastError != as[0].Error {
 			t.Errorf("%s: status %+v", tc.msg.Key, st)
 		}
 	}
