@@ -23,6 +23,7 @@ func TestExamplesAsTheRegistryReadsThem(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		store.AddHook(reg.Projection())
 		if err := reg.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -165,6 +166,7 @@ func TestExamplesInTheOutcomes(t *testing.T) {
 		if reg, err = registry.New(registry.Config{MinCell: 1}, pool, store, time.Now, discard); err != nil {
 			t.Fatal(err)
 		}
+		store.AddHook(reg.Projection())
 		if err := reg.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -5,10 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -16,10 +13,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/postgres/pgtest"
-	"github.com/cartreg/cartreg/server"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -29,30 +26,24 @@ type testServer struct {
 	t    testing.TB
 	base string
 	db   *pgxpool.Pool
+	// published are the rows the server wrote at start-up (the registry's definitions), per
+	// table and per resource type: the counts these tests compare leave them out.
+	published, publishedTypes map[string]int
 }
 
 func newTestServer(t testing.TB) *testServer {
 	t.Helper()
-	db := pgtest.NewDatabase(t)
-	params := searchparam.Default()
-	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "16M", ReadHeaderTimeout: time.Minute,
-		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, db)
-	store := fhir.NewStore(db, params, time.Now)
-	fhir.NewAPI(store, fhir.NewSearcher(store, params, ""), logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 500,
-		Bundles: fhir.BundleConfig{MaxEntries: 5000, ReferentialIntegrity: true}}).Register(srv.Echo)
-	ts := httptest.NewServer(srv.Echo)
-	t.Cleanup(ts.Close)
-	return &testServer{t: t, base: ts.URL + "/fhir", db: db}
+	h := apptest.New(t)
+	s := &testServer{t: t, base: h.URL + "/fhir", db: h.DB, published: map[string]int{}}
+	for _, table := range countedTables {
+		s.published[table] = s.countRows(table)
+	}
+	s.publishedTypes = s.countsByType()
+	return s
 }
 
-// testLog shows the server's warnings and errors in the test's output.
-type testLog struct{ t testing.TB }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
+var countedTables = []string{"resource", "resource_version", "search_string", "search_token", "search_date",
+	"search_reference", "search_number", "search_quantity", "search_uri"}
 
 // with is the server seen from a subtest, so failures are reported where they happen.
 func (s *testServer) with(t testing.TB) *testServer {
@@ -82,27 +73,8 @@ func (r *response) json(t testing.TB) map[string]any {
 // Content-Type header says otherwise.
 func (s *testServer) do(method, path, body string, headers ...string) *response {
 	s.t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, s.base+path, rd)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/fhir+json")
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return &response{status: res.StatusCode, header: res.Header, body: b}
+	r := apptest.Do(s.t, method, s.base+path, body, headers...)
+	return &response{status: r.Status, header: r.Header, body: r.Body}
 }
 
 func (s *testServer) expect(r *response, status int) *response {
@@ -113,14 +85,15 @@ func (s *testServer) expect(r *response, status int) *response {
 	return r
 }
 
-// countRows is how many rows a table has: the proof that a refused write wrote nothing.
+// countRows is how many rows a table has beyond those written at start-up: the proof that a
+// refused write wrote nothing.
 func (s *testServer) countRows(table string) int {
 	s.t.Helper()
 	var n int
 	if err := s.db.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
 		s.t.Fatal(err)
 	}
-	return n
+	return n - s.published[table]
 }
 
 // outcomeIssue returns the first issue of an OperationOutcome response.

@@ -103,7 +103,14 @@ func TestEveryR4ExampleRoundTrips(t *testing.T) {
 			t.Errorf("%s: read answered %d", name, read.status)
 			continue
 		}
-		if got, want := withoutMeta(t, read.body), withoutMeta(t, raw); !reflect.DeepEqual(got, want) {
+		got, want := withoutMeta(t, read.body), withoutMeta(t, raw)
+		if typ == "Subscription" {
+			// The server, not the client, sets a Subscription's status: it activates the
+			// rest-hooks it accepts.
+			delete(got, "status")
+			delete(want, "status")
+		}
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: read back differs from what was sent\n got: %s\nwant: %s", name, read.body, raw)
 			continue
 		}

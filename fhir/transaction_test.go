@@ -14,7 +14,7 @@ import (
 func (s *testServer) tableCounts() string {
 	s.t.Helper()
 	var parts []string
-	for _, table := range []string{"resource", "resource_version", "search_string", "search_token", "search_date", "search_reference", "search_number", "search_quantity", "search_uri"} {
+	for _, table := range countedTables {
 		parts = append(parts, fmt.Sprintf("%s=%d", table, s.countRows(table)))
 	}
 	var seq int64

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cartreg/cartreg/fhir/subscription"
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/outbox"
 )
@@ -75,10 +74,8 @@ func TestDigestsReachADownReceiverOnceItIsBack(t *testing.T) {
 	north := w.post(map[string]any{"resourceType": "Organization", "name": "North Hospital"})[0]
 	south := w.post(map[string]any{"resourceType": "Organization", "name": "South Hospital"})[0]
 	coordinator := w.post(map[string]any{"resourceType": "Practitioner", "name": []any{map[string]any{"family": "Okafor"}}})[0]
-	planner := followup.New(followup.Config{LeadDays: 14, Owners: map[string]string{north[len("Organization/"):]: coordinator}},
-		w.store, w.reg.Plan())
-	w.store.AddHook(planner.Hook(func() time.Time { return w.now }))
-	w.store.AddHook(subscription.New(w.store, w.searcher, func() time.Time { return w.now }))
+	w.owners[north[len("Organization/"):]] = coordinator
+	planner := w.h.App.FollowUp
 	w.now = date("2025-01-06")
 	w.post(map[string]any{"resourceType": "Subscription", "status": "requested", "reason": "coordinator's system",
 		"criteria": "Task?owner=" + coordinator + "&status=requested",
@@ -193,8 +190,8 @@ func TestDigestByEmail(t *testing.T) {
 	coordinator := w.post(map[string]any{"resourceType": "Practitioner",
 		"telecom": []any{map[string]any{"system": "phone", "value": "+1 555 0100"},
 			map[string]any{"system": "email", "value": "a.okafor@north.example"}}})[0]
-	planner := followup.New(followup.Config{LeadDays: 14, Owners: map[string]string{site[len("Organization/"):]: coordinator}},
-		w.store, w.reg.Plan())
+	w.owners[site[len("Organization/"):]] = coordinator
+	planner := w.h.App.FollowUp
 	w.now = date("2025-01-06")
 	late, _, _ := w.enrol(site, "2024-11-01") // month 1 (2024-11-24 to 2024-12-16) missed, month 3 open
 	w.enrol(site, "2025-01-06")               // month 1 coming up

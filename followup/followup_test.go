@@ -11,8 +11,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/fhir"
-	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/registry"
@@ -23,10 +24,14 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // world is the registry as serve wires it, on a throwaway database, with a simulated clock.
 type world struct {
-	t     *testing.T
-	db    *pgxpool.Pool
-	store *fhir.Store
-	api   *fhir.API
+	t *testing.T
+	h *apptest.Harness
+	// owners are the coordinators of sites, as the tracker the app wires is configured:
+	// tests add a site's coordinator once they have made both.
+	owners map[string]string
+	db     *pgxpool.Pool
+	store  *fhir.Store
+	api    *fhir.API
 	// searcher is the API's search, for hooks that match criteria (Subscriptions).
 	searcher *fhir.Searcher
 	reg      *registry.Registry
@@ -34,22 +39,15 @@ type world struct {
 }
 
 func newWorld(t *testing.T) *world {
-	w := &world{t: t, db: pgtest.NewDatabase(t)}
-	clock := func() time.Time { return w.now }
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	params := searchparam.Default()
-	w.store = fhir.NewStore(w.db, params, clock)
-	reg, err := registry.New(registry.Config{}, w.db, w.store, clock, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	w.reg = reg
-	w.searcher = fhir.NewSearcher(w.store, params, "")
-	w.api = fhir.NewAPI(w.store, w.searcher, logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 100,
-		Bundles: fhir.BundleConfig{MaxEntries: 100, ReferentialIntegrity: true}})
+	// The clock starts before any test's story does; each test sets the day it needs.
+	w := &world{t: t, now: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), owners: map[string]string{}}
+	h := apptest.New(t, apptest.WithClock(func() time.Time { return w.now }),
+		apptest.WithConfig(func(c *app.Config) {
+			c.FHIR.DefaultCount, c.FHIR.MaxCount = 10, 100
+			c.FHIR.Bundles.MaxEntries = 100
+			c.FollowUp = followup.Config{LeadDays: 14, Owners: w.owners}
+		}))
+	w.h, w.db, w.store, w.reg, w.searcher, w.api = h, h.DB, h.App.Store, h.App.Registry, h.App.Searcher, h.App.API
 	return w
 }
 
@@ -208,8 +206,8 @@ func TestFiveSimulatedYears(t *testing.T) {
 	_ = silent
 
 	coordinator := w.post(map[string]any{"resourceType": "Practitioner", "name": []any{map[string]any{"family": "Okafor", "given": []any{"Ada"}}}})[0]
-	owners := map[string]string{coordinatorSite[len("Organization/"):]: coordinator}
-	planner := followup.New(followup.Config{LeadDays: 14, Owners: owners}, w.store, w.reg.Plan())
+	w.owners[coordinatorSite[len("Organization/"):]] = coordinator
+	planner := w.h.App.FollowUp
 	sched := schedules.New(w.db, slog.New(slog.NewTextHandler(io.Discard, nil)), schedules.Options{})
 	job := schedules.Job{Name: "follow-up", Spec: "0 6 * * *", Run: func(ctx context.Context, slot time.Time) error {
 		_, err := planner.Run(ctx, slot)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
-	"time"
 
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
@@ -25,8 +24,7 @@ func (w *world) put(body map[string]any) {
 func TestWritesCloseTasksAtOnce(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	planner := followup.New(followup.Config{LeadDays: 14}, w.store, w.reg.Plan())
-	w.store.AddHook(planner.Hook(func() time.Time { return w.now }))
+	planner := w.h.App.FollowUp
 	site := w.post(map[string]any{"resourceType": "Organization", "name": "Riverside Cancer Centre"})[0]
 	const day0 = "2025-03-03"
 	w.now = date(day0)

@@ -109,9 +109,8 @@ func TestSearchFollowUpTasks(t *testing.T) {
 	harbour := w.post(map[string]any{"resourceType": "Organization", "name": "Harbour Hospital"})[0]
 	coordinator := w.post(map[string]any{"resourceType": "Practitioner",
 		"name": []any{map[string]any{"family": "Okafor", "given": []any{"Ada"}}}})[0]
-	planner := followup.New(followup.Config{LeadDays: 14, Owners: map[string]string{harbour[len("Organization/"):]: coordinator}},
-		w.store, w.reg.Plan())
-	w.store.AddHook(planner.Hook(func() time.Time { return w.now }))
+	w.owners[harbour[len("Organization/"):]] = coordinator
+	planner := w.h.App.FollowUp
 
 	// Windows on 2027-01-20 (m1 days 23–45, m3 76–104, y1 335–395 after the infusion):
 	//   A1, B1 (2026-01-10): m1 02-02..02-24 and m3 03-27..04-24 overdue, y1 2026-12-11..2027-02-09 due

@@ -6,10 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"slices"
@@ -21,10 +18,10 @@ import (
 	ics "github.com/arran4/golang-ical"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
-	"github.com/cartreg/cartreg/server"
 )
 
 // worklistWorld is the world with the HTTP server serve runs: the FHIR API and the work list.
@@ -35,14 +32,7 @@ type worklistWorld struct {
 
 func newWorklistWorld(t *testing.T) *worklistWorld {
 	w := newWorld(t)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "16M", ReadHeaderTimeout: time.Minute,
-		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, w.db)
-	w.api.Register(srv.Echo)
-	followup.New(followup.Config{}, w.store, w.reg.Plan()).Register(srv.Echo, w.db, func() time.Time { return w.now })
-	ts := httptest.NewServer(srv.Echo)
-	t.Cleanup(ts.Close)
-	return &worklistWorld{world: w, url: ts.URL}
+	return &worklistWorld{world: w, url: w.h.URL}
 }
 
 type httpReply struct {
@@ -53,30 +43,8 @@ type httpReply struct {
 
 func (w *worklistWorld) do(method, path, body string, headers ...string) httpReply {
 	w.t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, w.url+path, rd)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/fhir+json")
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return httpReply{status: res.StatusCode, header: res.Header, body: b}
+	r := apptest.Do(w.t, method, w.url+path, body, headers...)
+	return httpReply{status: r.Status, header: r.Header, body: r.Body}
 }
 
 func (w *worklistWorld) get(path string, headers ...string) httpReply {
@@ -204,8 +172,8 @@ func newWorklistCohort(t *testing.T) *worklistCohort {
 		c.patients[e.p.family], c.infusions[e.p.family] = w.enrolPerson(e.site, e.p, e.on)
 	}
 	w.assess(c.patients["Johnson"], c.infusions["Johnson"], "2024-12-21", "lugano-cmr")
-	c.planner = followup.New(followup.Config{LeadDays: 14, Owners: map[string]string{idOf(c.siteA): c.coordinator}},
-		w.store, w.reg.Plan())
+	w.owners[idOf(c.siteA)] = c.coordinator
+	c.planner = w.h.App.FollowUp
 	c.run(w.now)
 
 	c.coordinatorPuts(c.task("Johnson", "m3").id, func(b map[string]any) {
@@ -588,7 +556,8 @@ func TestWorklistAtScale(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	planner := followup.New(followup.Config{LeadDays: 14, Owners: map[string]string{idOf(sites[0]): coordinator}}, w.store, w.reg.Plan())
+	w.owners[idOf(sites[0])] = coordinator
+	planner := w.h.App.FollowUp
 	// Two runs a year apart: the first year's Tasks are written (and the older ones closed)
 	// before the last run, as the nightly job would have.
 	for _, at := range []string{"2024-06-01", "2026-12-01"} {

@@ -1,24 +1,19 @@
 package registry_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cartreg/cartreg/fhir"
-	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/registry"
-	"github.com/cartreg/cartreg/server"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -35,27 +30,11 @@ type testRegistry struct {
 
 func newTestRegistry(t testing.TB, cfg registry.Config) *testRegistry {
 	t.Helper()
-	db := pgtest.NewDatabase(t)
-	tr := &testRegistry{t: t, db: db, now: time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)}
-	clock := func() time.Time { return tr.now }
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "64M", ReadHeaderTimeout: time.Minute,
-		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, db)
-	params := searchparam.Default()
-	store := fhir.NewStore(db, params, time.Now)
-	reg, err := registry.New(cfg, db, store, clock, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	fhir.NewAPI(store, fhir.NewSearcher(store, params, ""), logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 500,
-		Bundles: fhir.BundleConfig{MaxEntries: 5000, ReferentialIntegrity: true}}).Register(srv.Echo)
-	reg.Register(srv.Echo)
-	ts := httptest.NewServer(srv.Echo)
-	t.Cleanup(ts.Close)
-	tr.url, tr.reg = ts.URL, reg
+	tr := &testRegistry{t: t, now: time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)}
+	h := apptest.New(t, apptest.WithMaxBody("64M"),
+		apptest.WithConfig(func(c *app.Config) { c.Registry = cfg }),
+		apptest.WithClock(func() time.Time { return tr.now }))
+	tr.url, tr.db, tr.reg = h.URL, h.DB, h.App.Registry
 	return tr
 }
 
@@ -76,35 +55,8 @@ func (r reply) json(t testing.TB) map[string]any {
 
 func (tr *testRegistry) do(method, path string, body any, header ...string) reply {
 	tr.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			tr.t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, tr.url+path, rd)
-	if err != nil {
-		tr.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/fhir+json")
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tr.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return reply{resp.StatusCode, resp.Header, raw}
+	r := apptest.Do(tr.t, method, tr.url+path, body, header...)
+	return reply{r.Status, r.Header, r.Body}
 }
 
 func (tr *testRegistry) expect(want int, method, path string, body any, header ...string) reply {

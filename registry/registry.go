@@ -36,8 +36,9 @@ type Registry struct {
 	logger     *slog.Logger
 }
 
-// New attaches the registry to store: from now on every write through it keeps the registry
-// tables current, in the same transaction. now is the clock outcome queries run at.
+// New returns the registry over store. Its tables are kept current only once its Projection
+// is installed as one of the store's write hooks (package app does it, in the hooks' order).
+// now is the clock outcome queries run at.
 func New(cfg Config, db *pgxpool.Pool, store *fhir.Store, now func() time.Time, logger *slog.Logger) (*Registry, error) {
 	terms, err := LoadTerminology()
 	if err != nil {
@@ -54,9 +55,12 @@ func New(cfg Config, db *pgxpool.Pool, store *fhir.Store, now func() time.Time, 
 	}
 	r := &Registry{cfg: cfg, db: db, store: store, terms: terms, now: now, logger: logger,
 		projection: NewProjection(terms, cfg.Plan, cfg.BaseURL)}
-	store.AddHook(r.projection)
 	return r, nil
 }
+
+// Projection is the write hook that keeps the registry's tables current, in each write's own
+// transaction.
+func (r *Registry) Projection() fhir.WriteHook { return r.projection }
 
 // Start publishes the registry's definitions and brings stored timepoints in line with the
 // configured plan; serve, import and demo run it before doing anything else.

@@ -6,57 +6,43 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/cartreg/cartreg/fhir"
-	"github.com/cartreg/cartreg/fhir/searchparam"
-	"github.com/cartreg/cartreg/fhir/subscription"
-	"github.com/cartreg/cartreg/followup"
-	"github.com/cartreg/cartreg/registry"
+	"github.com/cartreg/cartreg/app"
 )
 
-// app is cartreg wired together as every command that writes uses it: the FHIR store with the
-// registry attached (so every write keeps the registry current), and the FHIR API on top.
-// serve, import and demo all go through it, so data loaded any way ends up the same.
-type app struct {
-	store    *fhir.Store
-	api      *fhir.API
-	registry *registry.Registry
-	followUp *followup.Tracker
+// appConfig is the wiring's share of the settings, once Validate has settled them.
+func (c *Config) appConfig() app.Config {
+	f := &c.FollowUp
+	return app.Config{
+		FHIR:     c.FHIR,
+		Registry: c.Registry,
+		FollowUp: f.tracker(),
+		Jobs: app.JobsConfig{
+			FollowUpSchedule:  f.Schedule,
+			Location:          f.location,
+			Digests:           f.digests(c.FHIR.BaseURL),
+			Outbox:            f.outbox(),
+			DeliveryInterval:  f.DeliveryInterval,
+			DeliveryRetention: f.DeliveryRetention,
+		},
+	}
 }
 
-// clock is the one source of the current time for every command.
-var clock = time.Now
-
-func newApp(ctx context.Context, cfg *Config, db *database, params *searchparam.Registry, logger *slog.Logger) (*app, error) {
-	store := fhir.NewStore(db.pool, params, clock)
-	reg, err := registry.New(cfg.Registry, db.pool, store, clock, logger)
+// prepare is how every command starts: its logger, then every setting checked, whichever of
+// them the command's flags expose (the rest keep their defaults, which are valid).
+func (c *Config) prepare(stderr io.Writer) (*slog.Logger, error) {
+	logger, err := c.newLogger(stderr)
 	if err != nil {
 		return nil, err
 	}
-	if err := reg.Start(ctx); err != nil {
-		return nil, err
-	}
-	// After the registry's projection, whose facts it reads: writes close follow-up Tasks.
-	followUp := followup.New(cfg.FollowUp.scheduler(), store, reg.Plan())
-	store.AddHook(followUp.Hook(clock))
-	searcher := fhir.NewSearcher(store, params, cfg.FHIR.BaseURL)
-	// Last: Subscriptions hear of what every other hook wrote, in a later round.
-	store.AddHook(subscription.New(store, searcher, clock))
-	api := fhir.NewAPI(store, searcher, logger, cfg.FHIR)
-	return &app{store: store, api: api, registry: reg, followUp: followUp}, nil
+	return logger, c.Validate()
 }
 
 // openApp is how a short-lived command that writes (demo, import, schedule run) starts: its
-// settings checked, the database opened and migrated, and cartreg wired on it. The caller
-// closes the database with db.close(logger) when done.
-func openApp(ctx context.Context, cfg *Config, stderr io.Writer) (*app, *database, *slog.Logger, error) {
-	logger, err := cfg.newLogger(stderr)
+// settings checked, the database opened and migrated, and cartreg wired on it with clock as
+// its time. The caller closes the database with db.close(logger) when done.
+func openApp(ctx context.Context, cfg *Config, clock func() time.Time, stderr io.Writer) (*app.App, *database, *slog.Logger, error) {
+	logger, err := cfg.prepare(stderr)
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := cfg.resolveDatabase(); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := cfg.loadRegistry(); err != nil {
 		return nil, nil, nil, err
 	}
 	db, err := openDatabase(ctx, cfg, logger)
@@ -67,7 +53,7 @@ func openApp(ctx context.Context, cfg *Config, stderr io.Writer) (*app, *databas
 		db.close(logger)
 		return nil, nil, nil, err
 	}
-	a, err := newApp(ctx, cfg, db, searchparam.Default(), logger)
+	a, err := app.New(ctx, cfg.appConfig(), db.pool, clock, logger)
 	if err != nil {
 		db.close(logger)
 		return nil, nil, nil, err

@@ -145,6 +145,22 @@ func (c *Config) loadRegistry() error {
 	return c.FollowUp.resolve()
 }
 
+// Validate checks every section of the settings and reads the files they point at (the
+// database URL file, the follow-up plan, the SMTP password). Every command calls it, through
+// prepare, before it does anything.
+func (c *Config) Validate() error {
+	if err := c.resolveDatabase(); err != nil {
+		return err
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return err
+	}
+	if err := c.validateFHIR(); err != nil {
+		return err
+	}
+	return c.loadRegistry()
+}
+
 // validateFHIR checks the FHIR API settings.
 func (c *Config) validateFHIR() error {
 	if c.FHIR.Bundles.MaxEntries < 1 {

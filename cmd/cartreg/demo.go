@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
@@ -43,7 +44,7 @@ func demoCommand(stdout, stderr io.Writer) *ffcli.Command {
 }
 
 func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
-	a, db, logger, err := openApp(ctx, cfg, stderr)
+	a, db, logger, err := openApp(ctx, cfg, time.Now, stderr)
 	if err != nil {
 		return err
 	}
@@ -59,7 +60,7 @@ func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		n, err := a.api.ImportBundle(ctx, raw, nil)
+		n, err := a.API.ImportBundle(ctx, raw, nil)
 		if err != nil {
 			var o *fhir.Outcome
 			if errors.As(err, &o) {

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/outbox"
-	"github.com/cartreg/cartreg/schedules"
 )
 
 // FollowUpConfig is how the follow-up scheduler and its digests are set up.
@@ -105,82 +103,15 @@ func (f *FollowUpConfig) resolve() error {
 	return nil
 }
 
-func (f *FollowUpConfig) scheduler() followup.Config {
+func (f *FollowUpConfig) tracker() followup.Config {
 	return followup.Config{LeadDays: f.LeadDays, Owners: f.owners, Location: f.location}
 }
 
-// followUpJob is the scheduled run: Tasks brought up to date, then the digests queued.
-func followUpJob(a *app, cfg *Config, logger *slog.Logger) schedules.Job {
-	digests := followup.DigestConfig{Webhook: cfg.FollowUp.DigestWebhook, Email: cfg.FollowUp.DigestEmail, BaseURL: cfg.FHIR.BaseURL}
-	return schedules.Job{Name: "follow-up", Spec: cfg.FollowUp.Schedule, Run: func(ctx context.Context, slot time.Time) error {
-		started := time.Now()
-		sum, err := a.followUp.Run(ctx, slot)
-		if err != nil {
-			return err
-		}
-		n, err := a.followUp.Digests(ctx, slot, digests)
-		if err != nil {
-			return err
-		}
-		logger.Info("follow-up run", "slot", slot, "tasks", sum.String(), "digests", n, "duration", time.Since(started).Round(time.Millisecond))
-		return nil
-	}}
+func (f *FollowUpConfig) digests(baseURL string) followup.DigestConfig {
+	return followup.DigestConfig{Webhook: f.DigestWebhook, Email: f.DigestEmail, BaseURL: baseURL}
 }
 
-// pruneSpec is when delivered messages past their retention are deleted: daily, before the
-// follow-up run.
-const pruneSpec = "15 4 * * *"
-
-// pruneJob deletes delivered digests and notifications older than the retention: their bodies
-// carry patient data that the outbox need not keep once a receiver has them.
-func pruneJob(db *database, cfg *Config, logger *slog.Logger) schedules.Job {
-	return schedules.Job{Name: "delivery-prune", Spec: pruneSpec, Run: func(ctx context.Context, slot time.Time) error {
-		n, err := outbox.PruneDelivered(ctx, db.pool, slot.Add(-cfg.FollowUp.DeliveryRetention))
-		if err == nil && n > 0 {
-			logger.Info("delivered messages pruned", "count", n)
-		}
-		return err
-	}}
-}
-
-// startSchedules runs the periodic jobs (the follow-up run, unless it is off, and the pruning
-// of delivered messages), each once at start-up for a slot missed while no replica was up,
-// and the deliverer; stop stops them all and waits for them.
-func startSchedules(ctx context.Context, a *app, cfg *Config, db *database, logger *slog.Logger) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	deliverer := outbox.New(db.pool, outbox.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger)
-	delivered := make(chan struct{})
-	go func() {
-		defer close(delivered)
-		deliverer.Run(ctx, cfg.FollowUp.DeliveryInterval)
-	}()
-	sched := schedules.New(db.pool, logger, schedules.Options{Location: cfg.FollowUp.location, Now: clock})
-	jobs := []schedules.Job{pruneJob(db, cfg, logger)}
-	if cfg.FollowUp.Schedule != "off" {
-		jobs = append(jobs, followUpJob(a, cfg, logger))
-	}
-	for _, job := range jobs {
-		if err := sched.Add(job); err != nil { // the specs were checked at start-up: cannot fail here
-			logger.Error("schedule", "job", job.Name, "error", err)
-		}
-	}
-	sched.Start()
-	caughtUp := make(chan struct{})
-	go func() {
-		defer close(caughtUp)
-		for _, job := range jobs {
-			if _, err := sched.CatchUp(ctx, job); err != nil {
-				logger.Error("catch-up run failed", "job", job.Name, "error", err)
-			}
-		}
-	}()
-	return func() {
-		cancel()
-		sched.Stop(context.Background())
-		<-caughtUp
-		<-delivered
-	}
-}
+func (f *FollowUpConfig) outbox() outbox.Config { return outbox.Config{SMTP: f.SMTP} }
 
 func scheduleCommand(stdout, stderr io.Writer) *ffcli.Command {
 	cfg := defaultConfig()
@@ -240,11 +171,8 @@ func deliveriesCommand(stdout, stderr io.Writer) *ffcli.Command {
 			if len(args) > 0 {
 				return fmt.Errorf("schedule deliveries takes no arguments, got %q", args)
 			}
-			logger, err := cfg.newLogger(stderr)
+			logger, err := cfg.prepare(stderr)
 			if err != nil {
-				return err
-			}
-			if err := cfg.resolveDatabase(); err != nil {
 				return err
 			}
 			db, err := openDatabase(ctx, &cfg, logger)
@@ -269,7 +197,7 @@ func deliveriesCommand(stdout, stderr io.Writer) *ffcli.Command {
 
 func parseAt(s string) (time.Time, error) {
 	if s == "" {
-		return clock(), nil
+		return time.Now(), nil
 	}
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
@@ -286,14 +214,12 @@ func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, st
 		return err
 	}
 	// The run's clock: Tasks are dated, and windows counted, as of -at.
-	clock = func() time.Time { return at }
-	a, db, logger, err := openApp(ctx, cfg, stderr)
+	a, db, logger, err := openApp(ctx, cfg, func() time.Time { return at }, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.close(logger)
-	sched := schedules.New(db.pool, logger, schedules.Options{Location: cfg.FollowUp.location, Now: clock})
-	ran, err := sched.RunSlot(ctx, followUpJob(a, cfg, logger), at)
+	ran, err := a.Scheduler().RunSlot(ctx, a.FollowUpJob(), at)
 	if err != nil {
 		return err
 	}
@@ -309,7 +235,7 @@ func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, st
 	fmt.Fprintf(stdout, "follow-up run as of %s: %d Tasks, %d open, %d overdue\n", at.Format(time.RFC3339), tasks, open, overdue)
 	// One delivery pass, so digests reach a receiver that is up without a server running;
 	// those it cannot deliver wait for a server's deliverer.
-	pass, err := outbox.New(db.pool, outbox.Config{SMTP: cfg.FollowUp.SMTP}, clock, logger).DeliverDue(ctx)
+	pass, err := a.Deliverer().DeliverDue(ctx)
 	if err != nil {
 		return err
 	}

@@ -54,12 +54,12 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 	if err != nil {
 		return err
 	}
-	a, db, logger, err := openApp(ctx, cfg, stderr)
+	a, db, logger, err := openApp(ctx, cfg, time.Now, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.close(logger)
-	store, api := a.store, a.api
+	store, api := a.Store, a.API
 
 	report := newReporter(stderr, logger)
 	defer report.finish()

@@ -16,10 +16,11 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
-	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/app"
 	"github.com/cartreg/cartreg/migrations"
 	"github.com/cartreg/cartreg/server"
 )
@@ -137,23 +138,10 @@ func newServeCommand(stderr io.Writer) (*ffcli.Command, *Config) {
 }
 
 func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
-	logger, err := cfg.newLogger(stderr)
+	logger, err := cfg.prepare(stderr)
 	if err != nil {
 		return err
 	}
-	if err := cfg.resolveDatabase(); err != nil {
-		return err
-	}
-	if err := cfg.HTTP.Validate(); err != nil {
-		return err
-	}
-	if err := cfg.loadRegistry(); err != nil {
-		return err
-	}
-	if err := cfg.validateFHIR(); err != nil {
-		return err
-	}
-	params := searchparam.Default()
 	logger.Info("starting cartreg", "version", version)
 
 	db, err := openDatabase(ctx, cfg, logger)
@@ -188,14 +176,12 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		}
 	}()
 	srv := server.New(cfg.HTTP, logger, db.pool)
-	app, err := newApp(ctx, cfg, db, params, logger)
+	a, err := app.New(ctx, cfg.appConfig(), db.pool, time.Now, logger)
 	if err != nil {
 		return err
 	}
-	app.api.Register(srv.Echo)
-	app.registry.Register(srv.Echo)
-	app.followUp.Register(srv.Echo, db.pool, clock)
-	stopSchedules := startSchedules(serveCtx, app, cfg, db, logger)
+	a.Routes(srv.Echo)
+	stopSchedules := a.StartJobs(serveCtx)
 	if cfg.DebugAddr != "" {
 		stopDebug, err := serveDebug(cfg.DebugAddr, logger)
 		if err != nil {
@@ -227,11 +213,8 @@ func migrateCommand(stdout, stderr io.Writer) *ffcli.Command {
 	statusFlags.BoolVar(&statusJSON, "json", false, "print the status as JSON")
 
 	withDatabase := func(ctx context.Context, cfg *Config, fn func(*database) error) error {
-		logger, err := cfg.newLogger(stderr)
+		logger, err := cfg.prepare(stderr)
 		if err != nil {
-			return err
-		}
-		if err := cfg.resolveDatabase(); err != nil {
 			return err
 		}
 		db, err := openDatabase(ctx, cfg, logger)

@@ -42,7 +42,7 @@ func synthCommand(stdout io.Writer) *ffcli.Command {
 			}
 			opts := synth.Options{Patients: *patients, Seed: *seed, Sites: *sites}
 			// Today's date is the default cut-off: the one place the command reads the clock.
-			today := clock().UTC()
+			today := time.Now().UTC()
 			opts.AsOf = time.Date(today.Year(), today.Month(), today.Day(), 0, 0, 0, 0, time.UTC)
 			var err error
 			if *asOf != "" {

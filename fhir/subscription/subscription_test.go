@@ -15,12 +15,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/fhir"
-	"github.com/cartreg/cartreg/fhir/searchparam"
-	"github.com/cartreg/cartreg/fhir/subscription"
 	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/postgres/pgtest"
-	"github.com/cartreg/cartreg/server"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -43,20 +42,13 @@ type notification struct {
 }
 
 func newHooked(t *testing.T) *hooked {
-	h := &hooked{t: t, db: pgtest.NewDatabase(t), now: time.Date(2027, 3, 1, 6, 0, 0, 0, time.UTC)}
-	clock := func() time.Time { return h.now }
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	params := searchparam.Default()
-	store := fhir.NewStore(h.db, params, clock)
-	searcher := fhir.NewSearcher(store, params, "")
-	store.AddHook(subscription.New(store, searcher, clock))
-	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "1M", ReadHeaderTimeout: time.Minute,
-		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, h.db)
-	fhir.NewAPI(store, searcher, logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 100,
-		Bundles: fhir.BundleConfig{MaxEntries: 100, ReferentialIntegrity: false}}).Register(srv.Echo)
-	api := httptest.NewServer(srv.Echo)
-	t.Cleanup(api.Close)
-	h.base = api.URL + "/fhir"
+	h := &hooked{t: t, now: time.Date(2027, 3, 1, 6, 0, 0, 0, time.UTC)}
+	srv := apptest.New(t, apptest.WithMaxBody("1M"), apptest.WithClock(func() time.Time { return h.now }),
+		apptest.WithConfig(func(c *app.Config) {
+			c.FHIR.DefaultCount, c.FHIR.MaxCount = 10, 100
+			c.FHIR.Bundles = fhir.BundleConfig{MaxEntries: 100, ReferentialIntegrity: false}
+		}))
+	h.db, h.base = srv.DB, srv.URL+"/fhir"
 	h.receiver = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, _ := io.ReadAll(r.Body)
 		n := notification{header: r.Header.Clone()}

@@ -44,6 +44,7 @@ func TestBundlesLoadThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	store.AddHook(reg.Projection())
 	if err := reg.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

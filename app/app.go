@@ -1,0 +1,100 @@
+// Package app wires cartreg together once, for the server, the operators' commands and the
+// tests alike: the FHIR store and its write hooks, the registry, the follow-up tracker, the
+// periodic jobs and the HTTP routes. It takes the clock and the logger once, so every part
+// agrees on what time it is.
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/fhir/subscription"
+	"github.com/cartreg/cartreg/followup"
+	"github.com/cartreg/cartreg/outbox"
+	"github.com/cartreg/cartreg/registry"
+)
+
+// Config is what the wiring needs, already read and checked by the caller.
+type Config struct {
+	FHIR     fhir.APIConfig
+	Registry registry.Config
+	FollowUp followup.Config
+	Jobs     JobsConfig
+}
+
+// JobsConfig is how the periodic jobs of a serving process run.
+type JobsConfig struct {
+	// FollowUpSchedule is the cron spec of the follow-up run; "off" or "" leaves it to
+	// `cartreg schedule run`.
+	FollowUpSchedule string
+	// Location is the time zone of the schedules (and of the follow-up calendar days).
+	Location *time.Location
+	Digests  followup.DigestConfig
+	Outbox   outbox.Config
+	// DeliveryInterval is how often queued digests and notifications are (re)tried.
+	DeliveryInterval time.Duration
+	// DeliveryRetention is how long delivered messages are kept before their bodies, which
+	// carry patient data, are deleted.
+	DeliveryRetention time.Duration
+}
+
+// App is cartreg wired on one database.
+type App struct {
+	Config   Config
+	DB       *pgxpool.Pool
+	Store    *fhir.Store
+	Searcher *fhir.Searcher
+	API      *fhir.API
+	Registry *registry.Registry
+	FollowUp *followup.Tracker
+	Clock    func() time.Time
+	Logger   *slog.Logger
+}
+
+// New wires cartreg on db and brings the registry's published definitions and timepoints up
+// to date. clock is the one source of the current time; nil means time.Now.
+func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Time, logger *slog.Logger) (*App, error) {
+	if clock == nil {
+		clock = time.Now
+	}
+	params := searchparam.Default()
+	store := fhir.NewStore(db, params, clock)
+	searcher := fhir.NewSearcher(store, params, cfg.FHIR.BaseURL)
+	cfg.Registry.BaseURL = cfg.FHIR.BaseURL
+	reg, err := registry.New(cfg.Registry, db, store, clock, logger)
+	if err != nil {
+		return nil, err
+	}
+	followUp := followup.New(cfg.FollowUp, store, reg.Plan())
+
+	// The write hooks run in this order within every write's transaction: the registry's
+	// projection first, because follow-up reads the facts it keeps; then follow-up, which
+	// closes Tasks a write satisfies; Subscriptions last, so they hear of what the others
+	// wrote as well.
+	store.AddHook(reg.Projection())
+	store.AddHook(followUp.Hook(clock))
+	store.AddHook(subscription.New(store, searcher, clock))
+
+	if err := reg.Start(ctx); err != nil {
+		return nil, err
+	}
+	return &App{
+		Config: cfg, DB: db, Store: store, Searcher: searcher, Registry: reg, FollowUp: followUp,
+		API:   fhir.NewAPI(store, searcher, logger, cfg.FHIR),
+		Clock: clock, Logger: logger,
+	}, nil
+}
+
+// Routes mounts every HTTP route of cartreg on e: the FHIR API, the registry's outcomes and
+// definitions, and the coordinators' work lists.
+func (a *App) Routes(e *echo.Echo) {
+	a.API.Register(e)
+	a.Registry.Register(e)
+	a.FollowUp.Register(e, a.DB, a.Clock)
+}

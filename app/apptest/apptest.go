@@ -1,0 +1,212 @@
+// Package apptest runs cartreg for tests as serve wires it (package app): on a throwaway
+// database of the test's own, behind a real HTTP server, with a clock the test can set.
+// Packages that use it call pgtest.Main from their TestMain.
+package apptest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/postgres/pgtest"
+	"github.com/cartreg/cartreg/server"
+)
+
+// Harness is one cartreg under test.
+type Harness struct {
+	T   testing.TB
+	DB  *pgxpool.Pool
+	App *app.App
+	// URL is the server's root, e.g. http://127.0.0.1:41234; the FHIR base is URL + "/fhir".
+	URL string
+
+	mu    sync.Mutex
+	fixed time.Time // zero: the clock is the real time
+}
+
+// Option changes how a Harness is built.
+type Option func(*options)
+
+type options struct {
+	config  func(*app.Config)
+	clock   func() time.Time
+	maxBody string
+}
+
+// WithConfig lets a test change the wiring's settings from the harness's defaults.
+func WithConfig(change func(*app.Config)) Option { return func(o *options) { o.config = change } }
+
+// WithClock gives the app a clock of the test's own instead of the harness's settable one.
+func WithClock(clock func() time.Time) Option { return func(o *options) { o.clock = clock } }
+
+// WithMaxBody sets the largest request body the server accepts (default 16M).
+func WithMaxBody(size string) Option { return func(o *options) { o.maxBody = size } }
+
+// DefaultConfig is the wiring's settings in tests: small pages, so paging is exercised.
+func DefaultConfig() app.Config {
+	return app.Config{
+		FHIR: fhir.APIConfig{DefaultCount: 10, MaxCount: 500,
+			Bundles: fhir.BundleConfig{MaxEntries: 5000, ReferentialIntegrity: true}},
+		Jobs: app.JobsConfig{FollowUpSchedule: "off", Location: time.UTC,
+			DeliveryInterval: time.Second, DeliveryRetention: time.Hour},
+	}
+}
+
+// New starts cartreg on a new database and serves it until the test ends.
+func New(t testing.TB, opts ...Option) *Harness {
+	t.Helper()
+	o := options{maxBody: "16M"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	h := &Harness{T: t, DB: pgtest.NewDatabase(t)}
+	clock := o.clock
+	if clock == nil {
+		clock = h.Now
+	}
+	cfg := DefaultConfig()
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	logger := Logger(t)
+	a, err := app.New(context.Background(), cfg, h.DB, clock, logger)
+	if err != nil {
+		t.Fatalf("wiring cartreg: %v", err)
+	}
+	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: o.maxBody, ReadHeaderTimeout: time.Minute,
+		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, h.DB)
+	a.Routes(srv.Echo)
+	ts := httptest.NewServer(srv.Echo)
+	t.Cleanup(ts.Close)
+	h.App, h.URL = a, ts.URL
+	return h
+}
+
+// Logger shows the server's warnings and errors in the test's output.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testLog struct{ t testing.TB }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// Now is the harness's clock: the real time until SetNow fixes it.
+func (h *Harness) Now() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fixed.IsZero() {
+		return time.Now()
+	}
+	return h.fixed
+}
+
+// SetNow stops the clock at t; the zero time starts it again.
+func (h *Harness) SetNow(t time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fixed = t
+}
+
+// Reply is a response, read whole.
+type Reply struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body as a JSON object, with numbers as json.Number.
+func (r *Reply) JSON(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("response is not JSON (%v): %s", err, r.Body)
+	}
+	return m
+}
+
+// Do sends a request to path (from the server's root, e.g. "/fhir/Patient"). body is nil, a
+// string, []byte, or a value sent as JSON; a body is FHIR JSON unless a Content-Type header
+// says otherwise. Headers come as name, value pairs.
+func (h *Harness) Do(method, path string, body any, headers ...string) *Reply {
+	h.T.Helper()
+	return Do(h.T, method, h.URL+path, body, headers...)
+}
+
+// Expect is Do, failing the test unless the status is want.
+func (h *Harness) Expect(want int, method, path string, body any, headers ...string) *Reply {
+	h.T.Helper()
+	r := h.Do(method, path, body, headers...)
+	if r.Status != want {
+		h.T.Fatalf("%s %s: status %d, want %d\n%s", method, path, r.Status, want, r.Body)
+	}
+	return r
+}
+
+// Do is Harness.Do for any URL, reported to t.
+func Do(t testing.TB, method, url string, body any, headers ...string) *Reply {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		if b != "" {
+			rd = strings.NewReader(b)
+		}
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Reply{Status: res.StatusCode, Header: res.Header, Body: raw}
+}
+
+// Count is the number of rows a query counts, e.g. "SELECT count(*) FROM resource".
+func (h *Harness) Count(sql string, args ...any) int {
+	h.T.Helper()
+	var n int
+	if err := h.DB.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		h.T.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
