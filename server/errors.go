@@ -116,6 +116,7 @@ func (s *Server) logRequests() echo.MiddlewareFunc {
 			}
 			s.logger.LogAttrs(c.Request().Context(), level, "request",
 				slog.String("request_id", requestID(c)),
+				slog.String("client_request_id", clientRequestID(c)),
 				slog.String("method", c.Request().Method),
 				slog.String("path", c.Request().URL.Path),
 				slog.Int("status", status),

@@ -27,6 +27,14 @@ type Config struct {
 	WriteTimeout      time.Duration // from the end of the headers to the end of the response
 	IdleTimeout       time.Duration // a kept-alive connection waiting for its next request
 	ShutdownTimeout   time.Duration // for in-flight requests to finish after a stop signal
+	// TrustedProxies are the IP addresses or CIDR ranges (comma-separated) whose
+	// X-Forwarded-* headers are believed; every other client's are dropped.
+	TrustedProxies string
+	// CORSOrigins are the browser origins (comma-separated) allowed to call the API; none by
+	// default.
+	CORSOrigins string
+	// TLSCert and TLSKey, both set, serve HTTPS with this certificate and key (PEM files).
+	TLSCert, TLSKey string
 }
 
 // Validate reports the first setting that cannot work.
@@ -36,6 +44,15 @@ func (c Config) Validate() error {
 	}
 	if n, err := bytes.Parse(c.MaxBodySize); err != nil || n <= 0 {
 		return fmt.Errorf("max body size %q: want a size such as 64M", c.MaxBodySize)
+	}
+	if _, err := ParseProxies(c.TrustedProxies); err != nil {
+		return err
+	}
+	if _, err := ParseOrigins(c.CORSOrigins); err != nil {
+		return err
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("TLS needs both a certificate and a key file")
 	}
 	for name, d := range map[string]time.Duration{
 		"read header timeout": c.ReadHeaderTimeout, "read timeout": c.ReadTimeout,
@@ -54,6 +71,9 @@ type Server struct {
 	config Config
 	logger *slog.Logger
 	db     *pgxpool.Pool
+	// host is the address the server is reached at, which replaces clients' Host headers;
+	// set by Serve from its listener, empty (the request's own) under a test's httptest.
+	host string
 }
 
 // New builds the server with its middleware, error handling and health endpoints.
@@ -62,10 +82,26 @@ func New(cfg Config, logger *slog.Logger, db *pgxpool.Pool) *Server {
 	e.HideBanner, e.HidePort = true, true
 	s := &Server{Echo: e, config: cfg, logger: logger, db: db}
 	e.HTTPErrorHandler = s.handleError
-	// Real FHIR clients send /fhir/ and /fhir/Patient/: treat them as /fhir and /fhir/Patient.
-	e.Pre(middleware.RemoveTrailingSlash())
+	// Settings were validated: these cannot fail here.
+	proxies, _ := ParseProxies(cfg.TrustedProxies)
+	origins, _ := ParseOrigins(cfg.CORSOrigins)
+	e.IPExtractor = echo.ExtractIPDirect()
+	if len(proxies) > 0 {
+		var trust []echo.TrustOption
+		for _, p := range proxies {
+			trust = append(trust, echo.TrustIPRange(p))
+		}
+		e.IPExtractor = echo.ExtractIPFromXFFHeader(trust...)
+	}
+	e.Pre(
+		trustHost(&s.host, proxies),
+		// Real FHIR clients send /fhir/ and /fhir/Patient/: treat them as /fhir and /fhir/Patient.
+		middleware.RemoveTrailingSlash(),
+	)
 	e.Use(
-		middleware.RequestID(),
+		assignRequestID,
+		secureHeaders,
+		cors(origins),
 		s.logRequests(),
 		middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: s.logPanic}),
 		middleware.BodyLimit(cfg.MaxBodySize),
@@ -96,9 +132,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	s.host = reachableAt(ln.Addr())
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	s.logger.Info("listening", "addr", ln.Addr().String())
+	if s.config.TLSCert != "" {
+		go func() { served <- srv.ServeTLS(ln, s.config.TLSCert, s.config.TLSKey) }()
+	} else {
+		go func() { served <- srv.Serve(ln) }()
+	}
+	s.logger.Info("listening", "addr", ln.Addr().String(), "tls", s.config.TLSCert != "")
 
 	select {
 	case err := <-served:
@@ -116,4 +157,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	return nil
+}
+
+// reachableAt is the host:port clients reach a listener at: its own address, or localhost for
+// one on every interface.
+func reachableAt(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }

@@ -56,7 +56,7 @@ func defaultConfig() Config {
 		LogLevel:  "info",
 		LogFormat: "auto",
 		HTTP: server.Config{
-			Addr:              ":8080",
+			Addr:              "127.0.0.1:8080",
 			MaxBodySize:       "64M",
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       5 * time.Minute,
@@ -98,7 +98,11 @@ func (c *Config) registerLogFlags(fs *flag.FlagSet) {
 
 func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	c.registerDatabaseFlags(fs)
-	fs.StringVar(&c.HTTP.Addr, "addr", c.HTTP.Addr, "HTTP listen address")
+	fs.StringVar(&c.HTTP.Addr, "addr", c.HTTP.Addr, "HTTP listen address; loopback only by default: give :8080 to listen on every interface")
+	fs.StringVar(&c.HTTP.TrustedProxies, "trusted-proxies", c.HTTP.TrustedProxies, "IP addresses or CIDR ranges of reverse proxies whose X-Forwarded-* headers are believed (default: none)")
+	fs.StringVar(&c.HTTP.CORSOrigins, "cors-origins", c.HTTP.CORSOrigins, "browser origins allowed to call the API, comma-separated, e.g. https://app.example.org (default: none)")
+	fs.StringVar(&c.HTTP.TLSCert, "tls-cert", c.HTTP.TLSCert, "serve HTTPS with this certificate (PEM); needs -tls-key")
+	fs.StringVar(&c.HTTP.TLSKey, "tls-key", c.HTTP.TLSKey, "the private key (PEM) of -tls-cert")
 	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060 (default: off); keep it off public interfaces")
 	fs.BoolVar(&c.Migrate, "migrate", c.Migrate, "apply pending migrations at start; with -migrate=false, refuse to start on an out-of-date schema")
 	fs.StringVar(&c.HTTP.MaxBodySize, "max-body-size", c.HTTP.MaxBodySize, "largest request body accepted (e.g. 64M); larger ones get 413")

@@ -35,7 +35,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTP.Addr != ":8080" || cfg.DataDir != "./var" || cfg.DatabaseURL != "" || !cfg.Migrate ||
+	if cfg.HTTP.Addr != "127.0.0.1:8080" || cfg.DataDir != "./var" || cfg.DatabaseURL != "" || !cfg.Migrate ||
 		cfg.LogLevel != "info" || cfg.HTTP.ShutdownTimeout != 30*time.Second {
 		t.Fatalf("defaults = %+v", cfg)
 	}
