@@ -332,3 +332,29 @@ func TestPruneExpiredUsesTheRetention(t *testing.T) {
 		t.Fatalf("%+v", rep)
 	}
 }
+
+func TestJobsSealAndPrune(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r, db := newRecorder(t, Config{Retention: time.Minute})
+	recordN(t, r, db, 0, 3) // t0, t0+1m, t0+2m; the clock says t0, so none has expired
+	seal, prune := r.SealJob("* * * * *"), r.PruneJob("@daily")
+	if seal.Name == prune.Name || seal.Spec != "* * * * *" || prune.Spec != "@daily" {
+		t.Fatalf("jobs %+v %+v", seal, prune)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for verify(t, db).Sealed < 3 {
+		if err := seal.Run(ctx, t0); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the seal job did not seal")
+		}
+	}
+	if err := prune.Run(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	if n := countEvents(t, db); n != 3 {
+		t.Fatalf("%d events left after pruning nothing expired, want 3", n)
+	}
+}

@@ -33,6 +33,8 @@
 // chain_hash = SHA-256(previous chain_hash || content hash). A transaction held open keeps the
 // horizon at itself, so rows committed after it wait until it ends and its own rows are chained
 // before theirs: the chain never passes a row that might still appear behind it.
+// The horizon is the whole PostgreSQL cluster's: a transaction left open in any database
+// delays sealing (never writing) until it ends.
 //
 // Verify recomputes every content hash from the stored event, checks that the searchable
 // columns agree with it, that chain_seq runs without gaps from the anchor, and that every
@@ -48,8 +50,8 @@
 // # Retention
 //
 // Prune deletes sealed events older than the retention period (Config.Retention, six years by
-// default: HIPAA requires its documentation, audit policies among it, to be kept six years,
-// 45 CFR 164.316(b)(2)(i)). It deletes only a prefix of the chain and keeps the last deleted
+// default: HIPAA's retention period for the documentation it requires, 45 CFR
+// 164.316(b)(2)(i)). It deletes only a prefix of the chain and keeps the last deleted
 // row's sequence number and chained hash as an anchor (table audit_anchor), where Verify
 // starts, so what remains stays verifiable.
 //
