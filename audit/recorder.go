@@ -243,7 +243,10 @@ func (r *Recorder) write(ctx context.Context) {
 			return
 		}
 		timer.Stop()
-		err := r.insertRetrying(ctx, batch)
+		var err error
+		if len(batch) > 0 {
+			err = r.insertRetrying(ctx, batch)
+		}
 		for _, ack := range pending {
 			ack <- err
 		}

@@ -212,3 +212,28 @@ func TestContentHashTellsFieldsApart(t *testing.T) {
 		}
 	}
 }
+
+func TestLoggedEventsSurviveADatabaseFailure(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r, db := newRecorder(t, Config{FlushInterval: 5 * time.Millisecond})
+	if _, err := db.Exec(ctx, `ALTER TABLE audit_event RENAME TO audit_event_away`); err != nil {
+		t.Fatal(err)
+	}
+	r.Start(ctx)
+	for i := range 20 {
+		r.Log(sample(i))
+	}
+	time.Sleep(300 * time.Millisecond) // several failed inserts and retries
+	if _, err := db.Exec(ctx, `ALTER TABLE audit_event_away RENAME TO audit_event`); err != nil {
+		t.Fatal(err)
+	}
+	closeCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := r.Close(closeCtx); err != nil {
+		t.Fatal(err)
+	}
+	if n := countEvents(t, db); n != 20 {
+		t.Fatalf("%d events after the database came back, want 20", n)
+	}
+}
