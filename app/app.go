@@ -12,6 +12,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
+	"github.com/cartreg/cartreg/access"
+	"github.com/cartreg/cartreg/audit"
+	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/fhir/subscription"
@@ -26,6 +29,10 @@ type Config struct {
 	Registry registry.Config
 	FollowUp followup.Config
 	Jobs     JobsConfig
+	// Auth is the identity settings; Auth.Issuer is the server's root URL, where clients reach
+	// its token endpoint.
+	Auth  auth.Config
+	Audit audit.Config
 }
 
 // JobsConfig is how the periodic jobs of a serving process run.
@@ -53,6 +60,9 @@ type App struct {
 	API      *fhir.API
 	Registry *registry.Registry
 	FollowUp *followup.Tracker
+	Auth     *auth.Service
+	Audit    *audit.Recorder
+	Access   *access.Policy
 	Clock    func() time.Time
 	Logger   *slog.Logger
 }
@@ -72,29 +82,52 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 		return nil, err
 	}
 	followUp := followup.New(cfg.FollowUp, store, reg.Plan())
+	recorder := audit.NewRecorder(db, cfg.Audit, clock, logger)
 
 	// The write hooks run in this order within every write's transaction: the registry's
 	// projection first, because follow-up reads the facts it keeps; then follow-up, which
-	// closes Tasks a write satisfies; Subscriptions last, so they hear of what the others
-	// wrote as well.
+	// closes Tasks a write satisfies; Subscriptions, so they hear of what the others wrote as
+	// well; the audit record last, naming what the request itself wrote.
 	store.AddHook(reg.Projection())
 	store.AddHook(followUp.Hook(clock))
 	store.AddHook(subscription.New(store, searcher, clock))
+	store.AddHook(auditWrites{recorder})
 
-	if err := reg.Start(ctx); err != nil {
+	// Publishing the registry's definitions is the server's own write.
+	if err := reg.Start(auth.WithPrincipal(ctx, auth.Operator("cartreg"))); err != nil {
 		return nil, err
 	}
+	identity, err := auth.New(ctx, db, cfg.Auth, clock, logger)
+	if err != nil {
+		return nil, err
+	}
+	recorder.Start(context.WithoutCancel(ctx))
 	return &App{
 		Config: cfg, DB: db, Store: store, Searcher: searcher, Registry: reg, FollowUp: followUp,
 		API:   fhir.NewAPI(store, searcher, logger, cfg.FHIR),
+		Auth:  identity, Audit: recorder, Access: access.New(reg.InSites),
 		Clock: clock, Logger: logger,
 	}, nil
 }
 
+// Close flushes the audit records still queued and stops the identity service's background
+// work. Call it once no request is being served.
+func (a *App) Close(ctx context.Context) error {
+	a.Auth.Close()
+	return a.Audit.Close(ctx)
+}
+
 // Routes mounts every HTTP route of cartreg on e: the FHIR API, the registry's outcomes and
 // definitions, and the coordinators' work lists.
+//
+// Every request is audited, then authenticated, then checked against the access policy
+// before any handler sees it; a route the policy has no rule for is refused to everybody.
 func (a *App) Routes(e *echo.Echo) {
+	e.Use(a.auditRequests, a.Auth.Middleware(access.IsPublic), a.Access.Middleware())
+	a.Auth.Register(e)
 	a.API.Register(e)
 	a.Registry.Register(e)
 	a.FollowUp.Register(e, a.DB, a.Clock)
+	// The access policy has already decided who reaches the audit trail.
+	a.Audit.Register(e, func(next echo.HandlerFunc) echo.HandlerFunc { return next })
 }

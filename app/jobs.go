@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/schedules"
 )
@@ -12,6 +13,7 @@ import (
 // each owner's digest queued.
 func (a *App) FollowUpJob() schedules.Job {
 	return schedules.Job{Name: "follow-up", Spec: a.Config.Jobs.FollowUpSchedule, Run: func(ctx context.Context, slot time.Time) error {
+		ctx = auth.WithPrincipal(ctx, auth.Operator("cartreg follow-up scheduler"))
 		started := time.Now()
 		sum, err := a.FollowUp.Run(ctx, slot)
 		if err != nil {
@@ -63,8 +65,13 @@ func (a *App) StartJobs(ctx context.Context) (stop func()) {
 		defer close(delivered)
 		deliverer.Run(ctx, a.Config.Jobs.DeliveryInterval)
 	}()
+	sealed := make(chan struct{})
+	go func() {
+		defer close(sealed)
+		a.sealAuditTrail(ctx)
+	}()
 	sched := a.Scheduler()
-	jobs := []schedules.Job{a.PruneJob()}
+	jobs := []schedules.Job{a.PruneJob(), a.Audit.PruneJob(auditPruneSpec)}
 	if s := a.Config.Jobs.FollowUpSchedule; s != "" && s != "off" {
 		jobs = append(jobs, a.FollowUpJob())
 	}
@@ -88,5 +95,29 @@ func (a *App) StartJobs(ctx context.Context) (stop func()) {
 		sched.Stop(context.Background())
 		<-caughtUp
 		<-delivered
+		<-sealed
+	}
+}
+
+// auditPruneSpec is when audit records past their retention are deleted: daily.
+const auditPruneSpec = "45 3 * * *"
+
+// auditSealInterval is how often new audit records are chained. Seal takes an advisory lock,
+// so replicas sealing at once simply take turns; a schedule's (job, slot) row per minute would
+// only fill a table.
+const auditSealInterval = time.Minute
+
+func (a *App) sealAuditTrail(ctx context.Context) {
+	tick := time.NewTicker(auditSealInterval)
+	defer tick.Stop()
+	for {
+		if _, err := a.Audit.Seal(ctx); err != nil && ctx.Err() == nil {
+			a.Logger.Error("sealing the audit trail", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }

@@ -26,6 +26,7 @@ type testServer struct {
 	t    testing.TB
 	base string
 	db   *pgxpool.Pool
+	h    *apptest.Harness
 	// published are the rows the server wrote at start-up (the registry's definitions), per
 	// table and per resource type: the counts these tests compare leave them out.
 	published, publishedTypes map[string]int
@@ -34,7 +35,7 @@ type testServer struct {
 func newTestServer(t testing.TB) *testServer {
 	t.Helper()
 	h := apptest.New(t)
-	s := &testServer{t: t, base: h.URL + "/fhir", db: h.DB, published: map[string]int{}}
+	s := &testServer{t: t, base: h.URL + "/fhir", db: h.DB, h: h, published: map[string]int{}}
 	for _, table := range countedTables {
 		s.published[table] = s.countRows(table)
 	}
@@ -73,7 +74,7 @@ func (r *response) json(t testing.TB) map[string]any {
 // Content-Type header says otherwise.
 func (s *testServer) do(method, path, body string, headers ...string) *response {
 	s.t.Helper()
-	r := apptest.Do(s.t, method, s.base+path, body, headers...)
+	r := s.h.DoURL(method, s.base+path, body, headers...)
 	return &response{status: r.Status, header: r.Header, body: r.Body}
 }
 

@@ -2,19 +2,14 @@ package followup_test
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
-	"github.com/cartreg/cartreg/server"
 )
 
 const windowDefinition = "http://cartreg.org/fhir/SearchParameter/task-window"
@@ -29,30 +24,17 @@ type searchWorld struct {
 
 func newSearchWorld(t *testing.T) *searchWorld {
 	w := newWorld(t)
-	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "16M", ReadHeaderTimeout: time.Minute,
-		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), w.db)
-	w.api.Register(srv.Echo)
-	ts := httptest.NewServer(srv.Echo)
-	t.Cleanup(ts.Close)
-	return &searchWorld{world: w, url: ts.URL, label: map[string]string{}}
+	return &searchWorld{world: w, url: w.h.URL, label: map[string]string{}}
 }
 
 // getJSON GETs a path of the server and decodes the 200 answer.
 func (w *searchWorld) getJSON(t *testing.T, path string) map[string]any {
 	t.Helper()
-	res, err := http.Get(w.url + path)
-	if err != nil {
-		t.Fatal(err)
+	r := w.h.Do(http.MethodGet, path, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, r.Status, r.Body)
 	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", path, res.StatusCode, body)
-	}
+	body := r.Body
 	var out map[string]any
 	if err := json.Unmarshal(body, &out); err != nil {
 		t.Fatalf("GET %s: %v", path, err)

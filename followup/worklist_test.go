@@ -18,7 +18,6 @@ import (
 	ics "github.com/arran4/golang-ical"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
@@ -43,7 +42,7 @@ type httpReply struct {
 
 func (w *worklistWorld) do(method, path, body string, headers ...string) httpReply {
 	w.t.Helper()
-	r := apptest.Do(w.t, method, w.url+path, body, headers...)
+	r := w.h.DoURL(method, w.url+path, body, headers...)
 	return httpReply{status: r.Status, header: r.Header, body: r.Body}
 }
 

@@ -25,6 +25,7 @@ type testRegistry struct {
 	url string
 	db  *pgxpool.Pool
 	reg *registry.Registry
+	h   *apptest.Harness
 	now time.Time
 }
 
@@ -34,7 +35,7 @@ func newTestRegistry(t testing.TB, cfg registry.Config) *testRegistry {
 	h := apptest.New(t, apptest.WithMaxBody("64M"),
 		apptest.WithConfig(func(c *app.Config) { c.Registry = cfg }),
 		apptest.WithClock(func() time.Time { return tr.now }))
-	tr.url, tr.db, tr.reg = h.URL, h.DB, h.App.Registry
+	tr.url, tr.db, tr.reg, tr.h = h.URL, h.DB, h.App.Registry, h
 	return tr
 }
 
@@ -55,7 +56,7 @@ func (r reply) json(t testing.TB) map[string]any {
 
 func (tr *testRegistry) do(method, path string, body any, header ...string) reply {
 	tr.t.Helper()
-	r := apptest.Do(tr.t, method, tr.url+path, body, header...)
+	r := tr.h.DoURL(method, tr.url+path, body, header...)
 	return reply{r.Status, r.Header, r.Body}
 }
 

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
 
 	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/server"
@@ -29,11 +31,21 @@ type Harness struct {
 	T   testing.TB
 	DB  *pgxpool.Pool
 	App *app.App
+	// Echo is the server's router, with every route the app mounts.
+	Echo *echo.Echo
 	// URL is the server's root, e.g. http://127.0.0.1:41234; the FHIR base is URL + "/fhir".
 	URL string
 
 	mu    sync.Mutex
 	fixed time.Time // zero: the clock is the real time
+	clock func() time.Time
+	// admin is the token requests carry unless they name another: an administrator's, made
+	// anew when the clock leaves its lifetime.
+	tokenMu       sync.Mutex
+	admin         string
+	adminClient   string
+	adminIssuedAt time.Time
+	adminExpires  time.Time
 }
 
 // Option changes how a Harness is built.
@@ -72,26 +84,73 @@ func New(t testing.TB, opts ...Option) *Harness {
 		opt(&o)
 	}
 	h := &Harness{T: t, DB: pgtest.NewDatabase(t)}
-	clock := o.clock
-	if clock == nil {
-		clock = h.Now
+	h.clock = o.clock
+	if h.clock == nil {
+		h.clock = h.Now
 	}
+	// The server's address is known before cartreg is wired, so its token endpoint (the
+	// audience of clients' assertions) is the one clients reach.
+	ts := httptest.NewUnstartedServer(nil)
+	h.URL = "http://" + ts.Listener.Addr().String()
 	cfg := DefaultConfig()
+	cfg.Auth.Issuer = h.URL
 	if o.config != nil {
 		o.config(&cfg)
 	}
 	logger := Logger(t)
-	a, err := app.New(context.Background(), cfg, h.DB, clock, logger)
+	a, err := app.New(context.Background(), cfg, h.DB, h.clock, logger)
 	if err != nil {
 		t.Fatalf("wiring cartreg: %v", err)
 	}
 	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: o.maxBody, ReadHeaderTimeout: time.Minute,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, h.DB)
 	a.Routes(srv.Echo)
-	ts := httptest.NewServer(srv.Echo)
-	t.Cleanup(ts.Close)
-	h.App, h.URL = a, ts.URL
+	ts.Config.Handler = srv.Echo
+	ts.Start()
+	t.Cleanup(func() {
+		ts.Close()
+		if err := a.Close(context.Background()); err != nil {
+			t.Errorf("closing cartreg: %v", err)
+		}
+	})
+	h.App, h.Echo = a, srv.Echo
+	client, _, err := a.Auth.AddClient(context.Background(), auth.NewClient{Name: "test administrator", Role: auth.RoleAdmin})
+	if err != nil {
+		t.Fatalf("registering the test's administrator: %v", err)
+	}
+	h.adminClient = client.ID
 	return h
+}
+
+// Token registers a client of role (limited to sites, for a coordinator) and returns an
+// access token for it, issued at the harness's clock.
+func (h *Harness) Token(role auth.Role, sites ...string) string {
+	h.T.Helper()
+	client, _, err := h.App.Auth.AddClient(context.Background(), auth.NewClient{Name: "test " + string(role), Role: role, Sites: sites})
+	if err != nil {
+		h.T.Fatalf("registering a %s client: %v", role, err)
+	}
+	tok, _, err := h.App.Auth.IssueToken(context.Background(), client.ID, "")
+	if err != nil {
+		h.T.Fatalf("issuing a %s token: %v", role, err)
+	}
+	return tok
+}
+
+// adminToken is the administrator's token, issued again when the clock has left the last
+// one's lifetime (tests move the clock by years).
+func (h *Harness) adminToken() string {
+	now := h.clock() // before the lock: the harness's own clock takes it
+	h.tokenMu.Lock()
+	defer h.tokenMu.Unlock()
+	if h.admin == "" || now.Before(h.adminIssuedAt) || !now.Before(h.adminExpires.Add(-time.Minute)) {
+		tok, exp, err := h.App.Auth.IssueToken(context.Background(), h.adminClient, "")
+		if err != nil {
+			h.T.Fatalf("issuing the administrator's token: %v", err)
+		}
+		h.admin, h.adminIssuedAt, h.adminExpires = tok, now, exp
+	}
+	return h.admin
 }
 
 // Logger shows the server's warnings and errors in the test's output.
@@ -142,12 +201,30 @@ func (r *Reply) JSON(t testing.TB) map[string]any {
 	return m
 }
 
-// Do sends a request to path (from the server's root, e.g. "/fhir/Patient"). body is nil, a
-// string, []byte, or a value sent as JSON; a body is FHIR JSON unless a Content-Type header
-// says otherwise. Headers come as name, value pairs.
+// Do sends a request to path (from the server's root, e.g. "/fhir/Patient") as an
+// administrator. body is nil, a string, []byte, or a value sent as JSON; a body is FHIR JSON
+// unless a Content-Type header says otherwise. Headers come as name, value pairs; an
+// Authorization header replaces the administrator's token ("" sends none).
 func (h *Harness) Do(method, path string, body any, headers ...string) *Reply {
 	h.T.Helper()
-	return Do(h.T, method, h.URL+path, body, headers...)
+	return h.DoURL(method, h.URL+path, body, headers...)
+}
+
+// DoURL is Do for a whole URL, such as a next link.
+func (h *Harness) DoURL(method, url string, body any, headers ...string) *Reply {
+	h.T.Helper()
+	for i := 0; i+1 < len(headers); i += 2 {
+		if http.CanonicalHeaderKey(headers[i]) == "Authorization" {
+			return Do(h.T, method, url, body, headers...)
+		}
+	}
+	return Do(h.T, method, url, body, append([]string{"Authorization", "Bearer " + h.adminToken()}, headers...)...)
+}
+
+// As sends a request with token, as Do does.
+func (h *Harness) As(token, method, path string, body any, headers ...string) *Reply {
+	h.T.Helper()
+	return Do(h.T, method, h.URL+path, body, append([]string{"Authorization", "Bearer " + token}, headers...)...)
 }
 
 // Expect is Do, failing the test unless the status is want.
@@ -187,6 +264,10 @@ func Do(t testing.TB, method, url string, body any, headers ...string) *Reply {
 		req.Header.Set("Content-Type", "application/fhir+json")
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)

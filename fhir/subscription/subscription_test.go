@@ -30,6 +30,7 @@ type hooked struct {
 	t        *testing.T
 	base     string
 	db       *pgxpool.Pool
+	srv      *apptest.Harness
 	now      time.Time
 	mu       sync.Mutex
 	received []notification
@@ -48,7 +49,7 @@ func newHooked(t *testing.T) *hooked {
 			c.FHIR.DefaultCount, c.FHIR.MaxCount = 10, 100
 			c.FHIR.Bundles = fhir.BundleConfig{MaxEntries: 100, ReferentialIntegrity: false}
 		}))
-	h.db, h.base = srv.DB, srv.URL+"/fhir"
+	h.db, h.base, h.srv = srv.DB, srv.URL+"/fhir", srv
 	h.receiver = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, _ := io.ReadAll(r.Body)
 		n := notification{header: r.Header.Clone()}
@@ -69,16 +70,10 @@ func newHooked(t *testing.T) *hooked {
 func (h *hooked) send(method, path string, body any) (int, map[string]any) {
 	h.t.Helper()
 	raw, _ := json.Marshal(body)
-	req, _ := http.NewRequest(method, h.base+path, strings.NewReader(string(raw)))
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer res.Body.Close()
+	res := h.srv.DoURL(method, h.base+path, raw, "Content-Type", "application/json")
 	var out map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&out)
-	return res.StatusCode, out
+	_ = json.Unmarshal(res.Body, &out)
+	return res.Status, out
 }
 
 // deliver runs the deliverer once and returns what arrived since the last call.

@@ -1,0 +1,228 @@
+package access
+
+import (
+	"net/http"
+	"slices"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/auth"
+	"github.com/cartreg/cartreg/fhir"
+)
+
+// definitionTypes hold the specification's and the registry's definitions, never patient
+// data: anyone signed in may read them.
+var definitionTypes = []string{
+	"StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap", "SearchParameter", "CapabilityStatement",
+	"OperationDefinition", "CompartmentDefinition", "NamingSystem", "ImplementationGuide", "StructureMap",
+}
+
+// staffTypes describe the network, not its patients: a coordinator may read them.
+var staffTypes = []string{"Organization", "Practitioner", "PractitionerRole", "Location", "Medication", "Device"}
+
+func (pol *Policy) routes() map[string]rule {
+	fhirRead := pol.fhirInstance(auth.Read)
+	return map[string]rule{
+		// FHIR: whole-server interactions need wildcard scopes.
+		"GET /fhir":                         wildcard(auth.Search),
+		"GET /fhir/_history":                wildcard(auth.Read),
+		"POST /fhir":                        bundle,
+		"GET /fhir/Patient/$everything":     wildcard(auth.Read),
+		"GET /fhir/Patient/:id/$everything": pol.everything,
+		// FHIR: a type.
+		"GET /fhir/:type":                   typeLevel(auth.Search),
+		"GET /fhir/:type/_search":           typeLevel(auth.Search),
+		"POST /fhir/:type/_search":          typeLevel(auth.Search),
+		"GET /fhir/:type/_history":          typeLevel(auth.Read),
+		"POST /fhir/:type":                  typeLevel(auth.Create),
+		"PUT /fhir/:type":                   typeLevel(auth.Update),
+		"PATCH /fhir/:type":                 typeLevel(auth.Update),
+		"DELETE /fhir/:type":                typeLevel(auth.Delete),
+		"GET /fhir/:type/:id":               fhirRead,
+		"GET /fhir/:type/:id/_history":      fhirRead,
+		"GET /fhir/:type/:id/_history/:vid": fhirRead,
+		"PUT /fhir/:type/:id":               pol.fhirInstance(auth.Update),
+		"PATCH /fhir/:type/:id":             pol.fhirInstance(auth.Update),
+		"DELETE /fhir/:type/:id":            pol.fhirInstance(auth.Delete),
+		// The audit trail.
+		"GET /fhir/AuditEvent":     adminOnly,
+		"GET /fhir/AuditEvent/:id": adminOnly,
+		// The registry.
+		"GET /registry/plan":                  anyone,
+		"GET /registry/outcomes/response":     outcomes,
+		"GET /registry/outcomes/response.svg": outcomes,
+		"GET /registry/outcomes/survival":     outcomes,
+		"GET /registry/outcomes/survival.svg": outcomes,
+		// Follow-up.
+		"GET /worklist":              worklist,
+		"HEAD /worklist":             worklist,
+		"GET /worklist.ics":          worklist,
+		"HEAD /worklist.ics":         worklist,
+		"GET /follow-up/Patient/:id": pol.followUp,
+	}
+}
+
+func anyone(echo.Context, *auth.Principal) error { return nil }
+
+// serverWritten answers every interaction with AuditEvents but their search and read: the
+// audit trail is the server's to write, and its history is the hash chain.
+func serverWritten() error {
+	return fhir.NewOutcome(http.StatusMethodNotAllowed, fhir.NotSupported,
+		"AuditEvents are written by the server alone; search them at /fhir/AuditEvent")
+}
+
+func adminOnly(c echo.Context, p *auth.Principal) error {
+	if p.Role == auth.RoleAdmin {
+		return nil
+	}
+	return forbidden("%s is for administrators", c.Path())
+}
+
+// wildcard is an interaction over every resource type: system/*.<access>.
+func wildcard(access auth.Access) rule {
+	return func(c echo.Context, p *auth.Principal) error {
+		if (p.Role == auth.RoleEHR || p.Role == auth.RoleAdmin) && p.Scopes.Allows("*", access) {
+			return nil
+		}
+		return forbidden("%s %s needs system/*.%s", c.Request().Method, c.Path(), access)
+	}
+}
+
+// bundle lets a transaction or batch through to the Bundle engine, whose Guard checks every
+// entry against the scopes.
+func bundle(c echo.Context, p *auth.Principal) error {
+	if p.Role == auth.RoleEHR || p.Role == auth.RoleAdmin {
+		return nil
+	}
+	return forbidden("transactions and batches are for EHR clients")
+}
+
+// typeLevel is a search, a type's history, or a create or conditional write: the EHR's and
+// the administrator's, as their scopes allow; anyone may search the definitions.
+func typeLevel(access auth.Access) rule {
+	return func(c echo.Context, p *auth.Principal) error {
+		typ := c.Param("type")
+		if !fhir.IsResourceType(typ) {
+			return nil // the API answers 404 for what is not a resource type
+		}
+		if typ == "AuditEvent" {
+			return serverWritten()
+		}
+		if access&(auth.Read|auth.Search) != 0 && slices.Contains(definitionTypes, typ) {
+			return nil
+		}
+		return scoped(c, p, typ, access)
+	}
+}
+
+func scoped(c echo.Context, p *auth.Principal, typ string, access auth.Access) error {
+	switch p.Role {
+	case auth.RoleEHR, auth.RoleAdmin:
+		if p.Scopes.Allows(typ, access) {
+			return nil
+		}
+		return forbidden("the token's scopes do not allow %s on %s (system/%s.%s)", accessName(access), typ, typ, access)
+	case auth.RoleCoordinator:
+		return forbidden("coordinators find their patients' follow-up through /worklist; FHIR %s of %s is for EHR clients", accessName(access), typ)
+	}
+	return forbidden("%s may not use %s %s", p.Role, c.Request().Method, c.Path())
+}
+
+// fhirInstance is an interaction on one resource: by scope for the EHR and the
+// administrator; for a coordinator, their sites' patients' resources only (and of writes,
+// only Task updates).
+func (pol *Policy) fhirInstance(access auth.Access) rule {
+	return func(c echo.Context, p *auth.Principal) error {
+		typ, id := c.Param("type"), c.Param("id")
+		if !fhir.IsResourceType(typ) {
+			return nil
+		}
+		if typ == "AuditEvent" {
+			return serverWritten()
+		}
+		if access == auth.Read && slices.Contains(definitionTypes, typ) {
+			return nil
+		}
+		if p.Role != auth.RoleCoordinator {
+			return scoped(c, p, typ, access)
+		}
+		if !p.Scopes.Allows(typ, access) {
+			return forbidden("the token's scopes do not allow %s on %s", accessName(access), typ)
+		}
+		if access != auth.Read && typ != "Task" {
+			return forbidden("coordinators change follow-up Tasks only")
+		}
+		if access == auth.Read && slices.Contains(staffTypes, typ) {
+			return nil
+		}
+		return pol.inSitesOr404(c, p, typ, id)
+	}
+}
+
+func (pol *Policy) inSitesOr404(c echo.Context, p *auth.Principal, typ, id string) error {
+	if len(p.Sites) == 0 {
+		return notFound(typ, id)
+	}
+	ok, err := pol.inSites(c.Request().Context(), typ, id, p.Sites)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return notFound(typ, id)
+	}
+	return nil
+}
+
+// everything is Patient/{id}/$everything: every type's read for the EHR; for a coordinator,
+// their own sites' patients.
+func (pol *Policy) everything(c echo.Context, p *auth.Principal) error {
+	if p.Role == auth.RoleCoordinator {
+		return pol.inSitesOr404(c, p, "Patient", c.Param("id"))
+	}
+	return wildcard(auth.Read)(c, p)
+}
+
+func outcomes(c echo.Context, p *auth.Principal) error {
+	if p.Role == auth.RoleAdmin || (p.Role == auth.RoleResearcher && p.Scopes.Has(auth.ScopeOutcomesRead)) {
+		return nil
+	}
+	return forbidden("outcomes are for researchers")
+}
+
+// worklist is the coordinators' (limited to their sites by the work list itself, which reads
+// the principal) and the administrator's.
+func worklist(c echo.Context, p *auth.Principal) error {
+	switch {
+	case p.Role == auth.RoleAdmin:
+		return nil
+	case p.Role == auth.RoleCoordinator && p.Scopes.Has(auth.ScopeWorklistRead):
+		return nil
+	}
+	return forbidden("the work list is for coordinators")
+}
+
+func (pol *Policy) followUp(c echo.Context, p *auth.Principal) error {
+	if err := worklist(c, p); err != nil {
+		return err
+	}
+	if p.Role == auth.RoleCoordinator {
+		return pol.inSitesOr404(c, p, "Patient", c.Param("id"))
+	}
+	return nil
+}
+
+func accessName(a auth.Access) string {
+	switch a {
+	case auth.Read:
+		return "read"
+	case auth.Search:
+		return "search"
+	case auth.Create:
+		return "create"
+	case auth.Update:
+		return "update"
+	case auth.Delete:
+		return "delete"
+	}
+	return a.String()
+}

@@ -1,0 +1,207 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/cartreg/cartreg/app/apptest"
+	"github.com/cartreg/cartreg/auth"
+)
+
+// network is a registry of two sites, each with a patient, an Observation and a Task.
+type network struct {
+	h                          *apptest.Harness
+	siteA, siteB               string
+	patientA, patientB         string
+	observationA, observationB string
+	taskA, taskB               string
+}
+
+func newNetwork(t *testing.T) *network {
+	h := apptest.New(t)
+	n := &network{h: h}
+	create := func(body string) string {
+		t.Helper()
+		return h.Expect(http.StatusCreated, "POST", "/fhir/"+strings.SplitN(strings.Split(body, `"resourceType":"`)[1], `"`, 2)[0], body).JSON(t)["id"].(string)
+	}
+	n.siteA = create(`{"resourceType":"Organization","name":"Riverside Cancer Centre"}`)
+	n.siteB = create(`{"resourceType":"Organization","name":"Harbour Hospital"}`)
+	n.patientA = create(fmt.Sprintf(`{"resourceType":"Patient","name":[{"family":"Lovelace"}],"managingOrganization":{"reference":"Organization/%s"}}`, n.siteA))
+	n.patientB = create(fmt.Sprintf(`{"resourceType":"Patient","name":[{"family":"Turing"}],"managingOrganization":{"reference":"Organization/%s"}}`, n.siteB))
+	obs := `{"resourceType":"Observation","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/%s"},"valueQuantity":{"value":70}}`
+	n.observationA = create(fmt.Sprintf(obs, n.patientA))
+	n.observationB = create(fmt.Sprintf(obs, n.patientB))
+	task := `{"resourceType":"Task","status":"requested","intent":"plan","for":{"reference":"Patient/%s"}}`
+	n.taskA = create(fmt.Sprintf(task, n.patientA))
+	n.taskB = create(fmt.Sprintf(task, n.patientB))
+	return n
+}
+
+// Every route but the public ones refuses a request without a valid token with 401, a
+// Bearer challenge and an OperationOutcome; and every route has a rule in the access policy.
+func TestEveryRouteNeedsAToken(t *testing.T) {
+	h := apptest.New(t)
+	if missing := h.App.Access.Unruled(h.Echo); len(missing) > 0 {
+		t.Errorf("routes without an access rule: %v", missing)
+	}
+	public := map[string]bool{"/healthz": true, "/readyz": true, "/fhir/metadata": true,
+		"/.well-known/smart-configuration": true, "/fhir/.well-known/smart-configuration": true,
+		"/auth/token": true, "/auth/jwks.json": true}
+	replacer := strings.NewReplacer(":type", "Patient", ":id", "p1", ":vid", "1")
+	seen := 0
+	for _, r := range h.Echo.Routes() {
+		if public[r.Path] || r.Path == "" || strings.Contains(r.Path, "*") {
+			continue
+		}
+		path := replacer.Replace(r.Path)
+		for _, authz := range []string{"", "Bearer not-a-token", "Basic dXNlcjpwYXNz"} {
+			res := h.Do(r.Method, path, nil, "Authorization", authz)
+			if res.Status != http.StatusUnauthorized {
+				t.Errorf("%s %s with %q: %d, want 401", r.Method, path, authz, res.Status)
+				continue
+			}
+			if !strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Bearer") {
+				t.Errorf("%s %s: WWW-Authenticate %q", r.Method, path, res.Header.Get("WWW-Authenticate"))
+			}
+			if r.Method != http.MethodHead && !strings.Contains(string(res.Body), `"OperationOutcome"`) {
+				t.Errorf("%s %s: body %s", r.Method, path, res.Body)
+			}
+		}
+		seen++
+	}
+	if seen < 25 {
+		t.Errorf("only %d routes tried", seen)
+	}
+	for path := range public {
+		if path == "/auth/token" {
+			continue
+		}
+		if res := h.Do("GET", path, nil, "Authorization", ""); res.Status != http.StatusOK {
+			t.Errorf("public %s: %d", path, res.Status)
+		}
+	}
+}
+
+func TestResearchersSeeOutcomesNeverPatients(t *testing.T) {
+	n := newNetwork(t)
+	tok := n.h.Token(auth.RoleResearcher)
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/registry/outcomes/response", 200},
+		{"GET", "/registry/outcomes/survival", 200},
+		{"GET", "/fhir/StructureDefinition", 200},
+		{"GET", "/fhir/CodeSystem", 200},
+		{"GET", "/fhir/Patient", 403},
+		{"GET", "/fhir/Patient/" + n.patientA, 403},
+		{"GET", "/fhir/Observation?subject=Patient/" + n.patientA, 403},
+		{"GET", "/fhir/Patient/" + n.patientA + "/$everything", 403},
+		{"GET", "/fhir", 403},
+		{"GET", "/fhir/_history", 403},
+		{"GET", "/worklist", 403},
+		{"GET", "/follow-up/Patient/" + n.patientA, 403},
+		{"GET", "/fhir/AuditEvent", 403},
+		{"POST", "/fhir/Patient", 403},
+	} {
+		body := ""
+		if c.method == "POST" {
+			body = `{"resourceType":"Patient"}`
+		}
+		if res := n.h.As(tok, c.method, c.path, body); res.Status != c.want {
+			t.Errorf("researcher %s %s: %d, want %d: %s", c.method, c.path, res.Status, c.want, res.Body)
+		}
+	}
+}
+
+// A coordinator of site A sees A's patients and their resources and Tasks, and nothing of
+// site B's: those answer 404, as if they did not exist.
+func TestCoordinatorsSeeOnlyTheirSites(t *testing.T) {
+	n := newNetwork(t)
+	tok := n.h.Token(auth.RoleCoordinator, n.siteA)
+	taskBody := func(id, patient string) string {
+		return fmt.Sprintf(`{"resourceType":"Task","id":"%s","status":"on-hold","intent":"plan","for":{"reference":"Patient/%s"},"note":[{"text":"called twice"}]}`, id, patient)
+	}
+	for _, c := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{"GET", "/fhir/Patient/" + n.patientA, "", 200},
+		{"GET", "/fhir/Patient/" + n.patientB, "", 404},
+		{"GET", "/fhir/Observation/" + n.observationA, "", 200},
+		{"GET", "/fhir/Observation/" + n.observationB, "", 404},
+		{"GET", "/fhir/Observation/" + n.observationB + "/_history", "", 404},
+		{"GET", "/fhir/Observation/" + n.observationB + "/_history/1", "", 404},
+		{"GET", "/fhir/Task/" + n.taskA, "", 200},
+		{"GET", "/fhir/Task/" + n.taskB, "", 404},
+		{"PUT", "/fhir/Task/" + n.taskA, taskBody(n.taskA, n.patientA), 200},
+		{"PUT", "/fhir/Task/" + n.taskB, taskBody(n.taskB, n.patientB), 404},
+		{"PATCH", "/fhir/Task/" + n.taskB, `[{"op":"replace","path":"/status","value":"failed"}]`, 404},
+		{"GET", "/fhir/Patient/" + n.patientA + "/$everything", "", 200},
+		{"GET", "/fhir/Patient/" + n.patientB + "/$everything", "", 404},
+		{"GET", "/follow-up/Patient/" + n.patientB, "", 404},
+		{"GET", "/fhir/Organization/" + n.siteB, "", 200}, // the network is no secret
+		{"GET", "/fhir/Patient", "", 403},
+		{"GET", "/fhir/Task?status=requested", "", 403},
+		{"GET", "/fhir/Patient/$everything", "", 403},
+		{"GET", "/fhir/_history", "", 403},
+		{"DELETE", "/fhir/Patient/" + n.patientA, "", 403},
+		{"PUT", "/fhir/Patient/" + n.patientA, `{"resourceType":"Patient","id":"` + n.patientA + `"}`, 403},
+		{"POST", "/fhir", `{"resourceType":"Bundle","type":"batch"}`, 403},
+		{"GET", "/registry/outcomes/response", "", 403},
+		{"GET", "/fhir/AuditEvent", "", 403},
+	} {
+		headers := []string{}
+		if c.method == "PATCH" {
+			headers = []string{"Content-Type", "application/json-patch+json"}
+		}
+		if res := n.h.As(tok, c.method, c.path, c.body, headers...); res.Status != c.want {
+			t.Errorf("coordinator of A: %s %s: %d, want %d: %s", c.method, c.path, res.Status, c.want, res.Body)
+		}
+	}
+	// The Task of B is untouched.
+	if got := n.h.Expect(200, "GET", "/fhir/Task/"+n.taskB, nil).JSON(t)["status"]; got != "requested" {
+		t.Errorf("site B's Task is %v", got)
+	}
+}
+
+// An EHR client's scopes decide, per resource type and kind of access, what it may do; in a
+// transaction, every entry is checked before anything is written.
+func TestEHRScopesAreHonoured(t *testing.T) {
+	n := newNetwork(t)
+	client, _, err := n.h.App.Auth.AddClient(context.Background(), auth.NewClient{Name: "lab system", Role: auth.RoleEHR,
+		Scopes: "system/Observation.write system/Patient.rs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := n.h.App.Auth.IssueToken(context.Background(), client.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := fmt.Sprintf(`{"resourceType":"Observation","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/%s"}}`, n.patientB)
+	for _, c := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{"POST", "/fhir/Observation", obs, 201},
+		{"GET", "/fhir/Observation/" + n.observationA, "", 403}, // write-only
+		{"GET", "/fhir/Patient/" + n.patientB, "", 200},
+		{"GET", "/fhir/Patient?name=Turing", "", 200},
+		{"POST", "/fhir/Patient", `{"resourceType":"Patient"}`, 403},
+		{"DELETE", "/fhir/Patient/" + n.patientB, "", 403},
+		{"GET", "/fhir/Patient/" + n.patientB + "/$everything", "", 403},
+		{"POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[
+			{"fullUrl":"urn:uuid:0b0d6f3c-1a43-4d6e-9a57-0c6a3e1f0b01","resource":` + obs + `,"request":{"method":"POST","url":"Observation"}},
+			{"resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}}]}`, 403},
+	} {
+		if res := n.h.As(tok, c.method, c.path, c.body); res.Status != c.want {
+			t.Errorf("ehr %s %s: %d, want %d: %s", c.method, c.path, res.Status, c.want, res.Body)
+		}
+	}
+	if got := n.h.Count(`SELECT count(*) FROM resource WHERE resource_type = 'Observation'`); got != 3 {
+		t.Errorf("%d Observations, want 3: the refused transaction wrote", got)
+	}
+}
