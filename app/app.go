@@ -104,8 +104,8 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	recorder.Start(context.WithoutCancel(ctx))
 	return &App{
 		Config: cfg, DB: db, Store: store, Searcher: searcher, Registry: reg, FollowUp: followUp,
-		API:   fhir.NewAPI(store, searcher, logger, cfg.FHIR),
-		Auth:  identity, Audit: recorder, Access: access.New(reg.InSites),
+		API:  fhir.NewAPI(store, searcher, logger, cfg.FHIR),
+		Auth: identity, Audit: recorder, Access: access.New(reg.InSites),
 		Clock: clock, Logger: logger,
 	}, nil
 }
