@@ -19,6 +19,7 @@ import (
 type app struct {
 	store    *fhir.Store
 	api      *fhir.API
+	bundles  *fhir.BundleProcessor // the API's, for what loads Bundles without HTTP
 	registry *registry.Registry
 	followUp *followup.Tracker
 }
@@ -42,7 +43,7 @@ func newApp(ctx context.Context, cfg *Config, db *database, params *searchparam.
 	// Last: Subscriptions hear of what every other hook wrote, in a later round.
 	store.AddHook(subscription.New(store, searcher, clock))
 	api := fhir.NewAPI(store, searcher, logger, cfg.FHIR)
-	return &app{store: store, api: api, registry: reg, followUp: followUp}, nil
+	return &app{store: store, api: api, bundles: api.Bundles(), registry: reg, followUp: followUp}, nil
 }
 
 // openApp is how a short-lived command that writes (demo, import, schedule run) starts: its
