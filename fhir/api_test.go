@@ -25,13 +25,14 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // testServer is the whole HTTP stack, as serve wires it, on a database of the test's own.
+// newTestServer's configure functions change the API's settings before it is built.
 type testServer struct {
 	t    testing.TB
 	base string
 	db   *pgxpool.Pool
 }
 
-func newTestServer(t testing.TB) *testServer {
+func newTestServer(t testing.TB, configure ...func(*fhir.APIConfig)) *testServer {
 	t.Helper()
 	db := pgtest.NewDatabase(t)
 	params := searchparam.Default()
@@ -39,8 +40,11 @@ func newTestServer(t testing.TB) *testServer {
 	srv := server.New(server.Config{Addr: "127.0.0.1:0", MaxBodySize: "16M", ReadHeaderTimeout: time.Minute,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, ShutdownTimeout: time.Minute}, logger, db)
 	store := fhir.NewStore(db, params, time.Now)
-	fhir.NewAPI(store, fhir.NewSearcher(store, params, ""), logger, fhir.APIConfig{DefaultCount: 10, MaxCount: 500,
-		Bundles: fhir.BundleConfig{MaxEntries: 5000, ReferentialIntegrity: true}}).Register(srv.Echo)
+	cfg := fhir.APIConfig{DefaultCount: 10, MaxCount: 500, Bundles: fhir.BundleConfig{MaxEntries: 5000, ReferentialIntegrity: true}}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	fhir.NewAPI(store, fhir.NewSearcher(store, params, ""), logger, cfg).Register(srv.Echo)
 	ts := httptest.NewServer(srv.Echo)
 	t.Cleanup(ts.Close)
 	return &testServer{t: t, base: ts.URL + "/fhir", db: db}

@@ -33,7 +33,28 @@ type BundleConfig struct {
 	// DefaultCount and MaxCount bound the page of a GET entry's search, as APIConfig's bound
 	// a search at the REST API: NewAPI gives its processor the API's own. Zero is 20 and 1000.
 	DefaultCount, MaxCount int
+	// Guard, if set, is asked about every entry before anything is written; nil allows all.
+	Guard Guard
 }
+
+// Access is one thing a request asks to do, as a Guard is asked about it.
+type Access struct {
+	// Interaction is "read", "vread", "search", "history", "create", "update", "patch" or
+	// "delete".
+	Interaction string
+	// Type is the resource type acted on.
+	Type string
+	// ID is the resource acted on, once conditional urls are resolved: the id a create is to
+	// be given (or the match of its ifNoneExist), the match of a conditional update, patch or
+	// delete (empty when a conditional delete matches nothing). Empty for a search.
+	ID string
+}
+
+// Guard decides whether an access is allowed: nil if so. A refusal should be an *Outcome,
+// whose status (403, 401) and issues the client sees; any other error is taken for the
+// server's own failure. A Guard may be called from several goroutines at once, and again
+// for the same entry when a transaction is retried.
+type Guard func(ctx context.Context, a Access) error
 
 // BundleProcessor runs transaction and batch Bundles against the store: the engine behind
 // POST /fhir and the import of Bundle files, apart from HTTP.
@@ -310,8 +331,8 @@ func cloneEntries(entries []*entry) ([]*entry, error) {
 var methodOrder = map[string]int{http.MethodDelete: 0, http.MethodPost: 1, http.MethodPut: 2, http.MethodPatch: 2, http.MethodGet: 3, http.MethodHead: 3}
 
 // runTransaction processes every entry inside tx: first it settles which resource each entry
-// is about (assigning ids to creates, resolving conditional urls), then rewrites the
-// Bundle's references (urn:uuid placeholders, conditional references) to those ids, then
+// is about (assigning ids to creates, resolving conditional urls), then asks the Guard about
+// every entry, then rewrites the Bundle's references (urn:uuid placeholders, conditional references) to those ids, then
 // writes in the specification's order, then checks local references, then reads.
 func (b *BundleProcessor) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, base string) error {
 	ordered := append([]*entry(nil), entries...)
@@ -326,6 +347,11 @@ func (b *BundleProcessor) runTransaction(ctx context.Context, tx pgx.Tx, entries
 		return failed.atEntry(err)
 	} else if err != nil {
 		return err
+	}
+	for _, e := range entries { // in the Bundle's order, so which refusal is reported is plain
+		if err := b.authorize(ctx, e, base); err != nil {
+			return e.atEntry(err)
+		}
 	}
 	placeholders := map[string]string{}
 	for _, e := range ordered {
@@ -464,6 +490,9 @@ func (b *BundleProcessor) runBatchEntry(ctx context.Context, e *entry, base stri
 			return err
 		}
 		if _, err := b.matchCreates(ctx, tx, fresh); err != nil {
+			return err
+		}
+		if err := b.authorize(ctx, c, base); err != nil {
 			return err
 		}
 		if c.method == http.MethodGet || c.method == http.MethodHead {
@@ -874,6 +903,34 @@ func getTarget(rawURL, base string) (interaction string, parts []string, query s
 		return "search", parts, query
 	}
 	return "", parts, query
+}
+
+// authorize asks the Guard, if there is one, about an entry whose target is resolved.
+func (b *BundleProcessor) authorize(ctx context.Context, e *entry, base string) error {
+	if b.config.Guard == nil {
+		return nil
+	}
+	a := Access{Type: e.resourceType, ID: e.id}
+	switch e.method {
+	case http.MethodPost:
+		a.Interaction = "create"
+	case http.MethodPut:
+		a.Interaction = "update"
+	case http.MethodPatch:
+		a.Interaction = "patch"
+	case http.MethodDelete:
+		a.Interaction = "delete"
+	default: // GET and HEAD
+		interaction, parts, _ := getTarget(e.url, base)
+		if interaction == "" {
+			return nil // readEntry refuses it before anything is read
+		}
+		a = Access{Interaction: interaction, Type: parts[0]}
+		if interaction != "search" {
+			a.ID = parts[1]
+		}
+	}
+	return b.config.Guard(ctx, a)
 }
 
 func (e *entry) responseEntry() bundleEntry {
