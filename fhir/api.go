@@ -35,22 +35,38 @@ type API struct {
 	search  *Searcher
 	logger  *slog.Logger
 	config  APIConfig
-	bundles BundleConfig
+	bundles *BundleProcessor
 	now     func() time.Time
 }
+
+// The page sizes of searches and histories when none are configured.
+const (
+	defaultPageSize = 20
+	maxPageSize     = 1000
+)
 
 // NewAPI returns the REST API over store.
 func NewAPI(store *Store, search *Searcher, logger *slog.Logger, cfg APIConfig) *API {
 	if cfg.DefaultCount <= 0 {
-		cfg.DefaultCount = 20
+		cfg.DefaultCount = defaultPageSize
 	}
 	if cfg.MaxCount < cfg.DefaultCount {
-		cfg.MaxCount = max(cfg.DefaultCount, 1000)
+		cfg.MaxCount = max(cfg.DefaultCount, maxPageSize)
 	}
-	if cfg.Bundles.MaxEntries <= 0 {
-		cfg.Bundles.MaxEntries = 10000
-	}
-	return &API{store: store, search: search, logger: logger, config: cfg, bundles: cfg.Bundles, now: store.now}
+	// A GET entry in a Bundle pages like the same search sent on its own.
+	cfg.Bundles.DefaultCount, cfg.Bundles.MaxCount = cfg.DefaultCount, cfg.MaxCount
+	bundles := NewBundleProcessor(store, search, cfg.Bundles, logger)
+	return &API{store: store, search: search, logger: logger, config: cfg, bundles: bundles, now: store.now}
+}
+
+// Bundles is the processor behind POST /fhir, with the API's limits and page sizes, for
+// callers that load Bundles without HTTP.
+func (a *API) Bundles() *BundleProcessor { return a.bundles }
+
+// ProcessBundle runs a transaction or batch Bundle as POST /fhir does: see
+// BundleProcessor.Process.
+func (a *API) ProcessBundle(ctx context.Context, raw []byte, base string) ([]byte, error) {
+	return a.bundles.Process(ctx, raw, base)
 }
 
 // Register mounts the API's routes on e.
@@ -97,6 +113,19 @@ func (a *API) baseURL(c echo.Context) string {
 		return strings.TrimSuffix(a.config.BaseURL, "/")
 	}
 	return c.Scheme() + "://" + c.Request().Host + "/fhir"
+}
+
+// bundle answers POST /fhir: a transaction or batch Bundle, run by the API's processor.
+func (a *API) bundle(c echo.Context) error {
+	raw, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return err // a body over the limit: echo's 413
+	}
+	out, err := a.bundles.Process(c.Request().Context(), raw, a.baseURL(c))
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, out)
 }
 
 // readResource parses the request body as a resource of the URL's type.
@@ -336,41 +365,13 @@ func (a *API) doPatch(c echo.Context, resourceType string, find func(context.Con
 		if err != nil {
 			return err
 		}
-		result, err = a.applyPatch(ctx, tx, resourceType, id, patch, match)
+		result, err = a.store.applyPatch(ctx, tx, resourceType, id, patch, match)
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	return a.respond(c, http.StatusOK, result.Version, preferences(c.Request()), "patched "+result.Version.Path())
-}
-
-// applyPatch patches the current version of resourceType/id and stores the result. The
-// resource stays locked from read to write, so the patch applies to the version it was
-// computed against.
-func (a *API) applyPatch(ctx context.Context, tx DBTX, resourceType, id string, patch jsonpatch.Patch, match *int) (UpdateResult, error) {
-	if _, _, _, err := lockCurrent(ctx, tx, resourceType, id); err != nil {
-		return UpdateResult{}, err
-	}
-	current, err := a.store.Read(ctx, tx, resourceType, id)
-	if err != nil {
-		return UpdateResult{}, err
-	}
-	if match != nil && *match != current.VersionID {
-		return UpdateResult{}, NewOutcome(http.StatusPreconditionFailed, Conflict, fmt.Sprintf("If-Match asks for version %d of %s, which is at version %d", *match, current.Path(), current.VersionID))
-	}
-	patched, err := patch.Apply(current.JSON)
-	if err != nil {
-		return UpdateResult{}, NewOutcome(http.StatusUnprocessableEntity, Processing, "the patch does not apply to "+current.Path()+": "+err.Error())
-	}
-	res, err := Parse(patched)
-	if err != nil {
-		return UpdateResult{}, err
-	}
-	if res.Type != resourceType || res.ID != id {
-		return UpdateResult{}, NewOutcome(http.StatusUnprocessableEntity, BusinessRule, "a patch may not change the resource's type or id")
-	}
-	return a.store.Update(ctx, tx, res, &current.VersionID)
 }
 
 func (a *API) delete(c echo.Context) error {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cartreg/cartreg/app"
 	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
@@ -22,6 +23,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // testServer is the whole HTTP stack, as serve wires it, on a database of the test's own.
+// newTestServer's configure functions change the API's settings before it is built.
 type testServer struct {
 	t    testing.TB
 	base string
@@ -32,9 +34,13 @@ type testServer struct {
 	published, publishedTypes map[string]int
 }
 
-func newTestServer(t testing.TB) *testServer {
+func newTestServer(t testing.TB, configure ...func(*fhir.APIConfig)) *testServer {
 	t.Helper()
-	h := apptest.New(t)
+	h := apptest.New(t, apptest.WithConfig(func(c *app.Config) {
+		for _, f := range configure {
+			f(&c.FHIR)
+		}
+	}))
 	s := &testServer{t: t, base: h.URL + "/fhir", db: h.DB, h: h, published: map[string]int{}}
 	for _, table := range countedTables {
 		s.published[table] = s.countRows(table)

@@ -1,5 +1,10 @@
 // Package fhir is cartreg's FHIR R4 interface: how resources are parsed, validated and stored,
 // and how every problem reaches a client, as an OperationOutcome.
+//
+// The REST API (API) is a thin HTTP layer over the Store, the Searcher and the
+// BundleProcessor, which runs transaction and batch Bundles for POST /fhir and for bulk
+// import alike and knows nothing of HTTP. A Guard, when configured, is asked about every
+// Bundle entry (an Access: interaction, type, id) before anything is written.
 package fhir
 
 import (

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -510,4 +511,32 @@ func (s *Store) VRead(ctx context.Context, q DBTX, resourceType, id string, vers
 	}
 	v.JSON = []byte(*body)
 	return v, nil
+}
+
+// applyPatch patches the current version of resourceType/id and stores the result. The
+// resource stays locked from read to write, so the patch applies to the version it was
+// computed against.
+func (s *Store) applyPatch(ctx context.Context, tx DBTX, resourceType, id string, patch jsonpatch.Patch, match *int) (UpdateResult, error) {
+	if _, _, _, err := lockCurrent(ctx, tx, resourceType, id); err != nil {
+		return UpdateResult{}, err
+	}
+	current, err := s.Read(ctx, tx, resourceType, id)
+	if err != nil {
+		return UpdateResult{}, err
+	}
+	if match != nil && *match != current.VersionID {
+		return UpdateResult{}, NewOutcome(http.StatusPreconditionFailed, Conflict, fmt.Sprintf("If-Match asks for version %d of %s, which is at version %d", *match, current.Path(), current.VersionID))
+	}
+	patched, err := patch.Apply(current.JSON)
+	if err != nil {
+		return UpdateResult{}, NewOutcome(http.StatusUnprocessableEntity, Processing, "the patch does not apply to "+current.Path()+": "+err.Error())
+	}
+	res, err := Parse(patched)
+	if err != nil {
+		return UpdateResult{}, err
+	}
+	if res.Type != resourceType || res.ID != id {
+		return UpdateResult{}, NewOutcome(http.StatusUnprocessableEntity, BusinessRule, "a patch may not change the resource's type or id")
+	}
+	return s.Update(ctx, tx, res, &current.VersionID)
 }

@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -20,17 +20,65 @@ import (
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/jackc/pgx/v5"
-	"github.com/labstack/echo/v4"
 	"golang.org/x/sync/errgroup"
 )
 
 // BundleConfig holds the limits and rules of transaction and batch Bundles.
 type BundleConfig struct {
-	// MaxEntries is the most entries one Bundle may have; more is a 413.
+	// MaxEntries is the most entries one Bundle may have; more is a 413. Zero is 10,000.
 	MaxEntries int
 	// ReferentialIntegrity rejects a Bundle entry whose resource refers to a local resource
 	// that is neither on the server nor created by the Bundle.
 	ReferentialIntegrity bool
+	// DefaultCount and MaxCount bound the page of a GET entry's search, as APIConfig's bound
+	// a search at the REST API: NewAPI gives its processor the API's own. Zero is 20 and 1000.
+	DefaultCount, MaxCount int
+	// Guard, if set, is asked about every entry before anything is written; nil allows all.
+	Guard Guard
+}
+
+// Access is one thing a request asks to do, as a Guard is asked about it.
+type Access struct {
+	// Interaction is "read", "vread", "search", "history", "create", "update", "patch" or
+	// "delete".
+	Interaction string
+	// Type is the resource type acted on.
+	Type string
+	// ID is the resource acted on, once conditional urls are resolved: the id a create is to
+	// be given (or the match of its ifNoneExist), the match of a conditional update, patch or
+	// delete (empty when a conditional delete matches nothing). Empty for a search.
+	ID string
+}
+
+// Guard decides whether an access is allowed: nil if so. A refusal should be an *Outcome,
+// whose status (403, 401) and issues the client sees; any other error is taken for the
+// server's own failure. A Guard may be called from several goroutines at once, and again
+// for the same entry when a transaction is retried.
+type Guard func(ctx context.Context, a Access) error
+
+// BundleProcessor runs transaction and batch Bundles against the store: the engine behind
+// POST /fhir and the import of Bundle files, apart from HTTP.
+type BundleProcessor struct {
+	store  *Store
+	search *Searcher
+	config BundleConfig
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// NewBundleProcessor returns a processor writing to store and resolving conditional urls
+// and GET entries with search. Its clock is the store's.
+func NewBundleProcessor(store *Store, search *Searcher, cfg BundleConfig, logger *slog.Logger) *BundleProcessor {
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = 10000
+	}
+	if cfg.DefaultCount <= 0 {
+		cfg.DefaultCount = defaultPageSize
+	}
+	if cfg.MaxCount < cfg.DefaultCount {
+		cfg.MaxCount = max(cfg.DefaultCount, maxPageSize)
+	}
+	return &BundleProcessor{store: store, search: search, config: cfg, logger: logger, now: store.now}
 }
 
 // batchWorkers is how many entries of one batch Bundle are processed at once: enough to keep
@@ -101,28 +149,15 @@ func badEntry(index int, field, msg string) error {
 	return NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("Bundle.entry[%d]: %s", index, msg), fmt.Sprintf("Bundle.entry[%d].%s", index, field))
 }
 
-// bundle answers POST /fhir: a transaction or batch Bundle.
-func (a *API) bundle(c echo.Context) error {
-	raw, err := io.ReadAll(c.Request().Body)
-	if err != nil {
-		return err
-	}
-	out, err := a.ProcessBundle(c.Request().Context(), raw, a.baseURL(c))
-	if err != nil {
-		return err
-	}
-	return writeJSON(c, http.StatusOK, out)
-}
-
-// ProcessBundle runs a transaction or batch Bundle and returns the response Bundle's JSON.
+// Process runs a transaction or batch Bundle and returns the response Bundle's JSON.
 // A transaction is all or nothing; a failure is one Outcome naming the failing entry. base
-// is the server's FHIR base as the client sees it.
-func (a *API) ProcessBundle(ctx context.Context, raw []byte, base string) ([]byte, error) {
-	bundleType, entries, err := a.processBundle(ctx, raw, base, nil)
+// is the server's FHIR base as the client sees it: request urls under it are local.
+func (b *BundleProcessor) Process(ctx context.Context, raw []byte, base string) ([]byte, error) {
+	bundleType, entries, err := b.processBundle(ctx, raw, base, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp := newBundle(bundleType+"-response", a.now())
+	resp := newBundle(bundleType+"-response", b.now())
 	for _, e := range entries {
 		resp.Entry = append(resp.Entry, e.responseEntry())
 	}
@@ -135,12 +170,12 @@ func (a *API) ProcessBundle(ctx context.Context, raw []byte, base string) ([]byt
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// ImportBundle processes a Bundle as POST /fhir does, for a bulk import, and returns how
-// many resources it created or updated. also runs in the transaction of a transaction Bundle,
-// or after a batch's entries, to record the import's progress with it. A batch entry that
-// fails fails the import.
-func (a *API) ImportBundle(ctx context.Context, raw []byte, also func(pgx.Tx) error) (int, error) {
-	bundleType, entries, err := a.processBundle(ctx, raw, a.config.BaseURL, also)
+// Import processes a Bundle as POST /fhir does, for a bulk import, and returns how many
+// resources it created or updated. also runs in the transaction of a transaction Bundle, or
+// after a batch's entries, to record the import's progress with it. A batch entry that fails
+// fails the import. Request urls under the searcher's configured base URL are local.
+func (b *BundleProcessor) Import(ctx context.Context, raw []byte, also func(pgx.Tx) error) (int, error) {
+	bundleType, entries, err := b.processBundle(ctx, raw, b.search.baseURL, also)
 	if err != nil {
 		return 0, err
 	}
@@ -154,26 +189,26 @@ func (a *API) ImportBundle(ctx context.Context, raw []byte, also func(pgx.Tx) er
 		}
 	}
 	if bundleType == "batch" && also != nil {
-		if err := a.store.InTx(ctx, also); err != nil {
+		if err := b.store.InTx(ctx, also); err != nil {
 			return written, err
 		}
 	}
 	return written, nil
 }
 
-func (a *API) processBundle(ctx context.Context, raw []byte, base string, also func(pgx.Tx) error) (string, []*entry, error) {
-	bundleType, entries, err := a.readBundle(raw)
+func (b *BundleProcessor) processBundle(ctx context.Context, raw []byte, base string, also func(pgx.Tx) error) (string, []*entry, error) {
+	bundleType, entries, err := b.readBundle(raw)
 	if err != nil {
 		return "", nil, err
 	}
 	switch bundleType {
 	case "transaction":
-		err = a.store.InTx(ctx, func(tx pgx.Tx) error {
+		err = b.store.InTx(ctx, func(tx pgx.Tx) error {
 			fresh, err := cloneEntries(entries) // each attempt starts from the Bundle as received
 			if err != nil {
 				return err
 			}
-			if err := a.runTransaction(ctx, tx, fresh, base); err != nil {
+			if err := b.runTransaction(ctx, tx, fresh, base); err != nil {
 				return err
 			}
 			if also != nil {
@@ -197,7 +232,7 @@ func (a *API) processBundle(ctx context.Context, raw []byte, base string, also f
 			go func() {
 				defer wg.Done()
 				for e := range work {
-					a.runBatchEntry(ctx, e, base)
+					b.runBatchEntry(ctx, e, base)
 				}
 			}()
 		}
@@ -213,7 +248,7 @@ func (a *API) processBundle(ctx context.Context, raw []byte, base string, also f
 // readBundle checks the envelope: a Bundle of type transaction or batch whose entries each
 // have a request. The entries' resources are validated later, once their references are
 // resolved.
-func (a *API) readBundle(raw []byte) (string, []*entry, error) {
+func (b *BundleProcessor) readBundle(raw []byte) (string, []*entry, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var envelope struct {
@@ -239,8 +274,8 @@ func (a *API) readBundle(raw []byte) (string, []*entry, error) {
 	if envelope.Type != "transaction" && envelope.Type != "batch" {
 		return "", nil, NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("a Bundle of type %q cannot be processed: send a transaction or batch", envelope.Type), "Bundle.type")
 	}
-	if n := len(envelope.Entry); n > a.bundles.MaxEntries {
-		return "", nil, NewOutcome(http.StatusRequestEntityTooLarge, TooCostly, fmt.Sprintf("the Bundle has %d entries; this server takes at most %d", n, a.bundles.MaxEntries), "Bundle.entry")
+	if n := len(envelope.Entry); n > b.config.MaxEntries {
+		return "", nil, NewOutcome(http.StatusRequestEntityTooLarge, TooCostly, fmt.Sprintf("the Bundle has %d entries; this server takes at most %d", n, b.config.MaxEntries), "Bundle.entry")
 	}
 	entries := make([]*entry, len(envelope.Entry))
 	fullURLs := map[string]int{}
@@ -296,22 +331,27 @@ func cloneEntries(entries []*entry) ([]*entry, error) {
 var methodOrder = map[string]int{http.MethodDelete: 0, http.MethodPost: 1, http.MethodPut: 2, http.MethodPatch: 2, http.MethodGet: 3, http.MethodHead: 3}
 
 // runTransaction processes every entry inside tx: first it settles which resource each entry
-// is about (assigning ids to creates, resolving conditional urls), then rewrites the
-// Bundle's references (urn:uuid placeholders, conditional references) to those ids, then
+// is about (assigning ids to creates, resolving conditional urls), then asks the Guard about
+// every entry, then rewrites the Bundle's references (urn:uuid placeholders, conditional references) to those ids, then
 // writes in the specification's order, then checks local references, then reads.
-func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, base string) error {
+func (b *BundleProcessor) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, base string) error {
 	ordered := append([]*entry(nil), entries...)
 	sort.SliceStable(ordered, func(i, j int) bool { return methodOrder[ordered[i].method] < methodOrder[ordered[j].method] })
 
 	for _, e := range ordered {
-		if err := a.resolveTarget(ctx, tx, e, base); err != nil {
+		if err := b.resolveTarget(ctx, tx, e, base); err != nil {
 			return e.atEntry(err)
 		}
 	}
-	if failed, err := a.matchCreates(ctx, tx, ordered); failed != nil {
+	if failed, err := b.matchCreates(ctx, tx, ordered); failed != nil {
 		return failed.atEntry(err)
 	} else if err != nil {
 		return err
+	}
+	for _, e := range entries { // in the Bundle's order, so which refusal is reported is plain
+		if err := b.authorize(ctx, e, base); err != nil {
+			return e.atEntry(err)
+		}
 	}
 	placeholders := map[string]string{}
 	for _, e := range ordered {
@@ -321,11 +361,11 @@ func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, b
 	}
 	conditional := map[string]string{}
 	for _, e := range ordered {
-		if err := a.rewriteReferences(ctx, tx, e, placeholders, conditional); err != nil {
+		if err := b.rewriteReferences(ctx, tx, e, placeholders, conditional); err != nil {
 			return e.atEntry(err)
 		}
 	}
-	if err := a.createAll(ctx, tx, ordered); err != nil {
+	if err := b.createAll(ctx, tx, ordered); err != nil {
 		return err
 	}
 	var written []*entry
@@ -334,25 +374,25 @@ func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, b
 			continue
 		}
 		if e.version == nil {
-			if err := a.write(ctx, tx, e); err != nil {
+			if err := b.write(ctx, tx, e); err != nil {
 				return e.atEntry(err)
 			}
 		}
 		written = append(written, e)
 	}
-	if a.bundles.ReferentialIntegrity {
-		if failed, err := a.checkReferences(ctx, tx, written); failed != nil {
+	if b.config.ReferentialIntegrity {
+		if failed, err := b.checkReferences(ctx, tx, written); failed != nil {
 			return failed.atEntry(err)
 		} else if err != nil {
 			return err
 		}
 	}
-	if err := a.store.Flush(ctx, tx); err != nil {
+	if err := b.store.Flush(ctx, tx); err != nil {
 		return placeIssues(err, ordered)
 	}
 	for _, e := range ordered {
 		if e.method == http.MethodGet || e.method == http.MethodHead {
-			if err := a.readEntry(ctx, tx, e, base); err != nil {
+			if err := b.readEntry(ctx, tx, e, base); err != nil {
 				return e.atEntry(err)
 			}
 		}
@@ -362,7 +402,7 @@ func (a *API) runTransaction(ctx context.Context, tx pgx.Tx, entries []*entry, b
 
 // createAll validates a transaction's creates and stores them in one round trip. A create
 // that found its match (ifNoneExist) writes nothing.
-func (a *API) createAll(ctx context.Context, tx DBTX, entries []*entry) error {
+func (b *BundleProcessor) createAll(ctx context.Context, tx DBTX, entries []*entry) error {
 	var creates []*entry
 	for _, e := range entries {
 		if e.method == http.MethodPost && !e.existing {
@@ -372,14 +412,14 @@ func (a *API) createAll(ctx context.Context, tx DBTX, entries []*entry) error {
 	if len(creates) == 0 {
 		return nil
 	}
-	resources, err := a.validateAll(creates)
+	resources, err := b.validateAll(creates)
 	if err != nil {
 		return err
 	}
 	for i, e := range creates {
 		resources[i].ID = e.id
 	}
-	versions, err := a.store.CreateBatch(ctx, tx, resources)
+	versions, err := b.store.CreateBatch(ctx, tx, resources)
 	if err != nil {
 		return err
 	}
@@ -397,14 +437,14 @@ const maxFailedEntries = 50
 // CPUs: at about 0.2 ms a resource, a large Bundle would otherwise parse on one core while the
 // others wait. Every invalid entry is reported (up to maxFailedEntries), in entry order, so a
 // client can fix them in one go and the outcome does not depend on scheduling.
-func (a *API) validateAll(entries []*entry) ([]*Resource, error) {
+func (b *BundleProcessor) validateAll(entries []*entry) ([]*Resource, error) {
 	resources := make([]*Resource, len(entries))
 	errs := make([]error, len(entries))
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, e := range entries {
 		g.Go(func() error {
-			resources[i], errs[i] = a.validate(e)
+			resources[i], errs[i] = b.validate(e)
 			return nil
 		})
 	}
@@ -438,35 +478,38 @@ func (a *API) validateAll(entries []*entry) ([]*Resource, error) {
 
 // runBatchEntry processes one batch entry in a transaction of its own; its failure becomes
 // its response, and the other entries go on.
-func (a *API) runBatchEntry(ctx context.Context, e *entry, base string) {
+func (b *BundleProcessor) runBatchEntry(ctx context.Context, e *entry, base string) {
 	var done *entry
-	err := a.store.InTx(ctx, func(tx pgx.Tx) error {
+	err := b.store.InTx(ctx, func(tx pgx.Tx) error {
 		fresh, err := cloneEntries([]*entry{e})
 		if err != nil {
 			return err
 		}
 		c := fresh[0]
-		if err := a.resolveTarget(ctx, tx, c, base); err != nil {
+		if err := b.resolveTarget(ctx, tx, c, base); err != nil {
 			return err
 		}
-		if _, err := a.matchCreates(ctx, tx, fresh); err != nil {
+		if _, err := b.matchCreates(ctx, tx, fresh); err != nil {
+			return err
+		}
+		if err := b.authorize(ctx, c, base); err != nil {
 			return err
 		}
 		if c.method == http.MethodGet || c.method == http.MethodHead {
-			if err := a.readEntry(ctx, tx, c, base); err != nil {
+			if err := b.readEntry(ctx, tx, c, base); err != nil {
 				return err
 			}
 			done = c
 			return nil
 		}
-		if err := a.rewriteReferences(ctx, tx, c, nil, map[string]string{}); err != nil {
+		if err := b.rewriteReferences(ctx, tx, c, nil, map[string]string{}); err != nil {
 			return err
 		}
-		if err := a.write(ctx, tx, c); err != nil {
+		if err := b.write(ctx, tx, c); err != nil {
 			return err
 		}
-		if a.bundles.ReferentialIntegrity {
-			if _, err := a.checkReferences(ctx, tx, []*entry{c}); err != nil {
+		if b.config.ReferentialIntegrity {
+			if _, err := b.checkReferences(ctx, tx, []*entry{c}); err != nil {
 				return err // located below, with the entry's other failures
 			}
 		}
@@ -480,7 +523,7 @@ func (a *API) runBatchEntry(ctx context.Context, e *entry, base string) {
 	var o *Outcome
 	if !errors.As(e.atEntry(err), &o) {
 		o = NewOutcome(http.StatusInternalServerError, Exception, "processing failed")
-		a.logger.Error("batch entry failed", "entry", e.index, "error", err)
+		b.logger.Error("batch entry failed", "entry", e.index, "error", err)
 	}
 	e.status = o.Status
 	e.outcome, _ = MarshalOutcome(o.Issues, false)
@@ -491,7 +534,7 @@ var conditionalReference = regexp.MustCompile(`^([A-Z][A-Za-z]+)\?(.+)$`)
 // matchCreates settles the conditional creates among entries, which resolveTarget leaves
 // without an id, in one round trip: each becomes its ifNoneExist's match, or a new resource.
 // On failure it returns the entry whose criteria failed, if it was one entry's.
-func (a *API) matchCreates(ctx context.Context, tx DBTX, entries []*entry) (*entry, error) {
+func (b *BundleProcessor) matchCreates(ctx context.Context, tx DBTX, entries []*entry) (*entry, error) {
 	var creates []*entry
 	var ms []Match
 	for _, e := range entries {
@@ -503,7 +546,7 @@ func (a *API) matchCreates(ctx context.Context, tx DBTX, entries []*entry) (*ent
 	if len(creates) == 0 {
 		return nil, nil
 	}
-	ids, err := a.search.MatchAll(ctx, tx, ms)
+	ids, err := b.search.MatchAll(ctx, tx, ms)
 	var one *MatchError
 	if errors.As(err, &one) {
 		return creates[one.Index], one.Err
@@ -524,7 +567,7 @@ func (a *API) matchCreates(ctx context.Context, tx DBTX, entries []*entry) (*ent
 // resolveTarget works out which resource an entry acts on: a new id for a plain create, the
 // id or the match of a conditional url for the others. A conditional create is left for
 // matchCreates, which matches all of them at once.
-func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string) error {
+func (b *BundleProcessor) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string) error {
 	u := e.url
 	if base != "" {
 		u = strings.TrimPrefix(u, base+"/")
@@ -557,7 +600,7 @@ func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string)
 			return NewOutcome(http.StatusBadRequest, Value, e.method+" needs Type/id or Type?criteria in request.url", fmt.Sprintf("Bundle.entry[%d].request.url", e.index))
 		}
 		e.criteria = query
-		match, err := a.search.MatchOne(ctx, tx, e.resourceType, query, "conditional "+strings.ToLower(e.method))
+		match, err := b.search.MatchOne(ctx, tx, e.resourceType, query, "conditional "+strings.ToLower(e.method))
 		if err != nil {
 			return err
 		}
@@ -583,7 +626,7 @@ func (a *API) resolveTarget(ctx context.Context, tx DBTX, e *entry, base string)
 // (urn:uuid:, urn:oid:, or an absolute URL) becomes Type/id wherever it appears as a
 // reference, nested in extensions and contained resources too; a conditional reference
 // (Type?criteria) becomes its one match.
-func (a *API) rewriteReferences(ctx context.Context, tx DBTX, e *entry, placeholders, conditional map[string]string) error {
+func (b *BundleProcessor) rewriteReferences(ctx context.Context, tx DBTX, e *entry, placeholders, conditional map[string]string) error {
 	if e.resource == nil || e.method == http.MethodPatch {
 		return nil
 	}
@@ -605,7 +648,7 @@ func (a *API) rewriteReferences(ctx context.Context, tx DBTX, e *entry, placehol
 						x[k] = to
 						continue
 					}
-					match, err := a.search.MatchOne(ctx, tx, m[1], m[2], "conditional reference "+ref)
+					match, err := b.search.MatchOne(ctx, tx, m[1], m[2], "conditional reference "+ref)
 					if err == nil && match == "" {
 						err = NewOutcome(http.StatusBadRequest, NotFound, "the conditional reference "+ref+" matches nothing", path)
 					}
@@ -635,35 +678,35 @@ func (a *API) rewriteReferences(ctx context.Context, tx DBTX, e *entry, placehol
 
 // write performs a resolved entry's create, update, patch or delete, validating its
 // resource with google/fhir first.
-func (a *API) write(ctx context.Context, tx DBTX, e *entry) error {
+func (b *BundleProcessor) write(ctx context.Context, tx DBTX, e *entry) error {
 	switch e.method {
 	case http.MethodDelete:
 		if e.skip {
 			e.status = http.StatusNoContent
 			return nil
 		}
-		v, err := a.store.Delete(ctx, tx, e.resourceType, e.id)
+		v, err := b.store.Delete(ctx, tx, e.resourceType, e.id)
 		e.status, e.version = http.StatusNoContent, v
 		return err
 	case http.MethodPost:
 		if e.existing {
-			v, err := a.store.Read(ctx, tx, e.resourceType, e.id)
+			v, err := b.store.Read(ctx, tx, e.resourceType, e.id)
 			e.status, e.version = http.StatusOK, v
 			return err
 		}
-		res, err := a.validate(e)
+		res, err := b.validate(e)
 		if err != nil {
 			return err
 		}
 		res.ID = e.id
-		e.version, err = a.store.CreateWithID(ctx, tx, res)
+		e.version, err = b.store.CreateWithID(ctx, tx, res)
 		e.status, e.written = http.StatusCreated, res.Body
 		return err
 	case http.MethodPut:
 		if bodyID, _ := e.resource["id"].(string); e.criteria == "" && bodyID != e.id {
 			return NewOutcome(http.StatusBadRequest, Invalid, fmt.Sprintf("the resource's id %q does not match request.url's %q", bodyID, e.id), e.resourceType+".id")
 		}
-		res, err := a.validate(e)
+		res, err := b.validate(e)
 		if err != nil {
 			return err
 		}
@@ -672,7 +715,7 @@ func (a *API) write(ctx context.Context, tx DBTX, e *entry) error {
 		if err != nil {
 			return err
 		}
-		result, err := a.store.Update(ctx, tx, res, match)
+		result, err := b.store.Update(ctx, tx, res, match)
 		if err != nil {
 			return err
 		}
@@ -690,14 +733,14 @@ func (a *API) write(ctx context.Context, tx DBTX, e *entry) error {
 		if err != nil {
 			return err
 		}
-		result, err := a.applyPatch(ctx, tx, e.resourceType, e.id, patch, match)
+		result, err := b.store.applyPatch(ctx, tx, e.resourceType, e.id, patch, match)
 		e.version, e.status = result.Version, http.StatusOK
 		return err
 	}
 	return nil
 }
 
-func (a *API) validate(e *entry) (*Resource, error) {
+func (b *BundleProcessor) validate(e *entry) (*Resource, error) {
 	raw, err := json.Marshal(e.resource)
 	if err != nil {
 		return nil, err
@@ -725,7 +768,7 @@ func patchFromBinary(e *entry) (jsonpatch.Patch, error) {
 // checkReferences refuses local references (Type/id) in written resources to resources that
 // do not exist, or are deleted, once the Bundle's own writes are in. Like matchCreates, it
 // returns the entry at fault with an outcome its caller locates.
-func (a *API) checkReferences(ctx context.Context, tx DBTX, written []*entry) (*entry, error) {
+func (b *BundleProcessor) checkReferences(ctx context.Context, tx DBTX, written []*entry) (*entry, error) {
 	type ref struct {
 		e    *entry
 		path string
@@ -797,42 +840,40 @@ func collectLocalReferences(v any, path string, found func(target, path string))
 }
 
 // readEntry performs a GET entry: a read, vread or search.
-func (a *API) readEntry(ctx context.Context, tx DBTX, e *entry, base string) error {
-	u := strings.TrimPrefix(e.url, base+"/")
-	path, query, _ := strings.Cut(u, "?")
-	parts := strings.Split(path, "/")
-	switch {
-	case len(parts) == 2 && parts[1] != "":
-		v, err := a.store.Read(ctx, tx, parts[0], parts[1])
+func (b *BundleProcessor) readEntry(ctx context.Context, tx DBTX, e *entry, base string) error {
+	interaction, parts, query := getTarget(e.url, base)
+	switch interaction {
+	case "read":
+		v, err := b.store.Read(ctx, tx, parts[0], parts[1])
 		if err != nil {
 			return err
 		}
 		e.status, e.version, e.body = http.StatusOK, v, v.JSON
-	case len(parts) == 4 && parts[2] == "_history":
+	case "vread":
 		vid, err := strconv.Atoi(parts[3])
 		if err != nil {
 			return NewOutcome(http.StatusBadRequest, Value, "not a version: "+parts[3])
 		}
-		v, err := a.store.VRead(ctx, tx, parts[0], parts[1], vid)
+		v, err := b.store.VRead(ctx, tx, parts[0], parts[1], vid)
 		if err != nil {
 			return err
 		}
 		e.status, e.version, e.body = http.StatusOK, v, v.JSON
-	case len(parts) == 1 && IsResourceType(parts[0]):
+	case "search":
 		params, err := url.ParseQuery(query)
 		if err != nil {
 			return NewOutcome(http.StatusBadRequest, Value, "request.url has a malformed query")
 		}
-		q, err := a.search.parseSearch([]string{parts[0]}, params, false, a.config.DefaultCount, a.config.MaxCount)
+		q, err := b.search.parseSearch([]string{parts[0]}, params, false, b.config.DefaultCount, b.config.MaxCount)
 		if err != nil {
 			return err
 		}
 		q.base = base
-		p, err := a.search.run(ctx, tx, []string{parts[0]}, q)
+		p, err := b.search.run(ctx, tx, []string{parts[0]}, q)
 		if err != nil {
 			return err
 		}
-		set := newBundle("searchset", a.now())
+		set := newBundle("searchset", b.now())
 		set.Total = p.total
 		for _, v := range p.matches {
 			set.Entry = append(set.Entry, bundleEntry{FullURL: base + "/" + v.Path(), Resource: v.JSON, Search: &entrySearch{Mode: "match"}})
@@ -845,6 +886,51 @@ func (a *API) readEntry(ctx context.Context, tx DBTX, e *entry, base string) err
 		return NewOutcome(http.StatusBadRequest, NotSupported, fmt.Sprintf("GET %s is not supported in a Bundle", e.url))
 	}
 	return nil
+}
+
+// getTarget classifies a GET entry's url as readEntry performs it: "read" (Type/id), "vread"
+// (Type/id/_history/n) or "search" (Type?criteria), or "" for what a Bundle does not support.
+func getTarget(rawURL, base string) (interaction string, parts []string, query string) {
+	u := strings.TrimPrefix(rawURL, base+"/")
+	path, query, _ := strings.Cut(u, "?")
+	parts = strings.Split(path, "/")
+	switch {
+	case len(parts) == 2 && parts[1] != "":
+		return "read", parts, query
+	case len(parts) == 4 && parts[2] == "_history":
+		return "vread", parts, query
+	case len(parts) == 1 && IsResourceType(parts[0]):
+		return "search", parts, query
+	}
+	return "", parts, query
+}
+
+// authorize asks the Guard, if there is one, about an entry whose target is resolved.
+func (b *BundleProcessor) authorize(ctx context.Context, e *entry, base string) error {
+	if b.config.Guard == nil {
+		return nil
+	}
+	a := Access{Type: e.resourceType, ID: e.id}
+	switch e.method {
+	case http.MethodPost:
+		a.Interaction = "create"
+	case http.MethodPut:
+		a.Interaction = "update"
+	case http.MethodPatch:
+		a.Interaction = "patch"
+	case http.MethodDelete:
+		a.Interaction = "delete"
+	default: // GET and HEAD
+		interaction, parts, _ := getTarget(e.url, base)
+		if interaction == "" {
+			return nil // readEntry refuses it before anything is read
+		}
+		a = Access{Interaction: interaction, Type: parts[0]}
+		if interaction != "search" {
+			a.ID = parts[1]
+		}
+	}
+	return b.config.Guard(ctx, a)
 }
 
 func (e *entry) responseEntry() bundleEntry {

@@ -3,11 +3,22 @@ package fhir_test
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/postgres/pgtest"
 )
 
 // tableCounts fingerprints the database: rows per table and the last write's sequence.
@@ -293,5 +304,120 @@ func TestTransactionReportsEveryInvalidCreate(t *testing.T) {
 	s.expect(s.do("POST", "", bundle(nil, 64)), http.StatusOK)
 	if n := s.countRows("resource"); n != 64 {
 		t.Fatalf("%d resources after a valid 64-entry transaction", n)
+	}
+}
+
+// refuseObservationCreates is a Guard that lets everything through but the creation of
+// Observations, and records what it was asked, creates' fresh ids as "new".
+type refuseObservationCreates struct {
+	mu    sync.Mutex
+	asked []string
+}
+
+func (g *refuseObservationCreates) guard(_ context.Context, a fhir.Access) error {
+	id := a.ID
+	if a.Interaction == "create" && id != "" {
+		id = "new"
+	}
+	g.mu.Lock()
+	g.asked = append(g.asked, a.Interaction+" "+a.Type+"/"+id)
+	g.mu.Unlock()
+	if a.Interaction == "create" && a.Type == "Observation" {
+		return fhir.NewOutcome(http.StatusForbidden, fhir.Security, "this client may not create Observations")
+	}
+	return nil
+}
+
+func (g *refuseObservationCreates) sortedAsks() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := append([]string(nil), g.asked...)
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+func TestGuardRefusesEntriesBeforeAnythingIsWritten(t *testing.T) {
+	g := &refuseObservationCreates{}
+	s := newTestServer(t, func(cfg *fhir.APIConfig) { cfg.Bundles.Guard = g.guard })
+	s.expect(s.do("PUT", "/Patient/pre", `{"resourceType":"Patient","id":"pre","name":[{"family":"Before"}]}`), http.StatusCreated)
+	before := s.tableCounts()
+
+	t.Run("transaction", func(t *testing.T) {
+		s := s.with(t)
+		g.asked = nil
+		r := s.expect(s.do("POST", "", `{"resourceType":"Bundle","type":"transaction","entry":[
+		  {"fullUrl":"urn:uuid:aaaaaaaa-0000-0000-0000-000000000001","resource":{"resourceType":"Patient","name":[{"family":"Ok"}]},"request":{"method":"POST","url":"Patient"}},
+		  {"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"urn:uuid:aaaaaaaa-0000-0000-0000-000000000001"}},"request":{"method":"POST","url":"Observation"}},
+		  {"request":{"method":"GET","url":"Patient?family=Ok"}}]}`), http.StatusForbidden)
+		code, diagnostics, expression := outcomeIssue(t, r)
+		if code != "security" || !strings.HasPrefix(diagnostics, "Bundle.entry[1]: this client may not") || fmt.Sprint(expression) != "[Bundle.entry[1]]" {
+			t.Fatalf("the refusal is not located at its entry: %s", r.body)
+		}
+		// Asked in the Bundle's order, up to the refusal.
+		if got := strings.Join(g.asked, ", "); got != "create Patient/new, create Observation/new" {
+			t.Fatalf("the guard was asked: %s", got)
+		}
+		if after := s.tableCounts(); after != before {
+			t.Fatalf("a refused transaction wrote:\nbefore %s\nafter  %s", before, after)
+		}
+	})
+
+	t.Run("batch", func(t *testing.T) {
+		s := s.with(t)
+		g.asked = nil
+		r := s.expect(s.do("POST", "", `{"resourceType":"Bundle","type":"batch","entry":[
+		  {"resource":{"resourceType":"Patient","name":[{"family":"Ok"}]},"request":{"method":"POST","url":"Patient"}},
+		  {"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/pre"}},"request":{"method":"POST","url":"Observation"}},
+		  {"request":{"method":"GET","url":"Patient/pre"}},
+		  {"request":{"method":"GET","url":"Patient/pre/_history/1"}},
+		  {"request":{"method":"GET","url":"Patient?family=Before"}},
+		  {"resource":{"resourceType":"Patient","id":"pre","name":[{"family":"After"}]},"request":{"method":"PUT","url":"Patient/pre"}},
+		  {"request":{"method":"DELETE","url":"Patient?family=Nobody"}}]}`), http.StatusOK)
+		if got := fmt.Sprint(entryStatuses(t, r)); got != "[201 Created 403 Forbidden 200 OK 200 OK 200 OK 200 OK 204 No Content]" {
+			t.Fatalf("statuses %s: %s", got, r.body)
+		}
+		refused := asSlice(r.json(t)["entry"])[1].(map[string]any)["response"].(map[string]any)["outcome"]
+		if !strings.Contains(fmt.Sprint(refused), "Bundle.entry[1]: this client may not create Observations") {
+			t.Fatalf("the refused entry's outcome: %v", refused)
+		}
+		want := "create Observation/new, create Patient/new, delete Patient/, read Patient/pre, search Patient/, update Patient/pre, vread Patient/pre"
+		if got := g.sortedAsks(); got != want {
+			t.Fatalf("the guard was asked:\n %s\nwant\n %s", got, want)
+		}
+		if n := s.countRows("resource"); n != 2 {
+			t.Fatalf("%d resources, want the two patients and no Observation", n)
+		}
+		var observations int
+		if err := s.db.QueryRow(context.Background(), `SELECT count(*) FROM resource_version WHERE resource_type = 'Observation'`).Scan(&observations); err != nil {
+			t.Fatal(err)
+		}
+		if observations != 0 {
+			t.Fatalf("%d versions of Observations written past the guard", observations)
+		}
+	})
+}
+
+// The processor stands without HTTP: an import is refused as POST /fhir is, with the guard's
+// own status, and its progress callback never runs.
+func TestGuardRefusesAnImport(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	params := searchparam.Default()
+	store := fhir.NewStore(db, params, time.Now)
+	refuse := func(_ context.Context, a fhir.Access) error {
+		return fhir.NewOutcome(http.StatusUnauthorized, fhir.Security, "no one may "+a.Interaction+" a "+a.Type)
+	}
+	bundles := fhir.NewBundleProcessor(store, fhir.NewSearcher(store, params, ""), fhir.BundleConfig{Guard: refuse}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	called := false
+	n, err := bundles.Import(context.Background(), []byte(patientTransaction), func(pgx.Tx) error { called = true; return nil })
+	var o *fhir.Outcome
+	if !errors.As(err, &o) || o.Status != http.StatusUnauthorized || !strings.Contains(o.Error(), "no one may create a Patient") {
+		t.Fatalf("import: %d, %v", n, err)
+	}
+	if called || n != 0 {
+		t.Fatalf("a refused import reported progress (called %v, %d written)", called, n)
+	}
+	var rows int
+	if err := db.QueryRow(context.Background(), "SELECT count(*) FROM resource").Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("%d resources after a refused import (%v)", rows, err)
 	}
 }

@@ -60,7 +60,7 @@ func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		n, err := a.API.ImportBundle(ctx, raw, nil)
+		n, err := a.API.Bundles().Import(ctx, raw, nil)
 		if err != nil {
 			var o *fhir.Outcome
 			if errors.As(err, &o) {

@@ -59,11 +59,11 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 		return err
 	}
 	defer db.close(logger)
-	store, api := a.Store, a.API
+	store, bundles := a.Store, a.API.Bundles()
 
 	report := newReporter(stderr, logger)
 	defer report.finish()
-	im := &ingest.Importer{Store: store, API: api, BatchSize: batchSize, Workers: workers, Progress: report.add}
+	im := &ingest.Importer{Store: store, Bundles: bundles, BatchSize: batchSize, Workers: workers, Progress: report.add}
 	start := time.Now()
 	var (
 		mu       sync.Mutex

@@ -9,7 +9,7 @@
 // first uncommitted line, and a finished file is skipped, so nothing is imported twice.
 // NDJSON resources keep their ids (stored as update-as-create does), and their references
 // are not checked: an export lists its types in any order. Bundles are processed exactly as
-// POST /fhir processes them.
+// POST /fhir processes them, by the same fhir.BundleProcessor.
 package ingest
 
 import (
@@ -35,8 +35,8 @@ import (
 
 // Importer loads files into the store.
 type Importer struct {
-	Store *fhir.Store
-	API   *fhir.API // for Bundles
+	Store   *fhir.Store
+	Bundles *fhir.BundleProcessor // for Bundle files
 	// BatchSize is how many NDJSON resources go into one transaction.
 	BatchSize int
 	// Workers parse in parallel; 0 means one per CPU.
@@ -338,7 +338,7 @@ func (im *Importer) importBundle(ctx context.Context, path string) (Result, erro
 		res.Skipped, res.Complete = 1, true
 		return res, nil
 	}
-	n, err := im.API.ImportBundle(ctx, raw, func(tx pgx.Tx) error {
+	n, err := im.Bundles.Import(ctx, raw, func(tx pgx.Tx) error {
 		return saveProgress(ctx, tx, path, progress{done: 1, prefix: digest, completed: true})
 	})
 	if err != nil {

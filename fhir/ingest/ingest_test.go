@@ -23,8 +23,8 @@ func importer(t testing.TB, count *atomic.Int64) *ingest.Importer {
 	db := pgtest.NewDatabase(t)
 	params := searchparam.Default()
 	store := fhir.NewStore(db, params, time.Now)
-	api := fhir.NewAPI(store, fhir.NewSearcher(store, params, ""), slog.New(slog.NewTextHandler(io.Discard, nil)), fhir.APIConfig{})
-	return &ingest.Importer{Store: store, API: api, Progress: func(_ string, n int) { count.Add(int64(n)) }}
+	bundles := fhir.NewBundleProcessor(store, fhir.NewSearcher(store, params, ""), fhir.BundleConfig{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return &ingest.Importer{Store: store, Bundles: bundles, Progress: func(_ string, n int) { count.Add(int64(n)) }}
 }
 
 func bulkFiles(t testing.TB) []string {
