@@ -65,6 +65,12 @@ func IsPublic(c echo.Context) bool {
 	return slices.Contains(Public, c.Request().Method+" "+c.Path())
 }
 
+// WithSites sets the site checker of coordinators' rules and returns the policy.
+func (pol *Policy) WithSites(inSites SiteChecker) *Policy {
+	pol.inSites = inSites
+	return pol
+}
+
 // Middleware refuses every request whose route's rule does not let its principal through.
 // It runs after authentication, on routed requests.
 func (pol *Policy) Middleware() echo.MiddlewareFunc {
@@ -117,4 +123,33 @@ func forbidden(format string, args ...any) error {
 // does not exist, so its existence is not revealed.
 func notFound(resourceType, id string) error {
 	return fhir.NewOutcome(http.StatusNotFound, fhir.NotFound, fmt.Sprintf("%s/%s is not known", resourceType, id))
+}
+
+// Guard checks each entry of a transaction or batch against the principal's scopes, as the
+// route rules check a single request; a transaction with one refused entry writes nothing.
+// Callers in the process without a principal (the importer's tests, the registry's own
+// publishing) are code of the server, not clients, and pass.
+func (pol *Policy) Guard() fhir.Guard {
+	return func(ctx context.Context, a fhir.Access) error {
+		p, ok := auth.FromContext(ctx)
+		if !ok {
+			return nil
+		}
+		if a.Type == "AuditEvent" && a.Interaction != "read" && a.Interaction != "search" {
+			return forbidden("AuditEvents are written by the server alone")
+		}
+		access := entryAccess[a.Interaction]
+		if access == 0 {
+			return forbidden("%s of %s is not allowed in a Bundle", a.Interaction, a.Type)
+		}
+		if (p.Role == auth.RoleEHR || p.Role == auth.RoleAdmin) && p.Scopes.Allows(a.Type, access) {
+			return nil
+		}
+		return forbidden("the token's scopes do not allow %s on %s (system/%s.%s)", a.Interaction, a.Type, a.Type, access)
+	}
+}
+
+var entryAccess = map[string]auth.Access{
+	"read": auth.Read, "vread": auth.Read, "history": auth.Read, "search": auth.Search,
+	"create": auth.Create, "update": auth.Update, "patch": auth.Update, "delete": auth.Delete,
 }

@@ -77,6 +77,10 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	store := fhir.NewStore(db, params, clock)
 	searcher := fhir.NewSearcher(store, params, cfg.FHIR.BaseURL)
 	cfg.Registry.BaseURL = cfg.FHIR.BaseURL
+	policy := access.New(nil) // its site checker is the registry's, set below
+	if cfg.FHIR.Bundles.Guard == nil {
+		cfg.FHIR.Bundles.Guard = policy.Guard()
+	}
 	reg, err := registry.New(cfg.Registry, db, store, clock, logger)
 	if err != nil {
 		return nil, err
