@@ -155,10 +155,8 @@ const worklistSQL = `WITH plan AS (
 		j.restriction#>>'{period,start}' AS task_start, j.restriction#>>'{period,end}' AS task_end,
 		t.infusion_type, t.infusion_id
 	FROM followup_task t
-	JOIN resource r ON r.resource_type = 'Task' AND r.resource_id = t.task_id AND NOT r.deleted
-	JOIN resource_version v ON v.resource_type = r.resource_type AND v.resource_id = r.resource_id
-		AND v.version_id = r.version_id
-	CROSS JOIN LATERAL jsonb_to_record(v.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
+	JOIN ` + fhir.CurrentRelation + ` r ON r.resource_type = 'Task' AND r.resource_id = t.task_id
+	CROSS JOIN LATERAL jsonb_to_record(r.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
 		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb)
 	WHERE (t.written_version <> r.version_id OR t.status = ANY($5::text[]))
 		AND j.status = ANY($5::text[])
@@ -175,12 +173,10 @@ const worklistSQL = `WITH plan AS (
 SELECT d.task_id, d.version_id, d.last_updated, d.status, d.status_reason, d.business_status, d.description,
 	d.patient_id, d.owner, coalesce(d.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
 	d.infused_on + d.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(d.product_label, ''), d.infused_on,
-	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pv.body
+	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pr.body
 FROM dated d
 LEFT JOIN registry_site s ON s.organization_id = d.effective_site_id
-LEFT JOIN resource pr ON pr.resource_type = 'Patient' AND pr.resource_id = d.patient_id AND NOT pr.deleted
-LEFT JOIN resource_version pv ON pv.resource_type = pr.resource_type AND pv.resource_id = pr.resource_id
-	AND pv.version_id = pr.version_id
+LEFT JOIN ` + fhir.CurrentRelation + ` pr ON pr.resource_type = 'Patient' AND pr.resource_id = d.patient_id
 WHERE d.window_start <= $6::date
 	AND (cardinality($7::text[]) = 0 OR d.owner LIKE ANY($7::text[]))
 	AND (cardinality($8::text[]) = 0 OR d.effective_site_id = ANY($8::text[]))
