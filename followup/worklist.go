@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/httpx"
 	"github.com/cartreg/cartreg/registry"
 )
 
@@ -460,16 +461,12 @@ func ParseQuery(q url.Values) (Query, string, error) {
 	}
 	var format string
 	if vs, ok := q["_format"]; ok {
-		switch strings.ToLower(strings.TrimSpace(vs[0])) {
-		case "json", "application/json":
-			format = formatJSON
-		case "csv", "text/csv":
-			format = formatCSV
-		case "ics", "text/calendar":
-			format = formatCalendar
-		default:
+		offer := httpx.Format(vs[0], map[string]string{"json": "application/json", "csv": "text/csv", "ics": "text/calendar"},
+			offeredTypes...)
+		if offer == "" {
 			return query, "", badParam("_format", "_format=%s: want json, csv or ics", vs[0])
 		}
+		format = formatTypes[offer]
 	}
 	return query, format, nil
 }

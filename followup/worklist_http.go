@@ -7,9 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/httpx"
 )
 
 // Register adds the coordinators' endpoints: GET /worklist (JSON, CSV or iCalendar by Accept
@@ -30,37 +29,21 @@ func (s *Tracker) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time) {
 	e.GET("/follow-up/Patient/:id", w.getStatus)
 }
 
-// negotiateFormat picks the format from the Accept header: the supported type with the highest
-// quality, the first listed on a tie; JSON when none is named.
+// formatTypes are the work list's formats by media type.
+var formatTypes = map[string]string{
+	"application/json": formatJSON, "application/fhir+json": formatJSON, "text/csv": formatCSV, "text/calendar": formatCalendar,
+}
+
+// offeredTypes are formatTypes' keys, JSON first: what a client that asks for anything gets.
+var offeredTypes = []string{"application/json", "application/fhir+json", "text/csv", "text/calendar"}
+
+// negotiateFormat picks the format from the Accept header: the offered type it wants most
+// (httpx.Preferred), JSON when it wants none of them.
 func negotiateFormat(accept string) string {
-	best, bestQ := formatJSON, -1.0
-	for _, part := range strings.Split(accept, ",") {
-		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
-		if err != nil {
-			continue
-		}
-		q := 1.0
-		if s, ok := params["q"]; ok {
-			if f, err := strconv.ParseFloat(s, 64); err == nil {
-				q = f
-			}
-		}
-		var f string
-		switch mt {
-		case "text/calendar":
-			f = formatCalendar
-		case "text/csv":
-			f = formatCSV
-		case "application/json", "application/fhir+json":
-			f = formatJSON
-		default:
-			continue
-		}
-		if q > bestQ && q > 0 {
-			best, bestQ = f, q
-		}
+	if f, ok := formatTypes[httpx.Preferred(accept, offeredTypes...)]; ok {
+		return f
 	}
-	return best
+	return formatJSON
 }
 
 func (w *Worklist) get(c echo.Context) error {
