@@ -75,3 +75,14 @@ func TestReadsForOtherPackages(t *testing.T) {
 		t.Errorf("VersionRelation: %d versions of a, the latest %d; want 2 and 2", n, version)
 	}
 }
+
+func TestValidID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"a": true, "A-1.b": true, strings.Repeat("x", 64): true, ".": true, "..": true, // "." and "..": for now
+		"": false, strings.Repeat("x", 65): false, "a_b": false, "a/b": false, "a b": false, "é": false,
+	} {
+		if got := fhir.ValidID(id); got != want {
+			t.Errorf("ValidID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}

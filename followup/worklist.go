@@ -379,8 +379,7 @@ const (
 )
 
 var (
-	fhirID           = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
-	referencePattern = regexp.MustCompile(`(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$`)
+	referencePattern = regexp.MustCompile(`(?:^|/)([A-Z][A-Za-z]+)/([^/]+)$`) // the id checked by fhir.ValidID
 	withinPattern    = regexp.MustCompile(`^(\d{1,5})([dw])$`)
 	ownerTypes       = []string{"Practitioner", "PractitionerRole", "Organization", "CareTeam", "HealthcareService",
 		"Patient", "Device", "RelatedPerson"}
@@ -417,21 +416,21 @@ func ParseQuery(q url.Values) (Query, string, error) {
 	}
 	for _, o := range paramValues(q, "owner") {
 		m := referencePattern.FindStringSubmatch(o)
-		if m == nil || !slices.Contains(ownerTypes, m[1]) || (!strings.Contains(o, "://") && m[0] != o) {
+		if m == nil || !fhir.ValidID(m[2]) || !slices.Contains(ownerTypes, m[1]) || (!strings.Contains(o, "://") && m[0] != o) {
 			return query, "", badParam("owner", "owner=%s: want a reference such as Practitioner/7 (%s)", o, strings.Join(ownerTypes, ", "))
 		}
 		query.Owners = append(query.Owners, m[1]+"/"+m[2])
 	}
 	for _, s := range paramValues(q, "site") {
 		id := strings.TrimPrefix(s, "Organization/")
-		if !fhirID.MatchString(id) {
+		if !fhir.ValidID(id) {
 			return query, "", badParam("site", "site=%s: want an Organization id or Organization/id", s)
 		}
 		query.Sites = append(query.Sites, id)
 	}
 	for _, p := range paramValues(q, "patient") {
 		id := strings.TrimPrefix(p, "Patient/")
-		if !fhirID.MatchString(id) {
+		if !fhir.ValidID(id) {
 			return query, "", badParam("patient", "patient=%s: want a Patient id or Patient/id", p)
 		}
 		query.Patients = append(query.Patients, id)
