@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/fhir/fhirpath"
 )
 
 // APIConfig holds the REST API's settings.
@@ -94,7 +95,9 @@ func (a *API) Register(e *echo.Echo) {
 	g.GET("/:type/:id/_history/:vid", a.vread)
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+// ValidID tells whether s is a valid FHIR id (R4's [A-Za-z0-9\-\.]{1,64}): the one check of
+// ids in URLs, references and parameters, in every package.
+func ValidID(s string) bool { return fhirpath.ValidID(s) }
 
 // target reads and checks the resource type and id in the URL.
 func target(c echo.Context) (resourceType, id string, err error) {
@@ -102,7 +105,7 @@ func target(c echo.Context) (resourceType, id string, err error) {
 	if !IsResourceType(resourceType) {
 		return "", "", NewOutcome(http.StatusNotFound, NotSupported, fmt.Sprintf("%q is not an R4 resource type", resourceType))
 	}
-	if slices.Contains(c.ParamNames(), "id") && !idPattern.MatchString(id) {
+	if slices.Contains(c.ParamNames(), "id") && !ValidID(id) {
 		return "", "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a valid resource id (1-64 of A-Z a-z 0-9 - .)", id))
 	}
 	return resourceType, id, nil

@@ -290,6 +290,12 @@ func TestContentNegotiation(t *testing.T) {
 		{"plain JSON body with charset", "POST", "/Patient", patientJSON, []string{"Content-Type", "application/json; charset=utf-8"}, http.StatusCreated, ""},
 		{"_format=json", "GET", "/Patient/" + id + "?_format=json", "", nil, http.StatusOK, ""},
 		{"browser Accept", "GET", "/Patient/" + id, "", []string{"Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}, http.StatusOK, ""},
+		{"JSON refused by q=0", "GET", "/Patient/" + id, "", []string{"Accept", "application/fhir+json;q=0, application/xml"}, http.StatusNotAcceptable, "XML is not supported"},
+		{"JSON at a low quality", "GET", "/Patient/" + id, "", []string{"Accept", "application/xml, application/fhir+json;q=0.1"}, http.StatusOK, ""},
+		{"R4 by fhirVersion", "GET", "/Patient/" + id, "", []string{"Accept", "application/fhir+json; fhirVersion=4.0; charset=utf-8"}, http.StatusOK, ""},
+		{"another FHIR version", "GET", "/Patient/" + id, "", []string{"Accept", "application/fhir+json; fhirVersion=3.0"}, http.StatusNotAcceptable, "FHIR JSON only"},
+		{"a wildcard type", "GET", "/Patient/" + id, "", []string{"Accept", "application/*"}, http.StatusOK, ""},
+		{"_format overrides Accept", "GET", "/Patient/" + id + "?_format=application/fhir%2Bjson", "", []string{"Accept", "application/fhir+xml"}, http.StatusOK, ""},
 		{"trailing slash", "GET", "/Patient/" + id + "/", "", nil, http.StatusOK, ""},
 		{"PATCH that is not JSON Patch", "PATCH", "/Patient/" + id, `{"gender":"female"}`, []string{"Content-Type", "application/merge-patch+json"}, http.StatusUnsupportedMediaType, "JSON Patch"},
 	}

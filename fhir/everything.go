@@ -47,7 +47,7 @@ func (a *API) everything(c echo.Context) error {
 	ctx := c.Request().Context()
 	patientID := c.Param("id")
 	if patientID != "" {
-		if !idPattern.MatchString(patientID) {
+		if !ValidID(patientID) {
 			return NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a valid resource id", patientID))
 		}
 		if _, err := a.store.Read(ctx, a.store.db, "Patient", patientID); err != nil {

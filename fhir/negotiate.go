@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/httpx"
 )
 
 // ContentType is the media type of every FHIR response this server sends.
@@ -18,11 +21,12 @@ const ContentType = "application/fhir+json; charset=utf-8"
 func negotiate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		if f := c.QueryParam("_format"); f != "" && !isJSONFormat(f) {
+		if f := c.QueryParam("_format"); f != "" && httpx.Format(f, jsonFormats, jsonTypes...) == "" {
 			return NewOutcome(http.StatusNotAcceptable, NotSupported,
 				"_format="+f+" is not supported: this server speaks FHIR JSON only (XML is not supported); use _format=json")
 		}
-		if accept := req.Header.Get("Accept"); accept != "" && c.QueryParam("_format") == "" && !acceptsJSON(accept) {
+		if accept := req.Header.Get("Accept"); accept != "" && c.QueryParam("_format") == "" &&
+			httpx.Preferred(accept, answerable...) == "" {
 			return NewOutcome(http.StatusNotAcceptable, NotSupported,
 				"cannot answer in "+accept+": this server speaks FHIR JSON only (XML is not supported); accept application/fhir+json")
 		}
@@ -69,35 +73,19 @@ func checkContentType(c echo.Context) error {
 	return NewOutcome(http.StatusUnsupportedMediaType, NotSupported, mediaType+" is not supported: send FHIR JSON (application/fhir+json)")
 }
 
-func isJSONMedia(mediaType string) bool {
-	return mediaType == "application/fhir+json" || mediaType == "application/json" || mediaType == "text/json" || mediaType == "application/json+fhir"
-}
+// jsonTypes are the media types of FHIR JSON a client may send or ask for.
+var jsonTypes = []string{"application/fhir+json", "application/json", "text/json", "application/json+fhir"}
 
-func isJSONFormat(f string) bool {
-	f = strings.ToLower(strings.TrimSpace(f))
-	if mediaType, _, err := mime.ParseMediaType(f); err == nil {
-		f = mediaType
-	}
-	return f == "json" || isJSONMedia(f)
-}
+// jsonFormats are the short names _format may give FHIR JSON by.
+var jsonFormats = map[string]string{"json": "application/fhir+json"}
 
-// acceptsJSON reads an Accept header: JSON, a wildcard that covers it, or nothing in
-// particular will do.
-func acceptsJSON(accept string) bool {
-	for _, part := range strings.Split(accept, ",") {
-		mediaType, params, err := mime.ParseMediaType(strings.TrimSpace(part))
-		if err != nil {
-			continue
-		}
-		if q, ok := params["q"]; ok && strings.TrimSpace(q) == "0" {
-			continue
-		}
-		if isJSONMedia(mediaType) || mediaType == "*/*" || mediaType == "application/*" || mediaType == "text/html" {
-			return true
-		}
-	}
-	return false
-}
+// answerable is what an Accept header may ask for and get FHIR JSON: R4's (a fhirVersion
+// parameter must say 4.0, or the 4.0.1 some clients send), the other JSON types, and a
+// browser's HTML.
+var answerable = append([]string{"application/fhir+json; fhirVersion=4.0", "application/fhir+json; fhirVersion=4.0.1"},
+	append(slices.Clone(jsonTypes[1:]), "text/html")...)
+
+func isJSONMedia(mediaType string) bool { return slices.Contains(jsonTypes, mediaType) }
 
 // preference is what the client's Prefer header asks for.
 type preference struct {

@@ -591,7 +591,7 @@ func (b *BundleProcessor) resolveTarget(ctx context.Context, tx DBTX, e *entry, 
 	case http.MethodPut, http.MethodPatch, http.MethodDelete:
 		if len(parts) >= 2 && parts[1] != "" {
 			e.id = parts[1]
-			if !idPattern.MatchString(e.id) {
+			if !ValidID(e.id) {
 				return NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a valid resource id", e.id), fmt.Sprintf("Bundle.entry[%d].request.url", e.index))
 			}
 			return nil
@@ -815,14 +815,14 @@ func (b *BundleProcessor) checkReferences(ctx context.Context, tx DBTX, written 
 }
 
 // A local reference: Type/id, optionally with /_history/n.
-var localReference = regexp.MustCompile(`^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$`)
+var localReference = regexp.MustCompile(`^([A-Z][A-Za-z]+)/([^/]+)(?:/_history/[^/]+)?$`)
 
 func collectLocalReferences(v any, path string, found func(target, path string)) {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, child := range x {
 			if ref, ok := child.(string); ok && k == "reference" {
-				if m := localReference.FindStringSubmatch(ref); m != nil && IsResourceType(m[1]) {
+				if m := localReference.FindStringSubmatch(ref); m != nil && IsResourceType(m[1]) && ValidID(m[2]) {
 					found(m[1]+"/"+m[2], path)
 				}
 				continue

@@ -69,17 +69,15 @@ type digestTask struct {
 	raw             json.RawMessage
 }
 
+// digestTasksSQL marks an owner's pending notices ($1) as told by the digest $2 and returns
+// their Tasks, with the reasons and each Task's patient.
 const digestTasksSQL = `WITH told AS (
 	UPDATE followup_notice SET digest_key = $2 WHERE owner = $1 AND digest_key IS NULL RETURNING task_id, reason
 )
-SELECT t.task_id, array_agg(t.reason ORDER BY t.reason), v.body, coalesce(pv.body, '{}')
+SELECT t.task_id, array_agg(t.reason ORDER BY t.reason), ft.patient_id
 FROM told t
-JOIN resource r ON r.resource_type = 'Task' AND r.resource_id = t.task_id AND NOT r.deleted
-JOIN resource_version v ON v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = r.version_id
 JOIN followup_task ft ON ft.task_id = t.task_id
-LEFT JOIN resource pr ON pr.resource_type = 'Patient' AND pr.resource_id = ft.patient_id AND NOT pr.deleted
-LEFT JOIN resource_version pv ON pv.resource_type = 'Patient' AND pv.resource_id = ft.patient_id AND pv.version_id = pr.version_id
-GROUP BY t.task_id, v.body, pv.body
+GROUP BY t.task_id, ft.patient_id
 ORDER BY t.task_id`
 
 func (s *Tracker) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner string, cfg DigestConfig) (int, error) {
@@ -88,28 +86,53 @@ func (s *Tracker) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner str
 	if err != nil {
 		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
 	}
-	var tasks []digestTask
+	type told struct {
+		id, patient string
+		reasons     []string
+	}
+	var notices []told
+	var taskIDs, patientIDs []string
 	for rows.Next() {
-		var d digestTask
-		var body, patient string
-		if err := rows.Scan(&d.id, &d.reasons, &body, &patient); err != nil {
+		var n told
+		if err := rows.Scan(&n.id, &n.reasons, &n.patient); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		if err := json.Unmarshal([]byte(body), &d.body); err != nil {
-			rows.Close()
+		notices = append(notices, n)
+		taskIDs, patientIDs = append(taskIDs, n.id), append(patientIDs, n.patient)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
+	}
+	current, err := s.store.Current(ctx, tx, "Task", taskIDs)
+	if err != nil {
+		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
+	}
+	patients, err := s.store.Current(ctx, tx, "Patient", patientIDs)
+	if err != nil {
+		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
+	}
+	var tasks []digestTask
+	for _, n := range notices {
+		task, ok := current[n.id]
+		if !ok {
+			continue // deleted since it was noticed
+		}
+		d := digestTask{id: n.id, reasons: n.reasons}
+		if err := json.Unmarshal(task.JSON, &d.body); err != nil {
 			return 0, fmt.Errorf("follow-up digest: Task/%s: %w", d.id, err)
 		}
 		if !slices.Contains(OpenStatuses, str(d.body, "status")) {
 			continue // closed since it was noticed: nothing to do
 		}
-		d.raw = json.RawMessage(body)
+		d.raw = json.RawMessage(task.JSON)
+		patient := "{}"
+		if p, ok := patients[n.patient]; ok {
+			patient = string(p.JSON)
+		}
 		d.patientName = cmp.Or(patientOf("", &patient).Name, "(no name)")
 		tasks = append(tasks, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
 	}
 	if len(tasks) == 0 {
 		return 0, nil

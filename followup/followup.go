@@ -207,10 +207,10 @@ const (
 // infusion, its counted assessments and its Tasks with one index scan each per infusion
 // (OFFSET 0 keeps each a scan of its own, so the planner cannot turn it into a join that
 // reads every assessment and Task of the registry for each chunk), and a Task's current
-// version, its latest, by resource_version's key. (resource's current version is the same;
-// but resource has an index on the type alone too, which looks as good as the key to a
-// planner whose statistics predate the Tasks, as they do right after a first run, and
-// reads every Task for each one.)
+// version, its latest, by the key of the store's versions (fhir.VersionRelation). (The
+// current version in fhir.CurrentRelation is the same; but its table has an index on the
+// type alone too, which looks as good as the key to a planner whose statistics predate the
+// Tasks, as they do right after a first run, and reads every Task for each one.)
 const visitsSQL = `WITH infusion AS MATERIALIZED (
 	SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, coalesce(i.effective_site_id, '') AS site,
 		i.infused_on, i.next_infused_on IS NOT NULL AS superseded,
@@ -224,7 +224,7 @@ const visitsSQL = `WITH infusion AS MATERIALIZED (
 		FROM registry_assessment a WHERE a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
 		OFFSET 0) a
 ), task AS MATERIALIZED (
-	SELECT t.*, (SELECT max(v.version_id) FROM resource_version v
+	SELECT t.*, (SELECT max(v.version_id) FROM ` + fhir.VersionRelation + ` v
 		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id) AS current
 	FROM infusion i, LATERAL (SELECT * FROM followup_task t
 		WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id OFFSET 0) t
@@ -232,7 +232,7 @@ const visitsSQL = `WITH infusion AS MATERIALIZED (
 SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, i.site, i.infused_on,
 	p.ord::int, coalesce(a.observation_id, ''), i.dead, i.withdrawn, i.superseded,
 	t.task_id, t.status, t.business_status, t.output_id, t.written_version, t.current,
-	CASE WHEN t.current <> t.written_version THEN (SELECT v.body::jsonb->>'status' FROM resource_version v
+	CASE WHEN t.current <> t.written_version THEN (SELECT v.body::jsonb->>'status' FROM ` + fhir.VersionRelation + ` v
 		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = t.current) END
 FROM infusion i CROSS JOIN plan p
 LEFT JOIN assessment a ON a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id AND a.milestone = p.code

@@ -58,10 +58,8 @@ type MilestoneState struct {
 const statusSQL = `SELECT i.resource_type || '/' || i.resource_id, i.infused_on, i.product_label,
 	coalesce(i.effective_site_id, ''), i.death_on, i.last_progression_free_on, i.progression_on, i.next_infused_on, i.timepoints,
 	(SELECT min(withdrawn_on) FROM followup_withdrawal w WHERE w.patient_id = i.patient_id),
-	coalesce((SELECT jsonb_object_agg(t.milestone, jsonb_build_array(t.task_id, v.body::jsonb->>'status'))
-		FROM followup_task t JOIN resource r ON r.resource_type = 'Task' AND r.resource_id = t.task_id AND NOT r.deleted
-		JOIN resource_version v ON v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = r.version_id
-		WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id), '{}')
+	coalesce((SELECT jsonb_object_agg(t.milestone, t.task_id)
+		FROM followup_task t WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id), '{}')
 FROM registry_infusion i WHERE i.patient_id = $1
 ORDER BY i.infused_on, i.resource_type, i.resource_id`
 
@@ -74,17 +72,39 @@ func (s *Tracker) Status(ctx context.Context, db fhir.DBTX, patient string, at t
 		return nil, false, fmt.Errorf("follow-up status: %w", err)
 	}
 	defer rows.Close()
-	out := &PatientStatus{Patient: "Patient/" + patient, AsOf: day(today), Sequences: []Sequence{}}
+	// The rows first, then the current status of all their Tasks in one read of the store.
+	type infusionRow struct {
+		sq                                                 Sequence
+		infused                                            time.Time
+		died, progressionFree, progressed, next, withdrawn *time.Time
+		timepoints                                         map[string]string
+		tasks                                              map[string]string // milestone -> Task id
+	}
+	var infusions []infusionRow
+	var taskIDs []string
 	for rows.Next() {
-		var sq Sequence
-		var infused time.Time
-		var died, progressionFree, progressed, next, withdrawn *time.Time
-		var timepoints map[string]string
-		var tasks map[string][2]*string
-		if err := rows.Scan(&sq.Infusion, &infused, &sq.Product, &sq.Site, &died, &progressionFree, &progressed, &next,
-			&timepoints, &withdrawn, &tasks); err != nil {
+		var r infusionRow
+		if err := rows.Scan(&r.sq.Infusion, &r.infused, &r.sq.Product, &r.sq.Site, &r.died, &r.progressionFree, &r.progressed,
+			&r.next, &r.timepoints, &r.withdrawn, &r.tasks); err != nil {
 			return nil, false, err
 		}
+		infusions = append(infusions, r)
+		for _, id := range r.tasks {
+			taskIDs = append(taskIDs, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("follow-up status: %w", err)
+	}
+	rows.Close()
+	current, err := s.store.Current(ctx, db, "Task", taskIDs)
+	if err != nil {
+		return nil, false, fmt.Errorf("follow-up status: %w", err)
+	}
+	out := &PatientStatus{Patient: "Patient/" + patient, AsOf: day(today), Sequences: []Sequence{}}
+	for _, r := range infusions {
+		sq, infused, timepoints := r.sq, r.infused, r.timepoints
+		died, progressionFree, progressed, next, withdrawn := r.died, r.progressionFree, r.progressed, r.next, r.withdrawn
 		sq.InfusedOn = day(infused)
 		// before reports whether t is set and on or before d.
 		before := func(t *time.Time, d time.Time) bool { return t != nil && !t.After(d) }
@@ -92,13 +112,11 @@ func (s *Tracker) Status(ctx context.Context, db fhir.DBTX, patient string, at t
 			opens := infused.AddDate(0, 0, m.WindowStart)
 			ms := MilestoneState{Code: m.Code, Label: m.Label, Target: day(infused.AddDate(0, 0, m.TargetDay)),
 				WindowStart: day(opens), WindowEnd: day(infused.AddDate(0, 0, m.WindowEnd)), Response: timepoints[m.Code]}
-			if t, ok := tasks[m.Code]; ok {
-				if t[0] != nil {
-					ms.Task = "Task/" + *t[0]
-				}
-				if t[1] != nil {
-					ms.TaskStatus = *t[1]
-				}
+			if task, ok := current[r.tasks[m.Code]]; ok { // a deleted Task is none
+				ms.Task = "Task/" + task.ID
+				var body struct{ Status string }
+				_ = json.Unmarshal(task.JSON, &body) // the store holds valid FHIR JSON
+				ms.TaskStatus = body.Status
 			}
 			sq.Milestones = append(sq.Milestones, ms)
 			reached := !opens.After(today) && progressionFree != nil && !progressionFree.Before(opens) &&
@@ -125,9 +143,6 @@ func (s *Tracker) Status(ctx context.Context, db fhir.DBTX, patient string, at t
 		}
 		out.FiveYearSurvivalReached = out.FiveYearSurvivalReached || sq.FiveYearSurvivalReached
 		out.Sequences = append(out.Sequences, sq)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("follow-up status: %w", err)
 	}
 	return out, len(out.Sequences) > 0, nil
 }

@@ -1,15 +1,10 @@
 package followup
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/csv"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -18,10 +13,8 @@ import (
 	"strings"
 	"time"
 
-	ics "github.com/arran4/golang-ical"
-	"github.com/labstack/echo/v4"
-
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/httpx"
 	"github.com/cartreg/cartreg/registry"
 )
 
@@ -49,17 +42,6 @@ type Worklist struct {
 // Worklist returns the scheduler's work list over db; now is the clock today is taken from.
 func (s *Tracker) Worklist(db fhir.DBTX, now func() time.Time) *Worklist {
 	return &Worklist{db: db, now: now, s: s}
-}
-
-// Register adds the coordinators' endpoints: GET /worklist (JSON, CSV or iCalendar by Accept
-// or _format), GET /worklist.ics (iCalendar, for calendar apps, which subscribe to a URL) and
-// GET /follow-up/Patient/:id (Status).
-func (s *Tracker) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time) {
-	w := s.Worklist(db, now)
-	methods := []string{http.MethodGet, http.MethodHead}
-	e.Match(methods, "/worklist", w.get)
-	e.Match(methods, "/worklist.ics", w.getCalendar)
-	e.GET("/follow-up/Patient/:id", w.getStatus)
 }
 
 // Query selects the Tasks of a work list. Empty filters select everything.
@@ -155,10 +137,8 @@ const worklistSQL = `WITH plan AS (
 		j.restriction#>>'{period,start}' AS task_start, j.restriction#>>'{period,end}' AS task_end,
 		t.infusion_type, t.infusion_id
 	FROM followup_task t
-	JOIN resource r ON r.resource_type = 'Task' AND r.resource_id = t.task_id AND NOT r.deleted
-	JOIN resource_version v ON v.resource_type = r.resource_type AND v.resource_id = r.resource_id
-		AND v.version_id = r.version_id
-	CROSS JOIN LATERAL jsonb_to_record(v.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
+	JOIN ` + fhir.CurrentRelation + ` r ON r.resource_type = 'Task' AND r.resource_id = t.task_id
+	CROSS JOIN LATERAL jsonb_to_record(r.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
 		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb)
 	WHERE (t.written_version <> r.version_id OR t.status = ANY($5::text[]))
 		AND j.status = ANY($5::text[])
@@ -175,12 +155,10 @@ const worklistSQL = `WITH plan AS (
 SELECT d.task_id, d.version_id, d.last_updated, d.status, d.status_reason, d.business_status, d.description,
 	d.patient_id, d.owner, coalesce(d.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
 	d.infused_on + d.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(d.product_label, ''), d.infused_on,
-	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pv.body
+	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pr.body
 FROM dated d
 LEFT JOIN registry_site s ON s.organization_id = d.effective_site_id
-LEFT JOIN resource pr ON pr.resource_type = 'Patient' AND pr.resource_id = d.patient_id AND NOT pr.deleted
-LEFT JOIN resource_version pv ON pv.resource_type = pr.resource_type AND pv.resource_id = pr.resource_id
-	AND pv.version_id = pr.version_id
+LEFT JOIN ` + fhir.CurrentRelation + ` pr ON pr.resource_type = 'Patient' AND pr.resource_id = d.patient_id
 WHERE d.window_start <= $6::date
 	AND (cardinality($7::text[]) = 0 OR d.owner LIKE ANY($7::text[]))
 	AND (cardinality($8::text[]) = 0 OR d.effective_site_id = ANY($8::text[]))
@@ -401,8 +379,7 @@ const (
 )
 
 var (
-	fhirID           = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
-	referencePattern = regexp.MustCompile(`(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$`)
+	referencePattern = regexp.MustCompile(`(?:^|/)([A-Z][A-Za-z]+)/([^/]+)$`) // the id checked by fhir.ValidID
 	withinPattern    = regexp.MustCompile(`^(\d{1,5})([dw])$`)
 	ownerTypes       = []string{"Practitioner", "PractitionerRole", "Organization", "CareTeam", "HealthcareService",
 		"Patient", "Device", "RelatedPerson"}
@@ -439,21 +416,21 @@ func ParseQuery(q url.Values) (Query, string, error) {
 	}
 	for _, o := range paramValues(q, "owner") {
 		m := referencePattern.FindStringSubmatch(o)
-		if m == nil || !slices.Contains(ownerTypes, m[1]) || (!strings.Contains(o, "://") && m[0] != o) {
+		if m == nil || !fhir.ValidID(m[2]) || !slices.Contains(ownerTypes, m[1]) || (!strings.Contains(o, "://") && m[0] != o) {
 			return query, "", badParam("owner", "owner=%s: want a reference such as Practitioner/7 (%s)", o, strings.Join(ownerTypes, ", "))
 		}
 		query.Owners = append(query.Owners, m[1]+"/"+m[2])
 	}
 	for _, s := range paramValues(q, "site") {
 		id := strings.TrimPrefix(s, "Organization/")
-		if !fhirID.MatchString(id) {
+		if !fhir.ValidID(id) {
 			return query, "", badParam("site", "site=%s: want an Organization id or Organization/id", s)
 		}
 		query.Sites = append(query.Sites, id)
 	}
 	for _, p := range paramValues(q, "patient") {
 		id := strings.TrimPrefix(p, "Patient/")
-		if !fhirID.MatchString(id) {
+		if !fhir.ValidID(id) {
 			return query, "", badParam("patient", "patient=%s: want a Patient id or Patient/id", p)
 		}
 		query.Patients = append(query.Patients, id)
@@ -483,238 +460,12 @@ func ParseQuery(q url.Values) (Query, string, error) {
 	}
 	var format string
 	if vs, ok := q["_format"]; ok {
-		switch strings.ToLower(strings.TrimSpace(vs[0])) {
-		case "json", "application/json":
-			format = formatJSON
-		case "csv", "text/csv":
-			format = formatCSV
-		case "ics", "text/calendar":
-			format = formatCalendar
-		default:
+		offer := httpx.Format(vs[0], map[string]string{"json": "application/json", "csv": "text/csv", "ics": "text/calendar"},
+			offeredTypes...)
+		if offer == "" {
 			return query, "", badParam("_format", "_format=%s: want json, csv or ics", vs[0])
 		}
+		format = formatTypes[offer]
 	}
 	return query, format, nil
-}
-
-// negotiateFormat picks the format from the Accept header: the supported type with the highest
-// quality, the first listed on a tie; JSON when none is named.
-func negotiateFormat(accept string) string {
-	best, bestQ := formatJSON, -1.0
-	for _, part := range strings.Split(accept, ",") {
-		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
-		if err != nil {
-			continue
-		}
-		q := 1.0
-		if s, ok := params["q"]; ok {
-			if f, err := strconv.ParseFloat(s, 64); err == nil {
-				q = f
-			}
-		}
-		var f string
-		switch mt {
-		case "text/calendar":
-			f = formatCalendar
-		case "text/csv":
-			f = formatCSV
-		case "application/json", "application/fhir+json":
-			f = formatJSON
-		default:
-			continue
-		}
-		if q > bestQ && q > 0 {
-			best, bestQ = f, q
-		}
-	}
-	return best
-}
-
-func (w *Worklist) get(c echo.Context) error {
-	q, format, err := ParseQuery(c.QueryParams())
-	if err != nil {
-		return err
-	}
-	if format == "" {
-		format = negotiateFormat(c.Request().Header.Get(echo.HeaderAccept))
-	}
-	return w.serve(c, q, format)
-}
-
-func (w *Worklist) getCalendar(c echo.Context) error {
-	q, format, err := ParseQuery(c.QueryParams())
-	if err != nil {
-		return err
-	}
-	if format != "" && format != formatCalendar {
-		return badParam("_format", "_format=%s on /worklist.ics: use /worklist for other formats", c.QueryParam("_format"))
-	}
-	return w.serve(c, q, formatCalendar)
-}
-
-func (w *Worklist) serve(c echo.Context, q Query, format string) error {
-	rep, err := w.List(c.Request().Context(), q)
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	var contentType, disposition string
-	switch format {
-	case formatCSV:
-		contentType, disposition = "text/csv; charset=utf-8", `attachment; filename="worklist.csv"`
-		cw := csv.NewWriter(&buf)
-		if err := cw.WriteAll(rep.CSV()); err != nil {
-			return fmt.Errorf("writing the work list as CSV: %w", err)
-		}
-	case formatCalendar:
-		contentType, disposition = "text/calendar; charset=utf-8", `inline; filename="worklist.ics"`
-		if err := rep.Calendar(calendarName(q)).SerializeTo(&buf, ics.WithNewLineWindows); err != nil {
-			return fmt.Errorf("writing the work list as iCalendar: %w", err)
-		}
-	default:
-		contentType = echo.MIMEApplicationJSONCharsetUTF8
-		enc := json.NewEncoder(&buf)
-		if fhir.Pretty(c) {
-			enc.SetIndent("", "  ")
-		}
-		if err := enc.Encode(rep); err != nil {
-			return fmt.Errorf("writing the work list as JSON: %w", err)
-		}
-	}
-	// Calendar apps poll a subscription: an unchanged list costs them a 304.
-	sum := sha256.Sum256(buf.Bytes())
-	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
-	h := c.Response().Header()
-	h.Set(echo.HeaderContentType, contentType)
-	h.Set("ETag", etag)
-	h.Set("Cache-Control", "private, no-cache") // patients' names: never in a shared cache
-	h.Add(echo.HeaderVary, echo.HeaderAccept)
-	if disposition != "" {
-		h.Set(echo.HeaderContentDisposition, disposition)
-	}
-	if match := c.Request().Header.Get("If-None-Match"); match != "" && strings.Contains(match, etag) {
-		return c.NoContent(http.StatusNotModified)
-	}
-	return c.Blob(http.StatusOK, contentType, buf.Bytes())
-}
-
-// CSVHeader names the columns of Report.CSV.
-var CSVHeader = []string{"task_id", "task", "version", "status", "status_reason", "business_status", "urgency", "days_overdue",
-	"days_left", "days_until_open", "milestone", "milestone_label", "window_start", "window_end", "target_date",
-	"patient", "patient_name", "patient_identifier", "patient_birth_date", "site_id", "site_name", "owner",
-	"product", "infusion", "infused_on", "description", "last_updated"}
-
-// CSV is the work list as rows under CSVHeader, in the same order as Items.
-func (rep *Report) CSV() [][]string {
-	optional := func(n *int) string {
-		if n == nil {
-			return ""
-		}
-		return strconv.Itoa(*n)
-	}
-	rows := [][]string{CSVHeader}
-	for _, it := range rep.Items {
-		rows = append(rows, []string{it.TaskID, it.Task, strconv.Itoa(it.Version), it.Status, csvText(it.StatusReason), it.BusinessStatus,
-			it.Urgency, strconv.Itoa(it.DaysOverdue), optional(it.DaysLeft), optional(it.DaysUntilOpen),
-			it.Milestone.Code, csvText(it.Milestone.Label), it.WindowStart, it.WindowEnd, it.TargetDate,
-			it.Patient.Reference, csvText(it.Patient.Name), csvText(it.Patient.Identifier), it.Patient.BirthDate,
-			it.Site.ID, csvText(it.Site.Name), it.Owner, csvText(it.Product), it.Infusion, it.InfusedOn,
-			csvText(it.Description), it.LastUpdated.Format(time.RFC3339)})
-	}
-	return rows
-}
-
-// csvText defuses free text a spreadsheet would run as a formula (OWASP's CSV injection advice).
-func csvText(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
-}
-
-// CalendarUID is the iCalendar UID of a Task's event: stable for the Task's life, whatever
-// its status or version, so a calendar app updates the event instead of adding another.
-func CalendarUID(taskID string) string { return taskID + "@cartreg" }
-
-func calendarName(q Query) string {
-	name := "Follow-up work list"
-	var scope []string
-	scope = append(scope, q.Owners...)
-	for _, s := range q.Sites {
-		scope = append(scope, "Organization/"+s)
-	}
-	if len(scope) > 0 {
-		name += " — " + strings.Join(scope, ", ")
-	}
-	return name
-}
-
-// Calendar is the work list as an iCalendar feed: one all-day event per Task spanning its
-// window (DTEND is the day after the window closes, as RFC 5545 counts all-day events), with
-// the Task's version as SEQUENCE and its last update as DTSTAMP and LAST-MODIFIED.
-func (rep *Report) Calendar(name string) *ics.Calendar {
-	cal := ics.NewCalendarFor("cartreg")
-	cal.SetProductId("-//cartreg//follow-up work list//EN")
-	cal.SetCalscale("GREGORIAN")
-	cal.SetXWRCalName(name)
-	cal.SetXWRCalDesc("CAR-T follow-up visits: overdue, due and coming up, as of " + rep.AsOf)
-	cal.SetRefreshInterval("PT1H") // the library adds VALUE=DURATION itself
-	cal.SetXPublishedTTL("PT1H")
-	for _, it := range rep.Items {
-		ev := cal.AddEvent(CalendarUID(it.TaskID))
-		ev.SetDtStampTime(it.LastUpdated)
-		ev.SetModifiedAt(it.LastUpdated)
-		ev.SetSequence(it.Version - 1)
-		ev.SetAllDayStartAt(it.start)
-		end := it.end
-		if end.IsZero() {
-			end = it.start
-		}
-		ev.SetAllDayEndAt(end.AddDate(0, 0, 1))
-		who := cmp.Or(it.Patient.Name, it.Patient.Reference)
-		ev.SetSummary(fmt.Sprintf("%s follow-up: %s", it.Milestone.Label, who))
-		ev.SetDescription(it.eventDescription())
-		ev.SetTimeTransparency(ics.TransparencyTransparent)
-		ev.SetClass(ics.ClassificationPrivate)
-		ev.AddCategory(it.Urgency)
-	}
-	return cal
-}
-
-func (it *Item) eventDescription() string {
-	var b strings.Builder
-	b.WriteString(strings.ReplaceAll(it.Description, "\r", ""))
-	fmt.Fprintf(&b, "\n\nTask status: %s", it.Status)
-	if it.StatusReason != "" {
-		fmt.Fprintf(&b, " (%s)", it.StatusReason)
-	}
-	switch it.Urgency {
-	case UrgencyOverdue:
-		fmt.Fprintf(&b, " — overdue by %d days", it.DaysOverdue)
-	case UrgencyDue:
-		b.WriteString(" — due")
-		if it.DaysLeft != nil {
-			fmt.Fprintf(&b, ", %d days left", *it.DaysLeft)
-		}
-	case UrgencyUpcoming:
-		b.WriteString(" — coming up")
-	}
-	fmt.Fprintf(&b, "\nPatient: %s", cmp.Or(it.Patient.Name, it.Patient.Reference))
-	if it.Patient.Identifier != "" {
-		fmt.Fprintf(&b, ", %s", it.Patient.Identifier)
-	}
-	if it.Patient.BirthDate != "" {
-		fmt.Fprintf(&b, ", born %s", it.Patient.BirthDate)
-	}
-	if it.TargetDate != "" {
-		fmt.Fprintf(&b, "\nTarget date: %s", it.TargetDate)
-	}
-	if it.Site.Name != "" {
-		fmt.Fprintf(&b, "\nSite: %s", it.Site.Name)
-	}
-	if it.Owner != "" {
-		fmt.Fprintf(&b, "\nOwner: %s", it.Owner)
-	}
-	fmt.Fprintf(&b, "\n%s", it.Task)
-	return b.String()
 }

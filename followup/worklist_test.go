@@ -306,6 +306,24 @@ func TestWorklist(t *testing.T) {
 		}
 	})
 
+	t.Run("Accept with qualities", func(t *testing.T) {
+		for accept, want := range map[string]string{
+			"text/csv;q=0.5, application/json":            "application/json",
+			"text/calendar;q=0.4, text/csv;q=0.6":         "text/csv",
+			"text/calendar, text/csv":                     "text/calendar", // a tie: the first listed
+			"text/csv;q=0, text/*":                        "text/calendar",
+			"application/fhir+json, text/calendar;q=0.99": "application/json",
+			"image/png": "application/json", // nothing offered: JSON
+		} {
+			if ct := c.get("/worklist", "Accept", accept).header.Get("Content-Type"); !strings.HasPrefix(ct, want) {
+				t.Errorf("Accept: %s gave %s, want %s", accept, ct, want)
+			}
+		}
+		if ct := c.get("/worklist?_format=text%2Fcsv%3Bcharset%3Dutf-8", "Accept", "text/calendar").header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
+			t.Errorf("_format=text/csv;charset=utf-8 gave %s", ct)
+		}
+	})
+
 	t.Run("CSV has the same rows", func(t *testing.T) {
 		want := c.list("")
 		for _, headers := range [][]string{{"Accept", "text/csv"}, nil} {

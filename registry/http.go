@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/httpx"
 )
 
 // Register adds the researchers' outcome endpoints under /registry. They return aggregates
@@ -55,9 +56,13 @@ func (r *Registry) diseaseCodes() []string {
 	return out
 }
 
-// wantsCSV: Accept: text/csv, or _format=csv for a browser's address bar.
+// wantsCSV: _format=csv for a browser's address bar, else an Accept header that prefers
+// text/csv to JSON.
 func wantsCSV(c echo.Context) bool {
-	return c.QueryParam("_format") == "csv" || strings.Contains(c.Request().Header.Get(echo.HeaderAccept), "text/csv")
+	if httpx.Format(c.QueryParam("_format"), map[string]string{"csv": "text/csv"}, "text/csv") != "" {
+		return true
+	}
+	return httpx.Preferred(c.Request().Header.Get(echo.HeaderAccept), echo.MIMEApplicationJSON, "text/csv") == "text/csv"
 }
 
 func writeJSON(c echo.Context, v any) error {

@@ -138,6 +138,27 @@ func TestResponseByTimepoint(t *testing.T) {
 		}
 	})
 
+	t.Run("Accept with qualities", func(t *testing.T) {
+		for accept, want := range map[string]string{
+			"text/csv;q=0.5, application/json": "application/json",
+			"application/json;q=0.5, text/csv": "text/csv",
+			"text/csv, application/json":       "text/csv", // a tie: the first listed
+			"text/csv;q=0, */*":                "application/json",
+			"text/*":                           "text/csv",
+			"*/*":                              "application/json",
+			"application/xml":                  "application/json", // nothing offered: JSON, as ever
+		} {
+			r := tr.expect(200, "GET", "/registry/outcomes/response", nil, "Accept", accept)
+			if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, want) {
+				t.Errorf("Accept: %s gave %s, want %s", accept, ct, want)
+			}
+		}
+		r := tr.expect(200, "GET", "/registry/outcomes/survival?_format=csv", nil, "Accept", "application/json")
+		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
+			t.Errorf("_format=csv gave %s", ct)
+		}
+	})
+
 	t.Run("CSV", func(t *testing.T) {
 		r := tr.expect(200, "GET", "/registry/outcomes/response?group_by=disease", nil, "Accept", "text/csv")
 		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/cartreg/cartreg/examples"
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/registry"
 )
 
 func demoCommand(stdout, stderr io.Writer) *ffcli.Command {
@@ -71,48 +74,57 @@ func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
 		written += n
 	}
 	fmt.Fprintf(stdout, "%d example patients loaded (%d resources written; 0 means they were loaded before)\n\n", len(files), written)
-	return printDemoPatients(ctx, db, stdout)
+	return printDemoPatients(ctx, a, db, stdout)
 }
+
+// examplePatientSystem is the identifier system of the example patients (examples/).
+const examplePatientSystem = "http://cartreg.org/fhir/example/patient"
 
 // printDemoPatients shows what the registry made of the examples: what a coordinator would
 // check first. It reads the projection, as outcome queries do.
-func printDemoPatients(ctx context.Context, db *database, w io.Writer) error {
-	rows, err := db.pool.Query(ctx, `
-		SELECT p.resource_id, coalesce(i.disease, '?'), i.product_label, array_to_string(i.targets, '+'), i.infused_on,
-			coalesce(a.day::text, ''), coalesce(a.milestone, CASE WHEN a.observation_id IS NULL THEN '' ELSE 'unscheduled' END),
-			coalesce(a.category, '')
-		FROM registry_infusion i
-		JOIN resource p ON p.resource_type = 'Patient' AND p.resource_id = i.patient_id
-		JOIN search_token t ON t.resource_type = 'Patient' AND t.resource_id = i.patient_id AND t.code = 'identifier'
-			AND t.system = 'http://cartreg.org/fhir/example/patient'
-		LEFT JOIN registry_assessment a ON a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
-		ORDER BY t.value, i.infused_on, a.day`)
+func printDemoPatients(ctx context.Context, a *app, db *database, w io.Writer) error {
+	patients, err := a.store.ByIdentifierSystem(ctx, db.pool, "Patient", examplePatientSystem)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
+	var ids []string
+	for _, p := range patients {
+		ids = append(ids, p.ID)
+	}
+	courses, err := a.registry.Courses(ctx, ids)
+	if err != nil {
+		return err
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PATIENT\tDISEASE\tPRODUCT\tTARGET\tINFUSED\tDAY\tTIMEPOINT\tRESPONSE")
-	last := ""
-	for rows.Next() {
-		var id, disease, product, targets, day, milestone, category string
-		var infused any
-		if err := rows.Scan(&id, &disease, &product, &targets, &infused, &day, &milestone, &category); err != nil {
-			return err
-		}
-		if id == last {
-			id, disease, product, targets, infused = "", "", "", "", ""
-		} else {
-			last = id
-			id = "Patient/" + id
-			if t, ok := infused.(interface{ Format(string) string }); ok {
-				infused = t.Format("2006-01-02")
+	for _, p := range patients { // in the order of their example identifiers
+		first := true
+		for _, c := range courses {
+			if c.Patient != p.ID {
+				continue
+			}
+			assessments := c.Assessments
+			if len(assessments) == 0 {
+				assessments = []registry.Assessment{{}}
+			}
+			for _, as := range assessments {
+				// The patient's columns on their first row only.
+				id, disease, product, targets, infused := "", "", "", "", ""
+				if first {
+					id, disease, product = "Patient/"+p.ID, cmp.Or(c.Disease, "?"), strings.TrimSpace(c.Product)
+					targets, infused = strings.Join(c.Targets, "+"), c.InfusedOn.Format(time.DateOnly)
+					first = false
+				}
+				day, milestone := "", as.Milestone
+				if as.Day != nil {
+					day = strconv.Itoa(*as.Day)
+				}
+				if milestone == "" && as.Observation != "" {
+					milestone = "unscheduled"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, disease, product, targets, infused, day, milestone, as.Category)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", id, disease, strings.TrimSpace(product), targets, infused, day, milestone, category)
-	}
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	return tw.Flush()
 }

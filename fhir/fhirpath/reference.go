@@ -20,14 +20,15 @@ func SplitReference(ref string) (resourceType, id string) {
 	}
 	id = ref[slash+1:]
 	typ := ref[strings.LastIndexByte(ref[:slash], '/')+1 : slash]
-	if !IsResourceType(typ) || !isID(id) {
+	if !IsResourceType(typ) || !ValidID(id) {
 		return "", ""
 	}
 	return typ, id
 }
 
-// isID tells whether s is a valid FHIR id: 1 to 64 of A-Z a-z 0-9 - and '.'.
-func isID(s string) bool {
+// ValidID tells whether s is a valid FHIR id: 1 to 64 of A-Z a-z 0-9 - and '.'. It is
+// fhir.ValidID, here because fhir imports this package and not the other way round.
+func ValidID(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
