@@ -4,9 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os/user"
 	"time"
 
 	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/audit"
+	"github.com/cartreg/cartreg/auth"
 )
 
 // appConfig is the wiring's share of the settings, once Validate has settled them.
@@ -24,6 +27,8 @@ func (c *Config) appConfig() app.Config {
 			DeliveryInterval:  f.DeliveryInterval,
 			DeliveryRetention: f.DeliveryRetention,
 		},
+		Auth:  c.auth,
+		Audit: audit.Config{Retention: c.Identity.AuditRetention, BaseURL: c.FHIR.BaseURL},
 	}
 }
 
@@ -40,6 +45,8 @@ func (c *Config) prepare(stderr io.Writer) (*slog.Logger, error) {
 // openApp is how a short-lived command that writes (demo, import, schedule run) starts: its
 // settings checked, the database opened and migrated, and cartreg wired on it with clock as
 // its time. The caller closes the database with db.close(logger) when done.
+//
+// What the command writes is audited as the operator who ran it (asOperator).
 func openApp(ctx context.Context, cfg *Config, clock func() time.Time, stderr io.Writer) (*app.App, *database, *slog.Logger, error) {
 	logger, err := cfg.prepare(stderr)
 	if err != nil {
@@ -59,4 +66,15 @@ func openApp(ctx context.Context, cfg *Config, clock func() time.Time, stderr io
 		return nil, nil, nil, err
 	}
 	return a, db, logger, nil
+}
+
+// asOperator is ctx acting for the operator running command on this machine: an
+// administrator (they can reach the database already), named in the audit trail by their
+// operating-system account.
+func asOperator(ctx context.Context, command string) context.Context {
+	name := "unknown user"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	return auth.WithPrincipal(ctx, auth.Operator("cartreg "+command+" by "+name))
 }

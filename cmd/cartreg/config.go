@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/cartreg/cartreg/audit"
+	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/server"
@@ -40,6 +42,8 @@ type Config struct {
 	Registry        registry.Config
 	FollowUpPlan    string // a JSON file with the follow-up plan, instead of the default one
 	FollowUp        FollowUpConfig
+	Identity        IdentityConfig
+	auth            auth.Config // from Identity and the base URL, by Validate
 	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on a listener of its own,
 	// never on the public one: profiles show request data.
 	DebugAddr string
@@ -68,6 +72,7 @@ func defaultConfig() Config {
 			Bundles: fhir.BundleConfig{MaxEntries: 10000, ReferentialIntegrity: true}},
 		Registry: registry.Config{FollowUpYears: 5, MinCell: 5},
 		FollowUp: defaultFollowUp(),
+		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
 	}
 }
 
@@ -119,6 +124,7 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 		"refuse Bundle entries that refer to local resources neither on the server nor in the Bundle")
 	c.registerRegistryFlags(fs)
 	c.registerScheduleFlags(fs)
+	c.registerIdentityFlags(fs)
 }
 
 // registerRegistryFlags are the settings of the registry itself, for every command that
@@ -160,6 +166,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateFHIR(); err != nil {
+		return err
+	}
+	if err := c.validateIdentity(); err != nil {
 		return err
 	}
 	return c.loadRegistry()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/cartreg/cartreg/app"
 	"github.com/cartreg/cartreg/examples"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/registry"
@@ -47,11 +48,13 @@ func demoCommand(stdout, stderr io.Writer) *ffcli.Command {
 }
 
 func runDemo(ctx context.Context, cfg *Config, stdout, stderr io.Writer) error {
+	ctx = asOperator(ctx, "demo")
 	a, db, logger, err := openApp(ctx, cfg, time.Now, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.close(logger)
+	defer a.Close(context.WithoutCancel(ctx))
 	files, err := fs.Glob(examples.Bundles, "*.json")
 	if err != nil {
 		return err
@@ -82,8 +85,8 @@ const examplePatientSystem = "http://cartreg.org/fhir/example/patient"
 
 // printDemoPatients shows what the registry made of the examples: what a coordinator would
 // check first. It reads the projection, as outcome queries do.
-func printDemoPatients(ctx context.Context, a *app, db *database, w io.Writer) error {
-	patients, err := a.store.ByIdentifierSystem(ctx, db.pool, "Patient", examplePatientSystem)
+func printDemoPatients(ctx context.Context, a *app.App, db *database, w io.Writer) error {
+	patients, err := a.Store.ByIdentifierSystem(ctx, db.pool, "Patient", examplePatientSystem)
 	if err != nil {
 		return err
 	}
@@ -91,7 +94,7 @@ func printDemoPatients(ctx context.Context, a *app, db *database, w io.Writer) e
 	for _, p := range patients {
 		ids = append(ids, p.ID)
 	}
-	courses, err := a.registry.Courses(ctx, ids)
+	courses, err := a.Registry.Courses(ctx, ids)
 	if err != nil {
 		return err
 	}

@@ -214,11 +214,13 @@ func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, st
 		return err
 	}
 	// The run's clock: Tasks are dated, and windows counted, as of -at.
+	ctx = asOperator(ctx, "schedule run")
 	a, db, logger, err := openApp(ctx, cfg, func() time.Time { return at }, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.close(logger)
+	defer a.Close(context.WithoutCancel(ctx))
 	ran, err := a.Scheduler().RunSlot(ctx, a.FollowUpJob(), at)
 	if err != nil {
 		return err

@@ -54,11 +54,13 @@ func runImport(ctx context.Context, cfg *Config, args []string, batchSize, worke
 	if err != nil {
 		return err
 	}
+	ctx = asOperator(ctx, "import")
 	a, db, logger, err := openApp(ctx, cfg, time.Now, stderr)
 	if err != nil {
 		return err
 	}
 	defer db.close(logger)
+	defer a.Close(context.WithoutCancel(ctx))
 	store, bundles := a.Store, a.API.Bundles()
 
 	report := newReporter(stderr, logger)

@@ -74,8 +74,13 @@ func commands(stdout, stderr io.Writer) *ffcli.Command {
 		ShortUsage: "cartreg help [command]",
 		ShortHelp:  "explain a command and its flags",
 	}
-	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), demoCommand(stdout, stderr), scheduleCommand(stdout, stderr), synthCommand(stdout), versionCmd, help}
-	nested := append(append([]*ffcli.Command(nil), migrate.Subcommands...), findCommand(root.Subcommands, "schedule").Subcommands...)
+	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), demoCommand(stdout, stderr), scheduleCommand(stdout, stderr),
+		clientCommand(stdout, stderr), tokenCommand(stdout, stderr), keysCommand(stdout, stderr), auditCommand(stdout, stderr),
+		synthCommand(stdout), versionCmd, help}
+	var nested []*ffcli.Command
+	for _, c := range root.Subcommands {
+		nested = append(nested, c.Subcommands...)
+	}
 	for _, c := range append(root.Subcommands, nested...) {
 		if c.FlagSet == nil {
 			c.FlagSet = flag.NewFlagSet(c.Name, flag.ContinueOnError)
@@ -180,6 +185,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer a.Close(context.WithoutCancel(ctx)) // before the database closes: it flushes the audit records
 	a.Routes(srv.Echo)
 	stopSchedules := a.StartJobs(serveCtx)
 	if cfg.DebugAddr != "" {
