@@ -12,17 +12,12 @@ import (
 	"testing"
 
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/internal/shareddata"
 )
-
-// examplesDir holds the specification's R4 examples, beside the project (see ../shared).
-const examplesDir = "../../shared/fhir-r4/examples"
 
 func loadExamples(t *testing.T) map[string][]byte {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(examplesDir, "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Skipf("no R4 examples at %s (shared data absent)", examplesDir)
-	}
+	files := shareddata.Glob(t, "fhir-r4/examples/*.json")
 	out := map[string][]byte{}
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
