@@ -72,6 +72,7 @@ const perType = "SELECT resource_type, count(*) FROM resource WHERE NOT deleted 
 const versionCount = "SELECT 'versions', count(*) FROM resource_version"
 
 func TestImportBulkDataThenAgain(t *testing.T) {
+	t.Parallel()
 	want := linesPerType(t, shareddata.Glob(t, "synthea/bulk-10-patients/*.ndjson.gz"))
 	dir := shareddata.Path("synthea/bulk-10-patients")
 	url := pgtest.NewEmptyDatabaseURL(t)
@@ -99,6 +100,7 @@ func TestImportBulkDataThenAgain(t *testing.T) {
 }
 
 func TestImportResumesAfterAFailure(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "Patient.ndjson")
 	write := func(badLine int) {
@@ -137,6 +139,7 @@ func TestImportResumesAfterAFailure(t *testing.T) {
 }
 
 func TestImportSyntheaBundles(t *testing.T) {
+	t.Parallel()
 	all := shareddata.Glob(t, "synthea/hiv-bundles/*.json.gz")
 	// The batch Bundles and five patients (all of them without -short: about a minute).
 	dir := t.TempDir()
@@ -168,6 +171,7 @@ func TestImportSyntheaBundles(t *testing.T) {
 // The demo loads the five example patients into the configured database, says where each
 // assessment falls in the follow-up plan, and changes nothing when run again.
 func TestDemoLoadsTheExamplesOnce(t *testing.T) {
+	t.Parallel()
 	url := pgtest.NewEmptyDatabaseURL(t)
 	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=warn"}
 	out, err := runCartreg(t, env, "demo")
@@ -192,6 +196,7 @@ func TestDemoLoadsTheExamplesOnce(t *testing.T) {
 // What the README tells a new user: with `make run` serving the embedded database, `cartreg
 // demo` loads the examples into it, and the server's outcomes show them.
 func TestDemoIntoTheRunningServersEmbeddedDatabase(t *testing.T) {
+	t.Parallel()
 	data := pgtest.ReachableDir(t)
 	env := []string{"CARTREG_DATA_DIR=" + data, "CARTREG_OUTCOMES_MIN_CELL=1"}
 	server := startCartreg(t, env, "serve", "-addr", "127.0.0.1:0")
