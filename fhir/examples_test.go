@@ -46,6 +46,7 @@ func withoutMeta(t *testing.T, raw []byte) map[string]any {
 // Every official example that google/fhir accepts goes through create, read, update, search
 // by _id and delete; every one it rejects gets a located 400 and writes nothing.
 func TestEveryR4ExampleRoundTrips(t *testing.T) {
+	t.Parallel()
 	examples := loadExamples(t)
 	s := newTestServer(t)
 	names := make([]string, 0, len(examples))

@@ -82,6 +82,7 @@ func (s *testServer) countsByType() map[string]int {
 }
 
 func TestSyntheaBundlesLoadThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	batches, transactions := syntheaBundles(t)
 	if testing.Short() {
 		transactions = transactions[:5]

@@ -64,6 +64,7 @@ func intp(v any) string {
 }
 
 func TestResponseByTimepoint(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	outcomeCohort(t, tr)
 	report := tr.expect(200, "GET", "/registry/outcomes/response", nil).json(t)
@@ -163,6 +164,7 @@ func TestResponseByTimepoint(t *testing.T) {
 }
 
 func TestSmallCellsAreSuppressed(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 5})
 	outcomeCohort(t, tr)
 	for _, path := range []string{"/registry/outcomes/response", "/registry/outcomes/response?group_by=disease",
@@ -209,6 +211,7 @@ func TestSmallCellsAreSuppressed(t *testing.T) {
 }
 
 func TestSurvivalEndpoints(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	outcomeCohort(t, tr)
 	get := func(endpoint string) map[string]any {
@@ -269,6 +272,7 @@ func TestSurvivalEndpoints(t *testing.T) {
 }
 
 func TestChartsAreSVG(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	outcomeCohort(t, tr)
 	for path, want := range map[string]string{
@@ -300,6 +304,7 @@ func TestChartsAreSVG(t *testing.T) {
 // everything must give the same answer as none, re-treated patients included, and a filter
 // on the re-treatment's product must count that course.
 func TestUnfilteredOutcomesCountEachPatientsFirstInfusion(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	outcomeCohort(t, tr)
 	p := patient("urn:uuid:site")
