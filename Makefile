@@ -27,8 +27,9 @@ test: postgres ## run every test, with the race detector, against real PostgreSQ
 acceptance: postgres ## the full-size data tests: all 81 Synthea Bundles through the API (about a minute)
 	$(GO) test -count=1 -timeout 15m -run 'TestSyntheaBundlesLoadThroughTheAPI' ./fhir/
 
-lint: ## go vet, and fail on files gofmt would change
+lint: ## go vet, staticcheck, and fail on files gofmt would change
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 

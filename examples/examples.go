@@ -1,7 +1,7 @@
 // Package examples holds the registry's example patients: one FHIR R4 transaction Bundle per
-// patient of DOMAIN.md's public hospital reports, as an EHR following the registry's
-// conventions (registry/definitions/README.md) would send them. `cartreg demo` loads them;
-// README.md here tells each patient's story.
+// patient drawn from public hospital reports, as an EHR following the registry's conventions
+// would send them (registry/definitions/README.md, whose "Example patients" section says where
+// they come from). `cartreg demo` loads them; README.md here tells each patient's story.
 package examples
 
 import "embed"

@@ -130,6 +130,7 @@ func day(s string) time.Time {
 // Every file is a transaction Bundle whose every resource the server's strict R4 parser
 // accepts, written for idempotent loading, self-contained and dated consistently.
 func TestExamplesAreValidTransactions(t *testing.T) {
+	t.Parallel()
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	for _, ex := range loadExamples(t) {
 		t.Run(ex.name, func(t *testing.T) {
@@ -294,6 +295,7 @@ func countType(t *testing.T, pool *pgxpool.Pool, types ...string) int {
 
 // The five Bundles load through the FHIR API, and loading them again creates nothing.
 func TestExamplesLoadIdempotently(t *testing.T) {
+	t.Parallel()
 	examples := loadExamples(t)
 	pool := pgtest.NewDatabase(t)
 	api := newAPI(t, pool, nil)

@@ -16,6 +16,7 @@ import (
 // and it reads what the README's table says: each infusion's product, targets, disease and
 // site, and each assessment's day and follow-up milestone under the default plan.
 func TestExamplesAsTheRegistryReadsThem(t *testing.T) {
+	t.Parallel()
 	examples := loadExamples(t)
 	pool := pgtest.NewDatabase(t)
 	api := newAPI(t, pool, func(store *fhir.Store) {
@@ -158,6 +159,7 @@ func TestExamplesAsTheRegistryReadsThem(t *testing.T) {
 // The five patients in the researchers' outcomes (small cells shown, as on a demonstration
 // instance): each at the timepoint its assessments fall in, in its own category.
 func TestExamplesInTheOutcomes(t *testing.T) {
+	t.Parallel()
 	examples := loadExamples(t)
 	pool := pgtest.NewDatabase(t)
 	var reg *registry.Registry

@@ -14,17 +14,12 @@ import (
 	"testing"
 
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/internal/shareddata"
 )
-
-// examplesDir holds the specification's R4 examples, beside the project (see ../shared).
-const examplesDir = "../../shared/fhir-r4/examples"
 
 func loadExamples(t *testing.T) map[string][]byte {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(examplesDir, "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Skipf("no R4 examples at %s (shared data absent)", examplesDir)
-	}
+	files := shareddata.Glob(t, "fhir-r4/examples/*.json")
 	out := map[string][]byte{}
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
@@ -53,6 +48,7 @@ func withoutMeta(t *testing.T, raw []byte) map[string]any {
 // Every official example that google/fhir accepts goes through create, read, update, search
 // by _id and delete; every one it rejects gets a located 400 and writes nothing.
 func TestEveryR4ExampleRoundTrips(t *testing.T) {
+	t.Parallel()
 	examples := loadExamples(t)
 	s := newTestServer(t)
 	names := make([]string, 0, len(examples))

@@ -34,7 +34,8 @@ type Extractor interface {
 
 // columnParameters are the search parameters that the resource table's own columns answer
 // (resource_id, last_updated): search and _sort read those, so the search tables never hold
-// them. They were a token and a date row of every version, about one write in eight.
+// them. Indexing them again would add a token and a date row to every version, about one
+// write in eight.
 var columnParameters = map[string]bool{"_id": true, "_lastUpdated": true}
 
 // Store keeps every version of every resource, which one is current, and the search indexes
@@ -115,9 +116,9 @@ func NewID() string { return uuid.NewString() }
 // it (a version 7 UUID: its first 48 bits are the time in milliseconds, the rest random), for
 // writers of many resources at once. Their rows then go to the end of every index keyed by
 // (resource_type, resource_id) (resource's, resource_version's, each search table's), where
-// random ids would touch a different page of each index for every resource: PostgreSQL spent
-// a quarter less time writing the follow-up scheduler's 97,000 new Tasks. The id tells when
-// the resource was made, as its first version's meta.lastUpdated does anyway.
+// random ids would touch a different page of each index for every resource: PostgreSQL spends
+// a quarter less time writing the follow-up scheduler's 97,000 new Tasks of a large registry.
+// The id tells when the resource was made, as its first version's meta.lastUpdated does anyway.
 func NewSequentialID() string {
 	id, err := uuid.NewV7()
 	if err != nil { // the random source failed: uuid.NewString would panic too
@@ -427,8 +428,8 @@ func (w *writeSet) batch() *pgx.Batch {
 		if len(g.replacedIDs) > 0 {
 			// A join with the replaced resources, not IN: PostgreSQL then finds each one's
 			// rows by the (resource_type, resource_id) index, where for IN it may read the
-			// whole table (it did, for six Tasks among 200,000 index rows, when the
-			// statistics predated them).
+			// whole table, as it does for a few resources among hundreds of thousands of
+			// index rows whenever the table's statistics predate those resources.
 			for _, table := range indexTables {
 				b.Queue(`DELETE FROM `+table+` t USING unnest($1::text[], $2::text[]) AS u(resource_type, resource_id)
 					WHERE t.resource_type = u.resource_type AND t.resource_id = u.resource_id`,

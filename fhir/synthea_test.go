@@ -8,22 +8,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
-)
 
-const syntheaDir = "../../shared/synthea/hiv-bundles"
+	"github.com/cartreg/cartreg/internal/shareddata"
+)
 
 // syntheaBundles returns the batch Bundles (which must load first) and the patient
 // transactions, decompressed.
 func syntheaBundles(t testing.TB) (batches, transactions [][]byte) {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(syntheaDir, "*.json.gz"))
-	if len(files) == 0 {
-		t.Skipf("no Synthea bundles at %s (shared data absent)", syntheaDir)
-	}
-	sort.Strings(files)
+	files := shareddata.Glob(t, "synthea/hiv-bundles/*.json.gz")
 	for _, f := range files {
 		fh, err := os.Open(f)
 		if err != nil {
@@ -89,6 +84,7 @@ func (s *testServer) countsByType() map[string]int {
 }
 
 func TestSyntheaBundlesLoadThroughTheAPI(t *testing.T) {
+	t.Parallel()
 	batches, transactions := syntheaBundles(t)
 	if testing.Short() {
 		transactions = transactions[:5]

@@ -65,6 +65,7 @@ func (rc *receiver) setDown(down bool) {
 // Each coordinator is told of new and newly overdue Tasks once, by a digest that survives the
 // receiver being down for an hour; a Subscription hears of each Task the scheduler writes.
 func TestDigestsReachADownReceiverOnceItIsBack(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	rc := &receiver{digests: map[string][]string{}, owners: map[string]string{}}
@@ -184,6 +185,7 @@ func sorted(s []string) []string {
 // By e-mail, a coordinator's digest goes to their Practitioner's e-mail address and names the
 // patients and visits, overdue ones first.
 func TestDigestByEmail(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	site := w.post(map[string]any{"resourceType": "Organization", "name": "North Hospital"})[0]

@@ -79,9 +79,9 @@ const chunk = 2000
 // next run finishes the work. Callers run it under the scheduler's job lock (one replica at a
 // time); the unique (infusion, milestone) key would refuse a duplicate Task even without it.
 //
-// One chunk at a time: two at once, on two connections, were slower on a two-core machine
-// that had other work (PostgreSQL's two backends and the renderer contend for the cores), and
-// held twice the memory.
+// One chunk at a time: two at once, on two connections, are slower on a two-core machine
+// with other work (PostgreSQL's two backends and the renderer contend for the cores), and
+// hold twice the memory.
 func (s *Tracker) Run(ctx context.Context, at time.Time) (Summary, error) {
 	var sum Summary
 	after := [2]string{"", ""}
@@ -383,7 +383,7 @@ func (s *Tracker) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits []*
 
 // create writes new Tasks for visits, a slice at a time. A goroutine renders and indexes each
 // slice while the one before is written: the Go work of one slice and PostgreSQL's of the
-// previous one overlap, on two cores, where they took turns. It is at most two slices ahead,
+// previous one overlap on two cores, rather than taking turns. It is at most two slices ahead,
 // and never touches the transaction; a failure on either side stops the other.
 func (s *Tracker) create(ctx context.Context, tx pgx.Tx, at time.Time, creates []write, sum *Summary) error {
 	type slice struct {

@@ -188,6 +188,7 @@ func date(s string) time.Time {
 // Tasks appear at their lead time, turn due and overdue on the right day, complete when the
 // assessment arrives, and are cancelled by a death or superseded by a re-infusion.
 func TestFiveSimulatedYears(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	site := w.post(map[string]any{"resourceType": "Organization", "name": "Riverside Cancer Centre"})[0]

@@ -22,6 +22,7 @@ func (w *world) put(body map[string]any) {
 
 // The writes that end a visit close its Task at once, without waiting for the next run.
 func TestWritesCloseTasksAtOnce(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
 	planner := w.h.App.FollowUp

@@ -85,6 +85,7 @@ func linkOf(bundle map[string]any, relation string) (string, bool) {
 // patient, milestone, business status, infusion, and by visit window with the server's own
 // window parameter (R4's period is executionPeriod, which a follow-up Task does not have).
 func TestSearchFollowUpTasks(t *testing.T) {
+	t.Parallel()
 	w := newSearchWorld(t)
 	ctx := t.Context()
 	riverside := w.post(map[string]any{"resourceType": "Organization", "name": "Riverside Cancer Centre"})[0]

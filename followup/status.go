@@ -155,7 +155,7 @@ func (w *Worklist) getStatus(c echo.Context) error {
 	if !ok {
 		return fhir.NewOutcome(http.StatusNotFound, fhir.NotFound, fmt.Sprintf("the registry has no CAR-T infusion of Patient/%s", c.Param("id")))
 	}
-	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSONCharsetUTF8)
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	enc := json.NewEncoder(c.Response())
 	if fhir.Pretty(c) {
 		enc.SetIndent("", "  ")

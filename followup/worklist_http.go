@@ -88,7 +88,7 @@ func (w *Worklist) serve(c echo.Context, q Query, format string) error {
 			return fmt.Errorf("writing the work list as iCalendar: %w", err)
 		}
 	default:
-		contentType = echo.MIMEApplicationJSONCharsetUTF8
+		contentType = echo.MIMEApplicationJSON
 		enc := json.NewEncoder(&buf)
 		if fhir.Pretty(c) {
 			enc.SetIndent("", "  ")

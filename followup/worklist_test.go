@@ -210,6 +210,7 @@ func (c *worklistCohort) task(family, milestone string) taskRow {
 }
 
 func TestWorklist(t *testing.T) {
+	t.Parallel()
 	c := newWorklistCohort(t)
 
 	t.Run("JSON lists the open Tasks by urgency", func(t *testing.T) {
@@ -536,6 +537,7 @@ func calendarProperty(cal *ics.Calendar, p ics.Property) string {
 // The work list over a registry of a few thousand Tasks: its answer checked
 // against the scheduler's own record.
 func TestWorklistAtScale(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds a registry of 1,000 infusions")
 	}
@@ -659,6 +661,7 @@ func (r *recordingDB) Query(ctx context.Context, sql string, args ...any) (pgx.R
 
 // The work list's today is the scheduler's: the calendar day in the registry's time zone.
 func TestWorklistCountsDaysInTheRegistrysTimeZone(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	noonUTC := func() time.Time { return time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC) }
 	for zone, want := range map[*time.Location]string{

@@ -58,6 +58,7 @@ func outcomesOf(t *testing.T, tr *testRegistry) map[string]string {
 // The same synthetic cohort loaded through the FHIR API (the projection derives everything)
 // and written directly as benchmarks do gives the same outcomes, to the last digit.
 func TestDirectLoadMatchesTheAPI(t *testing.T) {
+	t.Parallel()
 	cohort := generate(t, 120, 11)
 	viaAPI := newTestRegistry(t, registry.Config{MinCell: 1})
 	viaAPI.now = cohortAsOf
@@ -139,6 +140,7 @@ WHERE c.sequence = 1
 GROUP BY 1, 2, 3`
 
 func TestResponseAgreesWithAPerPatientCount(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	loadCohortDirect(t, tr, generate(t, 1500, 5))
 	ctx := context.Background()

@@ -19,8 +19,6 @@ type patientFact struct {
 	ManagingOrg string
 }
 
-type siteFact struct{ ID, Name string }
-
 type conditionFact struct{ ID, Patient, Disease string }
 
 type infusionFact struct {

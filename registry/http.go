@@ -66,7 +66,7 @@ func wantsCSV(c echo.Context) bool {
 }
 
 func writeJSON(c echo.Context, v any) error {
-	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSONCharsetUTF8)
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	c.Response().WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(c.Response())
 	if fhir.Pretty(c) {

@@ -64,6 +64,7 @@ func intp(v any) string {
 }
 
 func TestResponseByTimepoint(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	outcomeCohort(t, tr)
 	report := tr.expect(200, "GET", "/registry/outcomes/response", nil).json(t)
@@ -184,6 +185,7 @@ func TestResponseByTimepoint(t *testing.T) {
 }
 
 func TestSmallCellsAreSuppressed(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 5})
 	outcomeCohort(t, tr)
 	for _, path := range []string{"/registry/outcomes/response", "/registry/outcomes/response?group_by=disease",
@@ -230,6 +232,7 @@ func TestSmallCellsAreSuppressed(t *testing.T) {
 }
 
 func TestSurvivalEndpoints(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	outcomeCohort(t, tr)
 	get := func(endpoint string) map[string]any {
@@ -290,6 +293,7 @@ func TestSurvivalEndpoints(t *testing.T) {
 }
 
 func TestChartsAreSVG(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	outcomeCohort(t, tr)
 	for path, want := range map[string]string{
@@ -321,6 +325,7 @@ func TestChartsAreSVG(t *testing.T) {
 // everything must give the same answer as none, re-treated patients included, and a filter
 // on the re-treatment's product must count that course.
 func TestUnfilteredOutcomesCountEachPatientsFirstInfusion(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{MinCell: 1})
 	outcomeCohort(t, tr)
 	p := patient("urn:uuid:site")

@@ -24,9 +24,9 @@ type Plan struct {
 	Milestones []Milestone `json:"milestones"`
 }
 
-// DefaultPlan is the registry's plan (DOMAIN.md): month 1 (days 23–45), month 3 (76–104), then
-// yearly at 365·N ± 30 days for the given number of years (5 by default; long-term follow-up
-// of gene-modified cells asks for 15).
+// DefaultPlan is the registry's plan (registry/definitions/README.md, "Follow-up plan"):
+// month 1 (days 23–45), month 3 (76–104), then yearly at 365·N ± 30 days for the given number
+// of years (5 by default; long-term follow-up of gene-modified cells asks for 15).
 func DefaultPlan(years int) Plan {
 	p := Plan{Milestones: []Milestone{
 		{Code: "m1", Label: "Month 1", TargetDay: 30, WindowStart: 23, WindowEnd: 45},

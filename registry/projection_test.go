@@ -26,6 +26,7 @@ func lymphomaPatient() map[string]any {
 }
 
 func TestProjectionFollowsWrites(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{})
 	r := tr.expect(200, "POST", "/fhir", lymphomaPatient())
 	patientRef, infusionRef := location(t, r, 1), location(t, r, 3)
@@ -181,6 +182,7 @@ func TestProjectionFollowsWrites(t *testing.T) {
 }
 
 func TestBusinessRulesRejectWithNothingWritten(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{})
 	r := tr.expect(200, "POST", "/fhir", lymphomaPatient())
 	patientRef, infusionRef := location(t, r, 1), location(t, r, 3)
@@ -272,6 +274,7 @@ func TestBusinessRulesRejectWithNothingWritten(t *testing.T) {
 // Concurrent writers for one patient: each assessment's transaction re-derives the patient's
 // rows, and the per-patient lock makes the last one see every other.
 func TestConcurrentAssessmentsOfOnePatient(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{})
 	r := tr.expect(200, "POST", "/fhir", transaction(
 		post("urn:uuid:site", organization("Site")),
@@ -312,6 +315,7 @@ func TestConcurrentAssessmentsOfOnePatient(t *testing.T) {
 }
 
 func TestDefinitionsArePublished(t *testing.T) {
+	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{})
 	r := tr.expect(200, "GET", "/fhir/CodeSystem?url="+registry.SystemResponse, nil)
 	if entries, _ := r.json(t)["entry"].([]any); len(entries) != 1 {

@@ -12,7 +12,8 @@ import (
 	"github.com/cartreg/cartreg/registry/stats"
 )
 
-// Endpoints of survival analysis, with their censoring as DOMAIN.md gives it.
+// Endpoints of survival analysis, with their censoring as registry/definitions/README.md
+// ("Survival endpoints") defines them.
 const (
 	EndpointOS  = "os"  // death from any cause; censored at last contact
 	EndpointPFS = "pfs" // progression, relapse or death; censored at the last assessment without progression

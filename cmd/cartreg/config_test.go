@@ -20,6 +20,9 @@ func parseServe(t *testing.T, args ...string) (*Config, error) {
 	return cfg, cfg.resolveDatabase()
 }
 
+// clearCartregEnv empties every CARTREG_ variable for the test. It changes the process's
+// environment, which the binary-running tests pass on to their children: so the tests that
+// call it are not parallel, and the parallel ones run only after they have finished.
 func clearCartregEnv(t *testing.T) {
 	for _, kv := range os.Environ() {
 		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "CARTREG_") {

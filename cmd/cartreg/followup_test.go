@@ -19,6 +19,7 @@ import (
 // Tasks are made, a second run for the same time changes nothing, and the coordinators' digest
 // reaches the webhook.
 func TestScheduleRunAt(t *testing.T) {
+	t.Parallel()
 	url := pgtest.NewEmptyDatabaseURL(t)
 	var mu sync.Mutex
 	var digests []map[string]any
@@ -82,6 +83,7 @@ func TestScheduleRunAt(t *testing.T) {
 // Two replicas started on one registry catch up on the day's missed run once between them, and
 // serve each patient's follow-up.
 func TestServeCatchesUpOnceAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	url := pgtest.NewEmptyDatabaseURL(t)
 	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=info"}
 	if out, err := runCartreg(t, env, "demo"); err != nil {

@@ -16,18 +16,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cartreg/cartreg/internal/shareddata"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 )
 
-const sharedSynthea = "../../../shared/synthea"
-
-// linesPerType counts the resources in a Bulk Data export, by file name's type.
-func linesPerType(t *testing.T, dir string) map[string]int {
+// linesPerType counts the resources in a Bulk Data export's files, by file name's type.
+func linesPerType(t *testing.T, files []string) map[string]int {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "*.ndjson.gz"))
-	if len(files) == 0 {
-		t.Skipf("no NDJSON files in %s (shared data absent)", dir)
-	}
 	out := map[string]int{}
 	for _, f := range files {
 		fh, err := os.Open(f)
@@ -77,8 +72,9 @@ const perType = "SELECT resource_type, count(*) FROM resource WHERE NOT deleted 
 const versionCount = "SELECT 'versions', count(*) FROM resource_version"
 
 func TestImportBulkDataThenAgain(t *testing.T) {
-	dir := filepath.Join(sharedSynthea, "bulk-10-patients")
-	want := linesPerType(t, dir)
+	t.Parallel()
+	want := linesPerType(t, shareddata.Glob(t, "synthea/bulk-10-patients/*.ndjson.gz"))
+	dir := shareddata.Path("synthea/bulk-10-patients")
 	url := pgtest.NewEmptyDatabaseURL(t)
 	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=warn"}
 
@@ -104,6 +100,7 @@ func TestImportBulkDataThenAgain(t *testing.T) {
 }
 
 func TestImportResumesAfterAFailure(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "Patient.ndjson")
 	write := func(badLine int) {
@@ -142,11 +139,8 @@ func TestImportResumesAfterAFailure(t *testing.T) {
 }
 
 func TestImportSyntheaBundles(t *testing.T) {
-	src := filepath.Join(sharedSynthea, "hiv-bundles")
-	all, _ := filepath.Glob(filepath.Join(src, "*.json.gz"))
-	if len(all) == 0 {
-		t.Skipf("no Synthea bundles in %s (shared data absent)", src)
-	}
+	t.Parallel()
+	all := shareddata.Glob(t, "synthea/hiv-bundles/*.json.gz")
 	// The batch Bundles and five patients (all of them without -short: about a minute).
 	dir := t.TempDir()
 	patients := 0
@@ -177,6 +171,7 @@ func TestImportSyntheaBundles(t *testing.T) {
 // The demo loads the five example patients into the configured database, says where each
 // assessment falls in the follow-up plan, and changes nothing when run again.
 func TestDemoLoadsTheExamplesOnce(t *testing.T) {
+	t.Parallel()
 	url := pgtest.NewEmptyDatabaseURL(t)
 	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=warn"}
 	out, err := runCartreg(t, env, "demo")
@@ -201,6 +196,7 @@ func TestDemoLoadsTheExamplesOnce(t *testing.T) {
 // What the README tells a new user: with `make run` serving the embedded database, `cartreg
 // demo` loads the examples into it, and the server's outcomes show them.
 func TestDemoIntoTheRunningServersEmbeddedDatabase(t *testing.T) {
+	t.Parallel()
 	data := pgtest.ReachableDir(t)
 	env := []string{"CARTREG_DATA_DIR=" + data, "CARTREG_OUTCOMES_MIN_CELL=1"}
 	server := startCartreg(t, env, "serve", "-addr", "127.0.0.1:0")

@@ -191,6 +191,7 @@ func waitNoProcessesIn(t *testing.T, dir string, within time.Duration) {
 }
 
 func TestServeOnTheEmbeddedDatabaseSurvivesStopsAndKills(t *testing.T) {
+	t.Parallel()
 	data := pgtest.ReachableDir(t)
 	env := []string{"CARTREG_DATA_DIR=" + data}
 	pgdata := filepath.Join(data, "postgres", "data")
@@ -219,6 +220,7 @@ func TestServeOnTheEmbeddedDatabaseSurvivesStopsAndKills(t *testing.T) {
 }
 
 func TestServeRecoversFromAStalePostmasterPid(t *testing.T) {
+	t.Parallel()
 	data := pgtest.ReachableDir(t)
 	env := []string{"CARTREG_DATA_DIR=" + data}
 	first := startCartreg(t, env, "serve")
@@ -245,6 +247,7 @@ func TestServeRecoversFromAStalePostmasterPid(t *testing.T) {
 }
 
 func TestTwoServersOnOneEmptyDatabaseMigrateItOnce(t *testing.T) {
+	t.Parallel()
 	url := pgtest.NewEmptyDatabaseURL(t)
 	env := []string{"CARTREG_DATABASE_URL=" + url}
 	a, b := startCartreg(t, env, "serve"), startCartreg(t, env, "serve")
@@ -273,6 +276,7 @@ func TestTwoServersOnOneEmptyDatabaseMigrateItOnce(t *testing.T) {
 }
 
 func TestServeWithoutMigratingRefusesAnOutdatedSchema(t *testing.T) {
+	t.Parallel()
 	p := startCartreg(t, []string{"CARTREG_DATABASE_URL=" + pgtest.NewEmptyDatabaseURL(t), "CARTREG_MIGRATE=false"}, "serve")
 	err := p.wait()
 	if err == nil {
@@ -292,6 +296,7 @@ func runCartreg(t *testing.T, env []string, args ...string) (string, error) {
 }
 
 func TestMigrateStatusAndUp(t *testing.T) {
+	t.Parallel()
 	env := []string{"CARTREG_DATABASE_URL=" + pgtest.NewEmptyDatabaseURL(t), "CARTREG_LOG_LEVEL=warn"}
 	names, _ := migrations.Names()
 
@@ -313,6 +318,7 @@ func TestMigrateStatusAndUp(t *testing.T) {
 }
 
 func TestMigrateUpOnTheEmbeddedDatabase(t *testing.T) {
+	t.Parallel()
 	env := []string{"CARTREG_DATA_DIR=" + pgtest.ReachableDir(t), "CARTREG_LOG_LEVEL=warn"}
 	if out, err := runCartreg(t, env, "migrate", "up"); err != nil {
 		t.Fatalf("migrate up: %v\n%s", err, out)
@@ -324,6 +330,7 @@ func TestMigrateUpOnTheEmbeddedDatabase(t *testing.T) {
 }
 
 func TestVersionAndHelp(t *testing.T) {
+	t.Parallel()
 	out, err := runCartreg(t, nil, "version")
 	if err != nil || !strings.Contains(out, "cartreg ") || !strings.Contains(out, "google/fhir v0.7.4") {
 		t.Fatalf("version: %v\n%s", err, out)

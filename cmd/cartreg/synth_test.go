@@ -11,6 +11,7 @@ import (
 
 // synth writes one Bundle per patient, and the same command gives the same files.
 func TestSynthWritesTheSameCohortTwice(t *testing.T) {
+	t.Parallel()
 	dirs := []string{t.TempDir(), t.TempDir()}
 	day := time.Now().UTC().Format(time.DateOnly) // the default cut-off
 	for _, dir := range dirs {

@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cartreg/cartreg/internal/shareddata"
 )
 
 func TestCompileErrors(t *testing.T) {
@@ -133,10 +134,9 @@ func FuzzCompile(f *testing.F) {
 // with an expression must compile (composites' expressions too), fit the R4 model, and
 // evaluate to the same thing whole and narrowed by ForResourceType on every example.
 func TestSearchParameterExpressions(t *testing.T) {
-	path := filepath.Join(examplesDir, "..", "search-parameters.json")
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(shareddata.File(t, "fhir-r4/search-parameters.json"))
 	if err != nil {
-		t.Skipf("no search-parameters.json in %s (the shared/ folder beside the repository): skipping", filepath.Dir(path))
+		t.Fatal(err)
 	}
 	var bundle struct {
 		Entry []struct {

@@ -8,19 +8,15 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/cartreg/cartreg/internal/shareddata"
 )
 
-// examplesDir holds the official R4 examples, shared beside the repository.
-const examplesDir = "../../../shared/fhir-r4/examples"
-
-// loadExamples decodes every example as the server does (UseNumber), or skips the test
-// when the examples are not there.
+// loadExamples decodes every official R4 example as the server does (UseNumber); without
+// them, shareddata decides whether the test skips or fails.
 func loadExamples(t testing.TB) map[string]map[string]any {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(examplesDir, "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Skipf("no FHIR R4 examples in %s (the shared/ folder beside the repository): skipping", examplesDir)
-	}
+	files := shareddata.Glob(t, "fhir-r4/examples/*.json")
 	out := map[string]map[string]any{}
 	for _, f := range files {
 		out[filepath.Base(f)] = decodeFile(t, f)

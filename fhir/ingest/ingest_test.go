@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,12 +11,11 @@ import (
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/ingest"
 	"github.com/cartreg/cartreg/fhir/searchparam"
+	"github.com/cartreg/cartreg/internal/shareddata"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-const bulkDir = "../../../shared/synthea/bulk-10-patients"
 
 func importer(t testing.TB, count *atomic.Int64) *ingest.Importer {
 	db := pgtest.NewDatabase(t)
@@ -28,11 +26,8 @@ func importer(t testing.TB, count *atomic.Int64) *ingest.Importer {
 }
 
 func bulkFiles(t testing.TB) []string {
-	files, _ := filepath.Glob(filepath.Join(bulkDir, "*.ndjson.gz"))
-	if len(files) == 0 {
-		t.Skipf("no NDJSON files in %s (shared data absent)", bulkDir)
-	}
-	return files
+	t.Helper()
+	return shareddata.Glob(t, "synthea/bulk-10-patients/*.ndjson.gz")
 }
 
 func TestProgressIsReportedPerCommittedBatch(t *testing.T) {

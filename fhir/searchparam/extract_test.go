@@ -9,10 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// examplesDir holds the official R4 examples, shared beside the repository.
-const examplesDir = "../../../shared/fhir-r4/examples"
+	"github.com/cartreg/cartreg/internal/shareddata"
+)
 
 func decode(t testing.TB, data []byte) map[string]any {
 	t.Helper()
@@ -25,13 +24,11 @@ func decode(t testing.TB, data []byte) map[string]any {
 	return m
 }
 
-// example reads one official example, or skips the test when the examples are absent.
+// example reads one official R4 example; without it, shareddata decides whether the test
+// skips or fails.
 func example(t testing.TB, name string) map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(examplesDir, name))
-	if os.IsNotExist(err) {
-		t.Skipf("no FHIR R4 examples in %s (the shared/ folder beside the repository): skipping", examplesDir)
-	}
+	data, err := os.ReadFile(shareddata.File(t, "fhir-r4/examples/"+name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +45,7 @@ func extract(t testing.TB, resource map[string]any) Values {
 }
 
 func TestExtractEveryExample(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(examplesDir, "*.json"))
-	if len(files) == 0 {
-		t.Skipf("no FHIR R4 examples in %s (the shared/ folder beside the repository): skipping", examplesDir)
-	}
+	files := shareddata.Glob(t, "fhir-r4/examples/*.json")
 	if len(files) != 708 {
 		t.Errorf("%d examples, expected the 708 of R4", len(files))
 	}

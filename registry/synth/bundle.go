@@ -213,7 +213,8 @@ const (
 	terminologyHL7     = "http://terminology.hl7.org/CodeSystem/"
 )
 
-// mcodeDisplay names the mCODE CancerDiseaseStatus values (DOMAIN.md).
+// mcodeDisplay names the mCODE CancerDiseaseStatus values (HL7 mCODE STU1; see
+// registry/definitions/README.md, "Response schemes").
 var mcodeDisplay = map[string]string{
 	"268910001":       "Patient's condition improved (finding)",
 	"359746009":       "Patient's condition stable (finding)",

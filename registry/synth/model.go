@@ -271,6 +271,8 @@ func buildDiseaseModels() ([]*diseaseModel, error) {
 		bgALL      = 0.005 / 12
 		bgLupus    = 0.002 / 12
 	)
+	// Every trial figure here and in the models below is sourced in
+	// registry/definitions/README.md, "Synthetic cohorts".
 	var (
 		lbclOS    = cure(0, 1, bgLymphoma, landmark{25.8, 0.5}, landmark{60, 0.426})
 		myelomaOS = median(0, 1, 0, 60.7)
@@ -283,9 +285,9 @@ func buildDiseaseModels() ([]*diseaseModel, error) {
 		return nil, fmt.Errorf("synth: calibrating the outcome model: %w", err)
 	}
 	models := []*diseaseModel{{
-		// DOMAIN.md, ZUMA-1 (axi-cel, LBCL): 5-year OS 42.6%, median OS 25.8 months; a cured
-		// fraction plus an exponential. Progression: ZUMA-1 median PFS 5.9 months (Neelapu 2017,
-		// not in DOMAIN.md) and a 5-year PFS near JULIET's 28%.
+		// ZUMA-1 (axi-cel, LBCL): 5-year OS 42.6%, median OS 25.8 months; a cured fraction plus
+		// an exponential. Progression: ZUMA-1 median PFS 5.9 months (Neelapu 2017) and a 5-year
+		// PFS near JULIET's 28%.
 		code: "lbcl", share: 0.45, // brief's disease mix: LBCL 45%
 		os:         lbclOS,
 		background: bgLymphoma,
@@ -306,7 +308,7 @@ func buildDiseaseModels() ([]*diseaseModel, error) {
 		},
 		priorLines: lbclLines, crs: 0.85, icans: 0.30,
 	}, {
-		// DOMAIN.md: CARTITUDE-1 (cilta-cel) median OS 60.7 months, ORR 97.9%; FUMANBA-1
+		// CARTITUDE-1 (cilta-cel) median OS 60.7 months, ORR 97.9%; FUMANBA-1
 		// (eque-cel) ORR 96%, median PFS 30.5 months, 12-month PFS 78.8%. No plateau: an
 		// exponential OS, and a Weibull progression time fitted to both FUMANBA-1 figures.
 		code: "myeloma", share: 0.25, // myeloma 25%
@@ -325,7 +327,7 @@ func buildDiseaseModels() ([]*diseaseModel, error) {
 		snomed:     &conditionCode{snomed, "109989006", "Multiple myeloma (disorder)"},
 		priorLines: myelomaLines, crs: 0.85, icans: 0.15,
 	}, {
-		// DOMAIN.md: ELIANA (tisa-cel, B-ALL) 3-year OS 63%; ELIANA's 12-month OS 76% (Maude
+		// ELIANA (tisa-cel, B-ALL) 3-year OS 63%; ELIANA's 12-month OS 76% (Maude
 		// 2018) shapes the curve. Event-free survival 50% at 12 and 44% at 36 months (ELIANA),
 		// with 12% primary refractory: ORR about 81%.
 		code: "b-all", share: 0.12, // B-ALL 12%
@@ -346,8 +348,8 @@ func buildDiseaseModels() ([]*diseaseModel, error) {
 		priorLines: lines(weighted[int]{1, 25}, weighted[int]{2, 40}, weighted[int]{3, 25}, weighted[int]{4, 10}),
 		crs:        0.80, icans: 0.35,
 	}, {
-		// Not in DOMAIN.md; plausible for axi-cel in FL (ZUMA-5: ORR 94%, CR 79%): OS 88% at
-		// 2 years and 75% at 5, PFS 65% and 50%.
+		// ZUMA-5 (axi-cel, FL) gives ORR 94%, CR 79%; the survival figures are the model's own,
+		// plausible for it: OS 88% at 2 years and 75% at 5, PFS 65% and 50%.
 		code: "fl", share: 0.07, // FL 7%
 		os:         flOS,
 		background: bgLymphoma,
@@ -367,8 +369,7 @@ func buildDiseaseModels() ([]*diseaseModel, error) {
 		priorLines: lines(weighted[int]{2, 35}, weighted[int]{3, 30}, weighted[int]{4, 20}, weighted[int]{5, 10}, weighted[int]{6, 5}),
 		crs:        0.75, icans: 0.20,
 	}, {
-		// Not in DOMAIN.md; plausible for brexu-cel in MCL (ZUMA-2: ORR 91%, CR 68%, median
-		// PFS 25.8 and OS 46.6 months).
+		// ZUMA-2 (brexu-cel, MCL): ORR 91%, CR 68%, median PFS 25.8 and OS 46.6 months.
 		code: "mcl", share: 0.05, // MCL 5%
 		os:         mclOS,
 		background: bgLymphoma,
@@ -386,7 +387,7 @@ func buildDiseaseModels() ([]*diseaseModel, error) {
 		priorLines: lines(weighted[int]{1, 10}, weighted[int]{2, 30}, weighted[int]{3, 35}, weighted[int]{4, 17}, weighted[int]{5, 8}),
 		crs:        0.90, icans: 0.35,
 	}, {
-		// DOMAIN.md: CD19 CAR-T in SLE, 8 of 8 in DORIS remission: no disease deaths (only the
+		// CD19 CAR-T in SLE, 8 of 8 in DORIS remission: no disease deaths (only the
 		// background), DORIS for nearly all, rare flares (5% at a year, 12% at three).
 		code: "sle", share: 0.045, // SLE/autoimmune 6%: three quarters lupus
 		os:         lupusOS,

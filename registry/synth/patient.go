@@ -10,9 +10,9 @@ import (
 	"github.com/cartreg/cartreg/registry"
 )
 
-// followUpYears is how long visits go on: 15 years, as regulators ask after gene-modified cell
-// products (DOMAIN.md). The registry's default plan reports to year 5; later yearly visits are
-// long-term follow-up, unscheduled under that plan.
+// followUpYears is how long visits go on: 15 years, as the FDA asks after gene-modified cell
+// products (registry/definitions/README.md, "Follow-up plan"). The registry's default plan
+// reports to year 5; later yearly visits are long-term follow-up, unscheduled under that plan.
 const followUpYears = 15
 
 // Follow-up as it happens, not as planned (the brief's figures).

@@ -29,7 +29,8 @@ func regionOf(country string) region {
 // China 2021 for relma-cel, 2023 eque-cel and inati-cel, 2024 zevor-cel) with the later
 // label extensions and the EU's and China's own approvals, to the month. Before a product is
 // available its patients are treated in trials: a hospital in China in 2018 infuses
-// investigational CD19 CAR-T cells, as DOMAIN.md's example patients were.
+// investigational CD19 CAR-T cells, as in the example patients' reports
+// (registry/definitions/README.md, "Example patients").
 type indication struct {
 	product, disease string
 	region           region
@@ -95,7 +96,8 @@ var (
 	trialBCMA     = trial{"Anti-BCMA CAR-T cells (investigational, phase 1/2 trial)", []string{"BCMA"}}
 	trialGPRC5D   = trial{"Anti-GPRC5D CAR-T cells (investigational)", []string{"GPRC5D"}}
 	trialLupus    = trial{"Anti-CD19 CAR-T cells for autoimmune disease (investigational)", []string{"CD19"}}
-	// DOMAIN.md's example 4: a CD19/BCMA compound CAR-T in lupus, in China.
+	// Example patient 4 (registry/definitions/README.md, "Example patients"): a CD19/BCMA
+	// compound CAR-T in lupus, in China.
 	trialLupusDual = trial{"CD19/BCMA compound CAR-T cells for autoimmune disease (investigational)", []string{"CD19", "BCMA"}}
 )
 
@@ -119,8 +121,8 @@ func trialsFor(disease string, r region) []weighted[trial] {
 	return []weighted[trial]{{trialCD19, 85}, {trialCD19CD20, 15}}
 }
 
-// ex02Trial is the hospital-developed product against the new target Ex02 (DOMAIN.md), named
-// after the hospital that makes it.
+// ex02Trial is the hospital-developed product against the new target Ex02 of example patient 5
+// (registry/definitions/README.md, "Example patients"), named after the hospital that makes it.
 func ex02Trial(site Site) trial {
 	return trial{"Ex02 CAR-T cells (" + site.Name + ", hospital-developed, investigational)", []string{"Ex02"}}
 }

@@ -1,10 +1,10 @@
 // Package synth generates a realistic, synthetic CAR-T cohort: patients treated at sites in
 // several countries, their infusions, remission assessments along the follow-up plan,
-// toxicities and deaths, with outcomes calibrated to the published trials DOMAIN.md lists
-// (ZUMA-1, CARTITUDE-1, FUMANBA-1, ELIANA, the CD19 CAR-T lupus series). Each patient becomes
-// one FHIR R4 transaction Bundle written to the registry's conventions
-// (registry/definitions/README.md), so a cohort of any size can be loaded through the API to
-// exercise the registry, its outcome reports and its performance.
+// toxicities and deaths, with outcomes calibrated to published trials (ZUMA-1, CARTITUDE-1,
+// FUMANBA-1, ELIANA, the CD19 CAR-T lupus series; sources in registry/definitions/README.md,
+// "Synthetic cohorts"). Each patient becomes one FHIR R4 transaction Bundle written to the
+// registry's conventions (the same README), so a cohort of any size can be loaded through the
+// API to exercise the registry, its outcome reports and its performance.
 //
 // Generation is deterministic: the same Options give byte-identical Bundles. Every patient
 // draws from a random stream of its own (PCG seeded from Seed and the patient's index), so
@@ -194,7 +194,8 @@ func (g *generator) prepare() {
 	for _, m := range g.models {
 		g.diseaseWeight = append(g.diseaseWeight, m.share)
 	}
-	// DOMAIN.md: "a newer, hospital-developed target antigen (Ex02)" — one Chinese hospital.
+	// The hospital-developed target antigen Ex02 of example patient 5
+	// (registry/definitions/README.md, "Example patients"): one Chinese hospital.
 	g.ex02Site = -1
 	for i, s := range g.sites {
 		if s.Country == "CN" {

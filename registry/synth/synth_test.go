@@ -387,7 +387,8 @@ func (k km) median() float64 {
 
 // survivalOf returns OS and PFS samples, in months, of a disease's patients infused at least
 // minMonths before the cut-off. OS: death, censored at the last contact. PFS: progression or
-// death, censored at the last assessment without progression (as DOMAIN.md defines them).
+// death, censored at the last assessment without progression (as registry/definitions/README.md,
+// "Survival endpoints", defines them).
 func survivalOf(c *Cohort, tm *registry.Terminology, disease string, minMonths float64) (osT []float64, osE []bool, pfsT []float64, pfsE []bool) {
 	months := func(from, to time.Time) float64 { return float64(daysBetween(from, to)) / daysPerMonth }
 	for _, p := range c.Patients {

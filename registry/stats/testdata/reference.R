@@ -13,6 +13,12 @@ suppressPackageStartupMessages(library(survival))
 args <- commandArgs(trailingOnly = FALSE)
 script <- sub("^--file=", "", args[grep("^--file=", args)])
 dir <- if (length(script) == 1) dirname(normalizePath(script)) else "registry/stats/testdata"
+# Refuse a directory that is not this one (a relative default taken from another working
+# directory), rather than writing header-only results into a new tree the tests never read.
+if (!file.exists(file.path(dir, "reference.R")) ||
+    length(list.files(file.path(dir, "cohorts"), pattern = "\\.csv$")) == 0)
+  stop("no cohorts beside reference.R in ", normalizePath(dir, mustWork = FALSE),
+       ": run from the repository root, after gencohorts (make fixtures does both)", call. = FALSE)
 out <- file.path(dir, "r")
 dir.create(file.path(out, "curves"), recursive = TRUE, showWarnings = FALSE)
 dir.create(file.path(out, "landmarks"), recursive = TRUE, showWarnings = FALSE)

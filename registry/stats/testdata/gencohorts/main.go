@@ -4,10 +4,11 @@
 // compute the expected curves, medians and intervals, so the Go code is compared with an
 // independent implementation rather than with itself. Every random cohort comes from a
 // math/rand/v2 PCG source with a fixed seed, so running this program again rewrites the same
-// files byte for byte (on the same Go release). Run it from the repository root, or through
-// `make fixtures`, which also reruns R.
+// files byte for byte (on the same Go release). Run it from anywhere in the repository, or
+// through `make fixtures`, which also reruns R.
 //
-// Files written (under -dir):
+// Files written (under -dir, by default registry/stats/testdata of the module the working
+// directory is in):
 //
 //	cohorts/NAME.csv   columns time,status: time in whole days, status 1 = event, 0 = censored
 //	wilson_cases.csv   columns x,n: successes and trials for the Wilson interval checks
@@ -32,20 +33,54 @@ type obs struct {
 }
 
 func main() {
-	dir := flag.String("dir", "registry/stats/testdata", "testdata directory to write cohorts/ and wilson_cases.csv into")
+	flagDir := flag.String("dir", "", "registry/stats/testdata, to write cohorts/ and wilson_cases.csv into (default: found from the working directory)")
 	flag.Parse()
 
-	if err := os.MkdirAll(filepath.Join(*dir, "cohorts"), 0o755); err != nil {
+	dir, err := testdataDir(*flagDir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "cohorts"), 0o755); err != nil {
 		log.Fatal(err)
 	}
 	for _, c := range cohorts() {
-		if err := writeCohort(filepath.Join(*dir, "cohorts", c.name+".csv"), c.obs); err != nil {
+		if err := writeCohort(filepath.Join(dir, "cohorts", c.name+".csv"), c.obs); err != nil {
 			log.Fatal(err)
 		}
 	}
-	if err := writeWilson(filepath.Join(*dir, "wilson_cases.csv")); err != nil {
+	if err := writeWilson(filepath.Join(dir, "wilson_cases.csv")); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// testdataDir returns the directory to write into: dir when given, else registry/stats/testdata
+// under the nearest directory upwards from the working directory that holds go.mod. Either way
+// it must already hold reference.R, the script that reads what is written: a path resolved
+// against the wrong working directory then fails, rather than growing a second testdata tree
+// inside the first that the tests never read.
+func testdataDir(dir string) (string, error) {
+	if dir == "" {
+		root, err := os.Getwd()
+		if err != nil {
+			return "", err
+		}
+		for {
+			if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+				break
+			}
+			parent := filepath.Dir(root)
+			if parent == root {
+				return "", fmt.Errorf("no go.mod above the working directory: run inside the repository or give -dir")
+			}
+			root = parent
+		}
+		dir = filepath.Join(root, "registry", "stats", "testdata")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "reference.R")); err != nil {
+		abs, _ := filepath.Abs(dir)
+		return "", fmt.Errorf("%s has no reference.R: it is not the repository's registry/stats/testdata", abs)
+	}
+	return dir, nil
 }
 
 type cohort struct {
