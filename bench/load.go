@@ -28,13 +28,14 @@ const (
 
 // client sends requests to the server over keep-alive connections, one per concurrent client.
 type client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	creds *credentials
 }
 
-func newClient(base string, conns int) *client {
+func newClient(base string, conns int, creds *credentials) *client {
 	t := &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, IdleConnTimeout: time.Minute}
-	return &client{base: base, http: &http.Client{Transport: t, Timeout: 5 * time.Minute}}
+	return &client{base: base, http: &http.Client{Transport: t, Timeout: 5 * time.Minute}, creds: creds}
 }
 
 // do sends one request and reads the whole answer; a status other than want is an error.
@@ -51,6 +52,11 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, want 
 		req.Header.Set("Content-Type", "application/fhir+json")
 	}
 	req.Header.Set("Accept", "application/fhir+json")
+	token, err := c.creds.bearer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err

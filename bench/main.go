@@ -156,7 +156,11 @@ func run(ctx context.Context, o options) (*Results, error) {
 	if res.ResourcesAtStart, err = countRows(ctx, db, `SELECT count(*) FROM resource WHERE NOT deleted`); err != nil {
 		return nil, err
 	}
-	c := newClient(srv.base, 32)
+	creds, err := registerClient(ctx, o.bin, srv.dataDir, srv.base)
+	if err != nil {
+		return nil, err
+	}
+	c := newClient(srv.base, 32, creds)
 	step("ingest: %d transaction Bundles from %d clients", len(cohort), ingestClients)
 	done := prof.start(ctx, "ingest", 30*time.Second)
 	loaded, err := ingest(ctx, c, cohort)

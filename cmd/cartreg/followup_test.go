@@ -85,7 +85,7 @@ func TestScheduleRunAt(t *testing.T) {
 func TestServeCatchesUpOnceAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewEmptyDatabaseURL(t)
-	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=info"}
+	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=info", testBaseURL}
 	if out, err := runCartreg(t, env, "demo"); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
@@ -104,31 +104,26 @@ func TestServeCatchesUpOnceAcrossReplicas(t *testing.T) {
 	for id := range countsIn(t, url, `SELECT patient_id, 1 FROM registry_infusion WHERE infused_on = '2016-06-14'`) {
 		patient = id
 	}
-	res, err := http.Get(addr + "/follow-up/Patient/" + patient)
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := newClientToken(t, env, "admin")
+	res := authGet(t, admin, addr+"/follow-up/Patient/"+patient)
 	var status struct {
 		FiveYears bool `json:"five_year_survival_reached"`
 		Sequences []struct {
 			LastReached struct{ Code string } `json:"last_milestone_reached"`
 		}
 	}
-	err = json.NewDecoder(res.Body).Decode(&status)
+	err := json.NewDecoder(res.Body).Decode(&status)
 	res.Body.Close()
 	if err != nil || res.StatusCode != 200 || !status.FiveYears || len(status.Sequences) != 1 || status.Sequences[0].LastReached.Code != "y5" {
 		t.Errorf("follow-up of Patient/%s: %d %+v %v", patient, res.StatusCode, status, err)
 	}
-	if res, err := http.Get(addr + "/follow-up/Patient/nobody"); err != nil || res.StatusCode != 404 {
-		t.Errorf("follow-up of an unknown patient: %v %v", res, err)
+	if res := authGet(t, admin, addr+"/follow-up/Patient/nobody"); res.StatusCode != 404 {
+		t.Errorf("follow-up of an unknown patient: %v", res)
 	}
 	// The coordinators' calendar, on the real clock: the transformed FL patient's year 3 visit
 	// (window 2026-10-22 to 2026-12-21) has no assessment, so from late 2026 on there is always
 	// an open Task, due or overdue.
-	res, err = http.Get(addr + "/worklist.ics")
-	if err != nil {
-		t.Fatal(err)
-	}
+	res = authGet(t, admin, addr+"/worklist.ics")
 	ics, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/calendar") ||

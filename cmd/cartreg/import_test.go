@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,7 +197,7 @@ func TestDemoLoadsTheExamplesOnce(t *testing.T) {
 func TestDemoIntoTheRunningServersEmbeddedDatabase(t *testing.T) {
 	t.Parallel()
 	data := pgtest.ReachableDir(t)
-	env := []string{"CARTREG_DATA_DIR=" + data, "CARTREG_OUTCOMES_MIN_CELL=1"}
+	env := []string{"CARTREG_DATA_DIR=" + data, "CARTREG_OUTCOMES_MIN_CELL=1", testBaseURL}
 	server := startCartreg(t, env, "serve", "-addr", "127.0.0.1:0")
 	base := server.waitReady(time.Minute)
 	defer server.stop(syscall.SIGTERM)
@@ -207,10 +206,8 @@ func TestDemoIntoTheRunningServersEmbeddedDatabase(t *testing.T) {
 	if err != nil || !strings.Contains(out, "5 example patients loaded") {
 		t.Fatalf("demo beside a running server: %v\n%s", err, out)
 	}
-	res, err := http.Get(base + "/registry/outcomes/response?disease=lbcl")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The README's next step: a researcher's client and token, then the outcomes.
+	res := authGet(t, newClientToken(t, env, "researcher"), base+"/registry/outcomes/response?disease=lbcl")
 	defer res.Body.Close()
 	var report struct {
 		Groups []struct {
