@@ -77,6 +77,7 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	store := fhir.NewStore(db, params, clock)
 	searcher := fhir.NewSearcher(store, params, cfg.FHIR.BaseURL)
 	cfg.Registry.BaseURL = cfg.FHIR.BaseURL
+	cfg.FHIR.Security = auth.SecurityExtension(cfg.Auth.Issuer)
 	policy := access.New(nil) // its site checker is the registry's, set below
 	if cfg.FHIR.Bundles.Guard == nil {
 		cfg.FHIR.Bundles.Guard = policy.Guard()
@@ -114,6 +115,15 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	}, nil
 }
 
+// coordinatorSites limits a coordinator's work lists to their sites; others see every site.
+func coordinatorSites(ctx context.Context) ([]string, bool) {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p.Role != auth.RoleCoordinator {
+		return nil, false
+	}
+	return p.Sites, true
+}
+
 // Close flushes the audit records still queued and stops the identity service's background
 // work. Call it once no request is being served.
 func (a *App) Close(ctx context.Context) error {
@@ -131,7 +141,7 @@ func (a *App) Routes(e *echo.Echo) {
 	a.Auth.Register(e)
 	a.API.Register(e)
 	a.Registry.Register(e)
-	a.FollowUp.Register(e, a.DB, a.Clock)
+	a.FollowUp.Register(e, a.DB, a.Clock, coordinatorSites)
 	// The access policy has already decided who reaches the audit trail.
 	a.Audit.Register(e, func(next echo.HandlerFunc) echo.HandlerFunc { return next })
 }

@@ -1,7 +1,9 @@
 package app_test
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,4 +29,19 @@ func TestEveryPartReadsTheOneClock(t *testing.T) {
 	}
 	h.Expect(http.StatusOK, "GET", "/registry/outcomes/response", nil)
 	h.Expect(http.StatusOK, "GET", "/fhir/metadata", nil)
+}
+
+// The capability statement and the SMART configuration, both public, tell a client where to
+// get its token.
+func TestDiscoveryNamesTheTokenEndpoint(t *testing.T) {
+	h := apptest.New(t)
+	cs := h.Expect(http.StatusOK, "GET", "/fhir/metadata", nil, "Authorization", "").JSON(t)
+	security, _ := cs["rest"].([]any)[0].(map[string]any)["security"].(map[string]any)
+	if !strings.Contains(fmt.Sprint(security), h.URL+"/auth/token") || !strings.Contains(fmt.Sprint(security), "SMART-on-FHIR") {
+		t.Errorf("rest.security = %v", security)
+	}
+	smart := h.Expect(http.StatusOK, "GET", "/.well-known/smart-configuration", nil, "Authorization", "").JSON(t)
+	if smart["token_endpoint"] != h.URL+"/auth/token" {
+		t.Errorf("smart-configuration token_endpoint = %v", smart["token_endpoint"])
+	}
 }

@@ -108,7 +108,11 @@ func (h auditWrites) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			return nil // a later round of the hooks: the server's own consequences of the write
 		}
 		ev = ra.event
+		// The write commits with this record, so it succeeded: as the response will say.
 		ev.Outcome = http.StatusOK
+		if ev.Interaction == "create" {
+			ev.Outcome = http.StatusCreated
+		}
 	} else {
 		// A command or a scheduled job: its principal (an operator) is on ctx.
 		ev = audit.Event{Interaction: "batch", Action: actionOf(changes), Outcome: http.StatusOK}

@@ -3,12 +3,16 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/auth"
+	"github.com/cartreg/cartreg/examples"
 )
 
 // network is a registry of two sites, each with a patient, an Observation and a Task.
@@ -203,5 +207,123 @@ func TestEHRScopesAreHonoured(t *testing.T) {
 	}
 	if got := n.h.Count(`SELECT count(*) FROM resource WHERE resource_type = 'Observation'`); got != 3 {
 		t.Errorf("%d Observations, want 3: the refused transaction wrote", got)
+	}
+}
+
+// A coordinator's work list, whatever they ask for, holds their sites' Tasks only.
+func TestCoordinatorsWorklistIsTheirSites(t *testing.T) {
+	h := apptest.New(t)
+	files, _ := fs.Glob(examples.Bundles, "*.json")
+	for _, name := range files {
+		raw, _ := fs.ReadFile(examples.Bundles, name)
+		h.Expect(http.StatusOK, "POST", "/fhir", raw)
+	}
+	h.SetNow(time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC))
+	if _, err := h.App.FollowUp.Run(auth.WithPrincipal(context.Background(), auth.Operator("test")), h.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sitesOf := func(r *apptest.Reply) map[string]int {
+		out := map[string]int{}
+		for _, it := range r.JSON(t)["items"].([]any) {
+			out[it.(map[string]any)["site"].(map[string]any)["id"].(string)]++
+		}
+		return out
+	}
+	all := sitesOf(h.Expect(http.StatusOK, "GET", "/worklist?within=3650d&status=requested,completed,cancelled,failed,on-hold", nil))
+	if len(all) < 2 {
+		t.Fatalf("the examples' work list has Tasks of %d sites; the test needs two", len(all))
+	}
+	for site, n := range all {
+		tok := h.Token(auth.RoleCoordinator, site)
+		if got := sitesOf(h.As(tok, "GET", "/worklist?within=3650d&status=requested,completed,cancelled,failed,on-hold", nil)); len(got) != 1 || got[site] != n {
+			t.Errorf("coordinator of %s sees %v, want %d of theirs", site, got, n)
+		}
+		for other := range all {
+			if other == site {
+				continue
+			}
+			if got := sitesOf(h.As(tok, "GET", "/worklist?within=3650d&status=requested,completed,cancelled,failed,on-hold&site="+other, nil)); len(got) != 0 {
+				t.Errorf("coordinator of %s asking for %s sees %v", site, other, got)
+			}
+			ics := h.As(tok, "GET", "/worklist.ics?within=3650d", nil)
+			if ics.Status != http.StatusOK {
+				t.Fatalf("calendar: %d", ics.Status)
+			}
+		}
+	}
+}
+
+// Every request that touches patient data, refused ones included, leaves exactly one audit
+// record naming who asked, for what, and how it ended; a write's record is in its own
+// transaction, so a refused write leaves only the refusal.
+func TestEveryAccessLeavesOneAuditRecord(t *testing.T) {
+	n := newNetwork(t)
+	coordinator := n.h.Token(auth.RoleCoordinator, n.siteA)
+	researcher := n.h.Token(auth.RoleResearcher)
+	obs := fmt.Sprintf(`{"resourceType":"Observation","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/%s"}}`, n.patientA)
+	for _, c := range []struct {
+		name, token, method, path, body string
+		status                          int
+		interaction, entity, patient    string
+	}{
+		{"coordinator reads their patient", coordinator, "GET", "/fhir/Patient/" + n.patientA, "", 200, "read", "Patient/" + n.patientA, n.patientA},
+		{"coordinator tries another site", coordinator, "GET", "/fhir/Patient/" + n.patientB, "", 404, "read", "Patient/" + n.patientB, n.patientB},
+		{"a search", "", "GET", "/fhir/Observation?subject=Patient/" + n.patientB, "", 200, "search-type", "", n.patientB},
+		{"a create", "", "POST", "/fhir/Observation", obs, 201, "create", "Observation/", n.patientA},
+		{"a refused create", "", "POST", "/fhir/Observation", `{"resourceType":"Observation"}`, 400, "create", "", ""},
+		{"a transaction", "", "POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":` + obs + `,"request":{"method":"POST","url":"Observation"}}]}`, 200, "transaction", "Observation/", n.patientA},
+		{"the work list", coordinator, "GET", "/worklist", "", 200, "operation", "", ""},
+		{"outcomes", researcher, "GET", "/registry/outcomes/response", "", 200, "operation", "", ""},
+		{"a bad token", "forged", "GET", "/fhir/Patient/" + n.patientA, "", 401, "read", "Patient/" + n.patientA, n.patientA},
+		{"a researcher at patient data", researcher, "GET", "/fhir/Patient/" + n.patientA, "", 403, "read", "Patient/" + n.patientA, n.patientA},
+	} {
+		var res *apptest.Reply
+		if c.token == "" {
+			res = n.h.Do(c.method, c.path, c.body)
+		} else {
+			res = n.h.As(c.token, c.method, c.path, c.body)
+		}
+		if res.Status != c.status {
+			t.Fatalf("%s: %d, want %d: %s", c.name, res.Status, c.status, res.Body)
+		}
+		if err := n.h.App.Audit.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := n.h.DB.Query(context.Background(), `SELECT interaction, outcome, agent_kind, agent_role, entities, patients
+			FROM audit_event WHERE request_id = $1`, res.Header.Get("X-Request-Id"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		for rows.Next() {
+			got++
+			var interaction, kind, role string
+			var outcome int
+			var entities, patients []string
+			if err := rows.Scan(&interaction, &outcome, &kind, &role, &entities, &patients); err != nil {
+				t.Fatal(err)
+			}
+			if interaction != c.interaction || outcome != c.status {
+				t.Errorf("%s: recorded %s %d, want %s %d", c.name, interaction, outcome, c.interaction, c.status)
+			}
+			if c.status == 401 && kind != "anonymous" || c.status != 401 && role == "" {
+				t.Errorf("%s: recorded agent %s %q", c.name, kind, role)
+			}
+			if c.entity != "" && !slices.ContainsFunc(entities, func(e string) bool { return strings.HasPrefix(e, c.entity) }) {
+				t.Errorf("%s: entities %v, want %s…", c.name, entities, c.entity)
+			}
+			if c.patient != "" && !slices.Contains(patients, c.patient) {
+				t.Errorf("%s: patients %v, want %s", c.name, patients, c.patient)
+			}
+		}
+		rows.Close()
+		if got != 1 {
+			t.Errorf("%s: %d audit records, want 1", c.name, got)
+		}
+	}
+	// The privacy officer finds them as AuditEvents.
+	found := n.h.Expect(200, "GET", "/fhir/AuditEvent?patient="+n.patientB, nil).JSON(t)
+	if entries, _ := found["entry"].([]any); len(entries) < 2 {
+		t.Errorf("AuditEvent?patient=%s found %d", n.patientB, len(entries))
 	}
 }

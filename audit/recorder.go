@@ -145,6 +145,11 @@ func (r *Recorder) Record(ctx context.Context, tx pgx.Tx, ev Event) error {
 // When the queue is full Log waits (back-pressure): an event is never dropped. After Close,
 // Log inserts the event itself.
 func (r *Recorder) Log(ev Event) {
+	// Stamped here, in the caller's goroutine: the time is when it happened, not when the
+	// batch is written, and the clock is read where its owner reads it.
+	if ev.Time.IsZero() {
+		ev.Time = r.now()
+	}
 	r.mu.RLock()
 	select {
 	case <-r.stopped:

@@ -28,16 +28,19 @@ type APIConfig struct {
 	DefaultCount, MaxCount int
 	// Bundles are the limits and rules of transactions and batches.
 	Bundles BundleConfig
+	// Security is the CapabilityStatement's rest.security: how clients get their tokens.
+	Security map[string]any
 }
 
 // API is the FHIR R4 REST interface at /fhir.
 type API struct {
-	store   *Store
-	search  *Searcher
-	logger  *slog.Logger
-	config  APIConfig
-	bundles *BundleProcessor
-	now     func() time.Time
+	capability *capabilityStatement
+	store      *Store
+	search     *Searcher
+	logger     *slog.Logger
+	config     APIConfig
+	bundles    *BundleProcessor
+	now        func() time.Time
 }
 
 // The page sizes of searches and histories when none are configured.
@@ -57,7 +60,7 @@ func NewAPI(store *Store, search *Searcher, logger *slog.Logger, cfg APIConfig) 
 	// A GET entry in a Bundle pages like the same search sent on its own.
 	cfg.Bundles.DefaultCount, cfg.Bundles.MaxCount = cfg.DefaultCount, cfg.MaxCount
 	bundles := NewBundleProcessor(store, search, cfg.Bundles, logger)
-	return &API{store: store, search: search, logger: logger, config: cfg, bundles: bundles, now: store.now}
+	return &API{store: store, search: search, logger: logger, config: cfg, bundles: bundles, now: store.now, capability: &capabilityStatement{}}
 }
 
 // Bundles is the processor behind POST /fhir, with the API's limits and page sizes, for

@@ -298,6 +298,10 @@ func TestContentNegotiation(t *testing.T) {
 		{"_format overrides Accept", "GET", "/Patient/" + id + "?_format=application/fhir%2Bjson", "", []string{"Accept", "application/fhir+xml"}, http.StatusOK, ""},
 		{"trailing slash", "GET", "/Patient/" + id + "/", "", nil, http.StatusOK, ""},
 		{"PATCH that is not JSON Patch", "PATCH", "/Patient/" + id, `{"gender":"female"}`, []string{"Content-Type", "application/merge-patch+json"}, http.StatusUnsupportedMediaType, "JSON Patch"},
+		{"a body without a Content-Type", "POST", "/Patient", patientJSON, []string{"Content-Type", ""}, http.StatusUnsupportedMediaType, "needs a Content-Type"},
+		{"a transaction without a Content-Type", "POST", "", `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":"Patient/` + id + `"}}]}`,
+			[]string{"Content-Type", ""}, http.StatusUnsupportedMediaType, "needs a Content-Type"},
+		{"the patient is still there", "GET", "/Patient/" + id, "", nil, http.StatusOK, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

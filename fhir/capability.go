@@ -100,21 +100,23 @@ type UnsupportedLister interface {
 	Unsupported() []searchparam.Unsupported
 }
 
-var (
-	capabilityOnce sync.Once
-	capabilityJSON []byte
-	capabilityErr  error
-)
+// capabilityStatement is an API's statement, built at its first request.
+type capabilityStatement struct {
+	once sync.Once
+	json []byte
+	err  error
+}
 
 // capabilities answers GET /fhir/metadata with a CapabilityStatement derived from what the
 // server really does: the resource types google/fhir knows, the routes Register mounts, and
 // the search parameters the registry indexes. It is built once.
 func (a *API) capabilities(c echo.Context) error {
-	capabilityOnce.Do(func() { capabilityJSON, capabilityErr = a.buildCapabilityStatement(c.Echo().Routes()) })
-	if capabilityErr != nil {
-		return capabilityErr
+	cs := a.capability
+	cs.once.Do(func() { cs.json, cs.err = a.buildCapabilityStatement(c.Echo().Routes()) })
+	if cs.err != nil {
+		return cs.err
 	}
-	return writeJSON(c, http.StatusOK, capabilityJSON)
+	return writeJSON(c, http.StatusOK, cs.json)
 }
 
 func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
@@ -199,6 +201,9 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 			"interaction":   systemInteractions(have),
 			"searchParam":   commonSearchParams,
 		}},
+	}
+	if a.config.Security != nil {
+		statement["rest"].([]any)[0].(map[string]any)["security"] = a.config.Security
 	}
 	raw, err := json.Marshal(statement)
 	if err != nil {

@@ -50,7 +50,10 @@ func hasBody(req *http.Request) bool {
 func checkContentType(c echo.Context) error {
 	raw := c.Request().Header.Get("Content-Type")
 	if raw == "" {
-		return nil // lenient: a body without a type is read as JSON
+		// A body must say what it is: a browser's form or a stray script posting text must not
+		// be read as a FHIR write (a plain form could otherwise send a transaction that deletes).
+		return NewOutcome(http.StatusUnsupportedMediaType, NotSupported,
+			"a request body needs a Content-Type: application/fhir+json (or application/json-patch+json for PATCH)")
 	}
 	mediaType, _, err := mime.ParseMediaType(raw)
 	if err != nil {

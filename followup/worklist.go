@@ -34,9 +34,29 @@ const maxWithin = 3660
 // out from the Task's window as of today, not read from the businessStatus the nightly run
 // last wrote.
 type Worklist struct {
-	db  fhir.DBTX
-	now func() time.Time
-	s   *Tracker // its plan labels milestones and dates windows; its calendar counts days
+	db    fhir.DBTX
+	now   func() time.Time
+	s     *Tracker // its plan labels milestones and dates windows; its calendar counts days
+	limit SiteLimit
+}
+
+// SiteLimit says which sites a request may see the work list of: limited is false for a
+// principal who may see every site's.
+type SiteLimit func(ctx context.Context) (sites []string, limited bool)
+
+// noSite is a site filter that matches nothing: a coordinator asking only for other sites.
+var noSite = []string{""}
+
+// limitSites narrows q to the sites the request may see.
+func limitSites(q *Query, allowed []string) {
+	if len(q.Sites) == 0 {
+		q.Sites = allowed
+	} else {
+		q.Sites = slices.DeleteFunc(q.Sites, func(s string) bool { return !slices.Contains(allowed, s) })
+	}
+	if len(q.Sites) == 0 {
+		q.Sites = noSite
+	}
 }
 
 // Worklist returns the scheduler's work list over db; now is the clock today is taken from.

@@ -20,9 +20,11 @@ import (
 
 // Register adds the coordinators' endpoints: GET /worklist (JSON, CSV or iCalendar by Accept
 // or _format), GET /worklist.ics (iCalendar, for calendar apps, which subscribe to a URL) and
-// GET /follow-up/Patient/:id (Status).
-func (s *Tracker) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time) {
+// GET /follow-up/Patient/:id (Status). limit, when not nil, narrows every work list to the
+// sites the request's principal may see.
+func (s *Tracker) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time, limit SiteLimit) {
 	w := s.Worklist(db, now)
+	w.limit = limit
 	methods := []string{http.MethodGet, http.MethodHead}
 	e.Match(methods, "/worklist", w.get)
 	e.Match(methods, "/worklist.ics", w.getCalendar)
@@ -51,6 +53,11 @@ func (w *Worklist) get(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if w.limit != nil {
+		if sites, limited := w.limit(c.Request().Context()); limited {
+			limitSites(&q, sites)
+		}
+	}
 	if format == "" {
 		format = negotiateFormat(c.Request().Header.Get(echo.HeaderAccept))
 	}
@@ -61,6 +68,11 @@ func (w *Worklist) getCalendar(c echo.Context) error {
 	q, format, err := ParseQuery(c.QueryParams())
 	if err != nil {
 		return err
+	}
+	if w.limit != nil {
+		if sites, limited := w.limit(c.Request().Context()); limited {
+			limitSites(&q, sites)
+		}
 	}
 	if format != "" && format != formatCalendar {
 		return badParam("_format", "_format=%s on /worklist.ics: use /worklist for other formats", c.QueryParam("_format"))
