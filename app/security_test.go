@@ -24,8 +24,10 @@ type network struct {
 	taskA, taskB               string
 }
 
-func newNetwork(t *testing.T) *network {
-	h := apptest.New(t)
+func newNetwork(t *testing.T) *network { return newNetworkWith(t) }
+
+func newNetworkWith(t *testing.T, opts ...apptest.Option) *network {
+	h := apptest.New(t, opts...)
 	n := &network{h: h}
 	create := func(body string) string {
 		t.Helper()
