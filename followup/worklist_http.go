@@ -49,14 +49,9 @@ func negotiateFormat(accept string) string {
 }
 
 func (w *Worklist) get(c echo.Context) error {
-	q, format, err := ParseQuery(c.QueryParams())
+	q, format, err := w.query(c)
 	if err != nil {
 		return err
-	}
-	if w.limit != nil {
-		if sites, limited := w.limit(c.Request().Context()); limited {
-			limitSites(&q, sites)
-		}
 	}
 	if format == "" {
 		format = negotiateFormat(c.Request().Header.Get(echo.HeaderAccept))
@@ -65,19 +60,28 @@ func (w *Worklist) get(c echo.Context) error {
 }
 
 func (w *Worklist) getCalendar(c echo.Context) error {
-	q, format, err := ParseQuery(c.QueryParams())
+	q, format, err := w.query(c)
 	if err != nil {
 		return err
+	}
+	if format != "" && format != formatCalendar {
+		return badParam("_format", "_format=%s on /worklist.ics: use /worklist for other formats", c.QueryParam("_format"))
+	}
+	return w.serve(c, q, formatCalendar)
+}
+
+// query is the request's work list query, narrowed to the sites its principal may see.
+func (w *Worklist) query(c echo.Context) (Query, string, error) {
+	q, format, err := ParseQuery(c.QueryParams())
+	if err != nil {
+		return q, format, err
 	}
 	if w.limit != nil {
 		if sites, limited := w.limit(c.Request().Context()); limited {
 			limitSites(&q, sites)
 		}
 	}
-	if format != "" && format != formatCalendar {
-		return badParam("_format", "_format=%s on /worklist.ics: use /worklist for other formats", c.QueryParam("_format"))
-	}
-	return w.serve(c, q, formatCalendar)
+	return q, format, nil
 }
 
 func (w *Worklist) serve(c echo.Context, q Query, format string) error {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -171,26 +172,19 @@ func deliveriesCommand(stdout, stderr io.Writer) *ffcli.Command {
 			if len(args) > 0 {
 				return fmt.Errorf("schedule deliveries takes no arguments, got %q", args)
 			}
-			logger, err := cfg.prepare(stderr)
-			if err != nil {
-				return err
-			}
-			db, err := openDatabase(ctx, &cfg, logger)
-			if err != nil {
-				return err
-			}
-			defer db.close(logger)
-			list, err := outbox.List(ctx, db.pool, f)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "STATE\tKIND\tCHANNEL\tTARGET\tATTEMPTS\tCREATED\tLAST ERROR\tKEY")
-			for _, m := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.State, m.Kind, m.Channel, m.Target, m.Attempts,
-					m.CreatedAt.UTC().Format(time.RFC3339), m.LastError, m.Key)
-			}
-			return tw.Flush()
+			return withDatabase(ctx, &cfg, stderr, func(db *database, _ *slog.Logger) error {
+				list, err := outbox.List(ctx, db.pool, f)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "STATE\tKIND\tCHANNEL\tTARGET\tATTEMPTS\tCREATED\tLAST ERROR\tKEY")
+				for _, m := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.State, m.Kind, m.Channel, m.Target, m.Attempts,
+						m.CreatedAt.UTC().Format(time.RFC3339), m.LastError, m.Key)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }

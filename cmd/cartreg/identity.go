@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -98,6 +99,22 @@ func (c *Config) issuer() string {
 // withIdentity opens the database and the identity service for a command that manages
 // clients, keys or the audit trail.
 func withIdentity(ctx context.Context, cfg *Config, stderr io.Writer, fn func(*auth.Service, *database) error) error {
+	return withDatabase(ctx, cfg, stderr, func(db *database, logger *slog.Logger) error {
+		if err := db.migrate(ctx, logger); err != nil {
+			return err
+		}
+		svc, err := auth.New(ctx, db.pool, cfg.auth, time.Now, logger)
+		if err != nil {
+			return err
+		}
+		defer svc.Close()
+		return fn(svc, db)
+	})
+}
+
+// withDatabase runs fn on the configured database, once every setting has been checked, and
+// closes the database after it.
+func withDatabase(ctx context.Context, cfg *Config, stderr io.Writer, fn func(*database, *slog.Logger) error) error {
 	logger, err := cfg.prepare(stderr)
 	if err != nil {
 		return err
@@ -107,15 +124,7 @@ func withIdentity(ctx context.Context, cfg *Config, stderr io.Writer, fn func(*a
 		return err
 	}
 	defer db.close(logger)
-	if err := db.migrate(ctx, logger); err != nil {
-		return err
-	}
-	svc, err := auth.New(ctx, db.pool, cfg.auth, time.Now, logger)
-	if err != nil {
-		return err
-	}
-	defer svc.Close()
-	return fn(svc, db)
+	return fn(db, logger)
 }
 
 func operatorCommand(name, usage, help string, cfg *Config, fs *flag.FlagSet, exec func(context.Context, []string) error) *ffcli.Command {

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -218,17 +219,8 @@ func migrateCommand(stdout, stderr io.Writer) *ffcli.Command {
 	var statusJSON bool
 	statusFlags.BoolVar(&statusJSON, "json", false, "print the status as JSON")
 
-	withDatabase := func(ctx context.Context, cfg *Config, fn func(*database) error) error {
-		logger, err := cfg.prepare(stderr)
-		if err != nil {
-			return err
-		}
-		db, err := openDatabase(ctx, cfg, logger)
-		if err != nil {
-			return err
-		}
-		defer db.close(logger)
-		return fn(db)
+	onDatabase := func(ctx context.Context, cfg *Config, fn func(*database) error) error {
+		return withDatabase(ctx, cfg, stderr, func(db *database, _ *slog.Logger) error { return fn(db) })
 	}
 	up := &ffcli.Command{
 		Name:       "up",
@@ -237,7 +229,7 @@ func migrateCommand(stdout, stderr io.Writer) *ffcli.Command {
 		FlagSet:    upFlags,
 		Options:    ffOptions(),
 		Exec: func(ctx context.Context, _ []string) error {
-			return withDatabase(ctx, &upCfg, func(db *database) error {
+			return onDatabase(ctx, &upCfg, func(db *database) error {
 				logger, _ := upCfg.newLogger(stderr)
 				return db.migrate(ctx, logger)
 			})
@@ -250,7 +242,7 @@ func migrateCommand(stdout, stderr io.Writer) *ffcli.Command {
 		FlagSet:    statusFlags,
 		Options:    ffOptions(),
 		Exec: func(ctx context.Context, _ []string) error {
-			return withDatabase(ctx, &statusCfg, func(db *database) error {
+			return onDatabase(ctx, &statusCfg, func(db *database) error {
 				st, err := migrations.GetStatus(ctx, db.pool)
 				if err != nil {
 					return err
