@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"github.com/cartreg/cartreg/fhir"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -55,7 +56,6 @@ type InvalidClientError struct{ Reason string }
 
 func (e *InvalidClientError) Error() string { return "invalid client registration: " + e.Reason }
 
-var sitePattern = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`) // a FHIR id
 
 // AddClient registers a client. The secret is returned only for a client registered without
 // keys, and only here: the database keeps a bcrypt hash of it.
@@ -77,7 +77,7 @@ func (s *Service) AddClient(ctx context.Context, nc NewClient) (Client, string, 
 		return bad("sites limit coordinators only; a %s client reaches every site", nc.Role)
 	}
 	for _, site := range nc.Sites {
-		if !sitePattern.MatchString(site) {
+		if !fhir.ValidID(site) {
 			return bad("site %q is not an Organization id", site)
 		}
 	}
