@@ -56,7 +56,6 @@ type InvalidClientError struct{ Reason string }
 
 func (e *InvalidClientError) Error() string { return "invalid client registration: " + e.Reason }
 
-
 // AddClient registers a client. The secret is returned only for a client registered without
 // keys, and only here: the database keeps a bcrypt hash of it.
 func (s *Service) AddClient(ctx context.Context, nc NewClient) (Client, string, error) {
