@@ -77,6 +77,9 @@ func (a *API) everything(c echo.Context) error {
 		if err != nil {
 			return err
 		}
+		if len(at.Keys) > 0 { // $everything pages by type and id alone
+			return badCursor()
+		}
 		after = [2]string{at.Type, at.ID}
 	}
 	base := a.baseURL(c)
