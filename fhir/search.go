@@ -310,10 +310,7 @@ func (s *Searcher) run(ctx context.Context, db DBTX, types []string, q *searchQu
 // statement running.
 func (s *Searcher) runLimited(ctx context.Context, q *searchQuery, types []string) (*page, error) {
 	var p *page
-	err := pgx.BeginTxFunc(ctx, s.store.db, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if err := setStatementTimeout(ctx, tx, s.limits.Timeout); err != nil {
-			return err
-		}
+	err := s.readLimited(ctx, func(tx pgx.Tx) error {
 		var err error
 		if p, err = s.run(ctx, tx, types, q); err != nil {
 			return err
@@ -323,10 +320,23 @@ func (s *Searcher) runLimited(ctx context.Context, q *searchQuery, types []strin
 		}
 		return err
 	})
-	if QueryCanceled(err) && ctx.Err() == nil {
-		return nil, timeoutOutcome(s.limits.Timeout, "CARTREG_SEARCH_TIMEOUT")
-	}
 	return p, err
+}
+
+// readLimited runs fn in a read-only transaction whose statements may each take at most
+// the Timeout limit, as searches, histories and $everything do; a statement that runs out
+// is a 422 naming the limit.
+func (s *Searcher) readLimited(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	err := pgx.BeginTxFunc(ctx, s.store.db, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := setStatementTimeout(ctx, tx, s.limits.Timeout); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+	if QueryCanceled(err) && ctx.Err() == nil {
+		return timeoutOutcome(s.limits.Timeout, "CARTREG_SEARCH_TIMEOUT")
+	}
+	return err
 }
 
 func keyList(n int) string {

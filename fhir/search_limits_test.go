@@ -136,6 +136,12 @@ func TestStatementsRunPastTheirTimeLimitAreCancelled(t *testing.T) {
 		r := s.do("GET", "/Organization?name=org", "")
 		expectTooCostly(t, r, http.StatusUnprocessableEntity, "CARTREG_SEARCH_TIMEOUT", 300)
 	})
+	t.Run("history and $everything", func(t *testing.T) {
+		s := s.with(t)
+		holdLock(t, s, "LOCK TABLE resource_version IN ACCESS EXCLUSIVE MODE", 20*time.Second)
+		expectTooCostly(t, s.do("GET", "/Organization/_history", ""), http.StatusUnprocessableEntity, "CARTREG_SEARCH_TIMEOUT", 300)
+		expectTooCostly(t, s.do("GET", "/Patient/$everything", ""), http.StatusUnprocessableEntity, "CARTREG_SEARCH_TIMEOUT", 300)
+	})
 	t.Run("transaction", func(t *testing.T) {
 		s := s.with(t)
 		holdLock(t, s, "SELECT 1 FROM resource WHERE resource_type = 'Organization' AND resource_id = 'org1' FOR UPDATE", 20*time.Second)
