@@ -28,6 +28,13 @@ type APIConfig struct {
 	DefaultCount, MaxCount int
 	// Bundles are the limits and rules of transactions and batches.
 	Bundles BundleConfig
+	// BundleTimeout is the longest any one statement of a transaction or batch Bundle may
+	// run; past it the Bundle is a 422 and, for a transaction, nothing is written. Zero is
+	// DefaultBundleTimeout.
+	BundleTimeout time.Duration
+	// Search bounds what one search may cost; NewAPI gives them to its Searcher. Zero
+	// fields take DefaultSearchLimits'.
+	Search SearchLimits
 	// Security is the CapabilityStatement's rest.security: how clients get their tokens.
 	Security map[string]any
 }
@@ -49,6 +56,10 @@ const (
 	maxPageSize     = 1000
 )
 
+// DefaultBundleTimeout is the statement time limit of Bundles when none is configured: a
+// statement of a 10,000-entry transaction does more than a search's, so it gets longer.
+const DefaultBundleTimeout = time.Minute
+
 // NewAPI returns the REST API over store.
 func NewAPI(store *Store, search *Searcher, logger *slog.Logger, cfg APIConfig) *API {
 	if cfg.DefaultCount <= 0 {
@@ -57,6 +68,11 @@ func NewAPI(store *Store, search *Searcher, logger *slog.Logger, cfg APIConfig) 
 	if cfg.MaxCount < cfg.DefaultCount {
 		cfg.MaxCount = max(cfg.DefaultCount, maxPageSize)
 	}
+	if cfg.BundleTimeout <= 0 {
+		cfg.BundleTimeout = DefaultBundleTimeout
+	}
+	search.SetLimits(cfg.Search)
+	cfg.Search = search.Limits()
 	// A GET entry in a Bundle pages like the same search sent on its own.
 	cfg.Bundles.DefaultCount, cfg.Bundles.MaxCount = cfg.DefaultCount, cfg.MaxCount
 	bundles := NewBundleProcessor(store, search, cfg.Bundles, logger)
@@ -98,8 +114,9 @@ func (a *API) Register(e *echo.Echo) {
 	g.GET("/:type/:id/_history/:vid", a.vread)
 }
 
-// ValidID tells whether s is a valid FHIR id (R4's [A-Za-z0-9\-\.]{1,64}): the one check of
-// ids in URLs, references and parameters, in every package.
+// ValidID tells whether s is a valid FHIR id (R4's [A-Za-z0-9\-\.]{1,64}, except "." and
+// "..", which URLs cannot carry as ids): the one check of ids in URLs, bodies, references and
+// parameters, in every package.
 func ValidID(s string) bool { return fhirpath.ValidID(s) }
 
 // target reads and checks the resource type and id in the URL.
@@ -109,7 +126,7 @@ func target(c echo.Context) (resourceType, id string, err error) {
 		return "", "", NewOutcome(http.StatusNotFound, NotSupported, fmt.Sprintf("%q is not an R4 resource type", resourceType))
 	}
 	if slices.Contains(c.ParamNames(), "id") && !ValidID(id) {
-		return "", "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a valid resource id (1-64 of A-Z a-z 0-9 - .)", id))
+		return "", "", NewOutcome(http.StatusBadRequest, Value, fmt.Sprintf("%q is not a valid resource id (1-64 of A-Z a-z 0-9 - ., not . or ..)", id))
 	}
 	return resourceType, id, nil
 }
@@ -127,9 +144,10 @@ func (a *API) bundle(c echo.Context) error {
 	if err != nil {
 		return err // a body over the limit: echo's 413
 	}
-	out, err := a.bundles.Process(c.Request().Context(), raw, a.baseURL(c))
+	ctx := WithStatementTimeout(c.Request().Context(), a.config.BundleTimeout, "CARTREG_BUNDLE_TIMEOUT")
+	out, err := a.bundles.Process(ctx, raw, a.baseURL(c))
 	if err != nil {
-		return err
+		return StatementTimeoutOutcome(ctx, err)
 	}
 	return writeJSON(c, http.StatusOK, out)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 )
 
@@ -136,7 +137,13 @@ func (a *API) history(c echo.Context) error {
 			return NewOutcome(http.StatusBadRequest, Value, "_cursor is not one this server made")
 		}
 	}
-	entries, more, err := a.store.History(c.Request().Context(), a.store.db, hq)
+	var entries []HistoryEntry
+	var more bool
+	ctx := c.Request().Context()
+	err = a.search.readLimited(ctx, func(tx pgx.Tx) error {
+		entries, more, err = a.store.History(ctx, tx, hq)
+		return err
+	})
 	if err != nil {
 		return err
 	}

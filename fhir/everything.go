@@ -77,17 +77,26 @@ func (a *API) everything(c echo.Context) error {
 		if err != nil {
 			return err
 		}
+		if len(at.Keys) > 0 { // $everything pages by type and id alone
+			return badCursor()
+		}
 		after = [2]string{at.Type, at.ID}
 	}
 	base := a.baseURL(c)
-	rows, err := a.store.db.Query(ctx, everythingQuery, pgx.QueryExecModeExec,
-		patientID, base+"/", types, since, after[0], after[1], count+1)
+	var versions []*Version
+	err = a.search.readLimited(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, everythingQuery, pgx.QueryExecModeExec,
+			patientID, base+"/", types, since, after[0], after[1], count+1)
+		if err == nil {
+			versions, err = pgx.CollectRows(rows, scanVersion)
+		}
+		if err != nil {
+			return fmt.Errorf("collecting the patient record: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("collecting the patient record: %w", err)
-	}
-	versions, err := pgx.CollectRows(rows, scanVersion)
-	if err != nil {
-		return fmt.Errorf("collecting the patient record: %w", err)
+		return err
 	}
 
 	b := newBundle("searchset", a.now())

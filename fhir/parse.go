@@ -69,6 +69,7 @@ func Parse(body []byte) (*Resource, error) {
 	if err != nil {
 		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(issuesFromParseError(err))}
 	}
+	collector.issues = append(collector.issues, checkParsed(msg)...)
 	if hasErrors(collector.issues) {
 		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(collector.issues)}
 	}

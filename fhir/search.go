@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
@@ -34,15 +35,13 @@ type Searcher struct {
 	params  Params
 	baseURL string // this server's FHIR base, when configured: references to it are local
 	now     func() time.Time
+	limits  SearchLimits
 }
 
 // NewSearcher returns a searcher over store's database.
 func NewSearcher(store *Store, params Params, baseURL string) *Searcher {
-	return &Searcher{store: store, params: params, baseURL: strings.TrimSuffix(baseURL, "/"), now: store.now}
+	return &Searcher{store: store, params: params, baseURL: strings.TrimSuffix(baseURL, "/"), now: store.now, limits: DefaultSearchLimits}
 }
-
-// maxIncluded caps what _include and _revinclude may add to one page.
-const maxIncluded = 1000
 
 // page is one page of search results.
 type page struct {
@@ -72,10 +71,40 @@ func decodeCursor(s string) (*cursor, error) {
 	if err == nil {
 		err = json.Unmarshal(raw, &c)
 	}
-	if err != nil {
-		return nil, NewOutcome(http.StatusBadRequest, Value, "_cursor is not one this server made")
+	if err != nil || !IsResourceType(c.Type) || !ValidID(c.ID) {
+		return nil, badCursor()
 	}
 	return &c, nil
+}
+
+func badCursor() error {
+	return NewOutcome(http.StatusBadRequest, Value, "_cursor is not one this server made", "_cursor")
+}
+
+// checkCursorKeys makes sure a cursor's sort values are what cursorKeys writes for cols:
+// text PostgreSQL reads back with each column's cast. Anything else would fail in the
+// database, as a 500, or page from the wrong place.
+func checkCursorKeys(at *cursor, cols []sortColumn) error {
+	if len(at.Keys) != len(cols)-2 {
+		return NewOutcome(http.StatusBadRequest, Value, "_cursor does not belong to this search", "_cursor")
+	}
+	for i, k := range at.Keys {
+		v, ok := k.(string)
+		if !ok || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return badCursor()
+		}
+		switch cols[i].cast {
+		case "timestamptz":
+			if _, err := time.Parse(time.RFC3339Nano, v); err != nil && v != "infinity" && v != "-infinity" {
+				return badCursor()
+			}
+		case "float8":
+			if _, err := strconv.ParseFloat(v, 64); err != nil {
+				return badCursor()
+			}
+		}
+	}
+	return nil
 }
 
 // sortColumn is one ORDER BY key: an SQL expression over the row r, never NULL (missing
@@ -178,8 +207,8 @@ func (s *Searcher) pageQuery(types []string, q *searchQuery) (sqlText string, ar
 		if at, err = decodeCursor(q.cursor); err != nil {
 			return "", nil, nil, nil, err
 		}
-		if len(at.Keys) != len(cols)-2 {
-			return "", nil, nil, nil, NewOutcome(http.StatusBadRequest, Value, "_cursor does not belong to this search")
+		if err = checkCursorKeys(at, cols); err != nil {
+			return "", nil, nil, nil, err
 		}
 	}
 	backward := at != nil && at.Backward
@@ -275,6 +304,41 @@ func (s *Searcher) run(ctx context.Context, db DBTX, types []string, q *searchQu
 	return p, nil
 }
 
+// runLimited runs a search and its includes in one read-only transaction whose statements
+// may each take at most the Timeout limit: a search that runs out is a 422 naming it, and
+// PostgreSQL stops working on it, where a cancelled HTTP request alone would leave the
+// statement running.
+func (s *Searcher) runLimited(ctx context.Context, q *searchQuery, types []string) (*page, error) {
+	var p *page
+	err := s.readLimited(ctx, func(tx pgx.Tx) error {
+		var err error
+		if p, err = s.run(ctx, tx, types, q); err != nil {
+			return err
+		}
+		if q.summary != "count" {
+			p.included, err = s.include(ctx, tx, q, p.matches)
+		}
+		return err
+	})
+	return p, err
+}
+
+// readLimited runs fn in a read-only transaction whose statements may each take at most
+// the Timeout limit, as searches, histories and $everything do; a statement that runs out
+// is a 422 naming the limit.
+func (s *Searcher) readLimited(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	err := pgx.BeginTxFunc(ctx, s.store.db, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := setStatementTimeout(ctx, tx, s.limits.Timeout); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+	if QueryCanceled(err) && ctx.Err() == nil {
+		return timeoutOutcome(s.limits.Timeout, "CARTREG_SEARCH_TIMEOUT")
+	}
+	return err
+}
+
 func keyList(n int) string {
 	parts := make([]string, n)
 	for i := range parts {
@@ -330,7 +394,9 @@ func keysetCondition(b *sqlBuilder, cols []sortColumn, at *cursor, backward bool
 }
 
 // include follows _include and _revinclude from the matches, and with :iterate from what
-// they bring in, up to maxIncluded resources.
+// they bring in. More than the MaxIncluded limit is a 422: a silently cut list would look
+// complete. Each query reads at most one row past the limit, so a fan-out of millions costs
+// no more than one of a thousand.
 func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches []*Version) ([]*Version, error) {
 	if len(q.includes) == 0 && len(q.revincl) == 0 {
 		return nil, nil
@@ -341,11 +407,15 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 	}
 	var included []*Version
 	frontier := matches
-	for round := 0; round < 4 && len(frontier) > 0 && len(included) < maxIncluded; round++ {
+	maxIncluded := s.limits.MaxIncluded
+	for round := 0; round < 4 && len(frontier) > 0; round++ {
 		byType := map[string][]string{}
 		for _, v := range frontier {
 			byType[v.Type] = append(byType[v.Type], v.ID)
 		}
+		// A query that fills its LIMIT has found more unseen resources than the page may
+		// still take; one that does not is complete.
+		limit := maxIncluded - len(included) + len(seen) + 1
 		var found [][2]string
 		for _, inc := range q.includes {
 			if (round > 0 && !inc.iterate) || len(byType[inc.source]) == 0 {
@@ -354,8 +424,9 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 			pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.target_type, s.target_id FROM search_reference s
 				WHERE s.resource_type = $1 AND s.code = $2 AND s.resource_id = ANY($3::text[]) AND s.target_id <> ''
 				  AND ($4 = '' OR s.target_type = $4)
-				  AND local_reference(s.url, $5, s.target_type, s.target_id)`,
-				inc.source, inc.param, byType[inc.source], inc.target, q.base+"/"))
+				  AND local_reference(s.url, $5, s.target_type, s.target_id)
+				LIMIT $6`,
+				inc.source, inc.param, byType[inc.source], inc.target, q.base+"/", limit))
 			if err != nil {
 				return nil, fmt.Errorf("following _include %s:%s: %w", inc.source, inc.param, err)
 			}
@@ -368,8 +439,9 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 			for targetType, ids := range byType {
 				pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.resource_type, s.resource_id FROM search_reference s
 					WHERE s.resource_type = $1 AND s.code = $2 AND s.target_type = $3 AND s.target_id = ANY($4::text[])
-					  AND local_reference(s.url, $5, s.target_type, s.target_id)`,
-					inc.source, inc.param, targetType, ids, q.base+"/"))
+					  AND local_reference(s.url, $5, s.target_type, s.target_id)
+					LIMIT $6`,
+					inc.source, inc.param, targetType, ids, q.base+"/", limit))
 				if err != nil {
 					return nil, fmt.Errorf("following _revinclude %s:%s: %w", inc.source, inc.param, err)
 				}
@@ -378,7 +450,10 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 		}
 		var types, ids []string
 		for _, p := range found {
-			if key := p[0] + "/" + p[1]; !seen[key] && len(types) < maxIncluded-len(included) {
+			if key := p[0] + "/" + p[1]; !seen[key] {
+				if len(types) >= maxIncluded-len(included) {
+					return nil, s.tooManyIncluded()
+				}
 				seen[key] = true
 				types, ids = append(types, p[0]), append(ids, p[1])
 			}
@@ -638,15 +713,9 @@ func (a *API) doSearch(c echo.Context, types []string) error {
 		return err
 	}
 	q.base = a.baseURL(c)
-	ctx := c.Request().Context()
-	p, err := a.search.run(ctx, a.store.db, types, q)
+	p, err := a.search.runLimited(c.Request().Context(), q, types)
 	if err != nil {
 		return err
-	}
-	if q.summary != "count" {
-		if p.included, err = a.search.include(ctx, a.store.db, q, p.matches); err != nil {
-			return err
-		}
 	}
 
 	base := a.baseURL(c)

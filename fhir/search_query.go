@@ -100,6 +100,9 @@ func (s *Searcher) parseSearch(resourceTypes []string, params url.Values, strict
 	if strict && len(q.unknown) > 0 {
 		return nil, &Outcome{Status: http.StatusBadRequest, Issues: markErrors(q.unknown)}
 	}
+	if err := s.checkLimits(q); err != nil {
+		return nil, err
+	}
 	return q, nil
 }
 
@@ -172,6 +175,9 @@ func (q *searchQuery) readResultParameter(base, key string, raw []string, maxCou
 			}
 		}
 	case "_cursor":
+		if last == "" {
+			return NewOutcome(http.StatusBadRequest, Value, "_cursor is empty", "_cursor")
+		}
 		q.cursor = last
 	}
 	return nil

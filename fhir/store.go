@@ -73,11 +73,15 @@ func (v *Version) Path() string { return v.Type + "/" + v.ID }
 
 // InTx runs fn in one database transaction, retried when PostgreSQL reports a serialisation
 // failure, deadlock or a lost race for a unique key: each attempt starts from scratch, so a
-// retried write is never half applied.
+// retried write is never half applied. Under a context from WithStatementTimeout, each
+// statement of the transaction is limited to its time.
 func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+			if err := applyStatementTimeout(ctx, tx); err != nil {
+				return err
+			}
 			t := &trackedTx{Tx: tx}
 			if err := fn(t); err != nil {
 				return err
@@ -85,7 +89,7 @@ func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 			return s.Flush(ctx, t)
 		})
 		if !retryable(err) {
-			return err
+			return StatementTimeoutOutcome(ctx, err)
 		}
 	}
 	return err

@@ -69,7 +69,8 @@ func defaultConfig() Config {
 			ShutdownTimeout:   30 * time.Second,
 		},
 		FHIR: fhir.APIConfig{DefaultCount: 20, MaxCount: 1000,
-			Bundles: fhir.BundleConfig{MaxEntries: 10000, ReferentialIntegrity: true}},
+			Bundles:       fhir.BundleConfig{MaxEntries: 10000, ReferentialIntegrity: true},
+			BundleTimeout: fhir.DefaultBundleTimeout, Search: fhir.DefaultSearchLimits},
 		Registry: registry.Config{FollowUpYears: 5, MinCell: 5},
 		FollowUp: defaultFollowUp(),
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
@@ -119,6 +120,14 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FHIR.BaseURL, "base-url", c.FHIR.BaseURL, "the FHIR base URL clients use, e.g. https://registry.example/fhir (default: from each request's Host)")
 	fs.IntVar(&c.FHIR.DefaultCount, "search-default-count", c.FHIR.DefaultCount, "entries per page of a search or history without _count")
 	fs.IntVar(&c.FHIR.MaxCount, "search-max-count", c.FHIR.MaxCount, "the largest _count honoured")
+	fs.DurationVar(&c.FHIR.Search.Timeout, "search-timeout", c.FHIR.Search.Timeout, "longest a statement of a search may run (422 beyond)")
+	fs.IntVar(&c.FHIR.Search.MaxChainDepth, "search-max-chain-depth", c.FHIR.Search.MaxChainDepth, "most links a search chain may follow (a.b.name is 2)")
+	fs.IntVar(&c.FHIR.Search.MaxHasDepth, "search-max-has-depth", c.FHIR.Search.MaxHasDepth, "most _has a search parameter may nest")
+	fs.IntVar(&c.FHIR.Search.MaxParameters, "search-max-parameters", c.FHIR.Search.MaxParameters, "most selecting parameters a search may have, repetitions counted")
+	fs.IntVar(&c.FHIR.Search.MaxSortKeys, "search-max-sort-keys", c.FHIR.Search.MaxSortKeys, "most keys _sort may list")
+	fs.IntVar(&c.FHIR.Search.MaxIncludes, "search-max-includes", c.FHIR.Search.MaxIncludes, "most _include and _revinclude values a search may have")
+	fs.IntVar(&c.FHIR.Search.MaxIncluded, "search-max-included", c.FHIR.Search.MaxIncluded, "most resources _include and _revinclude may add to one page (422 beyond)")
+	fs.DurationVar(&c.FHIR.BundleTimeout, "bundle-timeout", c.FHIR.BundleTimeout, "longest a statement of a transaction or batch Bundle may run (422 beyond)")
 	fs.IntVar(&c.FHIR.Bundles.MaxEntries, "bundle-max-entries", c.FHIR.Bundles.MaxEntries, "the most entries a transaction or batch Bundle may have (413 beyond)")
 	fs.BoolVar(&c.FHIR.Bundles.ReferentialIntegrity, "bundle-referential-integrity", c.FHIR.Bundles.ReferentialIntegrity,
 		"refuse Bundle entries that refer to local resources neither on the server nor in the Bundle")
@@ -181,6 +190,26 @@ func (c *Config) validateFHIR() error {
 	}
 	if c.FHIR.DefaultCount < 1 || c.FHIR.MaxCount < c.FHIR.DefaultCount {
 		return fmt.Errorf("want 1 <= -search-default-count (%d) <= -search-max-count (%d)", c.FHIR.DefaultCount, c.FHIR.MaxCount)
+	}
+	// A limit of zero would read as "no limit" to an operator but be the default to the API:
+	// refuse it rather than guess.
+	l := c.FHIR.Search
+	for _, d := range []struct {
+		flag  string
+		value time.Duration
+	}{{"search-timeout", l.Timeout}, {"bundle-timeout", c.FHIR.BundleTimeout}} {
+		if d.value < time.Millisecond {
+			return fmt.Errorf("-%s must be at least 1ms, got %s", d.flag, d.value)
+		}
+	}
+	for _, n := range []struct {
+		flag  string
+		value int
+	}{{"search-max-chain-depth", l.MaxChainDepth}, {"search-max-has-depth", l.MaxHasDepth}, {"search-max-parameters", l.MaxParameters},
+		{"search-max-sort-keys", l.MaxSortKeys}, {"search-max-includes", l.MaxIncludes}, {"search-max-included", l.MaxIncluded}} {
+		if n.value < 1 {
+			return fmt.Errorf("-%s must be at least 1, got %d", n.flag, n.value)
+		}
 	}
 	if c.FHIR.BaseURL != "" {
 		u, err := url.Parse(c.FHIR.BaseURL)

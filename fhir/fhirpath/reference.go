@@ -26,10 +26,13 @@ func SplitReference(ref string) (resourceType, id string) {
 	return typ, id
 }
 
-// ValidID tells whether s is a valid FHIR id: 1 to 64 of A-Z a-z 0-9 - and '.'. It is
-// fhir.ValidID, here because fhir imports this package and not the other way round.
+// ValidID tells whether s is a valid FHIR id: 1 to 64 of A-Z a-z 0-9 - and '.', but not
+// "." or "..". It is fhir.ValidID, here because fhir imports this package and not the other
+// way round.
 func ValidID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
+	// "." and ".." match R4's pattern, but in a URL they are path segments that clients and
+	// proxies remove: Patient/.. would be the base itself.
+	if len(s) == 0 || len(s) > 64 || s == "." || s == ".." {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
