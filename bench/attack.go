@@ -66,6 +66,7 @@ type SoakResult struct {
 	PeakRSSMB   float64        `json:"peak_rss_mb"`
 	LimitRSSMB  float64        `json:"limit_rss_mb"`
 	Killed      bool           `json:"killed"`
+	Exited      bool           `json:"exited"` // the server stopped during the soak`
 	Attacks     []AttackResult `json:"attacks"`
 	ServerFault int            `json:"server_faults"` // 5xx answers
 }
@@ -73,6 +74,9 @@ type SoakResult struct {
 // Failed says why the soak failed, or "".
 func (r *SoakResult) Failed() string {
 	var why []string
+	if r.Exited && !r.Killed {
+		why = append(why, "the server exited during the soak")
+	}
 	if r.Killed {
 		why = append(why, fmt.Sprintf("the server passed the kill limit and was killed (peak %.0f MB)", r.PeakRSSMB))
 	} else if r.PeakRSSMB >= r.LimitRSSMB {
@@ -185,6 +189,11 @@ func soak(ctx context.Context, o soakOptions) (*SoakResult, error) {
 	res.Seconds = time.Since(start).Seconds()
 	if hwm, err := srv.peakRSSMB(); err == nil {
 		res.PeakRSSMB = max(res.PeakRSSMB, hwm)
+	}
+	select {
+	case <-srv.exited:
+		res.Exited = true
+	default:
 	}
 	res.Attacks = results
 	for _, r := range results {
@@ -366,7 +375,7 @@ func attacks() []attack {
 			}},
 		{name: "10,000-character family name",
 			send: func(ctx context.Context, a *attacker, n int) (int, error) {
-				body := fmt.Sprintf(`{"resourceType":"Patient","name":[{"family":"%s%d"}]}`, strings.Repeat("x", 10_000), n)
+				body := fmt.Sprintf(`{"resourceType":"Patient","name":[{"family":"%s"}]}`, incompressible(10_000, n))
 				return a.do(ctx, http.MethodPost, "/fhir/Patient", "application/fhir+json", []byte(body))
 			}},
 		{name: "Subscription with a CR/LF header, then a matching write",
@@ -393,6 +402,20 @@ func attacks() []attack {
 					"\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n"+bodies[n%len(bodies)])
 			}},
 	}
+}
+
+// incompressible is n letters that PostgreSQL cannot compress below its btree row limit, as
+// a real long value would not compress (a run of one letter would), different for each seed.
+func incompressible(n, seed int) string {
+	b := make([]byte, n)
+	x := uint64(seed)*0x9E3779B97F4A7C15 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = "abcdefghijklmnopqrstuvwxyz"[x%26]
+	}
+	return string(b)
 }
 
 // rssMB is the server process's resident set now (VmRSS), in MB.
