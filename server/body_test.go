@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -186,6 +187,25 @@ func TestMaxBytesErrorIs413NamingTheLimit(t *testing.T) {
 	}
 	if o := decodeOutcome(t, header, body); !strings.Contains(o.Issue[0].Diagnostics, "CARTREG_MAX_BODY_SIZE") {
 		t.Fatalf("the limit is not named: %+v", o.Issue[0])
+	}
+	noServerFault(t, logs)
+}
+
+func TestBodySlowerThanTheReadTimeoutIs408(t *testing.T) {
+	logs := &syncBuffer{}
+	cfg := testConfig()
+	cfg.ReadTimeout = 300 * time.Millisecond
+	s := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), pgtest.NewDatabase(t))
+	echoBody(s)
+	base := running(t, s)
+	// Half a body, then nothing: the read deadline passes while the handler waits for more.
+	res := rawRequest(t, base, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf", false)
+	if res == nil {
+		t.Fatal("no answer")
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "CARTREG_READ_TIMEOUT") {
+		t.Fatalf("status = %d: %s", res.StatusCode, b)
 	}
 	noServerFault(t, logs)
 }
