@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test acceptance lint bench bench-go migrate postgres fixtures
+.PHONY: help build run test acceptance lint bench bench-go soak fuzz migrate postgres fixtures
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,20 @@ bench: postgres build ## the benchmark harness: a synthetic cohort through a run
 
 bench-go: postgres ## the Go benchmarks of single operations (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
+
+# SOAK_TIME is how long the attacks are sent; SOAK_FLAGS passes more, e.g. SOAK_FLAGS='-attack-out /tmp/soak.json'.
+SOAK_TIME ?= 60s
+soak: postgres build ## every attack of issue 15 at once against a real server for SOAK_TIME (60s); fails on a 5xx or RSS >= 500 MB
+	$(GO) run ./bench -attack $(SOAK_TIME) -bin $(BIN) $(SOAK_FLAGS)
+
+# FUZZTIME is how long each fuzz target runs. `make test` runs their seed corpora only.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := ./fhir:FuzzBundle ./fhir:FuzzSearchQuery
+fuzz: ## run each fuzz target with -fuzz for FUZZTIME (60s); new failing inputs land in testdata/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzzing $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s -parallel 2 "$${t%%:*}"; \
+	done
 
 migrate: postgres build ## apply pending migrations to the configured database
 	./$(BIN) migrate up

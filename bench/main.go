@@ -46,6 +46,11 @@ type options struct {
 	readme     string
 	profile    string
 	serverArgs []string
+
+	attack       time.Duration
+	attackOut    string
+	attackRSS    float64
+	attackKillMB float64
 }
 
 func main() {
@@ -64,6 +69,10 @@ func main() {
 	flag.StringVar(&o.readme, "readme", "", "README to put the results table in, between its bench markers (empty: none)")
 	flag.StringVar(&o.profile, "profile", "", "directory to write the server's CPU profiles of the ingest, small-transaction and read phases to (empty: none)")
 	flag.StringVar(&serverArgs, "server-args", "", "extra flags for cartreg serve, space-separated")
+	flag.DurationVar(&o.attack, "attack", 0, "instead of the benchmark, the attack soak of issue 15 for this long (e.g. 60s): every attack at once, RSS sampled, fails on any 5xx or RSS over -attack-rss")
+	flag.StringVar(&o.attackOut, "attack-out", "", "where to write the soak's results as JSON (empty: nowhere)")
+	flag.Float64Var(&o.attackRSS, "attack-rss", 500, "the soak fails if the server's RSS reaches this many MB")
+	flag.Float64Var(&o.attackKillMB, "attack-kill-rss", 3000, "the soak kills the server if its RSS passes this many MB, to spare the machine")
 	flag.Parse()
 	var err error
 	if o.asOf, err = time.Parse(time.DateOnly, asOf); err != nil {
@@ -73,6 +82,9 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.attack > 0 {
+		os.Exit(runSoak(ctx, o))
+	}
 	res, err := run(ctx, o)
 	if err != nil {
 		fatalf("%v", err)
@@ -90,6 +102,27 @@ func main() {
 		}
 		fmt.Printf("updated the table in %s\n", o.readme)
 	}
+}
+
+// runSoak runs the attack soak and reports it; its result is the exit code.
+func runSoak(ctx context.Context, o options) int {
+	res, err := soak(ctx, soakOptions{bin: o.bin, duration: o.attack, work: o.work, limitRSS: o.attackRSS,
+		killRSS: o.attackKillMB, serverArgs: o.serverArgs})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	printSoak(os.Stdout, res)
+	if o.attackOut != "" {
+		if err := writeSoakJSON(o.attackOut, res); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
+	}
+	if res.Failed() != "" {
+		return 1
+	}
+	return 0
 }
 
 func fatalf(format string, args ...any) {

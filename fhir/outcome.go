@@ -37,6 +37,7 @@ type IssueType string
 const (
 	Invalid      IssueType = "invalid"
 	Structure    IssueType = "structure"
+	Incomplete   IssueType = "incomplete"
 	Required     IssueType = "required"
 	Value        IssueType = "value"
 	NotFound     IssueType = "not-found"

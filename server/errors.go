@@ -20,7 +20,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	outcome := s.toOutcome(err, c)
+	outcome, aborted := s.toOutcome(err, c)
+	if aborted {
+		// Nobody is left to read an answer: record the status for the access log only.
+		c.Response().WriteHeader(outcome.Status)
+		return
+	}
 	body, merr := fhir.MarshalOutcome(outcome.Issues, fhir.Pretty(c))
 	if merr != nil {
 		s.logger.Error("rendering OperationOutcome", "error", merr, "request_id", requestID(c))
@@ -36,21 +41,34 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 }
 
-func (s *Server) toOutcome(err error, c echo.Context) *fhir.Outcome {
-	var outcome *fhir.Outcome
+// toOutcome turns err into what the client is told; aborted says the client has gone.
+func (s *Server) toOutcome(err error, c echo.Context) (outcome *fhir.Outcome, aborted bool) {
+	// The client's faults come first: a handler may have wrapped a body read error or a
+	// cancellation into something that would otherwise read as a server fault.
+	if o, gone := s.clientFault(err, c); o != nil {
+		level, msg := slog.LevelInfo, "bad request body"
+		if gone {
+			level, msg = slog.LevelWarn, "client abort"
+		}
+		s.logger.Log(c.Request().Context(), level, msg, "error", err, "status", o.Status, "request_id", requestID(c))
+		return o, gone
+	}
 	if errors.As(err, &outcome) {
 		if outcome.Status >= 500 {
 			s.logger.Error("request failed", "error", err, "request_id", requestID(c))
 		}
-		return outcome
+		return outcome, false
 	}
 	var he *echo.HTTPError
+	if errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+		return s.tooLarge(0), false
+	}
 	if errors.As(err, &he) && he.Code < 500 {
-		return fhir.NewOutcome(he.Code, issueTypeFor(he.Code), clientMessage(c, he))
+		return fhir.NewOutcome(he.Code, issueTypeFor(he.Code), clientMessage(c, he)), false
 	}
 	s.logger.Error("request failed", "error", err, "request_id", requestID(c))
 	return fhir.NewOutcome(http.StatusInternalServerError, fhir.Exception,
-		"internal server error; quote request id "+requestID(c)+" when reporting it")
+		"internal server error; quote request id "+requestID(c)+" when reporting it"), false
 }
 
 func clientMessage(c echo.Context, he *echo.HTTPError) string {
@@ -111,7 +129,10 @@ func (s *Server) logRequests() echo.MiddlewareFunc {
 			}
 			status := c.Response().Status
 			level := slog.LevelInfo
-			if status >= 500 {
+			switch {
+			case status == StatusClientClosedRequest:
+				level = slog.LevelWarn
+			case status >= 500:
 				level = slog.LevelError
 			}
 			s.logger.LogAttrs(c.Request().Context(), level, "request",

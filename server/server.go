@@ -104,6 +104,7 @@ func New(cfg Config, logger *slog.Logger, db *pgxpool.Pool) *Server {
 		cors(origins),
 		s.logRequests(),
 		middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: s.logPanic}),
+		markBodyErrors,
 		middleware.BodyLimit(cfg.MaxBodySize),
 	)
 	e.GET("/healthz", s.healthz)
