@@ -33,6 +33,9 @@ type Config struct {
 	// its token endpoint.
 	Auth  auth.Config
 	Audit audit.Config
+	// Subscriptions is how FHIR Subscriptions are honoured; its Endpoints also bound where
+	// the deliverer sends their notifications, unless Jobs.Outbox names a list of its own.
+	Subscriptions subscription.Config
 }
 
 // JobsConfig is how the periodic jobs of a serving process run.
@@ -73,6 +76,12 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	if clock == nil {
 		clock = time.Now
 	}
+	if cfg.Subscriptions.Logger == nil {
+		cfg.Subscriptions.Logger = logger
+	}
+	if cfg.Jobs.Outbox.SubscriptionEndpoints == nil {
+		cfg.Jobs.Outbox.SubscriptionEndpoints = cfg.Subscriptions.Endpoints
+	}
 	params := searchparam.Default()
 	store := fhir.NewStore(db, params, clock)
 	searcher := fhir.NewSearcher(store, params, cfg.FHIR.BaseURL)
@@ -95,7 +104,7 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	// well; the audit record last, naming what the request itself wrote.
 	store.AddHook(reg.Projection())
 	store.AddHook(followUp.Hook(clock))
-	store.AddHook(subscription.New(store, searcher, clock))
+	store.AddHook(subscription.New(store, searcher, cfg.Subscriptions, clock))
 	store.AddHook(auditWrites{recorder})
 
 	// Publishing the registry's definitions is the server's own write.

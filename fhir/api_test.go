@@ -36,11 +36,17 @@ type testServer struct {
 
 func newTestServer(t testing.TB, configure ...func(*fhir.APIConfig)) *testServer {
 	t.Helper()
-	h := apptest.New(t, apptest.WithConfig(func(c *app.Config) {
+	return newAppTestServer(t, func(c *app.Config) {
 		for _, f := range configure {
 			f(&c.FHIR)
 		}
-	}))
+	})
+}
+
+// newAppTestServer is newTestServer with the whole wiring's settings to change.
+func newAppTestServer(t testing.TB, configure func(*app.Config)) *testServer {
+	t.Helper()
+	h := apptest.New(t, apptest.WithConfig(configure))
 	s := &testServer{t: t, base: h.URL + "/fhir", db: h.DB, h: h, published: map[string]int{}}
 	for _, table := range countedTables {
 		s.published[table] = s.countRows(table)

@@ -531,18 +531,22 @@ func (s *Searcher) MatchOne(ctx context.Context, tx DBTX, resourceType, criteria
 // have them: one round trip for all, however many there are. An error names the criteria's
 // index in ms as its location's prefix when it is an Outcome.
 //
-// Two writers with the same criteria must not both find nothing and both create: each search
-// runs under a transaction-scoped advisory lock on its criteria. But most criteria are
-// matched by a resource that exists already (every Bundle from a site names the site), and
-// waiting for the holder would queue all those writers behind one another for nothing. So a
-// writer that finds the lock taken searches without it, and waits for the lock only when that
-// search finds nothing: then it searches again, and sees what the holder made.
+// Two writers whose criteria could match the same resource must not both find nothing and
+// both create: each search runs under transaction-scoped advisory locks on its normalised
+// criteria (see conditionalLocks). But most criteria are matched by a resource that exists
+// already (every Bundle from a site names the site), and waiting for the holder would queue
+// all those writers behind one another for nothing. So the locks are first tried, in key
+// order, up to the first that is taken; criteria not wholly locked are searched without, and
+// only when that search finds nothing does the writer wait for the rest of its locks (still
+// in key order) and search again, to see what the holder made.
 func (s *Searcher) MatchAll(ctx context.Context, tx DBTX, ms []Match) ([]string, error) {
 	type prepared struct {
-		key, sql string
-		args     []any
+		sql   string
+		args  []any
+		locks []conditionalLock
 	}
 	queries := make([]prepared, len(ms))
+	mode := map[int64]bool{} // every criteria's locks: key → shared
 	for i, m := range ms {
 		params, err := url.ParseQuery(strings.TrimPrefix(m.Criteria, "?"))
 		if err != nil || len(params) == 0 {
@@ -558,31 +562,60 @@ func (s *Searcher) MatchAll(ctx context.Context, tx DBTX, ms []Match) ([]string,
 		if err != nil {
 			return nil, &MatchError{Index: i, Err: err}
 		}
+		locks := s.conditionalLocks(m.ResourceType, q)
+		for _, l := range locks {
+			if sh, seen := mode[l.key]; !seen || sh {
+				mode[l.key] = l.shared
+			}
+		}
 		// Only ids, at most two: one match is the answer, two are an error.
-		queries[i] = prepared{key: m.ResourceType + "?" + params.Encode(),
+		queries[i] = prepared{locks: locks,
 			sql: "SELECT r.resource_id FROM resource r WHERE " + where + " ORDER BY r.resource_id LIMIT 2", args: b.args}
 	}
+	keys, shared := sortedLocks(mode)
 
 	ids := make([][]string, len(ms))
-	locked := make([]bool, len(ms))
+	var taken int
 	batch := &pgx.Batch{}
+	batch.Queue(tryLocksSQL, keys, shared).QueryRow(func(row pgx.Row) error { return row.Scan(&taken) })
 	for i, q := range queries {
-		batch.Queue("SELECT pg_try_advisory_xact_lock(hashtext($1))", q.key).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&locked[i])
-		})
 		queueMatch(batch, q.sql, q.args, &ids[i])
 	}
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return nil, fmt.Errorf("conditional matches: %w", err)
 	}
-	retry := &pgx.Batch{}
+	// The locks taken are keys[:taken]; a criteria is locked when all of its are among them.
+	var held int64
+	if taken > 0 {
+		held = keys[taken-1]
+	}
+	wait := map[int64]bool{}
+	var again []int
 	for i, q := range queries {
-		if !locked[i] && len(ids[i]) == 0 {
-			retry.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.key)
-			queueMatch(retry, q.sql, q.args, &ids[i])
+		if len(ids[i]) > 0 || len(q.locks) == 0 || taken > 0 && q.locks[len(q.locks)-1].key <= held {
+			continue
+		}
+		again = append(again, i)
+		for _, l := range q.locks {
+			if taken == 0 || l.key > held {
+				wait[l.key] = true
+			}
 		}
 	}
-	if retry.Len() > 0 {
+	if len(again) > 0 {
+		retry := &pgx.Batch{}
+		for i, k := range keys { // in key order, all after the ones held
+			switch {
+			case !wait[k]:
+			case shared[i]:
+				retry.Queue("SELECT pg_advisory_xact_lock_shared($1)", k)
+			default:
+				retry.Queue("SELECT pg_advisory_xact_lock($1)", k)
+			}
+		}
+		for _, i := range again {
+			queueMatch(retry, queries[i].sql, queries[i].args, &ids[i])
+		}
 		if err := tx.SendBatch(ctx, retry).Close(); err != nil {
 			return nil, fmt.Errorf("conditional matches: %w", err)
 		}

@@ -46,6 +46,7 @@ func newWorld(t *testing.T) *world {
 			c.FHIR.DefaultCount, c.FHIR.MaxCount = 10, 100
 			c.FHIR.Bundles.MaxEntries = 100
 			c.FollowUp = followup.Config{LeadDays: 14, Owners: w.owners}
+			c.Subscriptions.Endpoints = loopbackHooks
 		}))
 	w.h, w.db, w.store, w.reg, w.searcher, w.api = h, h.DB, h.App.Store, h.App.Registry, h.App.Searcher, h.App.API
 	return w

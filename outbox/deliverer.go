@@ -31,6 +31,12 @@ type Config struct {
 	GiveUpAfter time.Duration
 	// Batch is how many messages a pass handles at most; default 50.
 	Batch int
+	// SubscriptionEndpoints is where messages of KindSubscription, whose targets API clients
+	// chose, may go. One whose target it does not allow fails at once, without a request, and
+	// is not retried; one whose host resolves to an address it does not allow (see AllowList)
+	// fails that attempt and is retried, as DNS may change. Nil allows none. Such messages
+	// are sent by HTTPClient's settings with a dialer of our own and no proxy.
+	SubscriptionEndpoints *AllowList
 }
 
 const defaultSendTimeout = 10 * time.Second
@@ -67,16 +73,20 @@ func (c Config) withDefaults() Config {
 
 // Deliverer sends the queued messages. Several, on several replicas, may share one database.
 type Deliverer struct {
-	db     *pgxpool.Pool
-	cfg    Config
-	now    func() time.Time
-	logger *slog.Logger
-	jitter func() float64 // in [0, 1)
+	db  *pgxpool.Pool
+	cfg Config
+	// guarded sends KindSubscription messages: HTTPClient, dialing only allowed addresses.
+	guarded *http.Client
+	now     func() time.Time
+	logger  *slog.Logger
+	jitter  func() float64 // in [0, 1)
 }
 
 // New returns a Deliverer on db; now is its clock, for every time it records and compares.
 func New(db *pgxpool.Pool, cfg Config, now func() time.Time, logger *slog.Logger) *Deliverer {
-	return &Deliverer{db: db, cfg: cfg.withDefaults(), now: now, logger: logger, jitter: rand.Float64}
+	cfg = cfg.withDefaults()
+	return &Deliverer{db: db, cfg: cfg, guarded: guardedClient(cfg.HTTPClient, cfg.SubscriptionEndpoints),
+		now: now, logger: logger, jitter: rand.Float64}
 }
 
 // Pass counts what one DeliverDue pass did with the messages it claimed.
@@ -169,6 +179,8 @@ type message struct {
 type sendResult struct {
 	status int
 	err    error
+	// final is set when retrying cannot help: the message is marked failed at once.
+	final bool
 }
 
 const claimSQL = `SELECT id, key, kind, channel, target, headers, content_type, subject, body, created_at, attempts
@@ -220,7 +232,7 @@ func (d *Deliverer) deliverNext(ctx context.Context, skip []int64) (id int64, ou
 		msg := res.err.Error()
 		errText = &msg
 		deadline := m.createdAt.Add(d.cfg.GiveUpAfter)
-		if !finished.Before(deadline) {
+		if res.final || !finished.Before(deadline) {
 			out = failed
 			_, err = tx.Exec(record, `UPDATE delivery_message
 				SET attempts = $2, next_attempt_at = NULL, failed_at = $3, last_error = $4 WHERE id = $1`,

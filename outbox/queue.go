@@ -64,7 +64,7 @@ var ErrInvalidMessage = errors.New("invalid delivery message")
 // that caused it commits, stamped with the wall clock; EnqueueAt takes the time from the
 // caller's clock. Messages whose Key is already queued are skipped. A message that could never
 // be sent (no key, an unknown channel, a target that is not an http(s) URL or a list of e-mail
-// addresses, a malformed header) fails the whole call with ErrInvalidMessage and stores nothing.
+// addresses, a malformed or hop-by-hop header) fails the whole call with ErrInvalidMessage and stores nothing.
 func Enqueue(ctx context.Context, tx DBTX, msgs ...Message) error {
 	return EnqueueAt(ctx, tx, time.Now(), msgs...)
 }
@@ -76,7 +76,7 @@ func EnqueueAt(ctx context.Context, tx DBTX, at time.Time, msgs ...Message) erro
 		return fmt.Errorf("%w: no enqueue time", ErrInvalidMessage)
 	}
 	for _, m := range msgs {
-		if err := m.validate(); err != nil {
+		if err := m.Validate(); err != nil {
 			return err
 		}
 	}
@@ -105,7 +105,8 @@ func EnqueueAt(ctx context.Context, tx DBTX, at time.Time, msgs ...Message) erro
 	return nil
 }
 
-func (m Message) validate() error {
+// Validate reports why m could never be sent, wrapping ErrInvalidMessage; nil if it could.
+func (m Message) Validate() error {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("%w %q: %s", ErrInvalidMessage, m.Key, fmt.Sprintf(format, args...))
 	}
@@ -127,8 +128,8 @@ func (m Message) validate() error {
 			return invalid("webhook target is not an http(s) URL")
 		}
 		for name, value := range m.Headers {
-			if !validHeaderName(name) || strings.ContainsAny(value, "\r\n\x00") {
-				return invalid("malformed header %q", name)
+			if err := checkHeader(name, value); err != nil {
+				return invalid("%v", err)
 			}
 		}
 	case ChannelEmail:

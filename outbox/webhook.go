@@ -15,7 +15,14 @@ const userAgent = "cartreg-delivery/1"
 
 // sendWebhook POSTs the body; a 2xx answer is a delivery, anything else a failure.
 func (d *Deliverer) sendWebhook(ctx context.Context, m *message) sendResult {
-	if d.cfg.HTTPClient.Timeout <= 0 {
+	client := d.cfg.HTTPClient
+	if m.Kind == KindSubscription {
+		if !d.cfg.SubscriptionEndpoints.Allows(m.Target) {
+			return sendResult{final: true, err: errors.New("the endpoint is not in the Subscription endpoint allow-list (-subscription-endpoints)")}
+		}
+		client = d.guarded
+	}
+	if client.Timeout <= 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultSendTimeout)
 		defer cancel()
@@ -33,7 +40,7 @@ func (d *Deliverer) sendWebhook(ctx context.Context, m *message) sendResult {
 	req.Header.Set("User-Agent", userAgent)
 	req.Header.Set(HeaderDelivery, m.Key)
 
-	resp, err := d.cfg.HTTPClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return sendResult{err: fmt.Errorf("POST: %w", urlErrorCause(err))}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/cartreg/cartreg/app"
 	"github.com/cartreg/cartreg/audit"
 	"github.com/cartreg/cartreg/auth"
+	"github.com/cartreg/cartreg/fhir/subscription"
 )
 
 // appConfig is the wiring's share of the settings, once Validate has settled them.
@@ -27,8 +28,9 @@ func (c *Config) appConfig() app.Config {
 			DeliveryInterval:  f.DeliveryInterval,
 			DeliveryRetention: f.DeliveryRetention,
 		},
-		Auth:  c.auth,
-		Audit: audit.Config{Retention: c.Identity.AuditRetention, BaseURL: c.FHIR.BaseURL},
+		Auth:          c.auth,
+		Audit:         audit.Config{Retention: c.Identity.AuditRetention, BaseURL: c.FHIR.BaseURL},
+		Subscriptions: subscription.Config{Endpoints: c.subscriptionEndpoints},
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/cartreg/cartreg/audit"
 	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/server"
 )
@@ -43,7 +44,11 @@ type Config struct {
 	FollowUpPlan    string // a JSON file with the follow-up plan, instead of the default one
 	FollowUp        FollowUpConfig
 	Identity        IdentityConfig
-	auth            auth.Config // from Identity and the base URL, by Validate
+	// SubscriptionEndpoints is the comma-separated allow-list of rest-hook endpoints, read
+	// into subscriptionEndpoints by Validate.
+	SubscriptionEndpoints string
+	subscriptionEndpoints *outbox.AllowList
+	auth                  auth.Config // from Identity and the base URL, by Validate
 	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on a listener of its own,
 	// never on the public one: profiles show request data.
 	DebugAddr string
@@ -146,6 +151,12 @@ func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Registry.MinCell, "outcomes-min-cell", c.Registry.MinCell,
 		"researchers' outcome counts below this are suppressed; 1 shows every count (a demonstration instance)")
 	c.registerFollowUpFlags(fs)
+	// Every command that writes matches Subscriptions, and must agree with the server on
+	// which are usable, or it would put the others in error.
+	fs.StringVar(&c.SubscriptionEndpoints, "subscription-endpoints", c.SubscriptionEndpoints,
+		"where FHIR rest-hook Subscriptions may send notifications, comma-separated: URL prefixes (https://hooks.example.org/cartreg/), "+
+			"host names (hooks.example.org, *.example.org), IP addresses or CIDR ranges; internal addresses are reached only when "+
+			"named as addresses (default: none, so rest-hook Subscriptions are refused)")
 }
 
 // loadRegistry completes the registry settings: the plan file, the FHIR base URL.
@@ -158,6 +169,11 @@ func (c *Config) loadRegistry() error {
 		}
 		c.Registry.Plan = plan
 	}
+	endpoints, err := outbox.ParseAllowList(strings.Split(c.SubscriptionEndpoints, ","))
+	if err != nil {
+		return fmt.Errorf("-subscription-endpoints: %w", err)
+	}
+	c.subscriptionEndpoints = endpoints
 	if c.Registry.FollowUpYears < 1 {
 		return fmt.Errorf("-follow-up-years must be at least 1, got %d", c.Registry.FollowUpYears)
 	}

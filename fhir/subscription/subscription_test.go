@@ -27,14 +27,15 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // hooked is the FHIR server over real HTTP with Subscriptions on, and a receiver that records
 // every notification.
 type hooked struct {
-	t        *testing.T
-	base     string
-	db       *pgxpool.Pool
-	srv      *apptest.Harness
-	now      time.Time
-	mu       sync.Mutex
-	received []notification
-	receiver *httptest.Server
+	t         *testing.T
+	endpoints *outbox.AllowList
+	base      string
+	db        *pgxpool.Pool
+	srv       *apptest.Harness
+	now       time.Time
+	mu        sync.Mutex
+	received  []notification
+	receiver  *httptest.Server
 }
 
 type notification struct {
@@ -42,14 +43,10 @@ type notification struct {
 	body   map[string]any
 }
 
-func newHooked(t *testing.T) *hooked {
+// newHooked starts the server with the allow-list allow(receiver URL) returns; nil allow
+// lists the receiver's URL.
+func newHooked(t *testing.T, allow func(receiver string) []string) *hooked {
 	h := &hooked{t: t, now: time.Date(2027, 3, 1, 6, 0, 0, 0, time.UTC)}
-	srv := apptest.New(t, apptest.WithMaxBody("1M"), apptest.WithClock(func() time.Time { return h.now }),
-		apptest.WithConfig(func(c *app.Config) {
-			c.FHIR.DefaultCount, c.FHIR.MaxCount = 10, 100
-			c.FHIR.Bundles = fhir.BundleConfig{MaxEntries: 100, ReferentialIntegrity: false}
-		}))
-	h.db, h.base, h.srv = srv.DB, srv.URL+"/fhir", srv
 	h.receiver = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, _ := io.ReadAll(r.Body)
 		n := notification{header: r.Header.Clone()}
@@ -64,6 +61,21 @@ func newHooked(t *testing.T) *hooked {
 		h.mu.Unlock()
 	}))
 	t.Cleanup(h.receiver.Close)
+	entries := []string{h.receiver.URL + "/"}
+	if allow != nil {
+		entries = allow(h.receiver.URL)
+	}
+	var err error
+	if h.endpoints, err = outbox.ParseAllowList(entries); err != nil {
+		t.Fatal(err)
+	}
+	srv := apptest.New(t, apptest.WithMaxBody("1M"), apptest.WithClock(func() time.Time { return h.now }),
+		apptest.WithConfig(func(c *app.Config) {
+			c.FHIR.DefaultCount, c.FHIR.MaxCount = 10, 100
+			c.FHIR.Bundles = fhir.BundleConfig{MaxEntries: 100, ReferentialIntegrity: false}
+			c.Subscriptions.Endpoints = h.endpoints
+		}))
+	h.db, h.base, h.srv = srv.DB, srv.URL+"/fhir", srv
 	return h
 }
 
@@ -79,7 +91,7 @@ func (h *hooked) send(method, path string, body any) (int, map[string]any) {
 // deliver runs the deliverer once and returns what arrived since the last call.
 func (h *hooked) deliver() []notification {
 	h.t.Helper()
-	if _, err := outbox.New(h.db, outbox.Config{}, func() time.Time { return h.now }, slog.New(slog.NewTextHandler(io.Discard, nil))).
+	if _, err := outbox.New(h.db, outbox.Config{SubscriptionEndpoints: h.endpoints}, func() time.Time { return h.now }, slog.New(slog.NewTextHandler(io.Discard, nil))).
 		DeliverDue(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}
@@ -96,7 +108,7 @@ func task(owner, status string) map[string]any {
 }
 
 func TestRestHookOnTasks(t *testing.T) {
-	h := newHooked(t)
+	h := newHooked(t, nil)
 	status, sub := h.send("POST", "/Subscription", map[string]any{"resourceType": "Subscription", "status": "requested",
 		"reason": "Dr Okafor's follow-up worklist", "criteria": "Task?owner=Practitioner/7&status=requested",
 		"channel": map[string]any{"type": "rest-hook", "endpoint": h.receiver.URL + "/hook",
