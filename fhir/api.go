@@ -28,6 +28,8 @@ type APIConfig struct {
 	DefaultCount, MaxCount int
 	// Bundles are the limits and rules of transactions and batches.
 	Bundles BundleConfig
+	// Limits bound what one resource may cost, in a request of its own or a Bundle's entry.
+	Limits ResourceLimits
 	// Security is the CapabilityStatement's rest.security: how clients get their tokens.
 	Security map[string]any
 }
@@ -59,6 +61,8 @@ func NewAPI(store *Store, search *Searcher, logger *slog.Logger, cfg APIConfig) 
 	}
 	// A GET entry in a Bundle pages like the same search sent on its own.
 	cfg.Bundles.DefaultCount, cfg.Bundles.MaxCount = cfg.DefaultCount, cfg.MaxCount
+	cfg.Limits = cfg.Limits.WithDefaults()
+	cfg.Bundles.Limits = cfg.Limits
 	bundles := NewBundleProcessor(store, search, cfg.Bundles, logger)
 	return &API{store: store, search: search, logger: logger, config: cfg, bundles: bundles, now: store.now, capability: &capabilityStatement{}}
 }
@@ -135,10 +139,13 @@ func (a *API) bundle(c echo.Context) error {
 }
 
 // readResource parses the request body as a resource of the URL's type.
-func readResource(c echo.Context, resourceType string) (*Resource, error) {
+func (a *API) readResource(c echo.Context, resourceType string) (*Resource, error) {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		return nil, err // a body over the limit: echo's 413
+	}
+	if err := a.config.Limits.checkArrays(body, ""); err != nil {
+		return nil, err
 	}
 	res, err := Parse(body)
 	if err != nil {
@@ -206,7 +213,7 @@ func (a *API) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := readResource(c, resourceType)
+	res, err := a.readResource(c, resourceType)
 	if err != nil {
 		return err
 	}
@@ -244,7 +251,7 @@ func (a *API) update(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := readResource(c, resourceType)
+	res, err := a.readResource(c, resourceType)
 	if err != nil {
 		return err
 	}
@@ -290,7 +297,7 @@ func (a *API) conditionalUpdate(c echo.Context) error {
 	if c.QueryString() == "" {
 		return NewOutcome(http.StatusMethodNotAllowed, NotSupported, "PUT needs a resource id (PUT /"+resourceType+"/{id}) or search criteria")
 	}
-	res, err := readResource(c, resourceType)
+	res, err := a.readResource(c, resourceType)
 	if err != nil {
 		return err
 	}
@@ -371,7 +378,7 @@ func (a *API) doPatch(c echo.Context, resourceType string, find func(context.Con
 		if err != nil {
 			return err
 		}
-		result, err = a.store.applyPatch(ctx, tx, resourceType, id, patch, match)
+		result, err = a.store.applyPatch(ctx, tx, resourceType, id, patch, match, a.config.Limits)
 		return err
 	})
 	if err != nil {

@@ -517,7 +517,7 @@ func (s *Store) VRead(ctx context.Context, q DBTX, resourceType, id string, vers
 // applyPatch patches the current version of resourceType/id and stores the result. The
 // resource stays locked from read to write, so the patch applies to the version it was
 // computed against.
-func (s *Store) applyPatch(ctx context.Context, tx DBTX, resourceType, id string, patch jsonpatch.Patch, match *int) (UpdateResult, error) {
+func (s *Store) applyPatch(ctx context.Context, tx DBTX, resourceType, id string, patch jsonpatch.Patch, match *int, limits ResourceLimits) (UpdateResult, error) {
 	if _, _, _, err := lockCurrent(ctx, tx, resourceType, id); err != nil {
 		return UpdateResult{}, err
 	}
@@ -528,9 +528,12 @@ func (s *Store) applyPatch(ctx context.Context, tx DBTX, resourceType, id string
 	if match != nil && *match != current.VersionID {
 		return UpdateResult{}, NewOutcome(http.StatusPreconditionFailed, Conflict, fmt.Sprintf("If-Match asks for version %d of %s, which is at version %d", *match, current.Path(), current.VersionID))
 	}
-	patched, err := patch.Apply(current.JSON)
+	patched, err := limits.applyPatch(patch, current.JSON, current.Path())
 	if err != nil {
-		return UpdateResult{}, NewOutcome(http.StatusUnprocessableEntity, Processing, "the patch does not apply to "+current.Path()+": "+err.Error())
+		return UpdateResult{}, err
+	}
+	if err := limits.checkArrays(patched, ""); err != nil {
+		return UpdateResult{}, err
 	}
 	res, err := Parse(patched)
 	if err != nil {
