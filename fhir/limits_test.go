@@ -116,3 +116,71 @@ func TestArrayLengthLimit(t *testing.T) {
 	id := s.expect(s.do("POST", "/Patient", `{"resourceType":"Patient","identifier":`+identifiers(50)+`}`), http.StatusCreated).json(t)["id"].(string)
 	s.expect(s.do("PATCH", "/Patient/"+id, `[{"op":"copy","from":"/identifier/0","path":"/identifier/-"}]`, "Content-Type", jsonPatch), http.StatusRequestEntityTooLarge)
 }
+
+// longText is n letters that do not compress, as a real long value would not: PostgreSQL
+// compresses an index row before measuring it against the btree limit.
+func longText(n int, seed uint64) string {
+	b := make([]byte, n)
+	for i := range b {
+		seed = seed*6364136223846793005 + 1442695040888963407
+		b[i] = 'a' + byte(seed>>59)%26
+	}
+	return string(b)
+}
+
+// TestLongIndexValues: an indexed value past the btree row limit (~2,700 bytes) made the
+// whole write a 500. Such values are stored, and found by every search that would find
+// a short one: string prefix, :exact and :contains, token, uri and reference equality.
+func TestLongIndexValues(t *testing.T) {
+	s := newTestServer(t)
+	family, value := "Q"+longText(10_000, 1), longText(10_000, 2)
+	canonical := "http://example.org/ValueSet/" + longText(5_000, 3)
+	absolute := "http://elsewhere.example/fhir/Patient/" + longText(4_000, 4) + "/x"
+	patient := func(family, value string) string {
+		return fmt.Sprintf(`{"resourceType":"Patient","name":[{"family":%q}],"identifier":[{"system":"urn:oid:1.2.3","value":%q}],
+			"address":[{"line":[%q]}]}`, family, value, family)
+	}
+	id := s.expect(s.do("POST", "/Patient", patient(family, value)), http.StatusCreated).json(t)["id"].(string)
+	s.expect(s.do("POST", "/ValueSet", fmt.Sprintf(`{"resourceType":"ValueSet","status":"draft","url":%q}`, canonical)), http.StatusCreated)
+	s.expect(s.do("POST", "/Observation", fmt.Sprintf(`{"resourceType":"Observation","status":"final","code":{"text":"x"},
+		"subject":{"reference":%q}}`, absolute)), http.StatusCreated)
+
+	// The same in a transaction, with a second patient of long values.
+	family2, value2 := "Q"+longText(10_000, 5), longText(10_000, 6)
+	bundle := fmt.Sprintf(`{"resourceType":"Bundle","type":"transaction","entry":[{"resource":%s,"request":{"method":"POST","url":"Patient"}}]}`,
+		patient(family2, value2))
+	s.expect(s.do("POST", "", bundle), http.StatusOK)
+
+	found := func(t *testing.T, query string, want int) {
+		t.Helper()
+		r := s.with(t).expect(s.do("GET", "/"+query+"&_summary=count", ""), http.StatusOK)
+		if n := r.json(t)["total"]; fmt.Sprint(n) != fmt.Sprint(want) {
+			t.Errorf("%.80s...: total %v, want %d", query, n, want)
+		}
+	}
+	q := func(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "|", "%7C"), ":", "%3A") }
+	for name, c := range map[string]struct {
+		query string
+		want  int
+	}{
+		"family prefix":     {"Patient?family=" + family[:30], 1},
+		"family whole":      {"Patient?family=" + family, 1},
+		"family exact":      {"Patient?family:exact=" + family, 1},
+		"family contains":   {"Patient?family:contains=" + family[9000:9040], 1},
+		"address prefix":    {"Patient?address=" + family[:3000], 1},
+		"bundle family":     {"Patient?family:exact=" + family2, 1},
+		"identifier":        {"Patient?identifier=" + q("urn:oid:1.2.3|"+value), 1},
+		"identifier bare":   {"Patient?identifier=" + value2, 1},
+		"identifier other":  {"Patient?identifier=" + value[:9999], 0},
+		"canonical":         {"ValueSet?url=" + q(canonical), 1},
+		"canonical below":   {"ValueSet?url:below=" + q(canonical[:100]), 1},
+		"absolute ref":      {"Observation?subject=" + q(absolute), 1},
+		"both long and not": {"Patient?family=" + family[:5] + "," + "nobody", 1},
+	} {
+		t.Run(name, func(t *testing.T) { found(t, c.query, c.want) })
+	}
+	// An update replaces long values as it does short ones.
+	s.expect(s.do("PUT", "/Patient/"+id, `{"resourceType":"Patient","id":"`+id+`","name":[{"family":"Short"}]}`), http.StatusOK)
+	found(t, "Patient?family:exact="+family, 0)
+	found(t, "Patient?family=Short", 1)
+}
