@@ -184,3 +184,44 @@ func TestLongIndexValues(t *testing.T) {
 	found(t, "Patient?family:exact="+family, 0)
 	found(t, "Patient?family=Short", 1)
 }
+
+// TestLargeResourceMemory reports what a 10 MB Patient costs the server to create: bytes
+// allocated and the peak of live heap, sampled while the request runs. It logs figures for
+// the README rather than asserting them, which would depend on the machine; the 201 is the
+// assertion.
+func TestLargeResourceMemory(t *testing.T) {
+	s := newTestServer(t)
+	ids := make([]string, 10_000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf(`{"system":"urn:oid:1.2.3","value":%q}`, longText(1000, uint64(i)))
+	}
+	body := `{"resourceType":"Patient","identifier":[` + strings.Join(ids, ",") + `]}`
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	done, peak := make(chan struct{}), make(chan uint64)
+	go func() {
+		var top uint64
+		var m runtime.MemStats
+		for {
+			select {
+			case <-done:
+				peak <- top
+				return
+			case <-time.After(2 * time.Millisecond):
+				runtime.ReadMemStats(&m)
+				top = max(top, m.HeapAlloc)
+			}
+		}
+	}()
+	start := time.Now()
+	s.expect(s.do("POST", "/Patient", body), http.StatusCreated)
+	elapsed := time.Since(start)
+	close(done)
+	top := <-peak
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	t.Logf("%.1f MB Patient: created in %v, %d MB allocated, live heap peaked %d MB above the start (%.0fx the body)",
+		float64(len(body))/(1<<20), elapsed.Round(time.Millisecond), (after.TotalAlloc-before.TotalAlloc)>>20,
+		(top-before.HeapAlloc)>>20, float64(top-before.HeapAlloc)/float64(len(body)))
+}
