@@ -90,6 +90,7 @@ func (l ResourceLimits) checkArrays(body []byte, exempt string) error {
 	}
 	stack := make([]frame, 0, 16)
 	var rootType, where string
+	found := false
 	value := func() {
 		if len(stack) == 0 {
 			return
@@ -99,7 +100,7 @@ func (l ResourceLimits) checkArrays(body []byte, exempt string) error {
 			return
 		}
 		top.count++
-		if top.count == limit+1 && where == "" {
+		if top.count == limit+1 && !found {
 			var b strings.Builder
 			for _, f := range stack[:len(stack)-1] {
 				if f.array {
@@ -109,7 +110,7 @@ func (l ResourceLimits) checkArrays(body []byte, exempt string) error {
 				}
 			}
 			if b.String() != exempt {
-				where = b.String()
+				where, found = b.String(), true
 			}
 		}
 	}
@@ -164,7 +165,7 @@ func (l ResourceLimits) checkArrays(body []byte, exempt string) error {
 			}
 		}
 	}
-	if where == "" {
+	if !found {
 		return nil
 	}
 	if rootType == "" {
