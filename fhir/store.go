@@ -314,6 +314,12 @@ func (s *Store) prepareVersion(w *writeSet, res *Resource, version int) (*Versio
 	return v, nil
 }
 
+// maxIndexedBytes is the most bytes of indexed text an index row may carry into a btree
+// lookup index. PostgreSQL refuses btree rows over about 2,700 bytes (a third of a page);
+// this leaves room for the row's type, code and overhead. Longer values go to the tables'
+// oversized partitions, which a search reads alongside (migration 013).
+const maxIndexedBytes = 2000
+
 var indexTables = []string{"search_string", "search_token", "search_date", "search_reference", "search_number", "search_quantity", "search_uri"}
 
 // writeSet gathers the rows of many versions so that each table gets one statement for all of
@@ -336,13 +342,22 @@ type writeGroup struct {
 	// versions after the first, whose old index rows go
 	replacedTypes, replacedIDs []string
 	// index rows: each table's resource_type and resource_id columns, then its own
-	str  struct{ types, ids, codes, values, normalized []string }
-	tok  struct{ types, ids, codes, systems, values, displays []string }
+	str struct {
+		types, ids, codes, values, normalized []string
+		oversized                             []bool
+	}
+	tok struct {
+		types, ids, codes, systems, values, displays []string
+		oversized                                    []bool
+	}
 	date struct {
 		types, ids, codes []string
 		lows, highs       []time.Time
 	}
-	ref struct{ types, ids, codes, targetTypes, targetIDs, urls, versions []string }
+	ref struct {
+		types, ids, codes, targetTypes, targetIDs, urls, versions []string
+		oversized                                                 []bool
+	}
 	num struct {
 		types, ids, codes   []string
 		values, lows, highs []float64
@@ -353,7 +368,10 @@ type writeGroup struct {
 		lows, highs       []float64
 		systems, units    []string
 	}
-	uri struct{ types, ids, codes, values []string }
+	uri struct {
+		types, ids, codes, values []string
+		oversized                 []bool
+	}
 }
 
 func (w *writeSet) add(v *Version, values searchparam.Values) {
@@ -379,11 +397,13 @@ func (w *writeSet) add(v *Version, values searchparam.Values) {
 		r := &g.str
 		r.types, r.ids, r.codes, r.values, r.normalized = append(r.types, t), append(r.ids, id), append(r.codes, x.Code),
 			append(r.values, x.Value), append(r.normalized, x.Normalized)
+		r.oversized = append(r.oversized, len(x.Normalized) > maxIndexedBytes)
 	}
 	for _, x := range values.Tokens {
 		r := &g.tok
 		r.types, r.ids, r.codes, r.systems, r.values, r.displays = append(r.types, t), append(r.ids, id), append(r.codes, x.Code),
 			append(r.systems, x.System), append(r.values, x.Value), append(r.displays, x.Text)
+		r.oversized = append(r.oversized, len(x.System)+len(x.Value) > maxIndexedBytes)
 	}
 	for _, x := range values.Dates {
 		r := &g.date
@@ -394,6 +414,7 @@ func (w *writeSet) add(v *Version, values searchparam.Values) {
 		r := &g.ref
 		r.types, r.ids, r.codes, r.targetTypes, r.targetIDs, r.urls, r.versions = append(r.types, t), append(r.ids, id),
 			append(r.codes, x.Code), append(r.targetTypes, x.Type), append(r.targetIDs, x.ID), append(r.urls, x.URL), append(r.versions, x.Version)
+		r.oversized = append(r.oversized, len(x.URL) > maxIndexedBytes)
 	}
 	for _, x := range values.Numbers {
 		r := &g.num
@@ -414,6 +435,7 @@ func (w *writeSet) add(v *Version, values searchparam.Values) {
 	for _, x := range values.URIs {
 		r := &g.uri
 		r.types, r.ids, r.codes, r.values = append(r.types, t), append(r.ids, id), append(r.codes, x.Code), append(r.values, x.Value)
+		r.oversized = append(r.oversized, len(x.Value) > maxIndexedBytes)
 	}
 }
 
@@ -441,13 +463,13 @@ func (w *writeSet) batch() *pgx.Batch {
 			}
 		}
 		if r := g.str; len(r.ids) > 0 {
-			b.Queue(`INSERT INTO search_string (resource_type, resource_id, code, value, normalized)
-				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])`, r.types, r.ids, r.codes, r.values, r.normalized)
+			b.Queue(`INSERT INTO search_string (resource_type, resource_id, code, value, normalized, oversized)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])`, r.types, r.ids, r.codes, r.values, r.normalized, r.oversized)
 		}
 		if r := g.tok; len(r.ids) > 0 {
-			b.Queue(`INSERT INTO search_token (resource_type, resource_id, code, system, value, display)
-				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])`,
-				r.types, r.ids, r.codes, r.systems, r.values, r.displays)
+			b.Queue(`INSERT INTO search_token (resource_type, resource_id, code, system, value, display, oversized)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])`,
+				r.types, r.ids, r.codes, r.systems, r.values, r.displays, r.oversized)
 		}
 		if r := g.date; len(r.ids) > 0 {
 			b.Queue(`INSERT INTO search_date (resource_type, resource_id, code, low, high)
@@ -455,9 +477,9 @@ func (w *writeSet) batch() *pgx.Batch {
 				r.types, r.ids, r.codes, r.lows, r.highs)
 		}
 		if r := g.ref; len(r.ids) > 0 {
-			b.Queue(`INSERT INTO search_reference (resource_type, resource_id, code, target_type, target_id, url, version)
-				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])`,
-				r.types, r.ids, r.codes, r.targetTypes, r.targetIDs, r.urls, r.versions)
+			b.Queue(`INSERT INTO search_reference (resource_type, resource_id, code, target_type, target_id, url, version, oversized)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[])`,
+				r.types, r.ids, r.codes, r.targetTypes, r.targetIDs, r.urls, r.versions, r.oversized)
 		}
 		if r := g.num; len(r.ids) > 0 {
 			b.Queue(`INSERT INTO search_number (resource_type, resource_id, code, value, low, high)
@@ -470,8 +492,8 @@ func (w *writeSet) batch() *pgx.Batch {
 				r.types, r.ids, r.codes, r.values, r.lows, r.highs, r.systems, r.units)
 		}
 		if r := g.uri; len(r.ids) > 0 {
-			b.Queue(`INSERT INTO search_uri (resource_type, resource_id, code, value)
-				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])`, r.types, r.ids, r.codes, r.values)
+			b.Queue(`INSERT INTO search_uri (resource_type, resource_id, code, value, oversized)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[])`, r.types, r.ids, r.codes, r.values, r.oversized)
 		}
 	}
 	return b
@@ -521,7 +543,7 @@ func (s *Store) VRead(ctx context.Context, q DBTX, resourceType, id string, vers
 // applyPatch patches the current version of resourceType/id and stores the result. The
 // resource stays locked from read to write, so the patch applies to the version it was
 // computed against.
-func (s *Store) applyPatch(ctx context.Context, tx DBTX, resourceType, id string, patch jsonpatch.Patch, match *int) (UpdateResult, error) {
+func (s *Store) applyPatch(ctx context.Context, tx DBTX, resourceType, id string, patch jsonpatch.Patch, match *int, limits ResourceLimits) (UpdateResult, error) {
 	if _, _, _, err := lockCurrent(ctx, tx, resourceType, id); err != nil {
 		return UpdateResult{}, err
 	}
@@ -532,9 +554,12 @@ func (s *Store) applyPatch(ctx context.Context, tx DBTX, resourceType, id string
 	if match != nil && *match != current.VersionID {
 		return UpdateResult{}, NewOutcome(http.StatusPreconditionFailed, Conflict, fmt.Sprintf("If-Match asks for version %d of %s, which is at version %d", *match, current.Path(), current.VersionID))
 	}
-	patched, err := patch.Apply(current.JSON)
+	patched, err := limits.applyPatch(patch, current.JSON, current.Path())
 	if err != nil {
-		return UpdateResult{}, NewOutcome(http.StatusUnprocessableEntity, Processing, "the patch does not apply to "+current.Path()+": "+err.Error())
+		return UpdateResult{}, err
+	}
+	if err := limits.checkArrays(patched, ""); err != nil {
+		return UpdateResult{}, err
 	}
 	res, err := Parse(patched)
 	if err != nil {

@@ -35,6 +35,9 @@ type BundleConfig struct {
 	DefaultCount, MaxCount int
 	// Guard, if set, is asked about every entry before anything is written; nil allows all.
 	Guard Guard
+	// Limits bound each entry's resource and patch, as APIConfig's bound a request's: NewAPI
+	// gives its processor the API's own. Zero fields take the defaults.
+	Limits ResourceLimits
 }
 
 // Access is one thing a request asks to do, as a Guard is asked about it.
@@ -197,6 +200,10 @@ func (b *BundleProcessor) Import(ctx context.Context, raw []byte, also func(pgx.
 }
 
 func (b *BundleProcessor) processBundle(ctx context.Context, raw []byte, base string, also func(pgx.Tx) error) (string, []*entry, error) {
+	// Bundle.entry is bounded by MaxEntries, with a message of its own.
+	if err := b.config.Limits.checkArrays(raw, ".entry"); err != nil {
+		return "", nil, err
+	}
 	bundleType, entries, err := b.readBundle(raw)
 	if err != nil {
 		return "", nil, err
@@ -733,7 +740,7 @@ func (b *BundleProcessor) write(ctx context.Context, tx DBTX, e *entry) error {
 		if err != nil {
 			return err
 		}
-		result, err := b.store.applyPatch(ctx, tx, e.resourceType, e.id, patch, match)
+		result, err := b.store.applyPatch(ctx, tx, e.resourceType, e.id, patch, match, b.config.Limits)
 		e.version, e.status = result.Version, http.StatusOK
 		return err
 	}

@@ -75,7 +75,9 @@ func defaultConfig() Config {
 		},
 		FHIR: fhir.APIConfig{DefaultCount: 20, MaxCount: 1000,
 			Bundles:       fhir.BundleConfig{MaxEntries: 10000, ReferentialIntegrity: true},
-			BundleTimeout: fhir.DefaultBundleTimeout, Search: fhir.DefaultSearchLimits},
+			BundleTimeout: fhir.DefaultBundleTimeout, Search: fhir.DefaultSearchLimits,
+			Limits: fhir.ResourceLimits{MaxPatchOperations: fhir.DefaultMaxPatchOperations,
+				MaxPatchedSize: fhir.DefaultMaxPatchedSize, MaxArrayLength: fhir.DefaultMaxArrayLength}},
 		Registry: registry.Config{FollowUpYears: 5, MinCell: 5},
 		FollowUp: defaultFollowUp(),
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
@@ -136,6 +138,9 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.FHIR.Bundles.MaxEntries, "bundle-max-entries", c.FHIR.Bundles.MaxEntries, "the most entries a transaction or batch Bundle may have (413 beyond)")
 	fs.BoolVar(&c.FHIR.Bundles.ReferentialIntegrity, "bundle-referential-integrity", c.FHIR.Bundles.ReferentialIntegrity,
 		"refuse Bundle entries that refer to local resources neither on the server nor in the Bundle")
+	fs.IntVar(&c.FHIR.Limits.MaxPatchOperations, "max-patch-operations", c.FHIR.Limits.MaxPatchOperations, "the most operations one JSON Patch may have (422 beyond)")
+	fs.Int64Var(&c.FHIR.Limits.MaxPatchedSize, "max-patched-size", c.FHIR.Limits.MaxPatchedSize, "the largest resource, in bytes of JSON, a JSON Patch may make (413 beyond)")
+	fs.IntVar(&c.FHIR.Limits.MaxArrayLength, "max-array-length", c.FHIR.Limits.MaxArrayLength, "the most items any one array of a resource may hold (413 beyond)")
 	c.registerRegistryFlags(fs)
 	c.registerScheduleFlags(fs)
 	c.registerIdentityFlags(fs)
@@ -203,6 +208,10 @@ func (c *Config) Validate() error {
 func (c *Config) validateFHIR() error {
 	if c.FHIR.Bundles.MaxEntries < 1 {
 		return fmt.Errorf("-bundle-max-entries must be at least 1, got %d", c.FHIR.Bundles.MaxEntries)
+	}
+	if l := c.FHIR.Limits; l.MaxPatchOperations < 1 || l.MaxPatchedSize < 1 || l.MaxArrayLength < 1 {
+		return fmt.Errorf("-max-patch-operations (%d), -max-patched-size (%d) and -max-array-length (%d) must be at least 1",
+			l.MaxPatchOperations, l.MaxPatchedSize, l.MaxArrayLength)
 	}
 	if c.FHIR.DefaultCount < 1 || c.FHIR.MaxCount < c.FHIR.DefaultCount {
 		return fmt.Errorf("want 1 <= -search-default-count (%d) <= -search-max-count (%d)", c.FHIR.DefaultCount, c.FHIR.MaxCount)

@@ -69,13 +69,7 @@ func (d *distinct) eval(ev *evaluator, input []Node) ([]Node, error) {
 	if err != nil || len(items) < 2 {
 		return items, err
 	}
-	out := make([]Node, 0, len(items))
-	for _, n := range items {
-		if !containsEqual(out, n) {
-			out = append(out, n)
-		}
-	}
-	return out, nil
+	return distinctNodes(items), nil
 }
 
 // leadingTypeFilter returns the type name a path starts with ("Patient" in
