@@ -42,6 +42,17 @@
 // and the give-up period bounds the cost. Redirects are not followed (a 3xx is a failure):
 // http.Client would turn a redirected POST into a GET and call that a delivery.
 //
+// # Where Subscription notifications may go
+//
+// A digest's target is the administrator's setting; a FHIR Subscription's is an API client's
+// choice, so messages of KindSubscription are sent only within Config.SubscriptionEndpoints
+// (an AllowList), checked when each is sent, not only when the Subscription was accepted: the
+// list may have shrunk since. Their connections are made by a dialer that refuses loopback,
+// private, link-local and other non-public addresses unless the list names them as addresses,
+// so a listed host name whose DNS is pointed inside the network reaches nothing there, and
+// through no proxy. A target off the list fails at once; a refused address fails the attempt,
+// which is retried like any other, since DNS may change back.
+//
 // Times come from the injected clock, never the database's now(), so tests can simulate
 // hours. Message bodies carry patient data and headers may carry credentials: neither is ever
 // logged nor listed; logs name the key, kind, target host, status and attempt.

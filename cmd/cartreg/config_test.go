@@ -123,3 +123,36 @@ func TestInvalidSettingsAreRejected(t *testing.T) {
 		t.Error("log format xml was accepted")
 	}
 }
+
+// Rest-hook endpoints come from -subscription-endpoints or its variable, are off by default,
+// and a malformed entry stops the start.
+func TestSubscriptionEndpointsSetting(t *testing.T) {
+	clearCartregEnv(t)
+	cfg, err := parseServe(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.loadRegistry(); err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.appConfig().Subscriptions.Endpoints.Empty() {
+		t.Errorf("rest-hook endpoints allowed by default: %v", cfg.subscriptionEndpoints)
+	}
+	t.Setenv("CARTREG_SUBSCRIPTION_ENDPOINTS", "https://hooks.example.org/cartreg/, 10.1.0.0/16")
+	if cfg, err = parseServe(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.loadRegistry(); err != nil {
+		t.Fatal(err)
+	}
+	allow := cfg.appConfig().Subscriptions.Endpoints
+	if !allow.Allows("https://hooks.example.org/cartreg/x") || !allow.Allows("http://10.1.2.3/") || allow.Allows("https://hooks.example.org/") {
+		t.Errorf("allow-list from the environment: %v", allow)
+	}
+	if cfg, err = parseServe(t, "-subscription-endpoints", "https://u:p@hooks.example.org/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.loadRegistry(); err == nil || !strings.Contains(err.Error(), "-subscription-endpoints") {
+		t.Errorf("a malformed entry: %v", err)
+	}
+}

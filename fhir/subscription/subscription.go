@@ -7,6 +7,11 @@
 // matched against the active Subscriptions of its type with the server's own search, and a
 // notification is queued in the durable delivery outbox, which sends it, retrying with
 // back-off, after the write commits. A notification exists exactly when its write committed.
+//
+// Endpoints are chosen by API clients, so rest-hooks go only where the administrator's
+// allow-list (Config.Endpoints) says; the outbox checks it again when it sends, and connects
+// only to public addresses or those the list names. A Subscription that cannot be honoured
+// when a write matches it is put in error rather than fail the write (see Hook).
 package subscription
 
 import (
