@@ -67,10 +67,15 @@ func Parse(body []byte) (*Resource, error) {
 	collector := &issueCollector{}
 	msg, err := u.UnmarshalWithErrorReporter(body, collector)
 	if err != nil {
+		// Structure google/fhir cannot take (an unknown element, a value of the wrong JSON
+		// type): the second pass would walk what google/fhir has already refused.
 		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(issuesFromParseError(err))}
 	}
-	if hasErrors(collector.issues) {
-		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(collector.issues)}
+	// The second pass adds the base R4 rules that google/fhir lets through, so that one
+	// answer lists every problem.
+	issues := append(collector.issues, validateJSON(body)...)
+	if hasErrors(issues) {
+		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(issues)}
 	}
 	normalised, err := normaliser.Marshal(msg)
 	if err != nil {
