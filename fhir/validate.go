@@ -60,13 +60,13 @@ func (v *validator) visit(e fhirpath.Element) bool {
 	switch val := e.Node.Value.(type) {
 	case nil:
 		if e.Key != "" {
-			v.add(Error, Structure, e.Path, "ele-1: %q is null; leave out an element that has no value", e.Key)
+			v.add(Error, Structure, e.Path, "ele-1: null is not a value; leave out an element that has none")
 		}
 		// A null array item is checked with its array's object (pairedArrays).
 		return false
 	case []any:
 		if len(val) == 0 {
-			v.add(Error, Structure, e.Path, "ele-1: %q is an empty array; leave out an element that has no value", e.Key)
+			v.add(Error, Structure, e.Path, "ele-1: an empty array is not a value; leave out an element that has none")
 		}
 		return true
 	case map[string]any:
@@ -153,7 +153,7 @@ func (v *validator) number(e fhirpath.Element, s string) {
 
 func (v *validator) primitiveString(e fhirpath.Element, s string) {
 	if s == "" {
-		v.add(Error, Value, e.Path, "ele-1: %q is an empty string; leave out an element that has no value", e.Key)
+		v.add(Error, Value, e.Path, "ele-1: an empty string is not a value; leave out an element that has none")
 		return
 	}
 	switch e.Node.Type {
