@@ -1,6 +1,7 @@
 package fhir_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -71,4 +72,32 @@ func TestValidationAcceptsWhatTheHL7ValidatorAccepts(t *testing.T) {
 	if !slices.Equal(refused, validatorValidRefused) {
 		t.Errorf("refused:\n got %q\nwant %q", refused, validatorValidRefused)
 	}
+}
+
+// Every resource of the Synthea histories, as the API's transactions parse them one by one
+// (their Bundle rules are the transaction processor's): the second pass must refuse none.
+// With -short, a few histories only.
+func TestValidationAcceptsSyntheaResources(t *testing.T) {
+	t.Parallel()
+	batches, transactions := syntheaBundles(t)
+	bundles := append(batches, transactions...)
+	if testing.Short() {
+		bundles = bundles[:4]
+	}
+	n := 0
+	for _, raw := range bundles {
+		var b struct {
+			Entry []struct{ Resource json.RawMessage }
+		}
+		if err := json.Unmarshal(raw, &b); err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range b.Entry {
+			n++
+			if _, err := fhir.Parse(e.Resource); err != nil {
+				t.Errorf("entry %d: %v", i, err)
+			}
+		}
+	}
+	t.Logf("%d resources of %d Bundles accepted", n, len(bundles))
 }
