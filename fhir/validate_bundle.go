@@ -40,12 +40,10 @@ func (v *validator) bundle(path string, b map[string]any) {
 		}
 	}
 
-	type seen struct {
-		index   int
-		version string
-	}
-	fullURLs := map[string][]seen{}
-	ids := map[string][]seen{}
+	// Where each fullUrl (or, without one, each Type/id) was first seen, with its version:
+	// linear in the entries, whatever a client sends.
+	fullURLs := map[[2]string]int{}
+	ids := map[[2]string]int{}
 	for i, raw := range entries {
 		e, ok := raw.(map[string]any)
 		if !ok {
@@ -76,37 +74,26 @@ func (v *validator) bundle(path string, b map[string]any) {
 		fullURL, _ := e["fullUrl"].(string)
 		if fullURL != "" {
 			v.fullURL(at+".fullUrl", fullURL, rtype, rid)
-			fullURLs[fullURL] = append(fullURLs[fullURL], seen{i, version})
+			v.unique(fullURLs, [2]string{fullURL, version}, i, at+".fullUrl", typ, "fullUrl")
 		}
 		if fullURL == "" && rtype != "" && rid != "" {
 			// Without a fullUrl, an entry's resource is known by its type and id.
-			key := rtype + "/" + rid
-			ids[key] = append(ids[key], seen{i, version})
+			v.unique(ids, [2]string{rtype + "/" + rid, version}, i, at+".resource.id", typ, "resource")
 		}
 	}
+}
 
-	// bdl-7: one fullUrl (and so one resource) per entry, except for other versions of it in
-	// a history Bundle.
-	if typ == "history" {
+// unique is bdl-7: one fullUrl (and so one resource) per entry, except for other versions of
+// it in a history Bundle.
+func (v *validator) unique(seen map[[2]string]int, key [2]string, i int, at, bundleType, what string) {
+	if bundleType == "history" {
 		return
 	}
-	for _, index := range []struct {
-		m    map[string][]seen
-		what string
-		loc  string
-	}{{fullURLs, "fullUrl", ".fullUrl"}, {ids, "resource", ".resource.id"}} {
-		for key, list := range index.m {
-			for k := 1; k < len(list); k++ {
-				for j := 0; j < k; j++ {
-					if list[j].version == list[k].version {
-						v.add(Error, Duplicate, fmt.Sprintf("%s.entry[%d]%s", path, list[k].index, index.loc),
-							"bdl-7: %s %s is also that of entry %d; a Bundle holds each resource once", index.what, key, list[j].index)
-						break
-					}
-				}
-			}
-		}
+	if j, dup := seen[key]; dup {
+		v.add(Error, Duplicate, at, "bdl-7: %s %s is also that of entry %d; a Bundle holds each resource once", what, key[0], j)
+		return
 	}
+	seen[key] = i
 }
 
 // fullURL checks an entry's fullUrl: absolute (bdl-7's premise), not version specific (bdl-8)
