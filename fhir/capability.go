@@ -191,9 +191,11 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 		"publisher":    "cartreg",
 		"kind":         "instance",
 		"software":     map[string]any{"name": "cartreg"},
-		"fhirVersion":  "4.0.1",
-		"format":       []string{"application/fhir+json", "json"},
-		"patchFormat":  []string{"application/json-patch+json"},
+		// An instance's statement describes the installation (R4 cpb-14).
+		"implementation": map[string]any{"description": "cartreg, a FHIR R4 outcomes registry for CAR-T cell therapy"},
+		"fhirVersion":    "4.0.1",
+		"format":         []string{"application/fhir+json", "json"},
+		"patchFormat":    []string{"application/json-patch+json"},
 		"rest": []any{map[string]any{
 			"mode":          "server",
 			"documentation": doc,

@@ -66,12 +66,20 @@ func Parse(body []byte) (*Resource, error) {
 	}
 	collector := &issueCollector{}
 	msg, err := u.UnmarshalWithErrorReporter(body, collector)
+	var issues []Issue
 	if err != nil {
-		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(issuesFromParseError(err))}
+		issues = issuesFromParseError(err)
+	} else {
+		issues = collector.issues
 	}
-	collector.issues = append(collector.issues, checkParsed(msg)...)
-	if hasErrors(collector.issues) {
-		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(collector.issues)}
+	if err == nil {
+		issues = append(issues, checkParsed(msg)...)
+	}
+	// The second pass adds the base R4 rules that google/fhir lets through, so that one
+	// answer lists every problem; where google/fhir has spoken, it alone.
+	issues = mergeIssues(issues, validateJSON(body))
+	if err != nil || hasErrors(issues) {
+		return nil, &Outcome{Status: http.StatusBadRequest, Issues: byLocation(issues)}
 	}
 	normalised, err := normaliser.Marshal(msg)
 	if err != nil {
@@ -83,6 +91,25 @@ func Parse(body []byte) (*Resource, error) {
 	}
 	res.Type = resourceTypeOf(msg)
 	return res, nil
+}
+
+// mergeIssues adds to first the issues of second at locations first does not mention.
+func mergeIssues(first, second []Issue) []Issue {
+	if len(second) == 0 {
+		return first
+	}
+	located := make(map[string]bool, len(first))
+	for _, is := range first {
+		for _, e := range is.Expression {
+			located[e] = true
+		}
+	}
+	for _, is := range second {
+		if len(is.Expression) == 0 || !located[is.Expression[0]] {
+			first = append(first, is)
+		}
+	}
+	return first
 }
 
 // byLocation sorts issues by where they are. google/fhir walks a resource's elements in Go map

@@ -52,7 +52,7 @@ const patientTransaction = `{"resourceType":"Bundle","type":"transaction","entry
     "subject":{"reference":"urn:uuid:11111111-1111-1111-1111-111111111111"},
     "extension":[{"url":"http://example.org/also-about","valueReference":{"reference":"urn:uuid:11111111-1111-1111-1111-111111111111"}}],
     "contained":[{"resourceType":"Provenance","id":"prov","recorded":"2024-01-01T00:00:00Z",
-       "target":[{"reference":"urn:uuid:11111111-1111-1111-1111-111111111111"}],"agent":[{"who":{"display":"EHR"}}]}]},
+       "target":[{"reference":"urn:uuid:11111111-1111-1111-1111-111111111111"},{"reference":"#"}],"agent":[{"who":{"display":"EHR"}}]}]},
   "request":{"method":"POST","url":"Observation"}},
  {"fullUrl":"urn:uuid:33333333-3333-3333-3333-333333333333",
   "resource":{"resourceType":"Practitioner","identifier":[{"system":"urn:npi","value":"N-9"}],"name":[{"family":"Adeyemi"}]},

@@ -106,9 +106,13 @@ func organization(name string) map[string]any {
 	return map[string]any{"resourceType": "Organization", "name": name}
 }
 
+// patient is a Patient managed by site; with site "", by no one (R4 has no empty reference).
 func patient(site string) map[string]any {
-	return map[string]any{"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01",
-		"managingOrganization": ref(site)}
+	p := map[string]any{"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01"}
+	if site != "" {
+		p["managingOrganization"] = ref(site)
+	}
+	return p
 }
 
 func condition(patient, icd10 string) map[string]any {
@@ -123,8 +127,13 @@ func infusion(patient, condition, site, on, product string, targets ...string) m
 		"subject":           ref(patient),
 		"performedDateTime": on,
 		"usedCode":          []any{cc(registry.SystemProduct, product)},
-		"reasonReference":   []any{ref(condition)},
-		"performer":         []any{map[string]any{"actor": ref(site), "onBehalfOf": ref(site)}},
+	}
+	// R4 has no empty reference: "" leaves the element out.
+	if condition != "" {
+		p["reasonReference"] = []any{ref(condition)}
+	}
+	if site != "" {
+		p["performer"] = []any{map[string]any{"actor": ref(site), "onBehalfOf": ref(site)}}
 	}
 	var ext []any
 	for _, t := range targets {
