@@ -368,8 +368,12 @@ func (r *reader) isAssessment(body map[string]any) bool {
 	return false
 }
 
+// reportable statuses of an Observation: a result that is final, or final and since changed.
+// A preliminary or registered result may yet be withdrawn or revised, so it is no assessment.
+var reportable = map[string]bool{"final": true, "amended": true, "corrected": true}
+
 func (r *reader) assessment(id string, body map[string]any) *assessmentFact {
-	if !r.isAssessment(body) || str(body, "status") == "entered-in-error" || str(body, "status") == "cancelled" {
+	if !r.isAssessment(body) || !reportable[str(body, "status")] {
 		return nil
 	}
 	where := "Observation/" + id
