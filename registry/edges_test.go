@@ -57,3 +57,38 @@ func TestPreliminaryAssessmentDoesNotCount(t *testing.T) {
 		t.Errorf("%d assessments projected, want the 2 final ones", n)
 	}
 }
+
+// Only a completed Procedure or MedicationAdministration is an infusion: an on-hold or unknown
+// one is not day 0, and an undated on-hold one does not reject the Bundle it comes in.
+func TestOnlyACompletedInfusionIsDayZero(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	onHold := infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-01", "axi-cel")
+	onHold["status"] = "on-hold"
+	undated := infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "", "axi-cel")
+	undated["status"] = "on-hold"
+	delete(undated, "performedDateTime")
+	unknown := infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-15", "axi-cel")
+	unknown["status"] = "unknown"
+	r := tr.expect(200, "POST", "/fhir", transaction(
+		post("urn:uuid:site", organization("Site")),
+		post("urn:uuid:pat", patient("urn:uuid:site")),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+		post("urn:uuid:hold", onHold),
+		post("urn:uuid:undated", undated),
+		post("urn:uuid:unknown", unknown),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-22", "axi-cel")),
+		post("urn:uuid:a1", assessment("urn:uuid:pat", "", "2023-12-22", "lugano-cmr")),
+	))
+	patientID := strings.TrimPrefix(location(t, r, 1), "Patient/")
+	if n := tr.count(`SELECT count(*) FROM registry_infusion WHERE patient_id = $1`, patientID); n != 1 {
+		t.Errorf("%d infusions projected, want only the completed one", n)
+	}
+	real := strings.TrimPrefix(location(t, r, 6), "Procedure/")
+	if n := tr.count(`SELECT count(*) FROM registry_infusion WHERE resource_id = $1 AND sequence = 1`, real); n != 1 {
+		t.Error("the completed infusion is not the patient's first")
+	}
+	if n := tr.count(`SELECT count(*) FROM registry_assessment WHERE infusion_id = $1 AND day = 30`, real); n != 1 {
+		t.Error("the assessment is not day 30 of the completed infusion")
+	}
+}

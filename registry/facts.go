@@ -182,9 +182,6 @@ func day(v any) (t time.Time, full bool, ok bool) {
 	return time.Time{}, false, false
 }
 
-// inactive statuses of a Procedure or MedicationAdministration: nothing was infused.
-var inactive = map[string]bool{"not-done": true, "entered-in-error": true, "preparation": true}
-
 func (r *reader) patient(id string, body map[string]any) patientFact {
 	f := patientFact{ID: id, ManagingOrg: r.refTo(body["managingOrganization"], "Organization")}
 	if v, ok := body["deceasedDateTime"]; ok {
@@ -213,8 +210,11 @@ func (r *reader) condition(id string, body map[string]any) *conditionFact {
 }
 
 // isInfusion says whether a Procedure or MedicationAdministration records a CAR-T infusion.
+// Only a completed one is: preparation, in-progress, on-hold, stopped, not-done, unknown and
+// entered-in-error all leave it open whether (or when) the cells went in, and day 0 must be the
+// day they did.
 func (r *reader) isInfusion(resourceType string, body map[string]any) bool {
-	if inactive[str(body, "status")] {
+	if str(body, "status") != "completed" {
 		return false
 	}
 	if resourceType == "Procedure" {
