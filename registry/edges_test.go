@@ -92,3 +92,89 @@ func TestOnlyACompletedInfusionIsDayZero(t *testing.T) {
 		t.Error("the assessment is not day 30 of the completed infusion")
 	}
 }
+
+// lymphomaCourse posts a patient with DLBCL and an axi-cel infusion on infused, with the
+// given extra entries (which may refer to urn:uuid:pat and urn:uuid:inf), and returns the
+// transaction's reply: entry 1 is the Patient, 3 the infusion.
+func lymphomaCourse(t testing.TB, tr *testRegistry, want int, patientBody func(map[string]any), infused string, extra ...entry) reply {
+	t.Helper()
+	p := patient("urn:uuid:site")
+	if patientBody != nil {
+		patientBody(p)
+	}
+	entries := append([]entry{
+		post("urn:uuid:site", organization("Site")),
+		post("urn:uuid:pat", p),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", infused, "axi-cel")),
+	}, extra...)
+	r := tr.h.DoURL("POST", tr.url+"/fhir", transaction(entries...))
+	if r.Status != want {
+		t.Fatalf("POST /fhir: status %d, want %d\n%s", r.Status, want, r.Body)
+	}
+	return reply{r.Status, r.Header, r.Body}
+}
+
+func died(on string) func(map[string]any) {
+	return func(p map[string]any) { p["deceasedDateTime"] = on }
+}
+
+// A death known only to the month or year is a range of days: one in the infusion's month is
+// after the infusion, and it is imputed at the mid-point of the days it can have been, which
+// start no earlier than the last day the patient is known alive.
+func TestPartialDatesAreRanges(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	cases := []struct {
+		name, death string
+		extra       []entry
+		wantDeath   string
+	}{
+		// 2014-06-10 … 2014-06-30: 20 days, mid-point 10 days on.
+		{"death in the infusion's month", "2014-06", nil, "2014-06-20"},
+		// Alive (assessed) on 2014-07-10: 2014-07-10 … 2014-07-31, 21 days, 10 days on.
+		{"death in the month of an assessment", "2014-07",
+			[]entry{post("urn:uuid:a", assessment("urn:uuid:pat", "urn:uuid:inf", "2014-07-10", "lugano-cmr"))}, "2014-07-20"},
+		// Alive at a visit on 2015-03-01: 2015-03-01 … 2015-12-31, 305 days, 152 days on.
+		{"death known to the year", "2015",
+			[]entry{post("urn:uuid:v", map[string]any{"resourceType": "Encounter", "status": "finished",
+				"class":   map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+				"subject": ref("urn:uuid:pat"), "period": map[string]any{"start": "2015-03-01", "end": "2015-03-01"}})},
+			"2015-07-31"},
+		{"a full date is as written", "2014-06-12", nil, "2014-06-12"},
+		{"a full date with a time is the date as written", "2014-06-12T23:30:00-05:00", nil, "2014-06-12"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := lymphomaCourse(t, tr, 200, died(c.death), "2014-06-10", c.extra...)
+			got := infusionDates(t, tr, location(t, r, 3), "death_on", "last_contact_on")
+			if got["death_on"] != c.wantDeath || got["last_contact_on"] != c.wantDeath {
+				t.Errorf("death %q: %v, want death and last contact %s", c.death, got, c.wantDeath)
+			}
+		})
+	}
+
+	t.Run("a death in an earlier month is before the infusion", func(t *testing.T) {
+		r := lymphomaCourse(t, tr, 422, died("2014-05"), "2014-06-10")
+		if !strings.Contains(string(r.body), "before the CAR-T infusion") {
+			t.Errorf("body %s", r.body)
+		}
+	})
+
+	t.Run("a toxicity known to the month starts after the infusion", func(t *testing.T) {
+		r := lymphomaCourse(t, tr, 200, nil, "2014-06-10",
+			post("urn:uuid:crs", toxicity("urn:uuid:pat", "urn:uuid:inf", "crs", "2014-06", 2)))
+		id := strings.TrimPrefix(location(t, r, 4), "AdverseEvent/")
+		var onset time.Time
+		if err := tr.db.QueryRow(context.Background(), `SELECT onset_imputed_on FROM registry_toxicity
+			WHERE adverse_event_id = $1`, id).Scan(&onset); err != nil {
+			t.Fatal(err)
+		}
+		if got := onset.Format("2006-01-02"); got != "2014-06-20" {
+			t.Errorf("CRS onset 2014-06 after an infusion on 2014-06-10 imputed at %s, want 2014-06-20", got)
+		}
+		if got := infusionDates(t, tr, location(t, r, 3), "last_contact_on")["last_contact_on"]; got != "2014-06-20" {
+			t.Errorf("last contact %s, want the imputed onset 2014-06-20", got)
+		}
+	})
+}

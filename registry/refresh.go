@@ -13,13 +13,15 @@ import (
 
 // A patient's registry facts, as refresh loads them.
 type patientFacts struct {
-	deceasedOn  *time.Time
-	managingOrg *string
-	infusions   []*infusionRow
-	assessments []*assessmentRow
-	toxicities  []time.Time
-	contacts    []time.Time       // Encounters
-	diseases    map[string]string // condition id -> disease group
+	deceasedOn, deceasedUntil *time.Time // the range of days the death may be on; until nil when one day
+	managingOrg               *string
+	infusions                 []*infusionRow
+	assessments               []*assessmentRow
+	toxicities                []*toxicityRow
+	contacts                  []time.Time       // Encounters
+	diseases                  map[string]string // condition id -> disease group
+	// derived
+	death *time.Time // the day counted as the death's
 }
 
 type infusionRow struct {
@@ -35,6 +37,15 @@ type infusionRow struct {
 }
 
 func (i *infusionRow) ref() string { return i.typ + "/" + i.id }
+
+type toxicityRow struct {
+	id          string
+	from        time.Time
+	until       *time.Time // nil when the onset date is full
+	infusionRef *string
+	// derived
+	onset time.Time
+}
 
 type assessmentRow struct {
 	id, category string
@@ -68,8 +79,8 @@ func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, cha
 func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, error) {
 	f := &patientFacts{diseases: map[string]string{}}
 	batch := &pgx.Batch{}
-	batch.Queue(`SELECT deceased_on, managing_org FROM registry_patient WHERE patient_id = $1`, patient).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&f.deceasedOn, &f.managingOrg)
+	batch.Queue(`SELECT deceased_on, deceased_until, managing_org FROM registry_patient WHERE patient_id = $1`, patient).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&f.deceasedOn, &f.deceasedUntil, &f.managingOrg)
 		if err == pgx.ErrNoRows {
 			return nil
 		}
@@ -97,10 +108,11 @@ func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, e
 		}
 		return rows.Err()
 	})
-	batch.Queue(`SELECT onset_on FROM registry_toxicity WHERE patient_id = $1`, patient).Query(func(rows pgx.Rows) error {
+	batch.Queue(`SELECT adverse_event_id, onset_on, onset_until, infusion_ref FROM registry_toxicity WHERE patient_id = $1
+		ORDER BY adverse_event_id`, patient).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
-			var t time.Time
-			if err := rows.Scan(&t); err != nil {
+			t := &toxicityRow{}
+			if err := rows.Scan(&t.id, &t.from, &t.until, &t.infusionRef); err != nil {
 				return err
 			}
 			f.toxicities = append(f.toxicities, t)
@@ -168,18 +180,25 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 		if inf.effectiveSite == nil {
 			inf.effectiveSite = f.managingOrg
 		}
-		if f.deceasedOn != nil {
-			if f.deceasedOn.Before(inf.on) {
-				patientRef := "Patient/" + patient
-				if changed[patientRef] || !changed[inf.ref()] {
-					blame(patientRef, "Patient.deceasedDateTime", "the death date %s is before the CAR-T infusion %s on %s",
-						date(*f.deceasedOn), inf.ref(), date(inf.on))
-				} else {
-					blame(inf.ref(), inf.typ+".performed", "the infusion date %s is after the patient's death on %s",
-						date(inf.on), date(*f.deceasedOn))
-				}
+	}
+	f.imputeDates(byRef)
+	if f.deceasedOn != nil {
+		until, written := *f.deceasedOn, date(*f.deceasedOn)
+		if f.deceasedUntil != nil {
+			until, written = *f.deceasedUntil, written+" to "+date(*f.deceasedUntil)
+		}
+		for _, inf := range f.infusions {
+			if !until.Before(inf.on) {
+				inf.death = f.death
+				continue
+			}
+			patientRef := "Patient/" + patient
+			if changed[patientRef] || !changed[inf.ref()] {
+				blame(patientRef, "Patient.deceasedDateTime", "the death date %s is before the CAR-T infusion %s on %s",
+					written, inf.ref(), date(inf.on))
 			} else {
-				inf.death = f.deceasedOn
+				blame(inf.ref(), inf.typ+".performed", "the infusion date %s is after the patient's death on %s",
+					date(inf.on), written)
 			}
 		}
 	}
@@ -248,9 +267,42 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 	return nil
 }
 
-// lastContact is the latest dated registry event of the patient: the date survival is
-// censored at while the patient is alive.
-func (f *patientFacts) lastContact() *time.Time {
+// imputeDates picks the day counted for each date known only to the month or year (see
+// impute): a toxicity's onset, no earlier than the infusion it follows (the one it names, else
+// the latest one that can precede it); then the death, no earlier than the last day the
+// patient is known alive.
+func (f *patientFacts) imputeDates(byRef map[string]*infusionRow) {
+	for _, t := range f.toxicities {
+		until := t.from
+		if t.until != nil {
+			until = *t.until
+		}
+		var floor *time.Time
+		if t.infusionRef != nil && byRef[*t.infusionRef] != nil {
+			floor = &byRef[*t.infusionRef].on
+		} else {
+			for _, inf := range f.infusions {
+				if !inf.on.After(until) {
+					floor = &inf.on
+				}
+			}
+		}
+		t.onset = impute(t.from, until, floor)
+	}
+	f.death = nil
+	if f.deceasedOn != nil {
+		until := *f.deceasedOn
+		if f.deceasedUntil != nil {
+			until = *f.deceasedUntil
+		}
+		death := impute(*f.deceasedOn, until, f.lastAlive())
+		f.death = &death
+	}
+}
+
+// lastAlive is the latest day of a registry event that shows the patient alive: an infusion,
+// assessment, toxicity onset or encounter. Run after the toxicities' onsets are imputed.
+func (f *patientFacts) lastAlive() *time.Time {
 	var dates []time.Time
 	for _, i := range f.infusions {
 		dates = append(dates, i.on)
@@ -258,16 +310,25 @@ func (f *patientFacts) lastContact() *time.Time {
 	for _, a := range f.assessments {
 		dates = append(dates, a.on)
 	}
-	dates = append(dates, f.toxicities...)
-	dates = append(dates, f.contacts...)
-	if f.deceasedOn != nil {
-		dates = append(dates, *f.deceasedOn)
+	for _, t := range f.toxicities {
+		dates = append(dates, t.onset)
 	}
+	dates = append(dates, f.contacts...)
 	if len(dates) == 0 {
 		return nil
 	}
 	sort.Slice(dates, func(i, j int) bool { return dates[i].After(dates[j]) })
 	return &dates[0]
+}
+
+// lastContact is the latest dated registry event of the patient, the death included: the
+// date survival is censored at while the patient is alive.
+func (f *patientFacts) lastContact() *time.Time {
+	last := f.lastAlive()
+	if f.death != nil && (last == nil || f.death.After(*last)) {
+		last = f.death
+	}
+	return last
 }
 
 // assignMilestones sets each assessment's timepoint from its day: the milestone whose window
@@ -328,6 +389,10 @@ func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *pa
 			death_on = $7, last_contact_on = $8, first_response_on = $9, progression_on = $10, last_progression_free_on = $11
 			WHERE resource_type = $1 AND resource_id = $2`,
 			i.typ, i.id, i.disease, i.effectiveSite, i.sequence, i.next, i.death, last, i.firstResponse, i.progression, i.lastPFS)
+	}
+	for _, t := range f.toxicities {
+		batch.Queue(`UPDATE registry_toxicity SET onset_imputed_on = $2 WHERE adverse_event_id = $1
+			AND onset_imputed_on IS DISTINCT FROM $2`, t.id, t.onset)
 	}
 	for _, a := range f.assessments {
 		day := int(a.on.Sub(a.infusion.on).Hours() / 24)
