@@ -178,3 +178,23 @@ func TestPartialDatesAreRanges(t *testing.T) {
 		}
 	})
 }
+
+// Only a finished Encounter is a contact: one in progress (or on leave) has not shown the
+// patient through to its end, and its dates may yet change.
+func TestOnlyAFinishedEncounterIsAContact(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	encounter := func(status, start string) entry {
+		return post("urn:uuid:"+status, map[string]any{"resourceType": "Encounter", "status": status,
+			"class":   map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+			"subject": ref("urn:uuid:pat"), "period": map[string]any{"start": start}})
+	}
+	r := lymphomaCourse(t, tr, 200, nil, "2023-11-22",
+		encounter("finished", "2024-03-01"),
+		encounter("in-progress", "2024-09-01"),
+		encounter("onleave", "2024-10-01"),
+	)
+	if got := infusionDates(t, tr, location(t, r, 3), "last_contact_on")["last_contact_on"]; got != "2024-03-01" {
+		t.Errorf("last contact %s, want the finished encounter's 2024-03-01", got)
+	}
+}

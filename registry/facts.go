@@ -514,11 +514,12 @@ func (r *reader) toxicity(id string, body map[string]any) *toxicityFact {
 }
 
 // contact reads an Encounter as a dated contact with the patient: the day it ended, else the day
-// it began. Planned, cancelled and erroneous encounters are no contact, nor are those with no
-// day (a month is too coarse to censor survival at).
+// it began. Only a finished encounter is a contact: a planned one may not happen, one in
+// progress or on leave has not seen the patient through and its period may yet change, and
+// cancelled, erroneous and unknown ones say nothing. Nor is one with no day (a month is too
+// coarse to censor survival at).
 func (r *reader) contact(id string, body map[string]any) *contactFact {
-	switch str(body, "status") {
-	case "planned", "arrived", "triaged", "cancelled", "entered-in-error", "unknown":
+	if str(body, "status") != "finished" {
 		return nil
 	}
 	patient := r.refTo(body["subject"], "Patient")
