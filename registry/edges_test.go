@@ -198,3 +198,118 @@ func TestOnlyAFinishedEncounterIsAContact(t *testing.T) {
 		t.Errorf("last contact %s, want the finished encounter's 2024-03-01", got)
 	}
 }
+
+func medicationAdministration(patient, condition, on, product string) map[string]any {
+	return map[string]any{"resourceType": "MedicationAdministration", "status": "completed",
+		"meta":                      map[string]any{"profile": []any{registry.ProfileInfusionMedAdm}},
+		"medicationCodeableConcept": cc(registry.SystemProduct, product),
+		"subject":                   ref(patient),
+		"effectiveDateTime":         on,
+		"reasonReference":           []any{ref(condition)},
+	}
+}
+
+// One course of CAR-T cells, however it is recorded: the same product given again within
+// three days of the first dose (one infusion recorded as a Procedure and a
+// MedicationAdministration, a split dose over consecutive days) is one course with day 0 the
+// first day, not a re-infusion that ends the first course's follow-up.
+func TestOneCourseOfCells(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	type row struct {
+		ref      string
+		sequence int
+		next     *time.Time
+	}
+	infusionsOf := func(t *testing.T, r reply) []row {
+		t.Helper()
+		patientID := strings.TrimPrefix(location(t, r, 1), "Patient/")
+		rows, err := tr.db.Query(context.Background(), `SELECT resource_type || '/' || resource_id, sequence, next_infused_on
+			FROM registry_infusion WHERE patient_id = $1 ORDER BY infused_on, resource_type, resource_id`, patientID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []row
+		for rows.Next() {
+			var x row
+			if err := rows.Scan(&x.ref, &x.sequence, &x.next); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, x)
+		}
+		return out
+	}
+	assessedOn := func(t *testing.T, r reply, entry int) (infusion string, day int) {
+		t.Helper()
+		id := strings.TrimPrefix(location(t, r, entry), "Observation/")
+		if err := tr.db.QueryRow(context.Background(), `SELECT infusion_type || '/' || infusion_id, day FROM registry_assessment
+			WHERE observation_id = $1`, id).Scan(&infusion, &day); err != nil {
+			t.Fatal(err)
+		}
+		return infusion, day
+	}
+
+	t.Run("a Procedure and a MedicationAdministration on the same day", func(t *testing.T) {
+		ma := medicationAdministration("urn:uuid:pat", "urn:uuid:dx", "2023-11-22", "axi-cel")
+		delete(ma, "reasonReference")
+		noSite := func(p map[string]any) { delete(p, "managingOrganization") }
+		r := lymphomaCourse(t, tr, 200, noSite, "2023-11-22",
+			post("urn:uuid:ma", ma),
+			post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:ma", "2023-12-22", "lugano-cmr")),
+			post("urn:uuid:a3", assessment("urn:uuid:pat", "", "2024-02-20", "lugano-cmr")),
+		)
+		// On one day the first dose is the first in the order of resource type and id, which
+		// every outcome query shares: the MedicationAdministration, with the Procedure's site.
+		got := infusionsOf(t, r)
+		if len(got) != 1 || got[0].ref != location(t, r, 4) || got[0].sequence != 1 || got[0].next != nil {
+			t.Fatalf("infusions %+v, want one course: the MedicationAdministration, sequence 1, no next", got)
+		}
+		if n := tr.count(`SELECT count(*) FROM registry_infusion i JOIN registry_site s ON s.organization_id = i.effective_site_id
+			WHERE i.resource_type || '/' || i.resource_id = $1 AND s.name = 'Site' AND i.disease = 'lbcl'`, got[0].ref); n != 1 {
+			t.Error("the course does not take its site and disease from the Procedure")
+		}
+		for _, entry := range []int{5, 6} {
+			if inf, day := assessedOn(t, r, entry); inf != got[0].ref || (day != 30 && day != 90) {
+				t.Errorf("assessment %d follows %s on day %d, want the course %s", entry, inf, day, got[0].ref)
+			}
+		}
+		if pf := infusionDates(t, tr, got[0].ref, "last_progression_free_on")["last_progression_free_on"]; pf != "2024-02-20" {
+			t.Errorf("progression-free to %s, want 2024-02-20", pf)
+		}
+	})
+
+	t.Run("a split dose over three days", func(t *testing.T) {
+		r := lymphomaCourse(t, tr, 200, nil, "2023-11-22",
+			post("urn:uuid:d2", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-23", "axi-cel")),
+			post("urn:uuid:d3", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-24", "axi-cel")),
+			post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:d3", "2023-12-22", "lugano-cmr")),
+		)
+		got := infusionsOf(t, r)
+		if len(got) != 1 || got[0].ref != location(t, r, 3) || got[0].next != nil {
+			t.Fatalf("infusions %+v, want one course from the first dose", got)
+		}
+		if inf, day := assessedOn(t, r, 6); inf != got[0].ref || day != 30 {
+			t.Errorf("assessment partOf the third dose follows %s on day %d, want %s on day 30", inf, day, got[0].ref)
+		}
+
+		// Without its first dose the course starts at the second.
+		tr.expect(204, "DELETE", "/fhir/"+location(t, r, 3), nil)
+		if got := infusionsOf(t, r); len(got) != 1 || got[0].ref != location(t, r, 4) || got[0].sequence != 1 {
+			t.Errorf("after the first dose's delete: %+v, want the second dose as the course", got)
+		}
+		if inf, day := assessedOn(t, r, 6); inf != location(t, r, 4) || day != 29 {
+			t.Errorf("assessment follows %s on day %d, want the second dose on day 29", inf, day)
+		}
+	})
+
+	t.Run("later, or another product, is another course", func(t *testing.T) {
+		r := lymphomaCourse(t, tr, 200, nil, "2023-11-22",
+			post("urn:uuid:other", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-23", "liso-cel")),
+			post("urn:uuid:again", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-26", "axi-cel")),
+		)
+		if got := infusionsOf(t, r); len(got) != 3 || got[2].sequence != 3 {
+			t.Errorf("infusions %+v, want three courses", got)
+		}
+	})
+}

@@ -89,6 +89,7 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			}
 		case "Procedure", "MedicationAdministration":
 			batch.Queue(`DELETE FROM registry_infusion WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
+			batch.Queue(`DELETE FROM registry_dose WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
 			if c.Body == nil {
 				continue
 			}

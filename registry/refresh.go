@@ -15,7 +15,8 @@ import (
 type patientFacts struct {
 	deceasedOn, deceasedUntil *time.Time // the range of days the death may be on; until nil when one day
 	managingOrg               *string
-	infusions                 []*infusionRow
+	doses                     []*infusionRow // every infusion, in date order
+	infusions                 []*infusionRow // derived: the first dose of each course, in date order
 	assessments               []*assessmentRow
 	toxicities                []*toxicityRow
 	contacts                  []time.Time       // Encounters
@@ -25,11 +26,14 @@ type patientFacts struct {
 }
 
 type infusionRow struct {
-	typ, id    string
-	on         time.Time
-	conditions []string
-	site       *string
+	typ, id, product string
+	on               time.Time
+	conditions       []string
+	site             *string
+	stored           *string // the course (Type/id) a registry_dose row was stored under; nil for registry_infusion
 	// derived
+	course                              *infusionRow   // the first dose of the course, when this is a later one
+	later                               []*infusionRow // a course's later doses, on its first
 	sequence                            int
 	disease, effectiveSite              *string
 	next, death                         *time.Time
@@ -86,14 +90,18 @@ func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, e
 		}
 		return err
 	})
-	batch.Queue(`SELECT resource_type, resource_id, infused_on, condition_ids, site_id FROM registry_infusion
-		WHERE patient_id = $1 ORDER BY infused_on, resource_type, resource_id`, patient).Query(func(rows pgx.Rows) error {
+	batch.Queue(`SELECT resource_type, resource_id, infused_on, condition_ids, site_id, product, NULL FROM registry_infusion
+		WHERE patient_id = $1
+		UNION ALL
+		SELECT resource_type, resource_id, infused_on, condition_ids, site_id, product, course_type || '/' || course_id
+		FROM registry_dose WHERE patient_id = $1
+		ORDER BY infused_on, resource_type, resource_id`, patient).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			i := &infusionRow{}
-			if err := rows.Scan(&i.typ, &i.id, &i.on, &i.conditions, &i.site); err != nil {
+			if err := rows.Scan(&i.typ, &i.id, &i.on, &i.conditions, &i.site, &i.product, &i.stored); err != nil {
 				return err
 			}
-			f.infusions = append(f.infusions, i)
+			f.doses = append(f.doses, i)
 		}
 		return rows.Err()
 	})
@@ -163,20 +171,36 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 		issues = append(issues, is)
 	}
 
+	f.foldCourses()
 	byRef := map[string]*infusionRow{}
+	for _, dose := range f.doses {
+		if dose.course != nil {
+			byRef[dose.ref()] = dose.course
+		} else {
+			byRef[dose.ref()] = dose
+		}
+	}
 	for n, inf := range f.infusions {
-		byRef[inf.ref()] = inf
 		inf.sequence = n + 1
 		if n+1 < len(f.infusions) {
 			inf.next = &f.infusions[n+1].on
 		}
-		for _, c := range inf.conditions {
-			if d, ok := f.diseases[c]; ok {
-				inf.disease = &d
+		// The course's first dose speaks for it; a later dose fills in what it leaves out.
+		course := append([]*infusionRow{inf}, inf.later...)
+	disease:
+		for _, dose := range course {
+			for _, c := range dose.conditions {
+				if d, ok := f.diseases[c]; ok {
+					inf.disease = &d
+					break disease
+				}
+			}
+		}
+		for _, dose := range course {
+			if inf.effectiveSite = dose.site; inf.effectiveSite != nil {
 				break
 			}
 		}
-		inf.effectiveSite = inf.site
 		if inf.effectiveSite == nil {
 			inf.effectiveSite = f.managingOrg
 		}
@@ -187,7 +211,7 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 		if f.deceasedUntil != nil {
 			until, written = *f.deceasedUntil, written+" to "+date(*f.deceasedUntil)
 		}
-		for _, inf := range f.infusions {
+		for _, inf := range f.doses {
 			if !until.Before(inf.on) {
 				inf.death = f.death
 				continue
@@ -267,6 +291,32 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 	return nil
 }
 
+// courseDays is how many days after a course's first dose the same product may be given again
+// within the course: one infusion recorded twice, or a dose split over consecutive days.
+const courseDays = 3
+
+// foldCourses groups the patient's doses into courses: a dose of the product of an earlier
+// course's first dose, at most courseDays after it, is part of that course; any other dose
+// begins a course of its own. Doses are in date order, so a course's first dose is its earliest
+// (on one day, in the order of resource type and id that every outcome query also uses).
+func (f *patientFacts) foldCourses() {
+	f.infusions = nil
+	for _, dose := range f.doses {
+		dose.course, dose.later = nil, nil
+		for k := len(f.infusions) - 1; k >= 0; k-- {
+			first := f.infusions[k]
+			if first.product == dose.product && !dose.on.After(first.on.AddDate(0, 0, courseDays)) {
+				dose.course = first
+				first.later = append(first.later, dose)
+				break
+			}
+		}
+		if dose.course == nil {
+			f.infusions = append(f.infusions, dose)
+		}
+	}
+}
+
 // imputeDates picks the day counted for each date known only to the month or year (see
 // impute): a toxicity's onset, no earlier than the infusion it follows (the one it names, else
 // the latest one that can precede it); then the death, no earlier than the last day the
@@ -304,7 +354,7 @@ func (f *patientFacts) imputeDates(byRef map[string]*infusionRow) {
 // assessment, toxicity onset or encounter. Run after the toxicities' onsets are imputed.
 func (f *patientFacts) lastAlive() *time.Time {
 	var dates []time.Time
-	for _, i := range f.infusions {
+	for _, i := range f.doses {
 		dates = append(dates, i.on)
 	}
 	for _, a := range f.assessments {
@@ -384,6 +434,26 @@ var (
 func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *patientFacts) error {
 	last := f.lastContact()
 	batch := &pgx.Batch{}
+	// A dose whose role changed moves between registry_infusion (a course's first dose, which
+	// has follow-up) and registry_dose (a later dose of a course), before the derived columns
+	// are written.
+	for _, d := range f.doses {
+		switch {
+		case d.course == nil && d.stored != nil:
+			batch.Queue(`WITH d AS (DELETE FROM registry_dose WHERE resource_type = $1 AND resource_id = $2
+				RETURNING resource_type, resource_id, patient_id, infused_on, product, product_label, targets, condition_ids, site_id, prior_lines)
+				INSERT INTO registry_infusion (resource_type, resource_id, patient_id, infused_on, product, product_label, targets,
+					condition_ids, site_id, prior_lines) SELECT * FROM d`, d.typ, d.id)
+		case d.course != nil && d.stored == nil:
+			batch.Queue(`WITH d AS (DELETE FROM registry_infusion WHERE resource_type = $1 AND resource_id = $2
+				RETURNING resource_type, resource_id, patient_id, infused_on, product, product_label, targets, condition_ids, site_id, prior_lines)
+				INSERT INTO registry_dose (resource_type, resource_id, patient_id, infused_on, product, product_label, targets,
+					condition_ids, site_id, prior_lines, course_type, course_id) SELECT d.*, $3, $4 FROM d`, d.typ, d.id, d.course.typ, d.course.id)
+		case d.course != nil && *d.stored != d.course.ref():
+			batch.Queue(`UPDATE registry_dose SET course_type = $3, course_id = $4 WHERE resource_type = $1 AND resource_id = $2`,
+				d.typ, d.id, d.course.typ, d.course.id)
+		}
+	}
 	for _, i := range f.infusions {
 		batch.Queue(`UPDATE registry_infusion SET disease = $3, effective_site_id = $4, sequence = $5, next_infused_on = $6,
 			death_on = $7, last_contact_on = $8, first_response_on = $9, progression_on = $10, last_progression_free_on = $11
