@@ -313,3 +313,38 @@ func TestOneCourseOfCells(t *testing.T) {
 		}
 	})
 }
+
+// An assessment that is partOf a procedure other than an infusion (the PET-CT it was read
+// from) follows the patient's latest infusion on or before its date, as when it has no partOf.
+// One partOf an infusion that is gone is still refused.
+func TestAssessmentPartOfAnotherProcedureFollowsTheLatestInfusion(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	imaging := map[string]any{"resourceType": "Procedure", "status": "completed", "subject": ref("urn:uuid:pat"),
+		"code": cc("http://snomed.info/sct", "450436003"), "performedDateTime": "2023-12-20"} // PET-CT
+	r := lymphomaCourse(t, tr, 200, nil, "2023-11-22",
+		post("urn:uuid:pet", imaging),
+		post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:pet", "2023-12-22", "lugano-cmr")),
+	)
+	id := strings.TrimPrefix(location(t, r, 5), "Observation/")
+	var infusion string
+	var day int
+	if err := tr.db.QueryRow(context.Background(), `SELECT infusion_type || '/' || infusion_id, day FROM registry_assessment
+		WHERE observation_id = $1`, id).Scan(&infusion, &day); err != nil {
+		t.Fatal(err)
+	}
+	if infusion != location(t, r, 3) || day != 30 {
+		t.Errorf("assessment partOf a PET-CT follows %s on day %d, want %s on day 30", infusion, day, location(t, r, 3))
+	}
+
+	// Its own update, alone, is judged the same way.
+	again := assessment(location(t, r, 1), location(t, r, 4), "2023-12-23", "lugano-cmr")
+	again["id"] = id
+	tr.expect(200, "PUT", "/fhir/Observation/"+id, again)
+
+	// partOf the infusion, then the infusion deleted: refused as before.
+	tr.expect(201, "POST", "/fhir/Observation", assessment(location(t, r, 1), location(t, r, 3), "2024-02-20", "lugano-cmr"))
+	if r := tr.expect(422, "DELETE", "/fhir/"+location(t, r, 3), nil); !strings.Contains(string(r.body), "not a CAR-T infusion") {
+		t.Errorf("body %s", r.body)
+	}
+}

@@ -21,6 +21,9 @@ type patientFacts struct {
 	toxicities                []*toxicityRow
 	contacts                  []time.Time       // Encounters
 	diseases                  map[string]string // condition id -> disease group
+	// otherParts are the resources assessments are partOf that exist and are no CAR-T infusion
+	// of anyone (the imaging procedure a response was read from).
+	otherParts map[string]bool
 	// derived
 	death *time.Time // the day counted as the death's
 }
@@ -71,6 +74,9 @@ func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, cha
 	}
 	f, err := loadFacts(ctx, tx, patient)
 	if err != nil {
+		return nil, err
+	}
+	if err := f.findOtherParts(ctx, tx); err != nil {
 		return nil, err
 	}
 	issues := p.derive(patient, f, changed)
@@ -156,6 +162,47 @@ func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, e
 	return f, nil
 }
 
+// findOtherParts finds which of the resources the patient's assessments are partOf, and that
+// are none of the patient's infusions, exist and are no CAR-T infusion of anyone: an
+// assessment partOf one of them follows the latest infusion as if it had no partOf. One partOf
+// a deleted infusion, or another patient's, is not among them, and stays a broken rule.
+func (f *patientFacts) findOtherParts(ctx context.Context, tx pgx.Tx) error {
+	own := map[string]bool{}
+	for _, d := range f.doses {
+		own[d.ref()] = true
+	}
+	var refs []string
+	for _, a := range f.assessments {
+		if a.infusionRef != nil && !own[*a.infusionRef] {
+			refs = append(refs, *a.infusionRef)
+		}
+	}
+	f.otherParts = map[string]bool{}
+	if len(refs) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, `SELECT ref FROM unnest($1::text[]) AS ref
+		WHERE EXISTS (SELECT 1 FROM `+fhir.CurrentRelation+` c
+			WHERE c.resource_type = split_part(ref, '/', 1) AND c.resource_id = split_part(ref, '/', 2))
+		AND NOT EXISTS (SELECT 1 FROM registry_infusion i
+			WHERE i.resource_type = split_part(ref, '/', 1) AND i.resource_id = split_part(ref, '/', 2))
+		AND NOT EXISTS (SELECT 1 FROM registry_dose d
+			WHERE d.resource_type = split_part(ref, '/', 1) AND d.resource_id = split_part(ref, '/', 2))`, refs)
+	if err != nil {
+		return fmt.Errorf("reading what assessments are part of: %w", err)
+	}
+	for rows.Next() {
+		var ref string
+		if err := rows.Scan(&ref); err != nil {
+			rows.Close()
+			return err
+		}
+		f.otherParts[ref] = true
+	}
+	rows.Close()
+	return rows.Err()
+}
+
 func date(t time.Time) string { return t.Format("2006-01-02") }
 
 // derive links assessments to infusions and computes each infusion's follow-up facts,
@@ -230,7 +277,7 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 	for _, a := range f.assessments {
 		ref := "Observation/" + a.id
 		switch {
-		case a.infusionRef != nil:
+		case a.infusionRef != nil && !f.otherParts[*a.infusionRef]:
 			a.infusion = byRef[*a.infusionRef]
 			if a.infusion == nil {
 				blame(ref, "Observation.partOf", "partOf %s is not a CAR-T infusion of Patient/%s", *a.infusionRef, patient)
