@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartreg/cartreg/app"
 	"github.com/cartreg/cartreg/registry"
 )
 
@@ -346,5 +347,33 @@ func TestAssessmentPartOfAnotherProcedureFollowsTheLatestInfusion(t *testing.T) 
 	tr.expect(201, "POST", "/fhir/Observation", assessment(location(t, r, 1), location(t, r, 3), "2024-02-20", "lugano-cmr"))
 	if r := tr.expect(422, "DELETE", "/fhir/"+location(t, r, 3), nil); !strings.Contains(string(r.body), "not a CAR-T infusion") {
 		t.Errorf("body %s", r.body)
+	}
+}
+
+// An event's day is the date as written, in the time zone it was recorded in; today is the
+// date in the follow-up time zone, for outcomes as for the follow-up work list.
+func TestWhichCalendarADayIsCountedIn(t *testing.T) {
+	t.Parallel()
+	auckland := time.FixedZone("UTC+13", 13*3600)
+	tr := newTestRegistryWith(t, func(c *app.Config) {
+		c.Registry = registry.Config{MinCell: 1}
+		c.FollowUp.Location = auckland
+	})
+	// 23:30 in New York on 2023-11-21 is 2023-11-22 in UTC and in Auckland: day 0 is the 21st.
+	r := lymphomaCourse(t, tr, 200, nil, "2023-11-21T23:30:00-05:00",
+		post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:inf", "2023-12-21T08:00:00+08:00", "lugano-cmr")))
+	if got := infusionDates(t, tr, location(t, r, 3), "infused_on")["infused_on"]; got != "2023-11-21" {
+		t.Errorf("infused on %s, want the date as written, 2023-11-21", got)
+	}
+	id := strings.TrimPrefix(location(t, r, 4), "Observation/")
+	if n := tr.count(`SELECT day FROM registry_assessment WHERE observation_id = $1`, id); n != 30 {
+		t.Errorf("assessment on day %d, want 30 (2023-11-21 to 2023-12-21 as written)", n)
+	}
+
+	// Noon UTC on 2026-11-22 is 01:00 on 2026-11-23 in Auckland.
+	tr.now = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	report := tr.expect(200, "GET", "/registry/outcomes/response", nil).json(t)
+	if report["as_of"] != "2026-11-23" {
+		t.Errorf("response as_of %v, want 2026-11-23, today in the follow-up time zone", report["as_of"])
 	}
 }
