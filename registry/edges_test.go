@@ -1,7 +1,9 @@
 package registry_test
 
 import (
+	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -375,5 +377,74 @@ func TestWhichCalendarADayIsCountedIn(t *testing.T) {
 	report := tr.expect(200, "GET", "/registry/outcomes/response", nil).json(t)
 	if report["as_of"] != "2026-11-23" {
 		t.Errorf("response as_of %v, want 2026-11-23, today in the follow-up time zone", report["as_of"])
+	}
+}
+
+// svgTexts are the texts of an SVG's <text> elements after the first element with the class.
+func svgTexts(body []byte, after string) []string {
+	s := string(body)
+	if i := strings.Index(s, `class="`+after+`"`); i >= 0 {
+		s = s[i:]
+	} else {
+		return nil
+	}
+	var out []string
+	for {
+		i := strings.Index(s, "<text")
+		if i < 0 {
+			return out
+		}
+		s = s[i:]
+		start, end := strings.Index(s, ">"), strings.Index(s, "</text>")
+		out = append(out, s[start+1:end])
+		s = s[end:]
+	}
+}
+
+// Charts keep the tables' small-cell rules and say what they show: a suppressed count is not
+// drawn as 0, groups are named by their labels, and a parameter a chart cannot honour is an
+// error, not ignored.
+func TestChartsKeepSmallCellsAndName(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 5})
+	outcomeCohort(t, tr)
+
+	// Eight patients, two deaths: the event count is suppressed.
+	os := tr.expect(200, "GET", "/registry/outcomes/survival.svg", nil).body
+	if bytes.Contains(os, []byte("0 events")) || !bytes.Contains(os, []byte("events not shown")) {
+		t.Errorf("legend of a curve whose events are suppressed: %q", svgTexts(os, "legend-item"))
+	}
+	// Five more myeloma patients, recently infused: a curve that stops long before the
+	// lymphoma one, where fewer than 5 remain. Past its end its number at risk is under 5,
+	// not 0.
+	for i := 0; i < 5; i++ {
+		tr.expect(200, "POST", "/fhir", transaction(
+			post("urn:uuid:site", organization("Harbour")),
+			post("urn:uuid:pat", patient("urn:uuid:site")),
+			post("urn:uuid:dx", condition("urn:uuid:pat", "C90.00")),
+			post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2026-10-05", "cilta-cel"))))
+	}
+	byDisease := tr.expect(200, "GET", "/registry/outcomes/survival.svg?group_by=disease", nil).body
+	risk := svgTexts(byDisease, "risk-table")
+	if !slices.Contains(risk, "&lt;5") {
+		t.Errorf("numbers at risk %q, want <5 where a curve has stopped", risk)
+	}
+	for _, n := range risk {
+		if n == "0" || n == "1" || n == "2" || n == "3" || n == "4" {
+			t.Errorf("numbers at risk %q show a count under 5", risk)
+			break
+		}
+	}
+
+	// Groups are named by their labels, not their codes.
+	label := tr.reg.Terminology().Disease("lbcl").Display
+	if !bytes.Contains(byDisease, []byte(label)) || slices.Contains(risk, "lbcl") {
+		t.Errorf("survival by disease does not name lbcl %q: %q", label, risk)
+	}
+
+	// The response chart draws one bar per timepoint for all patients: it cannot group.
+	r := tr.expect(400, "GET", "/registry/outcomes/response.svg?group_by=disease", nil)
+	if !strings.Contains(string(r.body), "group_by") {
+		t.Errorf("400 without naming group_by: %s", r.body)
 	}
 }
