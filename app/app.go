@@ -86,6 +86,9 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	store := fhir.NewStore(db, params, clock)
 	searcher := fhir.NewSearcher(store, params, cfg.FHIR.BaseURL)
 	cfg.Registry.BaseURL = cfg.FHIR.BaseURL
+	if cfg.Registry.Location == nil {
+		cfg.Registry.Location = cfg.FollowUp.Location // one calendar for what is due
+	}
 	cfg.FHIR.Security = auth.SecurityExtension(cfg.Auth.Issuer)
 	policy := access.New(nil) // its site checker is the registry's, set below
 	if cfg.FHIR.Bundles.Guard == nil {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -49,9 +50,12 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 		if g.Suppressed || g.N == nil {
 			continue
 		}
-		curve := plot.Curve{Label: g.Group, N: *g.N}
+		curve := plot.Curve{Label: r.groupLabel(report.GroupBy, g.Group), N: *g.N, EventsHidden: g.Events == nil}
 		if g.Events != nil {
 			curve.Events = *g.Events
+		}
+		if r.cfg.MinCell > 1 {
+			curve.StoppedBelow = r.cfg.MinCell // the report's curve stops where fewer remain at risk
 		}
 		for _, p := range g.Curve {
 			curve.Points = append(curve.Points, plot.Point{Days: p.TDays, AtRisk: p.AtRisk, Survival: p.Survival,
@@ -63,9 +67,16 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 }
 
 func (r *Registry) getResponseSVG(c echo.Context) error {
-	f, _, err := r.query(c)
+	f, groupBy, err := r.query(c)
 	if err != nil {
 		return err
+	}
+	if groupBy != "" {
+		// One stacked bar per timepoint has no room for groups; ignoring the parameter would
+		// pass off all patients' bars as one group's.
+		return badRequest(fmt.Errorf("group_by=%s: the response chart shows all selected patients, one bar per timepoint, "+
+			"and cannot group them; select a group with disease, product, target or site, or ask "+
+			"/registry/outcomes/response?group_by=%s for the table", groupBy, groupBy), "group_by")
 	}
 	report, err := r.Response(c.Request().Context(), f, "", r.now())
 	if err != nil {
@@ -92,6 +103,22 @@ func (r *Registry) getResponseSVG(c echo.Context) error {
 		}
 	}
 	return writeSVG(c, func(b *bytes.Buffer) error { return chart.WriteSVG(b) })
+}
+
+// groupLabel is how a chart names a group: a disease by its display, the whole selection as
+// "All patients"; products, targets and sites are reported by name already.
+func (r *Registry) groupLabel(groupBy, group string) string {
+	switch {
+	case groupBy == "":
+		return "All patients"
+	case groupBy == "disease" && group == "unclassified":
+		return "Unclassified"
+	case groupBy == "disease":
+		if d := r.terms.Disease(group); d != nil {
+			return d.Display
+		}
+	}
+	return group
 }
 
 func itoa(n int) string {

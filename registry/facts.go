@@ -14,9 +14,11 @@ import (
 // fact from it is removed.
 
 type patientFact struct {
-	ID          string
-	DeceasedOn  *time.Time
-	ManagingOrg string
+	ID string
+	// DeceasedOn … DeceasedUntil is the range of days the death may have been on: one day for
+	// a full date, a month or a year for a partial one (DeceasedUntil nil when one day).
+	DeceasedOn, DeceasedUntil *time.Time
+	ManagingOrg               string
 }
 
 type conditionFact struct{ ID, Patient, Disease string }
@@ -43,6 +45,7 @@ type toxicityFact struct {
 	ID, Patient, Kind string
 	Grade             *int
 	On                time.Time
+	Until             *time.Time // the last day the onset may have been on, when the date is partial
 	InfusionRef       string
 }
 
@@ -165,33 +168,57 @@ func extensions(body map[string]any, url string) []map[string]any {
 
 // day parses a FHIR date or dateTime to the calendar date it names, as recorded (the local
 // date of a dateTime with an offset). Partial dates (year, year-month) are not precise enough
-// for day counts; full reports whether the value had a day.
+// for day counts; full reports whether the value had a day, and t is then the first day of the
+// month or year.
 func day(v any) (t time.Time, full bool, ok bool) {
+	t, until, ok := dayRange(v)
+	return t, ok && t.Equal(until), ok
+}
+
+// dayRange parses a FHIR date or dateTime to the range of calendar days it may name, as recorded:
+// one day for a full date (the local date of a dateTime with an offset), every day of the month
+// or year for a partial one.
+func dayRange(v any) (from, until time.Time, ok bool) {
 	s, _ := v.(string)
 	switch {
 	case len(s) >= 10:
 		t, err := time.Parse("2006-01-02", s[:10])
-		return t, true, err == nil
+		return t, t, err == nil
 	case len(s) == 7:
 		t, err := time.Parse("2006-01", s)
-		return t, false, err == nil
+		return t, t.AddDate(0, 1, -1), err == nil
 	case len(s) == 4:
 		t, err := time.Parse("2006", s)
-		return t, false, err == nil
+		return t, t.AddDate(1, 0, -1), err == nil
 	}
-	return time.Time{}, false, false
+	return time.Time{}, time.Time{}, false
 }
 
-// inactive statuses of a Procedure or MedicationAdministration: nothing was infused.
-var inactive = map[string]bool{"not-done": true, "entered-in-error": true, "preparation": true}
+// impute picks the day counted for a date known as the range from … until (one day when the
+// date is full): the mid-point of the days it can have been on, which start no earlier than
+// floor (the patient was alive then, or the infusion it follows was given). Where floor is past
+// the whole range the records disagree, and the range's last day is as late as they allow. An
+// even number of days takes the earlier of the two middle ones.
+func impute(from, until time.Time, floor *time.Time) time.Time {
+	if floor != nil && floor.After(from) {
+		if floor.After(until) {
+			return until
+		}
+		from = *floor
+	}
+	return from.AddDate(0, 0, int(until.Sub(from).Hours()/24)/2)
+}
 
 func (r *reader) patient(id string, body map[string]any) patientFact {
 	f := patientFact{ID: id, ManagingOrg: r.refTo(body["managingOrganization"], "Organization")}
 	if v, ok := body["deceasedDateTime"]; ok {
-		// A death known to the month is taken as the first of that month: conservative for a
-		// death-before-infusion check, and within a month for survival.
-		if t, _, ok := day(v); ok {
-			f.DeceasedOn = &t
+		// A death known to the month or year is kept as its range: the day counted is imputed
+		// when the patient's other dates are known (refresh).
+		if from, until, ok := dayRange(v); ok {
+			f.DeceasedOn = &from
+			if until.After(from) {
+				f.DeceasedUntil = &until
+			}
 		}
 	}
 	return f
@@ -213,8 +240,11 @@ func (r *reader) condition(id string, body map[string]any) *conditionFact {
 }
 
 // isInfusion says whether a Procedure or MedicationAdministration records a CAR-T infusion.
+// Only a completed one is: preparation, in-progress, on-hold, stopped, not-done, unknown and
+// entered-in-error all leave it open whether (or when) the cells went in, and day 0 must be the
+// day they did.
 func (r *reader) isInfusion(resourceType string, body map[string]any) bool {
-	if inactive[str(body, "status")] {
+	if str(body, "status") != "completed" {
 		return false
 	}
 	if resourceType == "Procedure" {
@@ -368,8 +398,12 @@ func (r *reader) isAssessment(body map[string]any) bool {
 	return false
 }
 
+// reportable statuses of an Observation: a result that is final, or final and since changed.
+// A preliminary or registered result may yet be withdrawn or revised, so it is no assessment.
+var reportable = map[string]bool{"final": true, "amended": true, "corrected": true}
+
 func (r *reader) assessment(id string, body map[string]any) *assessmentFact {
-	if !r.isAssessment(body) || str(body, "status") == "entered-in-error" || str(body, "status") == "cancelled" {
+	if !r.isAssessment(body) || !reportable[str(body, "status")] {
 		return nil
 	}
 	where := "Observation/" + id
@@ -455,11 +489,14 @@ func (r *reader) toxicity(id string, body map[string]any) *toxicityFact {
 	if f.Patient == "" {
 		r.fail(where, "AdverseEvent.subject", "a CAR-T toxicity must name its patient (a Patient on this server)")
 	}
-	t, _, ok := day(body["date"])
+	from, until, ok := dayRange(body["date"])
 	if !ok {
 		r.fail(where, "AdverseEvent.date", "a CAR-T toxicity needs its onset date")
 	}
-	f.On = t
+	f.On = from
+	if until.After(from) {
+		f.Until = &until
+	}
 	for _, e := range extensions(body, ExtASTCTGrade) {
 		if g, ok := integer(e["valueInteger"]); ok {
 			if g < 1 || g > 4 {
@@ -477,11 +514,12 @@ func (r *reader) toxicity(id string, body map[string]any) *toxicityFact {
 }
 
 // contact reads an Encounter as a dated contact with the patient: the day it ended, else the day
-// it began. Planned, cancelled and erroneous encounters are no contact, nor are those with no
-// day (a month is too coarse to censor survival at).
+// it began. Only a finished encounter is a contact: a planned one may not happen, one in
+// progress or on leave has not seen the patient through and its period may yet change, and
+// cancelled, erroneous and unknown ones say nothing. Nor is one with no day (a month is too
+// coarse to censor survival at).
 func (r *reader) contact(id string, body map[string]any) *contactFact {
-	switch str(body, "status") {
-	case "planned", "arrived", "triaged", "cancelled", "entered-in-error", "unknown":
+	if str(body, "status") != "finished" {
 		return nil
 	}
 	patient := r.refTo(body["subject"], "Patient")

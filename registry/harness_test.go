@@ -31,9 +31,15 @@ type testRegistry struct {
 
 func newTestRegistry(t testing.TB, cfg registry.Config) *testRegistry {
 	t.Helper()
+	return newTestRegistryWith(t, func(c *app.Config) { c.Registry = cfg })
+}
+
+// newTestRegistryWith is newTestRegistry with the whole app's configuration set by configure.
+func newTestRegistryWith(t testing.TB, configure func(*app.Config)) *testRegistry {
+	t.Helper()
 	tr := &testRegistry{t: t, now: time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)}
 	h := apptest.New(t, apptest.WithMaxBody("64M"),
-		apptest.WithConfig(func(c *app.Config) { c.Registry = cfg }),
+		apptest.WithConfig(configure),
 		apptest.WithClock(func() time.Time { return tr.now }))
 	tr.url, tr.db, tr.reg, tr.h = h.URL, h.DB, h.App.Registry, h
 	return tr

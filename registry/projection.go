@@ -63,9 +63,10 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 				continue
 			}
 			f := r.patient(c.ID, c.Body)
-			batch.Queue(`INSERT INTO registry_patient (patient_id, deceased_on, managing_org) VALUES ($1, $2, $3)
-				ON CONFLICT (patient_id) DO UPDATE SET deceased_on = excluded.deceased_on, managing_org = excluded.managing_org`,
-				f.ID, f.DeceasedOn, nullable(f.ManagingOrg))
+			batch.Queue(`INSERT INTO registry_patient (patient_id, deceased_on, deceased_until, managing_org) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (patient_id) DO UPDATE SET deceased_on = excluded.deceased_on, deceased_until = excluded.deceased_until,
+					managing_org = excluded.managing_org`,
+				f.ID, f.DeceasedOn, f.DeceasedUntil, nullable(f.ManagingOrg))
 		case "Organization":
 			if c.Body == nil {
 				batch.Queue(`DELETE FROM registry_site WHERE organization_id = $1`, c.ID)
@@ -88,6 +89,7 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			}
 		case "Procedure", "MedicationAdministration":
 			batch.Queue(`DELETE FROM registry_infusion WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
+			batch.Queue(`DELETE FROM registry_dose WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
 			if c.Body == nil {
 				continue
 			}
@@ -115,8 +117,8 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			}
 			if f := r.toxicity(c.ID, c.Body); f != nil && f.Patient != "" {
 				touched[f.Patient] = true
-				batch.Queue(`INSERT INTO registry_toxicity (adverse_event_id, patient_id, kind, grade, onset_on, infusion_ref)
-					VALUES ($1, $2, $3, $4, $5, $6)`, f.ID, f.Patient, f.Kind, f.Grade, f.On, nullable(f.InfusionRef))
+				batch.Queue(`INSERT INTO registry_toxicity (adverse_event_id, patient_id, kind, grade, onset_on, onset_until, infusion_ref)
+					VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.ID, f.Patient, f.Kind, f.Grade, f.On, f.Until, nullable(f.InfusionRef))
 			}
 		case "Encounter":
 			batch.Queue(`DELETE FROM registry_contact WHERE encounter_id = $1 RETURNING patient_id`, c.ID)

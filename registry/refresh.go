@@ -13,21 +13,30 @@ import (
 
 // A patient's registry facts, as refresh loads them.
 type patientFacts struct {
-	deceasedOn  *time.Time
-	managingOrg *string
-	infusions   []*infusionRow
-	assessments []*assessmentRow
-	toxicities  []time.Time
-	contacts    []time.Time       // Encounters
-	diseases    map[string]string // condition id -> disease group
+	deceasedOn, deceasedUntil *time.Time // the range of days the death may be on; until nil when one day
+	managingOrg               *string
+	doses                     []*infusionRow // every infusion, in date order
+	infusions                 []*infusionRow // derived: the first dose of each course, in date order
+	assessments               []*assessmentRow
+	toxicities                []*toxicityRow
+	contacts                  []time.Time       // Encounters
+	diseases                  map[string]string // condition id -> disease group
+	// otherParts are the resources assessments are partOf that exist and are no CAR-T infusion
+	// of anyone (the imaging procedure a response was read from).
+	otherParts map[string]bool
+	// derived
+	death *time.Time // the day counted as the death's
 }
 
 type infusionRow struct {
-	typ, id    string
-	on         time.Time
-	conditions []string
-	site       *string
+	typ, id, product string
+	on               time.Time
+	conditions       []string
+	site             *string
+	stored           *string // the course (Type/id) a registry_dose row was stored under; nil for registry_infusion
 	// derived
+	course                              *infusionRow   // the first dose of the course, when this is a later one
+	later                               []*infusionRow // a course's later doses, on its first
 	sequence                            int
 	disease, effectiveSite              *string
 	next, death                         *time.Time
@@ -35,6 +44,15 @@ type infusionRow struct {
 }
 
 func (i *infusionRow) ref() string { return i.typ + "/" + i.id }
+
+type toxicityRow struct {
+	id          string
+	from        time.Time
+	until       *time.Time // nil when the onset date is full
+	infusionRef *string
+	// derived
+	onset time.Time
+}
 
 type assessmentRow struct {
 	id, category string
@@ -58,6 +76,9 @@ func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, cha
 	if err != nil {
 		return nil, err
 	}
+	if err := f.findOtherParts(ctx, tx); err != nil {
+		return nil, err
+	}
 	issues := p.derive(patient, f, changed)
 	if len(issues) > 0 {
 		return issues, nil
@@ -68,21 +89,25 @@ func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, cha
 func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, error) {
 	f := &patientFacts{diseases: map[string]string{}}
 	batch := &pgx.Batch{}
-	batch.Queue(`SELECT deceased_on, managing_org FROM registry_patient WHERE patient_id = $1`, patient).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&f.deceasedOn, &f.managingOrg)
+	batch.Queue(`SELECT deceased_on, deceased_until, managing_org FROM registry_patient WHERE patient_id = $1`, patient).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&f.deceasedOn, &f.deceasedUntil, &f.managingOrg)
 		if err == pgx.ErrNoRows {
 			return nil
 		}
 		return err
 	})
-	batch.Queue(`SELECT resource_type, resource_id, infused_on, condition_ids, site_id FROM registry_infusion
-		WHERE patient_id = $1 ORDER BY infused_on, resource_type, resource_id`, patient).Query(func(rows pgx.Rows) error {
+	batch.Queue(`SELECT resource_type, resource_id, infused_on, condition_ids, site_id, product, NULL FROM registry_infusion
+		WHERE patient_id = $1
+		UNION ALL
+		SELECT resource_type, resource_id, infused_on, condition_ids, site_id, product, course_type || '/' || course_id
+		FROM registry_dose WHERE patient_id = $1
+		ORDER BY infused_on, resource_type, resource_id`, patient).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			i := &infusionRow{}
-			if err := rows.Scan(&i.typ, &i.id, &i.on, &i.conditions, &i.site); err != nil {
+			if err := rows.Scan(&i.typ, &i.id, &i.on, &i.conditions, &i.site, &i.product, &i.stored); err != nil {
 				return err
 			}
-			f.infusions = append(f.infusions, i)
+			f.doses = append(f.doses, i)
 		}
 		return rows.Err()
 	})
@@ -97,10 +122,11 @@ func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, e
 		}
 		return rows.Err()
 	})
-	batch.Queue(`SELECT onset_on FROM registry_toxicity WHERE patient_id = $1`, patient).Query(func(rows pgx.Rows) error {
+	batch.Queue(`SELECT adverse_event_id, onset_on, onset_until, infusion_ref FROM registry_toxicity WHERE patient_id = $1
+		ORDER BY adverse_event_id`, patient).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
-			var t time.Time
-			if err := rows.Scan(&t); err != nil {
+			t := &toxicityRow{}
+			if err := rows.Scan(&t.id, &t.from, &t.until, &t.infusionRef); err != nil {
 				return err
 			}
 			f.toxicities = append(f.toxicities, t)
@@ -136,6 +162,47 @@ func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, e
 	return f, nil
 }
 
+// findOtherParts finds which of the resources the patient's assessments are partOf, and that
+// are none of the patient's infusions, exist and are no CAR-T infusion of anyone: an
+// assessment partOf one of them follows the latest infusion as if it had no partOf. One partOf
+// a deleted infusion, or another patient's, is not among them, and stays a broken rule.
+func (f *patientFacts) findOtherParts(ctx context.Context, tx pgx.Tx) error {
+	own := map[string]bool{}
+	for _, d := range f.doses {
+		own[d.ref()] = true
+	}
+	var refs []string
+	for _, a := range f.assessments {
+		if a.infusionRef != nil && !own[*a.infusionRef] {
+			refs = append(refs, *a.infusionRef)
+		}
+	}
+	f.otherParts = map[string]bool{}
+	if len(refs) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, `SELECT ref FROM unnest($1::text[]) AS ref
+		WHERE EXISTS (SELECT 1 FROM `+fhir.CurrentRelation+` c
+			WHERE c.resource_type = split_part(ref, '/', 1) AND c.resource_id = split_part(ref, '/', 2))
+		AND NOT EXISTS (SELECT 1 FROM registry_infusion i
+			WHERE i.resource_type = split_part(ref, '/', 1) AND i.resource_id = split_part(ref, '/', 2))
+		AND NOT EXISTS (SELECT 1 FROM registry_dose d
+			WHERE d.resource_type = split_part(ref, '/', 1) AND d.resource_id = split_part(ref, '/', 2))`, refs)
+	if err != nil {
+		return fmt.Errorf("reading what assessments are part of: %w", err)
+	}
+	for rows.Next() {
+		var ref string
+		if err := rows.Scan(&ref); err != nil {
+			rows.Close()
+			return err
+		}
+		f.otherParts[ref] = true
+	}
+	rows.Close()
+	return rows.Err()
+}
+
 func date(t time.Time) string { return t.Format("2006-01-02") }
 
 // derive links assessments to infusions and computes each infusion's follow-up facts,
@@ -151,35 +218,58 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 		issues = append(issues, is)
 	}
 
+	f.foldCourses()
 	byRef := map[string]*infusionRow{}
+	for _, dose := range f.doses {
+		if dose.course != nil {
+			byRef[dose.ref()] = dose.course
+		} else {
+			byRef[dose.ref()] = dose
+		}
+	}
 	for n, inf := range f.infusions {
-		byRef[inf.ref()] = inf
 		inf.sequence = n + 1
 		if n+1 < len(f.infusions) {
 			inf.next = &f.infusions[n+1].on
 		}
-		for _, c := range inf.conditions {
-			if d, ok := f.diseases[c]; ok {
-				inf.disease = &d
+		// The course's first dose speaks for it; a later dose fills in what it leaves out.
+		course := append([]*infusionRow{inf}, inf.later...)
+	disease:
+		for _, dose := range course {
+			for _, c := range dose.conditions {
+				if d, ok := f.diseases[c]; ok {
+					inf.disease = &d
+					break disease
+				}
+			}
+		}
+		for _, dose := range course {
+			if inf.effectiveSite = dose.site; inf.effectiveSite != nil {
 				break
 			}
 		}
-		inf.effectiveSite = inf.site
 		if inf.effectiveSite == nil {
 			inf.effectiveSite = f.managingOrg
 		}
-		if f.deceasedOn != nil {
-			if f.deceasedOn.Before(inf.on) {
-				patientRef := "Patient/" + patient
-				if changed[patientRef] || !changed[inf.ref()] {
-					blame(patientRef, "Patient.deceasedDateTime", "the death date %s is before the CAR-T infusion %s on %s",
-						date(*f.deceasedOn), inf.ref(), date(inf.on))
-				} else {
-					blame(inf.ref(), inf.typ+".performed", "the infusion date %s is after the patient's death on %s",
-						date(inf.on), date(*f.deceasedOn))
-				}
+	}
+	f.imputeDates(byRef)
+	if f.deceasedOn != nil {
+		until, written := *f.deceasedOn, date(*f.deceasedOn)
+		if f.deceasedUntil != nil {
+			until, written = *f.deceasedUntil, written+" to "+date(*f.deceasedUntil)
+		}
+		for _, inf := range f.doses {
+			if !until.Before(inf.on) {
+				inf.death = f.death
+				continue
+			}
+			patientRef := "Patient/" + patient
+			if changed[patientRef] || !changed[inf.ref()] {
+				blame(patientRef, "Patient.deceasedDateTime", "the death date %s is before the CAR-T infusion %s on %s",
+					written, inf.ref(), date(inf.on))
 			} else {
-				inf.death = f.deceasedOn
+				blame(inf.ref(), inf.typ+".performed", "the infusion date %s is after the patient's death on %s",
+					date(inf.on), written)
 			}
 		}
 	}
@@ -187,7 +277,7 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 	for _, a := range f.assessments {
 		ref := "Observation/" + a.id
 		switch {
-		case a.infusionRef != nil:
+		case a.infusionRef != nil && !f.otherParts[*a.infusionRef]:
 			a.infusion = byRef[*a.infusionRef]
 			if a.infusion == nil {
 				blame(ref, "Observation.partOf", "partOf %s is not a CAR-T infusion of Patient/%s", *a.infusionRef, patient)
@@ -248,26 +338,94 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 	return nil
 }
 
-// lastContact is the latest dated registry event of the patient: the date survival is
-// censored at while the patient is alive.
-func (f *patientFacts) lastContact() *time.Time {
+// courseDays is how many days after a course's first dose the same product may be given again
+// within the course: one infusion recorded twice, or a dose split over consecutive days.
+const courseDays = 3
+
+// foldCourses groups the patient's doses into courses: a dose of the product of an earlier
+// course's first dose, at most courseDays after it, is part of that course; any other dose
+// begins a course of its own. Doses are in date order, so a course's first dose is its earliest
+// (on one day, in the order of resource type and id that every outcome query also uses).
+func (f *patientFacts) foldCourses() {
+	f.infusions = nil
+	for _, dose := range f.doses {
+		dose.course, dose.later = nil, nil
+		for k := len(f.infusions) - 1; k >= 0; k-- {
+			first := f.infusions[k]
+			if first.product == dose.product && !dose.on.After(first.on.AddDate(0, 0, courseDays)) {
+				dose.course = first
+				first.later = append(first.later, dose)
+				break
+			}
+		}
+		if dose.course == nil {
+			f.infusions = append(f.infusions, dose)
+		}
+	}
+}
+
+// imputeDates picks the day counted for each date known only to the month or year (see
+// impute): a toxicity's onset, no earlier than the infusion it follows (the one it names, else
+// the latest one that can precede it); then the death, no earlier than the last day the
+// patient is known alive.
+func (f *patientFacts) imputeDates(byRef map[string]*infusionRow) {
+	for _, t := range f.toxicities {
+		until := t.from
+		if t.until != nil {
+			until = *t.until
+		}
+		var floor *time.Time
+		if t.infusionRef != nil && byRef[*t.infusionRef] != nil {
+			floor = &byRef[*t.infusionRef].on
+		} else {
+			for _, inf := range f.infusions {
+				if !inf.on.After(until) {
+					floor = &inf.on
+				}
+			}
+		}
+		t.onset = impute(t.from, until, floor)
+	}
+	f.death = nil
+	if f.deceasedOn != nil {
+		until := *f.deceasedOn
+		if f.deceasedUntil != nil {
+			until = *f.deceasedUntil
+		}
+		death := impute(*f.deceasedOn, until, f.lastAlive())
+		f.death = &death
+	}
+}
+
+// lastAlive is the latest day of a registry event that shows the patient alive: an infusion,
+// assessment, toxicity onset or encounter. Run after the toxicities' onsets are imputed.
+func (f *patientFacts) lastAlive() *time.Time {
 	var dates []time.Time
-	for _, i := range f.infusions {
+	for _, i := range f.doses {
 		dates = append(dates, i.on)
 	}
 	for _, a := range f.assessments {
 		dates = append(dates, a.on)
 	}
-	dates = append(dates, f.toxicities...)
-	dates = append(dates, f.contacts...)
-	if f.deceasedOn != nil {
-		dates = append(dates, *f.deceasedOn)
+	for _, t := range f.toxicities {
+		dates = append(dates, t.onset)
 	}
+	dates = append(dates, f.contacts...)
 	if len(dates) == 0 {
 		return nil
 	}
 	sort.Slice(dates, func(i, j int) bool { return dates[i].After(dates[j]) })
 	return &dates[0]
+}
+
+// lastContact is the latest dated registry event of the patient, the death included: the
+// date survival is censored at while the patient is alive.
+func (f *patientFacts) lastContact() *time.Time {
+	last := f.lastAlive()
+	if f.death != nil && (last == nil || f.death.After(*last)) {
+		last = f.death
+	}
+	return last
 }
 
 // assignMilestones sets each assessment's timepoint from its day: the milestone whose window
@@ -323,11 +481,35 @@ var (
 func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *patientFacts) error {
 	last := f.lastContact()
 	batch := &pgx.Batch{}
+	// A dose whose role changed moves between registry_infusion (a course's first dose, which
+	// has follow-up) and registry_dose (a later dose of a course), before the derived columns
+	// are written.
+	for _, d := range f.doses {
+		switch {
+		case d.course == nil && d.stored != nil:
+			batch.Queue(`WITH d AS (DELETE FROM registry_dose WHERE resource_type = $1 AND resource_id = $2
+				RETURNING resource_type, resource_id, patient_id, infused_on, product, product_label, targets, condition_ids, site_id, prior_lines)
+				INSERT INTO registry_infusion (resource_type, resource_id, patient_id, infused_on, product, product_label, targets,
+					condition_ids, site_id, prior_lines) SELECT * FROM d`, d.typ, d.id)
+		case d.course != nil && d.stored == nil:
+			batch.Queue(`WITH d AS (DELETE FROM registry_infusion WHERE resource_type = $1 AND resource_id = $2
+				RETURNING resource_type, resource_id, patient_id, infused_on, product, product_label, targets, condition_ids, site_id, prior_lines)
+				INSERT INTO registry_dose (resource_type, resource_id, patient_id, infused_on, product, product_label, targets,
+					condition_ids, site_id, prior_lines, course_type, course_id) SELECT d.*, $3, $4 FROM d`, d.typ, d.id, d.course.typ, d.course.id)
+		case d.course != nil && *d.stored != d.course.ref():
+			batch.Queue(`UPDATE registry_dose SET course_type = $3, course_id = $4 WHERE resource_type = $1 AND resource_id = $2`,
+				d.typ, d.id, d.course.typ, d.course.id)
+		}
+	}
 	for _, i := range f.infusions {
 		batch.Queue(`UPDATE registry_infusion SET disease = $3, effective_site_id = $4, sequence = $5, next_infused_on = $6,
 			death_on = $7, last_contact_on = $8, first_response_on = $9, progression_on = $10, last_progression_free_on = $11
 			WHERE resource_type = $1 AND resource_id = $2`,
 			i.typ, i.id, i.disease, i.effectiveSite, i.sequence, i.next, i.death, last, i.firstResponse, i.progression, i.lastPFS)
+	}
+	for _, t := range f.toxicities {
+		batch.Queue(`UPDATE registry_toxicity SET onset_imputed_on = $2 WHERE adverse_event_id = $1
+			AND onset_imputed_on IS DISTINCT FROM $2`, t.id, t.onset)
 	}
 	for _, a := range f.assessments {
 		day := int(a.on.Sub(a.infusion.on).Hours() / 24)

@@ -22,6 +22,10 @@ type Config struct {
 	MinCell int
 	// BaseURL is the server's FHIR base URL, so absolute references to it count as local.
 	BaseURL string
+	// Location is the time zone whose calendar "today" is in, as of which outcomes are counted;
+	// UTC if nil. Package app sets the follow-up time zone, so outcomes and the work list agree
+	// on what is due. An event's own day is always the date as written, whatever this is.
+	Location *time.Location
 }
 
 // Registry is the CAR-T registry on top of the FHIR store: the projection that keeps its

@@ -96,13 +96,16 @@ FROM class c CROSS JOIN plan p
 GROUP BY 1, 2, 3, 4`
 
 // Response counts, for each group and each milestone of the plan, where the selected
-// patients stand on asOf.
+// patients stand on asOf: its calendar date in the configured Location.
 func (r *Registry) Response(ctx context.Context, f Filter, groupBy string, asOf time.Time) (*ResponseReport, error) {
 	with, err := courses(groupBy, f)
 	if err != nil {
 		return nil, err
 	}
 	codes, targets, starts, ends := r.cfg.Plan.columns()
+	if r.cfg.Location != nil {
+		asOf = asOf.In(r.cfg.Location)
+	}
 	asOfDay := time.Date(asOf.Year(), asOf.Month(), asOf.Day(), 0, 0, 0, 0, time.UTC)
 	args := append(f.args(), codes, targets, starts, ends, asOfDay, r.cfg.Plan.bounds())
 	type key struct{ group, milestone string }

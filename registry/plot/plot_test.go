@@ -670,3 +670,23 @@ func exampleResponse() ResponseChart {
 		},
 	}
 }
+
+// A curve cut for small numbers never shows a count past its end, and a suppressed event count
+// is said to be hidden, not drawn as 0.
+func TestSmallCellsInTheChart(t *testing.T) {
+	c := Curve{Label: "A", N: 9, EventsHidden: true, StoppedBelow: 5,
+		Points: []Point{{Days: 10, AtRisk: 9, Survival: 0.9, Lower: 0.5, Upper: 1}, {Days: 40, AtRisk: 6, Survival: 0.8, Lower: 0.4, Upper: 1}}}
+	if got := c.atRiskText(40); got != "6" {
+		t.Errorf("at risk on the last point's day: %s, want 6", got)
+	}
+	if got := c.atRiskText(41); got != "<5" {
+		t.Errorf("at risk past the curve's end: %s, want <5", got)
+	}
+	if got := c.eventsText(); got != "events not shown" {
+		t.Errorf("events %q", got)
+	}
+	c.StoppedBelow, c.EventsHidden, c.Events = 0, false, 0
+	if got, events := c.atRiskText(41), c.eventsText(); got != "0" || events != "0 events" {
+		t.Errorf("without suppression: at risk %s, %s; want 0, 0 events", got, events)
+	}
+}

@@ -37,6 +37,14 @@ type Curve struct {
 	// N and Events are the group size and number of events, shown in the
 	// legend as reported; they are not re-derived from Points.
 	N, Events int
+	// EventsHidden says the number of events is suppressed (a small cell):
+	// the legend says so instead of printing Events.
+	EventsHidden bool
+	// StoppedBelow, above 1, says the curve was cut where fewer than that many
+	// patients remained at risk, so past its last point the number at risk is
+	// shown as "<StoppedBelow", never as a count (0 would be false, 1–4 a small
+	// cell).
+	StoppedBelow int
 	// Points holds one point per distinct time, in ascending order. The
 	// curve implicitly starts at (0, 1); a point at day 0 is only needed if
 	// something happened on the day of infusion.
@@ -199,6 +207,14 @@ func (a timeAxis) defaultRiskTimes() []float64 {
 	}
 }
 
+// atRiskText is the at-risk table's entry for day t.
+func (c Curve) atRiskText(t float64) string {
+	if c.StoppedBelow > 1 && (len(c.Points) == 0 || t > c.Points[len(c.Points)-1].Days) {
+		return "<" + strconv.Itoa(c.StoppedBelow)
+	}
+	return strconv.Itoa(c.AtRisk(t))
+}
+
 // AtRisk reports the number of patients of c still under observation just
 // before day t: the AtRisk of the first point at or after t, since nothing
 // happens between points. Past the last point nobody is left and it is 0.
@@ -293,12 +309,8 @@ func (c SurvivalChart) layout() *survLayout {
 		lbl := truncate(curveLabel(cv, i), tableFont, maxLabelWidth)
 		l.tableLabels = append(l.tableLabels, lbl)
 		l.labelWidth = math.Max(l.labelWidth, textWidth(lbl, tableFont))
-		events := "events"
-		if cv.Events == 1 {
-			events = "event"
-		}
 		l.legendLabels = append(l.legendLabels,
-			fmt.Sprintf("%s (n = %d, %d %s)", curveLabel(cv, i), cv.N, cv.Events, events))
+			fmt.Sprintf("%s (n = %d, %s)", curveLabel(cv, i), cv.N, cv.eventsText()))
 	}
 	const pad = 20.0
 	l.left = math.Max(88, pad+l.labelWidth+36)
@@ -340,6 +352,17 @@ func (c SurvivalChart) layout() *survLayout {
 		l.height = l.tableTop + 14 + float64(len(c.Curves))*survRowHeight + 12
 	}
 	return l
+}
+
+// eventsText is the legend's count of events: "3 events", or that it is not shown.
+func (c Curve) eventsText() string {
+	switch {
+	case c.EventsHidden:
+		return "events not shown"
+	case c.Events == 1:
+		return "1 event"
+	}
+	return strconv.Itoa(c.Events) + " events"
 }
 
 func curveLabel(c Curve, i int) string {
@@ -401,7 +424,7 @@ func (c SurvivalChart) describe() string {
 	}
 	parts := make([]string, len(c.Curves))
 	for i, cv := range c.Curves {
-		parts[i] = fmt.Sprintf("%s (n=%d, %d events)", curveLabel(cv, i), cv.N, cv.Events)
+		parts[i] = fmt.Sprintf("%s (n=%d, %s)", curveLabel(cv, i), cv.N, cv.eventsText())
 	}
 	return "Kaplan-Meier curves: " + strings.Join(parts, "; ") + "."
 }
@@ -472,7 +495,7 @@ func (c SurvivalChart) drawRiskTable(cv *canvas, l *survLayout) {
 		cv.Group(attr("class", "risk-row"))
 		cv.Text(20, y, l.tableLabels[i], attr("font-size", num(tableFont)), attr("fill", st.text))
 		for _, t := range l.riskTimes {
-			cv.Text(l.x(l.axis.snap(t)), y, strconv.Itoa(curve.AtRisk(t)),
+			cv.Text(l.x(l.axis.snap(t)), y, curve.atRiskText(t),
 				attr("font-size", num(tableFont)), attr("fill", st.text), attr("text-anchor", "middle"))
 		}
 		cv.Gend()

@@ -53,7 +53,7 @@ func LoadDirect(ctx context.Context, db *pgxpool.Pool, c *Cohort, terms *registr
 		}
 		for k, x := range p.Toxicities {
 			later(x.Date)
-			toxicities = append(toxicities, []any{fmt.Sprintf("t%d_%d", i, k), pid, x.Kind, x.Grade, x.Date, p.Infusion.Resource + "/" + iid})
+			toxicities = append(toxicities, []any{fmt.Sprintf("t%d_%d", i, k), pid, x.Kind, x.Grade, x.Date, x.Date, p.Infusion.Resource + "/" + iid})
 		}
 		if p.Death != nil {
 			later(*p.Death)
@@ -83,7 +83,7 @@ func LoadDirect(ctx context.Context, db *pgxpool.Pool, c *Cohort, terms *registr
 				"last_contact_on", "first_response_on", "progression_on", "last_progression_free_on"}, infusions},
 			{"registry_assessment", []string{"observation_id", "patient_id", "assessed_on", "category", "condition_id",
 				"infusion_ref", "mrd_negative", "infusion_type", "infusion_id", "day"}, assessments},
-			{"registry_toxicity", []string{"adverse_event_id", "patient_id", "kind", "grade", "onset_on", "infusion_ref"}, toxicities},
+			{"registry_toxicity", []string{"adverse_event_id", "patient_id", "kind", "grade", "onset_on", "onset_imputed_on", "infusion_ref"}, toxicities},
 		} {
 			if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.table}, t.columns, pgx.CopyFromRows(t.rows)); err != nil {
 				return fmt.Errorf("%s: %w", t.table, err)

@@ -1,0 +1,450 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/registry"
+)
+
+// Edge cases of the registry's reading of FHIR data: each a defect an independent check of a
+// held-back cohort found.
+
+// infusionDates reads one infusion's derived dates as "2006-01-02", "" for NULL.
+func infusionDates(t *testing.T, tr *testRegistry, infusionRef string, columns ...string) map[string]string {
+	t.Helper()
+	typ, id, _ := strings.Cut(infusionRef, "/")
+	out := map[string]string{}
+	for _, c := range columns {
+		var on *time.Time
+		if err := tr.db.QueryRow(context.Background(), `SELECT `+c+` FROM registry_infusion
+			WHERE resource_type = $1 AND resource_id = $2`, typ, id).Scan(&on); err != nil {
+			t.Fatalf("%s of %s: %v", c, infusionRef, err)
+		}
+		if on != nil {
+			out[c] = on.Format("2006-01-02")
+		} else {
+			out[c] = ""
+		}
+	}
+	return out
+}
+
+// Only a final, amended or corrected assessment counts: a preliminary PMD between two final
+// CMRs is not a progression.
+func TestPreliminaryAssessmentDoesNotCount(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	preliminary := assessment("urn:uuid:pat", "urn:uuid:inf", "2024-01-20", "lugano-pmd")
+	preliminary["status"] = "preliminary"
+	r := tr.expect(200, "POST", "/fhir", transaction(
+		post("urn:uuid:site", organization("Site")),
+		post("urn:uuid:pat", patient("urn:uuid:site")),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-22", "axi-cel")),
+		post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:inf", "2023-12-22", "lugano-cmr")),
+		post("urn:uuid:a2", preliminary),
+		post("urn:uuid:a3", assessment("urn:uuid:pat", "urn:uuid:inf", "2024-02-20", "lugano-cmr")),
+	))
+	got := infusionDates(t, tr, location(t, r, 3), "progression_on", "last_progression_free_on")
+	if got["progression_on"] != "" || got["last_progression_free_on"] != "2024-02-20" {
+		t.Errorf("with a preliminary PMD between two final CMRs: %v, want no progression, progression-free to 2024-02-20", got)
+	}
+	patientID := strings.TrimPrefix(location(t, r, 1), "Patient/")
+	if n := tr.count(`SELECT count(*) FROM registry_assessment WHERE patient_id = $1`, patientID); n != 2 {
+		t.Errorf("%d assessments projected, want the 2 final ones", n)
+	}
+}
+
+// Only a completed Procedure or MedicationAdministration is an infusion: an on-hold or unknown
+// one is not day 0, and an undated on-hold one does not reject the Bundle it comes in.
+func TestOnlyACompletedInfusionIsDayZero(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	onHold := infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-01", "axi-cel")
+	onHold["status"] = "on-hold"
+	undated := infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "", "axi-cel")
+	undated["status"] = "on-hold"
+	delete(undated, "performedDateTime")
+	unknown := infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-15", "axi-cel")
+	unknown["status"] = "unknown"
+	r := tr.expect(200, "POST", "/fhir", transaction(
+		post("urn:uuid:site", organization("Site")),
+		post("urn:uuid:pat", patient("urn:uuid:site")),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+		post("urn:uuid:hold", onHold),
+		post("urn:uuid:undated", undated),
+		post("urn:uuid:unknown", unknown),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-22", "axi-cel")),
+		post("urn:uuid:a1", assessment("urn:uuid:pat", "", "2023-12-22", "lugano-cmr")),
+	))
+	patientID := strings.TrimPrefix(location(t, r, 1), "Patient/")
+	if n := tr.count(`SELECT count(*) FROM registry_infusion WHERE patient_id = $1`, patientID); n != 1 {
+		t.Errorf("%d infusions projected, want only the completed one", n)
+	}
+	real := strings.TrimPrefix(location(t, r, 6), "Procedure/")
+	if n := tr.count(`SELECT count(*) FROM registry_infusion WHERE resource_id = $1 AND sequence = 1`, real); n != 1 {
+		t.Error("the completed infusion is not the patient's first")
+	}
+	if n := tr.count(`SELECT count(*) FROM registry_assessment WHERE infusion_id = $1 AND day = 30`, real); n != 1 {
+		t.Error("the assessment is not day 30 of the completed infusion")
+	}
+}
+
+// lymphomaCourse posts a patient with DLBCL and an axi-cel infusion on infused, with the
+// given extra entries (which may refer to urn:uuid:pat and urn:uuid:inf), and returns the
+// transaction's reply: entry 1 is the Patient, 3 the infusion.
+func lymphomaCourse(t testing.TB, tr *testRegistry, want int, patientBody func(map[string]any), infused string, extra ...entry) reply {
+	t.Helper()
+	p := patient("urn:uuid:site")
+	if patientBody != nil {
+		patientBody(p)
+	}
+	entries := append([]entry{
+		post("urn:uuid:site", organization("Site")),
+		post("urn:uuid:pat", p),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", infused, "axi-cel")),
+	}, extra...)
+	r := tr.h.DoURL("POST", tr.url+"/fhir", transaction(entries...))
+	if r.Status != want {
+		t.Fatalf("POST /fhir: status %d, want %d\n%s", r.Status, want, r.Body)
+	}
+	return reply{r.Status, r.Header, r.Body}
+}
+
+func died(on string) func(map[string]any) {
+	return func(p map[string]any) { p["deceasedDateTime"] = on }
+}
+
+// A death known only to the month or year is a range of days: one in the infusion's month is
+// after the infusion, and it is imputed at the mid-point of the days it can have been, which
+// start no earlier than the last day the patient is known alive.
+func TestPartialDatesAreRanges(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	cases := []struct {
+		name, death string
+		extra       []entry
+		wantDeath   string
+	}{
+		// 2014-06-10 … 2014-06-30: 20 days, mid-point 10 days on.
+		{"death in the infusion's month", "2014-06", nil, "2014-06-20"},
+		// Alive (assessed) on 2014-07-10: 2014-07-10 … 2014-07-31, 21 days, 10 days on.
+		{"death in the month of an assessment", "2014-07",
+			[]entry{post("urn:uuid:a", assessment("urn:uuid:pat", "urn:uuid:inf", "2014-07-10", "lugano-cmr"))}, "2014-07-20"},
+		// Alive at a visit on 2015-03-01: 2015-03-01 … 2015-12-31, 305 days, 152 days on.
+		{"death known to the year", "2015",
+			[]entry{post("urn:uuid:v", map[string]any{"resourceType": "Encounter", "status": "finished",
+				"class":   map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+				"subject": ref("urn:uuid:pat"), "period": map[string]any{"start": "2015-03-01", "end": "2015-03-01"}})},
+			"2015-07-31"},
+		{"a full date is as written", "2014-06-12", nil, "2014-06-12"},
+		{"a full date with a time is the date as written", "2014-06-12T23:30:00-05:00", nil, "2014-06-12"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := lymphomaCourse(t, tr, 200, died(c.death), "2014-06-10", c.extra...)
+			got := infusionDates(t, tr, location(t, r, 3), "death_on", "last_contact_on")
+			if got["death_on"] != c.wantDeath || got["last_contact_on"] != c.wantDeath {
+				t.Errorf("death %q: %v, want death and last contact %s", c.death, got, c.wantDeath)
+			}
+		})
+	}
+
+	t.Run("a death in an earlier month is before the infusion", func(t *testing.T) {
+		r := lymphomaCourse(t, tr, 422, died("2014-05"), "2014-06-10")
+		if !strings.Contains(string(r.body), "before the CAR-T infusion") {
+			t.Errorf("body %s", r.body)
+		}
+	})
+
+	t.Run("a toxicity known to the month starts after the infusion", func(t *testing.T) {
+		r := lymphomaCourse(t, tr, 200, nil, "2014-06-10",
+			post("urn:uuid:crs", toxicity("urn:uuid:pat", "urn:uuid:inf", "crs", "2014-06", 2)))
+		id := strings.TrimPrefix(location(t, r, 4), "AdverseEvent/")
+		var onset time.Time
+		if err := tr.db.QueryRow(context.Background(), `SELECT onset_imputed_on FROM registry_toxicity
+			WHERE adverse_event_id = $1`, id).Scan(&onset); err != nil {
+			t.Fatal(err)
+		}
+		if got := onset.Format("2006-01-02"); got != "2014-06-20" {
+			t.Errorf("CRS onset 2014-06 after an infusion on 2014-06-10 imputed at %s, want 2014-06-20", got)
+		}
+		if got := infusionDates(t, tr, location(t, r, 3), "last_contact_on")["last_contact_on"]; got != "2014-06-20" {
+			t.Errorf("last contact %s, want the imputed onset 2014-06-20", got)
+		}
+	})
+}
+
+// Only a finished Encounter is a contact: one in progress (or on leave) has not shown the
+// patient through to its end, and its dates may yet change.
+func TestOnlyAFinishedEncounterIsAContact(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	encounter := func(status, start string) entry {
+		return post("urn:uuid:"+status, map[string]any{"resourceType": "Encounter", "status": status,
+			"class":   map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+			"subject": ref("urn:uuid:pat"), "period": map[string]any{"start": start}})
+	}
+	r := lymphomaCourse(t, tr, 200, nil, "2023-11-22",
+		encounter("finished", "2024-03-01"),
+		encounter("in-progress", "2024-09-01"),
+		encounter("onleave", "2024-10-01"),
+	)
+	if got := infusionDates(t, tr, location(t, r, 3), "last_contact_on")["last_contact_on"]; got != "2024-03-01" {
+		t.Errorf("last contact %s, want the finished encounter's 2024-03-01", got)
+	}
+}
+
+func medicationAdministration(patient, condition, on, product string) map[string]any {
+	return map[string]any{"resourceType": "MedicationAdministration", "status": "completed",
+		"meta":                      map[string]any{"profile": []any{registry.ProfileInfusionMedAdm}},
+		"medicationCodeableConcept": cc(registry.SystemProduct, product),
+		"subject":                   ref(patient),
+		"effectiveDateTime":         on,
+		"reasonReference":           []any{ref(condition)},
+	}
+}
+
+// One course of CAR-T cells, however it is recorded: the same product given again within
+// three days of the first dose (one infusion recorded as a Procedure and a
+// MedicationAdministration, a split dose over consecutive days) is one course with day 0 the
+// first day, not a re-infusion that ends the first course's follow-up.
+func TestOneCourseOfCells(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	type row struct {
+		ref      string
+		sequence int
+		next     *time.Time
+	}
+	infusionsOf := func(t *testing.T, r reply) []row {
+		t.Helper()
+		patientID := strings.TrimPrefix(location(t, r, 1), "Patient/")
+		rows, err := tr.db.Query(context.Background(), `SELECT resource_type || '/' || resource_id, sequence, next_infused_on
+			FROM registry_infusion WHERE patient_id = $1 ORDER BY infused_on, resource_type, resource_id`, patientID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []row
+		for rows.Next() {
+			var x row
+			if err := rows.Scan(&x.ref, &x.sequence, &x.next); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, x)
+		}
+		return out
+	}
+	assessedOn := func(t *testing.T, r reply, entry int) (infusion string, day int) {
+		t.Helper()
+		id := strings.TrimPrefix(location(t, r, entry), "Observation/")
+		if err := tr.db.QueryRow(context.Background(), `SELECT infusion_type || '/' || infusion_id, day FROM registry_assessment
+			WHERE observation_id = $1`, id).Scan(&infusion, &day); err != nil {
+			t.Fatal(err)
+		}
+		return infusion, day
+	}
+
+	t.Run("a Procedure and a MedicationAdministration on the same day", func(t *testing.T) {
+		ma := medicationAdministration("urn:uuid:pat", "urn:uuid:dx", "2023-11-22", "axi-cel")
+		delete(ma, "reasonReference")
+		noSite := func(p map[string]any) { delete(p, "managingOrganization") }
+		r := lymphomaCourse(t, tr, 200, noSite, "2023-11-22",
+			post("urn:uuid:ma", ma),
+			post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:ma", "2023-12-22", "lugano-cmr")),
+			post("urn:uuid:a3", assessment("urn:uuid:pat", "", "2024-02-20", "lugano-cmr")),
+		)
+		// On one day the first dose is the first in the order of resource type and id, which
+		// every outcome query shares: the MedicationAdministration, with the Procedure's site.
+		got := infusionsOf(t, r)
+		if len(got) != 1 || got[0].ref != location(t, r, 4) || got[0].sequence != 1 || got[0].next != nil {
+			t.Fatalf("infusions %+v, want one course: the MedicationAdministration, sequence 1, no next", got)
+		}
+		if n := tr.count(`SELECT count(*) FROM registry_infusion i JOIN registry_site s ON s.organization_id = i.effective_site_id
+			WHERE i.resource_type || '/' || i.resource_id = $1 AND s.name = 'Site' AND i.disease = 'lbcl'`, got[0].ref); n != 1 {
+			t.Error("the course does not take its site and disease from the Procedure")
+		}
+		for _, entry := range []int{5, 6} {
+			if inf, day := assessedOn(t, r, entry); inf != got[0].ref || (day != 30 && day != 90) {
+				t.Errorf("assessment %d follows %s on day %d, want the course %s", entry, inf, day, got[0].ref)
+			}
+		}
+		if pf := infusionDates(t, tr, got[0].ref, "last_progression_free_on")["last_progression_free_on"]; pf != "2024-02-20" {
+			t.Errorf("progression-free to %s, want 2024-02-20", pf)
+		}
+	})
+
+	t.Run("a split dose over three days", func(t *testing.T) {
+		r := lymphomaCourse(t, tr, 200, nil, "2023-11-22",
+			post("urn:uuid:d2", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-23", "axi-cel")),
+			post("urn:uuid:d3", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-24", "axi-cel")),
+			post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:d3", "2023-12-22", "lugano-cmr")),
+		)
+		got := infusionsOf(t, r)
+		if len(got) != 1 || got[0].ref != location(t, r, 3) || got[0].next != nil {
+			t.Fatalf("infusions %+v, want one course from the first dose", got)
+		}
+		if inf, day := assessedOn(t, r, 6); inf != got[0].ref || day != 30 {
+			t.Errorf("assessment partOf the third dose follows %s on day %d, want %s on day 30", inf, day, got[0].ref)
+		}
+
+		// Without its first dose the course starts at the second.
+		tr.expect(204, "DELETE", "/fhir/"+location(t, r, 3), nil)
+		if got := infusionsOf(t, r); len(got) != 1 || got[0].ref != location(t, r, 4) || got[0].sequence != 1 {
+			t.Errorf("after the first dose's delete: %+v, want the second dose as the course", got)
+		}
+		if inf, day := assessedOn(t, r, 6); inf != location(t, r, 4) || day != 29 {
+			t.Errorf("assessment follows %s on day %d, want the second dose on day 29", inf, day)
+		}
+	})
+
+	t.Run("later, or another product, is another course", func(t *testing.T) {
+		r := lymphomaCourse(t, tr, 200, nil, "2023-11-22",
+			post("urn:uuid:other", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-23", "liso-cel")),
+			post("urn:uuid:again", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2023-11-26", "axi-cel")),
+		)
+		if got := infusionsOf(t, r); len(got) != 3 || got[2].sequence != 3 {
+			t.Errorf("infusions %+v, want three courses", got)
+		}
+	})
+}
+
+// An assessment that is partOf a procedure other than an infusion (the PET-CT it was read
+// from) follows the patient's latest infusion on or before its date, as when it has no partOf.
+// One partOf an infusion that is gone is still refused.
+func TestAssessmentPartOfAnotherProcedureFollowsTheLatestInfusion(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	imaging := map[string]any{"resourceType": "Procedure", "status": "completed", "subject": ref("urn:uuid:pat"),
+		"code": cc("http://snomed.info/sct", "450436003"), "performedDateTime": "2023-12-20"} // PET-CT
+	r := lymphomaCourse(t, tr, 200, nil, "2023-11-22",
+		post("urn:uuid:pet", imaging),
+		post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:pet", "2023-12-22", "lugano-cmr")),
+	)
+	id := strings.TrimPrefix(location(t, r, 5), "Observation/")
+	var infusion string
+	var day int
+	if err := tr.db.QueryRow(context.Background(), `SELECT infusion_type || '/' || infusion_id, day FROM registry_assessment
+		WHERE observation_id = $1`, id).Scan(&infusion, &day); err != nil {
+		t.Fatal(err)
+	}
+	if infusion != location(t, r, 3) || day != 30 {
+		t.Errorf("assessment partOf a PET-CT follows %s on day %d, want %s on day 30", infusion, day, location(t, r, 3))
+	}
+
+	// Its own update, alone, is judged the same way.
+	again := assessment(location(t, r, 1), location(t, r, 4), "2023-12-23", "lugano-cmr")
+	again["id"] = id
+	tr.expect(200, "PUT", "/fhir/Observation/"+id, again)
+
+	// partOf the infusion, then the infusion deleted: refused as before.
+	tr.expect(201, "POST", "/fhir/Observation", assessment(location(t, r, 1), location(t, r, 3), "2024-02-20", "lugano-cmr"))
+	if r := tr.expect(422, "DELETE", "/fhir/"+location(t, r, 3), nil); !strings.Contains(string(r.body), "not a CAR-T infusion") {
+		t.Errorf("body %s", r.body)
+	}
+}
+
+// An event's day is the date as written, in the time zone it was recorded in; today is the
+// date in the follow-up time zone, for outcomes as for the follow-up work list.
+func TestWhichCalendarADayIsCountedIn(t *testing.T) {
+	t.Parallel()
+	auckland := time.FixedZone("UTC+13", 13*3600)
+	tr := newTestRegistryWith(t, func(c *app.Config) {
+		c.Registry = registry.Config{MinCell: 1}
+		c.FollowUp.Location = auckland
+	})
+	// 23:30 in New York on 2023-11-21 is 2023-11-22 in UTC and in Auckland: day 0 is the 21st.
+	r := lymphomaCourse(t, tr, 200, nil, "2023-11-21T23:30:00-05:00",
+		post("urn:uuid:a1", assessment("urn:uuid:pat", "urn:uuid:inf", "2023-12-21T08:00:00+08:00", "lugano-cmr")))
+	if got := infusionDates(t, tr, location(t, r, 3), "infused_on")["infused_on"]; got != "2023-11-21" {
+		t.Errorf("infused on %s, want the date as written, 2023-11-21", got)
+	}
+	id := strings.TrimPrefix(location(t, r, 4), "Observation/")
+	if n := tr.count(`SELECT day FROM registry_assessment WHERE observation_id = $1`, id); n != 30 {
+		t.Errorf("assessment on day %d, want 30 (2023-11-21 to 2023-12-21 as written)", n)
+	}
+
+	// Noon UTC on 2026-11-22 is 01:00 on 2026-11-23 in Auckland.
+	tr.now = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	report := tr.expect(200, "GET", "/registry/outcomes/response", nil).json(t)
+	if report["as_of"] != "2026-11-23" {
+		t.Errorf("response as_of %v, want 2026-11-23, today in the follow-up time zone", report["as_of"])
+	}
+}
+
+// svgTexts are the texts of an SVG's <text> elements after the first element with the class.
+func svgTexts(body []byte, after string) []string {
+	s := string(body)
+	if i := strings.Index(s, `class="`+after+`"`); i >= 0 {
+		s = s[i:]
+	} else {
+		return nil
+	}
+	var out []string
+	for {
+		i := strings.Index(s, "<text")
+		if i < 0 {
+			return out
+		}
+		s = s[i:]
+		start, end := strings.Index(s, ">"), strings.Index(s, "</text>")
+		out = append(out, s[start+1:end])
+		s = s[end:]
+	}
+}
+
+// Charts keep the tables' small-cell rules and say what they show: a suppressed count is not
+// drawn as 0, groups are named by their labels, and a parameter a chart cannot honour is an
+// error, not ignored.
+func TestChartsKeepSmallCellsAndName(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 5})
+	outcomeCohort(t, tr)
+
+	// Eight patients, two deaths: the event count is suppressed.
+	os := tr.expect(200, "GET", "/registry/outcomes/survival.svg", nil).body
+	if bytes.Contains(os, []byte("0 events")) || !bytes.Contains(os, []byte("events not shown")) {
+		t.Errorf("legend of a curve whose events are suppressed: %q", svgTexts(os, "legend-item"))
+	}
+	// Five more myeloma patients, recently infused: a curve that stops long before the
+	// lymphoma one, where fewer than 5 remain. Past its end its number at risk is under 5,
+	// not 0.
+	for i := 0; i < 5; i++ {
+		tr.expect(200, "POST", "/fhir", transaction(
+			post("urn:uuid:site", organization("Harbour")),
+			post("urn:uuid:pat", patient("urn:uuid:site")),
+			post("urn:uuid:dx", condition("urn:uuid:pat", "C90.00")),
+			post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2026-10-05", "cilta-cel"))))
+	}
+	byDisease := tr.expect(200, "GET", "/registry/outcomes/survival.svg?group_by=disease", nil).body
+	risk := svgTexts(byDisease, "risk-table")
+	if !slices.Contains(risk, "&lt;5") {
+		t.Errorf("numbers at risk %q, want <5 where a curve has stopped", risk)
+	}
+	for _, n := range risk {
+		if n == "0" || n == "1" || n == "2" || n == "3" || n == "4" {
+			t.Errorf("numbers at risk %q show a count under 5", risk)
+			break
+		}
+	}
+
+	// Groups are named by their labels, not their codes.
+	label := tr.reg.Terminology().Disease("lbcl").Display
+	if !bytes.Contains(byDisease, []byte(label)) || slices.Contains(risk, "lbcl") {
+		t.Errorf("survival by disease does not name lbcl %q: %q", label, risk)
+	}
+
+	// The response chart draws one bar per timepoint for all patients: it cannot group.
+	r := tr.expect(400, "GET", "/registry/outcomes/response.svg?group_by=disease", nil)
+	if !strings.Contains(string(r.body), "group_by") {
+		t.Errorf("400 without naming group_by: %s", r.body)
+	}
+}
