@@ -78,7 +78,8 @@ func TestReadsForOtherPackages(t *testing.T) {
 
 func TestValidID(t *testing.T) {
 	for id, want := range map[string]bool{
-		"a": true, "A-1.b": true, strings.Repeat("x", 64): true, ".": true, "..": true, // "." and "..": for now
+		"a": true, "A-1.b": true, strings.Repeat("x", 64): true, "...": true, ".a": true,
+		".": false, "..": false, // path segments in a URL
 		"": false, strings.Repeat("x", 65): false, "a_b": false, "a/b": false, "a b": false, "é": false,
 	} {
 		if got := fhir.ValidID(id); got != want {

@@ -28,6 +28,9 @@ type SearchLimits struct {
 	// MaxParameters is the most selecting parameters a search may have, each repetition of a
 	// repeated parameter counted.
 	MaxParameters int
+	// MaxValues is the most values a search may have, the comma-separated alternatives of
+	// every parameter counted: each becomes conditions and statement arguments.
+	MaxValues int
 	// MaxSortKeys is the most keys _sort may list.
 	MaxSortKeys int
 	// MaxIncludes is the most _include and _revinclude values a search may have, together.
@@ -44,6 +47,7 @@ var DefaultSearchLimits = SearchLimits{
 	MaxChainDepth: 3,
 	MaxHasDepth:   2,
 	MaxParameters: 50,
+	MaxValues:     1000,
 	MaxSortKeys:   5,
 	MaxIncludes:   10,
 	MaxIncluded:   1000,
@@ -64,6 +68,7 @@ func (l SearchLimits) withDefaults() SearchLimits {
 	l.MaxChainDepth = pick(l.MaxChainDepth, d.MaxChainDepth)
 	l.MaxHasDepth = pick(l.MaxHasDepth, d.MaxHasDepth)
 	l.MaxParameters = pick(l.MaxParameters, d.MaxParameters)
+	l.MaxValues = pick(l.MaxValues, d.MaxValues)
 	l.MaxSortKeys = pick(l.MaxSortKeys, d.MaxSortKeys)
 	l.MaxIncludes = pick(l.MaxIncludes, d.MaxIncludes)
 	l.MaxIncluded = pick(l.MaxIncluded, d.MaxIncluded)
@@ -87,9 +92,12 @@ func tooCostly(location, what string, limit int, setting string) error {
 // checkLimits refuses a parsed query over the searcher's limits.
 func (s *Searcher) checkLimits(q *searchQuery) error {
 	l := s.limits
-	n := 0
+	n, values := 0, 0
 	for _, f := range q.filters {
 		n += len(f.values)
+		for _, v := range f.values {
+			values += len(v)
+		}
 		if d := chainDepth(f.key); d > l.MaxChainDepth {
 			return tooCostly(f.key, fmt.Sprintf("a chain of %d links", d), l.MaxChainDepth, "CARTREG_SEARCH_MAX_CHAIN_DEPTH")
 		}
@@ -99,6 +107,9 @@ func (s *Searcher) checkLimits(q *searchQuery) error {
 	}
 	if n > l.MaxParameters {
 		return tooCostly("search parameters", fmt.Sprintf("the search has %d", n), l.MaxParameters, "CARTREG_SEARCH_MAX_PARAMETERS")
+	}
+	if values > l.MaxValues {
+		return tooCostly("search parameters", fmt.Sprintf("the search has %d values", values), l.MaxValues, "CARTREG_SEARCH_MAX_VALUES")
 	}
 	if len(q.sort) > l.MaxSortKeys {
 		return tooCostly("_sort", fmt.Sprintf("%d sort keys", len(q.sort)), l.MaxSortKeys, "CARTREG_SEARCH_MAX_SORT_KEYS")

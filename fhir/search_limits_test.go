@@ -79,6 +79,14 @@ func TestSearchLimitsRefuseCostlyQueries(t *testing.T) {
 			t.Errorf("the batch's GET entry answered %s, want 400", status)
 		}
 	})
+	t.Run("70,000 alternatives in one parameter", func(t *testing.T) {
+		s := s.with(t)
+		// Each alternative was a statement argument: past PostgreSQL's 65,535 the search
+		// failed with a 500.
+		q := "name=" + strings.TrimSuffix(strings.Repeat("a,", 70000), ",")
+		expectTooCostly(t, s.do("POST", "/Organization/_search", q, "Content-Type", "application/x-www-form-urlencoded"),
+			http.StatusBadRequest, "CARTREG_SEARCH_MAX_VALUES", 1000)
+	})
 	t.Run("_sort with 200 keys", func(t *testing.T) {
 		s := s.with(t)
 		keys := strings.TrimSuffix(strings.Repeat("name,-_lastUpdated,", 100), ",")

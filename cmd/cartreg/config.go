@@ -131,6 +131,7 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.FHIR.Search.MaxChainDepth, "search-max-chain-depth", c.FHIR.Search.MaxChainDepth, "most links a search chain may follow (a.b.name is 2)")
 	fs.IntVar(&c.FHIR.Search.MaxHasDepth, "search-max-has-depth", c.FHIR.Search.MaxHasDepth, "most _has a search parameter may nest")
 	fs.IntVar(&c.FHIR.Search.MaxParameters, "search-max-parameters", c.FHIR.Search.MaxParameters, "most selecting parameters a search may have, repetitions counted")
+	fs.IntVar(&c.FHIR.Search.MaxValues, "search-max-values", c.FHIR.Search.MaxValues, "most values a search may have, comma-separated alternatives counted")
 	fs.IntVar(&c.FHIR.Search.MaxSortKeys, "search-max-sort-keys", c.FHIR.Search.MaxSortKeys, "most keys _sort may list")
 	fs.IntVar(&c.FHIR.Search.MaxIncludes, "search-max-includes", c.FHIR.Search.MaxIncludes, "most _include and _revinclude values a search may have")
 	fs.IntVar(&c.FHIR.Search.MaxIncluded, "search-max-included", c.FHIR.Search.MaxIncluded, "most resources _include and _revinclude may add to one page (422 beyond)")
@@ -230,7 +231,7 @@ func (c *Config) validateFHIR() error {
 	for _, n := range []struct {
 		flag  string
 		value int
-	}{{"search-max-chain-depth", l.MaxChainDepth}, {"search-max-has-depth", l.MaxHasDepth}, {"search-max-parameters", l.MaxParameters},
+	}{{"search-max-chain-depth", l.MaxChainDepth}, {"search-max-has-depth", l.MaxHasDepth}, {"search-max-parameters", l.MaxParameters}, {"search-max-values", l.MaxValues},
 		{"search-max-sort-keys", l.MaxSortKeys}, {"search-max-includes", l.MaxIncludes}, {"search-max-included", l.MaxIncluded}} {
 		if n.value < 1 {
 			return fmt.Errorf("-%s must be at least 1, got %d", n.flag, n.value)

@@ -156,3 +156,22 @@ func TestSubscriptionEndpointsSetting(t *testing.T) {
 		t.Errorf("a malformed entry: %v", err)
 	}
 }
+
+func TestSearchLimitSettings(t *testing.T) {
+	clearCartregEnv(t)
+	t.Setenv("CARTREG_SEARCH_MAX_CHAIN_DEPTH", "2")
+	cfg, err := parseServe(t, "-search-timeout", "3s", "-bundle-timeout", "2m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.FHIR.Search; l.Timeout != 3*time.Second || l.MaxChainDepth != 2 || l.MaxSortKeys != 5 || cfg.FHIR.BundleTimeout != 2*time.Minute {
+		t.Errorf("limits %+v, bundle timeout %s", l, cfg.FHIR.BundleTimeout)
+	}
+	if err := cfg.validateFHIR(); err != nil {
+		t.Errorf("valid limits refused: %v", err)
+	}
+	cfg.FHIR.Search.MaxIncluded = 0 // an operator may read 0 as "no limit": refused, not guessed
+	if err := cfg.validateFHIR(); err == nil || !strings.Contains(err.Error(), "-search-max-included") {
+		t.Errorf("a zero limit: %v", err)
+	}
+}
