@@ -9,10 +9,12 @@ import (
 )
 
 func restHook(endpoint string, headers ...any) map[string]any {
+	channel := map[string]any{"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json"}
+	if len(headers) > 0 { // an empty header list is no value, which R4 refuses (ele-1)
+		channel["header"] = headers
+	}
 	return map[string]any{"resourceType": "Subscription", "status": "requested", "reason": "test",
-		"criteria": "Task?owner=Practitioner/7",
-		"channel": map[string]any{"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
-			"header": headers}}
+		"criteria": "Task?owner=Practitioner/7", "channel": channel}
 }
 
 // Without an allow-list rest-hook is off: a Subscription is refused with a 422 that says how
