@@ -56,6 +56,9 @@ func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v, ok := s.verified.get(raw, s.now()); ok {
+		return s.ownPrincipal(r.Context(), v)
+	}
 	unverified, err := jwt.ParseInsecure([]byte(raw))
 	if err != nil {
 		return nil, refuse("the bearer token is not a JWT")
@@ -120,7 +123,16 @@ func (s *Service) ownToken(ctx context.Context, raw string) (*Principal, error) 
 	if err != nil || !Role(role).Valid() {
 		return nil, refuse("the token's role or scope is not valid")
 	}
-	st, err := s.clientStatus(ctx, sub)
+	exp, _ := tok.Expiration()
+	v := verifiedToken{subject: sub, role: Role(role), sites: claimStrings(tok, ClaimSites), scopes: scopes, expires: exp}
+	s.verified.put(raw, v, s.now())
+	return s.ownPrincipal(ctx, v)
+}
+
+// ownPrincipal is the principal of a verified token of this server, while its client is
+// still registered and enabled.
+func (s *Service) ownPrincipal(ctx context.Context, v verifiedToken) (*Principal, error) {
+	st, err := s.clientStatus(ctx, v.subject)
 	switch {
 	case err != nil:
 		return nil, err
@@ -129,10 +141,7 @@ func (s *Service) ownToken(ctx context.Context, raw string) (*Principal, error) 
 	case st.disabled:
 		return nil, refuse("the token's client is disabled")
 	}
-	return &Principal{
-		Kind: KindClient, Subject: sub, Name: st.name, Role: Role(role),
-		Sites: claimStrings(tok, ClaimSites), Scopes: scopes,
-	}, nil
+	return &Principal{Kind: KindClient, Subject: v.subject, Name: st.name, Role: v.role, Sites: v.sites, Scopes: v.scopes}, nil
 }
 
 // oidcProvider is a configured provider with the key URL found by discovery.

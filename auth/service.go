@@ -73,9 +73,12 @@ type Service struct {
 
 	keys    *keyring
 	clients *clientCache
-	remote  *remoteKeys
-	oidc    map[string]*oidcProvider // by issuer
-	http    *http.Client             // OIDC discovery
+	// verified remembers this server's tokens whose signature and claims were checked, so a
+	// client's next requests with the same token cost a map lookup, not a signature check.
+	verified *tokenCache
+	remote   *remoteKeys
+	oidc     map[string]*oidcProvider // by issuer
+	http     *http.Client             // OIDC discovery
 
 	pruneMu  sync.Mutex
 	prunedAt time.Time
@@ -92,9 +95,10 @@ func New(ctx context.Context, db *pgxpool.Pool, cfg Config, now func() time.Time
 	}
 	s := &Service{
 		db: db, cfg: cfg, now: now, logger: logger,
-		clients: newClientCache(),
-		oidc:    map[string]*oidcProvider{},
-		http:    jwk.DefaultHTTPClient(),
+		clients:  newClientCache(),
+		verified: newTokenCache(),
+		oidc:     map[string]*oidcProvider{},
+		http:     jwk.DefaultHTTPClient(),
 	}
 	for _, p := range cfg.OIDC {
 		s.oidc[p.Issuer] = &oidcProvider{OIDCProvider: p}
