@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -55,13 +54,17 @@ func (a *App) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			Patients:    patientsOf(c),
 		}}
 		c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestAuditKey{}, ra)))
-		err := next(c)
-		status := statusOf(c, err)
+		// The error is rendered here, through the server's one error handler, so the record
+		// has the status the client got (a body read error is a 400 there, not a 500 here).
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		status := c.Response().Status
 		ra.mu.Lock()
 		recorded := len(ra.txs) > 0
 		ra.mu.Unlock()
 		if recorded && status < 400 {
-			return err
+			return nil
 		}
 		ev := ra.event
 		ev.Agent = agentOf(c.Request().Context())
@@ -70,25 +73,8 @@ func (a *App) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			ev.OutcomeText = http.StatusText(status)
 		}
 		a.Audit.Log(ev)
-		return err
+		return nil
 	}
-}
-
-// statusOf is the status the client gets: the response's, or the one the error handler will
-// give the error.
-func statusOf(c echo.Context, err error) int {
-	if err == nil {
-		return c.Response().Status
-	}
-	var o *fhir.Outcome
-	if errors.As(err, &o) {
-		return o.Status
-	}
-	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		return he.Code
-	}
-	return http.StatusInternalServerError
 }
 
 // auditWrites is the write hook that records, in each write's transaction, who wrote what:
