@@ -73,13 +73,7 @@ type response struct {
 
 func (r *response) json(t testing.TB) map[string]any {
 	t.Helper()
-	var m map[string]any
-	dec := json.NewDecoder(bytes.NewReader(r.body))
-	dec.UseNumber()
-	if err := dec.Decode(&m); err != nil {
-		t.Fatalf("response is not JSON (%v): %s", err, r.body)
-	}
-	return m
+	return (&apptest.Reply{Body: r.body}).JSON(t)
 }
 
 // do sends a request; headers come as name, value pairs. Bodies are FHIR JSON unless a
