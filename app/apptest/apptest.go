@@ -6,6 +6,9 @@ package apptest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/cartreg/cartreg/app"
 	"github.com/cartreg/cartreg/auth"
@@ -114,7 +118,7 @@ func New(t testing.TB, opts ...Option) *Harness {
 		}
 	})
 	h.App, h.Echo = a, srv.Echo
-	client, _, err := a.Auth.AddClient(context.Background(), auth.NewClient{Name: "test administrator", Role: auth.RoleAdmin})
+	client, _, err := a.Auth.AddClient(context.Background(), auth.NewClient{Name: "test administrator", Role: auth.RoleAdmin, JWKS: clientKeys(t)})
 	if err != nil {
 		t.Fatalf("registering the test's administrator: %v", err)
 	}
@@ -126,7 +130,7 @@ func New(t testing.TB, opts ...Option) *Harness {
 // access token for it, issued at the harness's clock.
 func (h *Harness) Token(role auth.Role, sites ...string) string {
 	h.T.Helper()
-	client, _, err := h.App.Auth.AddClient(context.Background(), auth.NewClient{Name: "test " + string(role), Role: role, Sites: sites})
+	client, _, err := h.App.Auth.AddClient(context.Background(), auth.NewClient{Name: "test " + string(role), Role: role, Sites: sites, JWKS: clientKeys(h.T)})
 	if err != nil {
 		h.T.Fatalf("registering a %s client: %v", role, err)
 	}
@@ -291,3 +295,34 @@ func (h *Harness) Count(sql string, args ...any) int {
 	}
 	return n
 }
+
+// clientKeys is one public JWK Set for every test client. Its clients get their tokens from
+// IssueToken, never by assertion; registering them with keys rather than a secret spares a
+// bcrypt hash each, which under the race detector costs most of a second.
+func clientKeys(t testing.TB) []byte {
+	t.Helper()
+	keys, err := testKeys()
+	if err != nil {
+		t.Fatalf("making the test clients' key: %v", err)
+	}
+	return keys
+}
+
+var testKeys = sync.OnceValues(func() ([]byte, error) {
+	raw, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	key, err := jwk.Import(&raw.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := jwk.AssignKeyID(key); err != nil {
+		return nil, err
+	}
+	set := jwk.NewSet()
+	if err := set.AddKey(key); err != nil {
+		return nil, err
+	}
+	return json.Marshal(set)
+})
