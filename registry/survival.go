@@ -193,13 +193,22 @@ func (r *Registry) survivalGroup(name string, obs, followUp []stats.Observation)
 	}
 	median := curve.Median(0.95)
 	g.MedianDays, g.MedianCI = number(median.Estimate), [2]*float64{number(median.Lower), number(median.Upper)}
-	last := 0.0
+	// A landmark is estimable up to the last step, and shown only where the published
+	// curve reaches (before the first step with fewer than MinCell at risk): a figure
+	// read off the hidden tail would show what the curve's cut hides.
+	last, cut := 0.0, math.Inf(1)
+	for _, s := range curve.Steps {
+		if small(s.AtRisk) {
+			cut = s.Time
+			break
+		}
+	}
 	if len(curve.Steps) > 0 {
 		last = curve.Steps[len(curve.Steps)-1].Time
 	}
 	for _, t := range Landmarks {
-		if float64(t) > last {
-			g.Landmarks[strconv.Itoa(t)] = nil // beyond follow-up: not estimable
+		if float64(t) > last || float64(t) >= cut {
+			g.Landmarks[strconv.Itoa(t)] = nil // beyond follow-up, or beyond the published curve
 			continue
 		}
 		s, lo, hi := curve.At(float64(t))
