@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -38,14 +39,7 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	subtitle := "95% CI (log-log)"
-	if report.GroupBy != "" {
-		subtitle = "by " + report.GroupBy + "; " + subtitle
-	}
-	if r.cfg.MinCell > 1 {
-		subtitle += "; groups under " + itoa(r.cfg.MinCell) + " patients not shown"
-	}
-	chart := plot.SurvivalChart{Title: endpointTitles[report.Endpoint], Subtitle: subtitle}
+	chart := plot.SurvivalChart{Title: endpointTitles[report.Endpoint]}
 	for _, g := range report.Groups {
 		if g.Suppressed || g.N == nil {
 			continue
@@ -63,6 +57,22 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 		}
 		chart.Curves = append(chart.Curves, curve)
 	}
+	// The subtitle promises only what the figure draws: bands exist for up to
+	// plot.MaxBandCurves curves with finite intervals.
+	var notes []string
+	if report.GroupBy != "" {
+		notes = append(notes, "by "+report.GroupBy)
+	}
+	switch {
+	case chart.DrawsBands():
+		notes = append(notes, "shaded: 95% CI (log-log)")
+	case len(chart.Curves) > plot.MaxBandCurves:
+		notes = append(notes, "confidence bands not drawn for more than "+itoa(plot.MaxBandCurves)+" groups")
+	}
+	if r.cfg.MinCell > 1 {
+		notes = append(notes, "groups under "+itoa(r.cfg.MinCell)+" patients not shown")
+	}
+	chart.Subtitle = strings.Join(notes, "; ")
 	return writeSVG(c, func(b *bytes.Buffer) error { return chart.WriteSVG(b) })
 }
 
@@ -92,12 +102,21 @@ func (r *Registry) getResponseSVG(c echo.Context) error {
 			} else {
 				bar.N = *tp.Assessed
 			}
+			// Categories under the minimum cell are hidden, not the whole bar: the shown
+			// ones keep their counts, and the patients of the hidden ones (the difference
+			// from the assessed total, which the table already allows) are one hatched block.
+			shown, anyHidden := 0, false
 			for _, cat := range tp.Categories {
 				if cat.Count == nil {
-					bar.Suppressed = true
+					anyHidden = true
 					continue
 				}
+				shown += *cat.Count
 				bar.Segments = append(bar.Segments, plot.Segment{Label: cat.Display, Count: *cat.Count})
+			}
+			if anyHidden && !bar.Suppressed && bar.N > shown {
+				bar.Segments = append(bar.Segments, plot.Segment{Hidden: true, Count: bar.N - shown,
+					Label: "Not shown: categories under " + itoa(r.cfg.MinCell) + " patients"})
 			}
 			chart.Bars = append(chart.Bars, bar)
 		}

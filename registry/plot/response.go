@@ -12,6 +12,12 @@ import (
 type Segment struct {
 	Label string // e.g. "Complete response"
 	Count int
+	// Hidden marks the patients of categories withheld by small-cell suppression, drawn
+	// as one hatched block on top of the bar so that the categories that are shown keep
+	// their place and the bar its height. Its Label is the legend's explanation (e.g.
+	// "Not shown: categories under 5"); it takes no colour of the response ramp and
+	// prints no count.
+	Hidden bool
 }
 
 // Bar is one follow-up timepoint.
@@ -84,6 +90,7 @@ func (c ResponseChart) categories() []string {
 		if b.Suppressed {
 			continue
 		}
+		b.Segments = shownSegments(b.Segments)
 		for j, s := range b.Segments {
 			if index(s.Label) >= 0 {
 				continue
@@ -121,6 +128,32 @@ func (c ResponseChart) validate() error {
 		}
 	}
 	return nil
+}
+
+// shownSegments are a bar's segments without its hidden block.
+func shownSegments(segs []Segment) []Segment {
+	var shown []Segment
+	for _, s := range segs {
+		if !s.Hidden {
+			shown = append(shown, s)
+		}
+	}
+	return shown
+}
+
+// hiddenLabel is the legend text of the hidden blocks, "" when no bar has one.
+func (c ResponseChart) hiddenLabel() string {
+	for _, b := range c.Bars {
+		if b.Suppressed {
+			continue
+		}
+		for _, s := range b.Segments {
+			if s.Hidden && s.Count > 0 {
+				return s.Label
+			}
+		}
+	}
+	return ""
 }
 
 func total(b Bar) int {
@@ -170,7 +203,18 @@ func (c ResponseChart) WriteSVG(w io.Writer) error {
 		cv.Gend()
 		x += w + 24
 	}
-	if len(cats) == 0 {
+	if hidden := c.hiddenLabel(); hidden != "" {
+		text := truncate(hidden, legendFont, right-left-20)
+		w := 20 + textWidth(text, legendFont)
+		if x > left && x+w > right {
+			x, legendY = left, legendY+survRowHeight
+		}
+		cv.Group(attr("class", "legend-item hidden"))
+		cv.Rect(x, legendY-10, 13, 13, attr("fill", "url(#"+hatchID+")"), attr("stroke", "#999999"), attr("stroke-width", "1"))
+		cv.Text(x+19, legendY+1.5, text, attr("font-size", num(legendFont)), attr("fill", colText))
+		cv.Gend()
+	}
+	if len(cats) == 0 && c.hiddenLabel() == "" {
 		legendY -= survRowHeight
 	}
 	top := legendY + 40 // room for the "n =" labels over full bars
@@ -266,7 +310,14 @@ func (c ResponseChart) WriteSVG(w io.Writer) error {
 			n = sum
 		}
 		base := 0.0
+		// The hidden block goes on top whatever its place in the list.
+		segments := shownSegments(b.Segments)
 		for _, s := range b.Segments {
+			if s.Hidden {
+				segments = append(segments, s)
+			}
+		}
+		for _, s := range segments {
 			if s.Count == 0 {
 				continue
 			}
@@ -275,6 +326,12 @@ func (c ResponseChart) WriteSVG(w io.Writer) error {
 				v = 100 * v / float64(sum)
 			}
 			y0, y1 := yAt(base+v), yAt(base)
+			if s.Hidden {
+				cv.Rect(x0, y0, barW, y1-y0, attr("class", "segment hidden"), attr("fill", "url(#"+hatchID+")"),
+					attr("stroke", "#999999"), attr("stroke-width", "1"))
+				base += v
+				continue
+			}
 			col := colour[s.Label]
 			cv.Rect(x0, y0, barW, y1-y0, attr("class", "segment"), attr("fill", col.hex()), attr("stroke", colBackdrop), attr("stroke-width", "1"))
 			text := strconv.Itoa(s.Count)
@@ -317,13 +374,14 @@ func (ResponseChart) suppressedNote(cv *canvas, cx, mid, barW float64) {
 	cv.Text(cx, mid+2, text, append(style, rot)...)
 }
 
+// anySuppressed says whether the hatch pattern is needed: a withheld bar or a hidden block.
 func (c ResponseChart) anySuppressed() bool {
 	for _, b := range c.Bars {
 		if b.Suppressed {
 			return true
 		}
 	}
-	return false
+	return c.hiddenLabel() != ""
 }
 
 // describe is the <desc> text for screen readers. It lists timepoints and
@@ -339,6 +397,10 @@ func (c ResponseChart) describe(cats []string) string {
 			labels[i] += " (suppressed)"
 		}
 	}
-	return fmt.Sprintf("Stacked bar chart of response categories (%s) at %s.",
+	text := fmt.Sprintf("Stacked bar chart of response categories (%s) at %s.",
 		strings.Join(cats, ", "), strings.Join(labels, ", "))
+	if hidden := c.hiddenLabel(); hidden != "" {
+		text += " Hatched blocks: " + hidden + "."
+	}
+	return text
 }
