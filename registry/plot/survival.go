@@ -104,6 +104,10 @@ const (
 	daysPerMonth = daysPerYear / 12
 )
 
+// MaxBandCurves is the most curves a figure shades confidence bands for: past it the
+// overlapping bands turn into an unreadable wash, which journal figures avoid.
+const MaxBandCurves = 4
+
 // Fixed geometry, in viewBox units.
 const (
 	survWidth      = 960.0
@@ -115,7 +119,6 @@ const (
 	maxLabelWidth  = 210.0
 	legendSwatch   = 34.0 // line sample plus gap before the text
 	legendGap      = 32.0 // between legend columns
-	maxBandCurves  = 4    // more curves are drawn without confidence bands
 )
 
 // timeAxis maps days onto the x axis, which is labelled in months or years.
@@ -386,10 +389,8 @@ func (c SurvivalChart) WriteSVG(w io.Writer) error {
 	if len(c.Curves) == 0 {
 		cv.noData(l.left, l.top, l.right, l.bottom)
 	}
-	// Bands first so that no band covers another group's line. Past
-	// maxBandCurves the overlapping bands turn into an unreadable wash (as
-	// journal figures avoid), so they are left out.
-	if len(c.Curves) <= maxBandCurves {
+	// Bands first so that no band covers another group's line.
+	if c.DrawsBands() {
 		for i, curve := range c.Curves {
 			st := styleFor(i)
 			for _, d := range l.bandPaths(curve.Points) {
@@ -415,6 +416,23 @@ func (c SurvivalChart) WriteSVG(w io.Writer) error {
 	c.drawLegend(cv, l)
 	c.drawRiskTable(cv, l)
 	return cv.finish(w)
+}
+
+// DrawsBands says whether the figure shades confidence bands: some curve has a finite
+// interval, and there are no more than MaxBandCurves curves. A subtitle should promise
+// bands only when it is true.
+func (c SurvivalChart) DrawsBands() bool {
+	if len(c.Curves) > MaxBandCurves {
+		return false
+	}
+	for _, curve := range c.Curves {
+		for _, p := range curve.Points {
+			if !math.IsNaN(p.Lower) && !math.IsNaN(p.Upper) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // describe is the <desc> text: a plain-language summary for screen readers.
@@ -465,7 +483,7 @@ func (c SurvivalChart) drawLegend(cv *canvas, l *survLayout) {
 		for _, it := range row {
 			st := styleFor(it.curve)
 			cv.Group(attr("class", "legend-item"))
-			if len(c.Curves) <= maxBandCurves {
+			if c.DrawsBands() {
 				cv.Rect(it.x, y-6, 24, 12, attr("fill", st.line), attr("fill-opacity", "0.15"))
 			}
 			a := []string{attr("stroke", st.line), attr("stroke-width", "2.2")}
