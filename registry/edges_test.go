@@ -448,3 +448,74 @@ func TestChartsKeepSmallCellsAndName(t *testing.T) {
 		t.Errorf("400 without naming group_by: %s", r.body)
 	}
 }
+
+// A chart and its table show nothing past where the published curve stops: with a minimum
+// cell of 5 the lymphoma OS curve stops before day 35 (4 at risk), so no landmark after it is
+// shown, though the full curve runs to day 730.
+func TestLandmarksStopWhereTheCurveStops(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 5})
+	outcomeCohort(t, tr)
+	g := tr.expect(200, "GET", "/registry/outcomes/survival?disease=lbcl&endpoint=os", nil).json(t)["groups"].([]any)[0].(map[string]any)
+	curve := g["curve"].([]any)
+	end := curve[len(curve)-1].(map[string]any)["t_days"].(float64)
+	if end >= 35 {
+		t.Fatalf("curve runs to day %v with fewer than 5 at risk", end)
+	}
+	for day, est := range g["landmarks"].(map[string]any) {
+		if est != nil {
+			t.Errorf("landmark at day %s shown past the curve's end (day %v): %v", day, end, est)
+		}
+	}
+}
+
+// One category under the minimum cell hides itself, not the whole bar: the month-1 bar keeps
+// its n and shows its hidden categories as one hatched block.
+func TestASmallCategoryHidesOnlyItself(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 5})
+	outcomeCohort(t, tr)
+	for i := 0; i < 5; i++ {
+		tr.expect(200, "POST", "/fhir", transaction(
+			post("urn:uuid:site", organization("Riverside")),
+			post("urn:uuid:pat", patient("urn:uuid:site")),
+			post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+			post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2024-01-01", "axi-cel")),
+			post("urn:uuid:a", assessment("urn:uuid:pat", "urn:uuid:inf", "2024-01-31", "lugano-cmr"))))
+	}
+	svg := string(tr.expect(200, "GET", "/registry/outcomes/response.svg?disease=lbcl", nil).body)
+	month1 := svg[strings.Index(svg, `class="bar`):]
+	month1 = month1[:strings.Index(month1, "</g>")]
+	if strings.Contains(month1, `class="bar suppressed"`) {
+		t.Fatalf("the month-1 bar (7 complete responses, 3 small categories) is withheld whole:\n%s", month1)
+	}
+	if !strings.Contains(month1, `class="segment hidden"`) || !strings.Contains(month1, "n = 10") {
+		t.Errorf("month-1 bar without its hidden block or n = 10:\n%s", month1)
+	}
+	if !strings.Contains(svg, "Not shown: categories under 5 patients") {
+		t.Error("no legend entry explains the hatched block")
+	}
+}
+
+// A chart's subtitle promises confidence bands only where it draws them: five products are
+// more curves than the chart shades.
+func TestSurvivalChartsPromiseOnlyTheBandsTheyDraw(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	outcomeCohort(t, tr)
+	for _, product := range []string{"tisa-cel", "liso-cel", "brexu-cel"} {
+		tr.expect(200, "POST", "/fhir", transaction(
+			post("urn:uuid:site", organization("Riverside")),
+			post("urn:uuid:pat", patient("urn:uuid:site")),
+			post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+			post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2024-01-01", product)),
+			post("urn:uuid:a", assessment("urn:uuid:pat", "urn:uuid:inf", "2024-01-31", "lugano-cmr"))))
+	}
+	for _, query := range []string{"", "?group_by=disease", "?group_by=product", "?group_by=site", "?endpoint=dor&group_by=disease"} {
+		svg := string(tr.expect(200, "GET", "/registry/outcomes/survival.svg"+query, nil).body)
+		promised, drawn := strings.Contains(svg, "95% CI"), strings.Contains(svg, `class="km-ci"`)
+		if promised != drawn {
+			t.Errorf("survival.svg%s: subtitle promises bands %v, bands drawn %v", query, promised, drawn)
+		}
+	}
+}

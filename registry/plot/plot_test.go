@@ -421,10 +421,10 @@ func TestResponseStructure(t *testing.T) {
 	chart := ResponseChart{
 		Percent: true,
 		Bars: []Bar{
-			{Label: "Month 1", N: 40, Segments: []Segment{{"CR", 20}, {"PR", 10}, {"SD", 6}, {"PD", 4}}},
-			{Label: "Month 3", Suppressed: true, N: 3, Segments: []Segment{{"CR", 2}, {"Secret", 1}}},
+			{Label: "Month 1", N: 40, Segments: []Segment{{Label: "CR", Count: 20}, {Label: "PR", Count: 10}, {Label: "SD", Count: 6}, {Label: "PD", Count: 4}}},
+			{Label: "Month 3", Suppressed: true, N: 3, Segments: []Segment{{Label: "CR", Count: 2}, {Label: "Secret", Count: 1}}},
 			// PR is missing here; "NE" first appears here, after PD.
-			{Label: "Month 6", Segments: []Segment{{"CR", 15}, {"SD", 5}, {"PD", 10}, {"NE", 0}}},
+			{Label: "Month 6", Segments: []Segment{{Label: "CR", Count: 15}, {Label: "SD", Count: 5}, {Label: "PD", Count: 10}, {Label: "NE", Count: 0}}},
 		},
 	}
 	doc := render(t, chart)
@@ -502,8 +502,8 @@ func sumAll(els []element) float64 {
 
 func TestResponseCountAxis(t *testing.T) {
 	chart := ResponseChart{Bars: []Bar{
-		{Label: "Month 1", Segments: []Segment{{"CR", 30}, {"PD", 7}}},
-		{Label: "Month 3", Segments: []Segment{{"CR", 12}}},
+		{Label: "Month 1", Segments: []Segment{{Label: "CR", Count: 30}, {Label: "PD", Count: 7}}},
+		{Label: "Month 3", Segments: []Segment{{Label: "CR", Count: 12}}},
 	}}
 	els := parseSVG(t, render(t, chart))
 	var inside []string
@@ -527,10 +527,10 @@ func TestResponseCountAxis(t *testing.T) {
 
 func TestCategoriesMerge(t *testing.T) {
 	c := ResponseChart{Bars: []Bar{
-		{Segments: []Segment{{"CR", 1}, {"PD", 1}}},
-		{Segments: []Segment{{"CR", 1}, {"PR", 1}, {"PD", 1}}},
-		{Segments: []Segment{{"sCR", 1}, {"CR", 1}}},
-		{Segments: []Segment{{"PD", 1}, {"Death", 1}}},
+		{Segments: []Segment{{Label: "CR", Count: 1}, {Label: "PD", Count: 1}}},
+		{Segments: []Segment{{Label: "CR", Count: 1}, {Label: "PR", Count: 1}, {Label: "PD", Count: 1}}},
+		{Segments: []Segment{{Label: "sCR", Count: 1}, {Label: "CR", Count: 1}}},
+		{Segments: []Segment{{Label: "PD", Count: 1}, {Label: "Death", Count: 1}}},
 	}}
 	want := []string{"sCR", "CR", "PR", "PD", "Death"}
 	if got := c.categories(); !slices.Equal(got, want) {
@@ -652,8 +652,8 @@ func kaplanMeier(label string, times []float64, events []bool) Curve {
 func exampleResponse() ResponseChart {
 	seg := func(cr, pr, sd, pd, ne int) []Segment {
 		return []Segment{
-			{"Complete response", cr}, {"Partial response", pr}, {"Stable disease", sd},
-			{"Progressive disease", pd}, {"Not evaluable", ne},
+			{Label: "Complete response", Count: cr}, {Label: "Partial response", Count: pr}, {Label: "Stable disease", Count: sd},
+			{Label: "Progressive disease", Count: pd}, {Label: "Not evaluable", Count: ne},
 		}
 	}
 	return ResponseChart{
@@ -688,5 +688,29 @@ func TestSmallCellsInTheChart(t *testing.T) {
 	c.StoppedBelow, c.EventsHidden, c.Events = 0, false, 0
 	if got, events := c.atRiskText(41), c.eventsText(); got != "0" || events != "0 events" {
 		t.Errorf("without suppression: at risk %s, %s; want 0, 0 events", got, events)
+	}
+}
+
+func TestBandsOnlyForFewCurvesWithIntervals(t *testing.T) {
+	withCI := Curve{N: 10, Points: []Point{{Days: 30, AtRisk: 10, Survival: 0.9, Lower: 0.5, Upper: 0.98}, {Days: 60, AtRisk: 9, Survival: 0.8, Lower: 0.4, Upper: 0.95}}}
+	noCI := Curve{N: 10, Points: []Point{{Days: 30, AtRisk: 10, Survival: 1, Lower: math.NaN(), Upper: math.NaN(), Censored: 1}}}
+	cases := []struct {
+		name   string
+		curves []Curve
+		want   bool
+	}{
+		{"one curve with intervals", []Curve{withCI}, true},
+		{"no intervals anywhere", []Curve{noCI, noCI}, false},
+		{"more curves than MaxBandCurves", slices.Repeat([]Curve{withCI}, MaxBandCurves+1), false},
+	}
+	for _, c := range cases {
+		chart := SurvivalChart{Curves: c.curves}
+		doc := string(render(t, chart))
+		if got := chart.DrawsBands(); got != c.want {
+			t.Errorf("%s: DrawsBands %v, want %v", c.name, got, c.want)
+		}
+		if drawn := strings.Contains(doc, `class="km-ci"`); drawn != c.want {
+			t.Errorf("%s: bands drawn %v, want %v", c.name, drawn, c.want)
+		}
 	}
 }
