@@ -74,9 +74,9 @@ postgres: ## make sure PostgreSQL server binaries (and, as root, a user to run t
 		useradd --system --no-create-home --shell /usr/sbin/nologin "$${CARTREG_PG_USER:-postgres}"; \
 	fi
 
-fixtures: ## regenerate the statistics reference fixtures with R's survival package (installs R from Debian)
-	@Rscript -e 'library(survival)' >/dev/null 2>&1 || { \
-		echo "R with the survival package not found: installing Debian's r-base-core and r-cran-survival"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq r-base-core r-cran-survival >/dev/null; }
+fixtures: ## regenerate the statistics reference fixtures with R's survival and cmprsk packages (installs R from Debian)
+	@Rscript -e 'library(survival); library(cmprsk)' >/dev/null 2>&1 || { \
+		echo "R with the survival and cmprsk packages not found: installing Debian's r-base-core, r-cran-survival and r-cran-cmprsk"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq r-base-core r-cran-survival r-cran-cmprsk >/dev/null; }
 	$(GO) run ./registry/stats/testdata/gencohorts -dir registry/stats/testdata
 	Rscript registry/stats/testdata/reference.R

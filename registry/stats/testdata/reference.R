@@ -9,6 +9,7 @@
 # is written as NA, NaN as NaN and infinities as Inf / -Inf.
 
 suppressPackageStartupMessages(library(survival))
+suppressPackageStartupMessages(library(cmprsk))
 
 args <- commandArgs(trailingOnly = FALSE)
 script <- sub("^--file=", "", args[grep("^--file=", args)])
@@ -23,8 +24,9 @@ out <- file.path(dir, "r")
 dir.create(file.path(out, "curves"), recursive = TRUE, showWarnings = FALSE)
 dir.create(file.path(out, "landmarks"), recursive = TRUE, showWarnings = FALSE)
 
-header <- sprintf("# produced by %s, survival %s, on %s, with: Rscript registry/stats/testdata/reference.R",
-                  R.version.string, packageDescription("survival")$Version, format(Sys.Date()))
+header <- sprintf("# produced by %s, survival %s, cmprsk %s, on %s, with: Rscript registry/stats/testdata/reference.R",
+                  R.version.string, packageDescription("survival")$Version,
+                  packageDescription("cmprsk")$Version, format(Sys.Date()))
 
 num <- function(x) ifelse(is.na(x) & !is.nan(x), "NA", sprintf("%.17g", x))
 
@@ -114,3 +116,40 @@ for (level in c(0.95, 0.90, 0.99)) {
   }
 }
 write_table(fmt(do.call(rbind, rows)), file.path(out, "wilson.csv"))
+
+# Competing risks: cumulative incidence of each cause by cmprsk::cuminc (Aalen-Johansen
+# estimate, Gray's variance), read at chosen times with timepoints(), and the pointwise
+# log(-log) interval est^exp(+-z sqrt(var) / (est log est)); and the log-rank test of any event
+# across groups by survival::survdiff.
+dir.create(file.path(out, "competing"), showWarnings = FALSE)
+z <- qnorm(0.975)
+logrank <- list()
+logrank_groups <- list()
+for (f in sort(list.files(file.path(dir, "competing"), pattern = "\\.csv$", full.names = TRUE))) {
+  name <- sub("\\.csv$", "", basename(f))
+  d <- read.csv(f, colClasses = c("numeric", "integer", "character"))
+  ci <- cuminc(d$time, d$cause, cencode = 0)
+  ut <- sort(unique(d$time))
+  times <- sort(unique(c(ut, ut[-1] - 0.5, min(ut) / 2)))
+  tp <- timepoints(ci[names(ci) != "Tests"], times)
+  rows <- list()
+  for (cause in 1:2) {
+    key <- paste("1", cause)
+    est <- tp$est[key, ]
+    v <- tp$var[key, ]
+    sd <- z * sqrt(v) / (est * log(est))
+    ok <- est > 0 & est < 1
+    rows[[cause]] <- data.frame(cause = cause, time = times, est = est, var = v,
+                                lower = ifelse(ok, est^exp(-sd), NA), upper = ifelse(ok, est^exp(sd), NA))
+  }
+  write_table(fmt(do.call(rbind, rows)), file.path(out, "competing", paste0(name, ".csv")))
+
+  sdiff <- survdiff(Surv(time, cause > 0) ~ group, data = d)
+  df <- sum(sdiff$exp > 0) - 1
+  logrank[[name]] <- data.frame(cohort = name, chisq = sdiff$chisq, df = df,
+                                p = pchisq(sdiff$chisq, df, lower.tail = FALSE))
+  logrank_groups[[name]] <- data.frame(cohort = name, group = sub("^group=", "", names(sdiff$n)),
+                                       obs = sdiff$obs, exp = sdiff$exp)
+}
+write_table(fmt(do.call(rbind, logrank)), file.path(out, "logrank.csv"))
+write_table(fmt(do.call(rbind, logrank_groups)), file.path(out, "logrank_groups.csv"))

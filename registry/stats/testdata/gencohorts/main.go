@@ -12,6 +12,8 @@
 //
 //	cohorts/NAME.csv   columns time,status: time in whole days, status 1 = event, 0 = censored
 //	wilson_cases.csv   columns x,n: successes and trials for the Wilson interval checks
+//	competing/NAME.csv columns time,cause,group: cause 0 = censored, 1 = relapse or
+//	                   progression, 2 = death without it; group a label for the log-rank test
 package main
 
 import (
@@ -51,6 +53,105 @@ func main() {
 	if err := writeWilson(filepath.Join(dir, "wilson_cases.csv")); err != nil {
 		log.Fatal(err)
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "competing"), 0o755); err != nil {
+		log.Fatal(err)
+	}
+	for _, c := range competingCohorts() {
+		if err := writeCSV(filepath.Join(dir, "competing", c.name+".csv"), c.rows()); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// crObs is one patient with competing events: time, cause (0 censored) and group.
+type crObs struct {
+	time  float64
+	cause int
+	group string
+}
+
+type crCohort struct {
+	name string
+	obs  []crObs
+}
+
+func (c crCohort) rows() [][]string {
+	rows := [][]string{{"time", "cause", "group"}}
+	for _, o := range c.obs {
+		rows = append(rows, []string{strconv.FormatFloat(o.time, 'g', -1, 64), strconv.Itoa(o.cause), o.group})
+	}
+	return rows
+}
+
+// competingCohorts are the inputs of the cumulative incidence (Aalen-Johansen, Gray's
+// variance) and log-rank checks; each pins down a convention.
+func competingCohorts() []crCohort {
+	return []crCohort{
+		// Hand-checkable, with a relapse and a death on the same day (day 5) and censorings
+		// tied with events (day 8), two groups.
+		{"cr_tiny", crTriples("a", 2, 1, 3, 0, 5, 1, 5, 2, 8, 2, 8, 0, 11, 1, 13, 0)},
+		// Heavy ties over a few days, three groups, several events of both causes per day.
+		{"cr_ties", crRandom(rand.New(rand.NewPCG(21, 1)), 150, 30, []string{"a", "b", "c"}, true)},
+		// The last patients all relapse: the event-free curve reaches 0, where the variance
+		// formula's 1/S(t) terms are dropped.
+		{"cr_last_all", append(crTriples("a", 4, 2, 6, 0, 9, 1, 12, 2), crTriples("b", 15, 1, 15, 1, 20, 1)...)},
+		// A CAR-T registry: early relapses, non-relapse deaths, a cured fraction, accrual and
+		// administrative censoring, three products.
+		{"cr_cart600", crCart(rand.New(rand.NewPCG(600, 2024)), 600)},
+	}
+}
+
+// crTriples builds a cohort from (time, cause) pairs, alternating the group between the given
+// one and "z" so that every cohort has two groups at least.
+func crTriples(group string, v ...float64) []crObs {
+	var out []crObs
+	for i := 0; i+1 < len(v); i += 2 {
+		g := group
+		if (i/2)%2 == 1 {
+			g = "z"
+		}
+		out = append(out, crObs{v[i], int(v[i+1]), g})
+	}
+	return out
+}
+
+func crRandom(r *rand.Rand, n, days int, groups []string, ties bool) []crObs {
+	out := make([]crObs, n)
+	for i := range out {
+		t := float64(r.IntN(days) + 1)
+		if !ties {
+			t += r.Float64()
+		}
+		out[i] = crObs{t, r.IntN(3), groups[r.IntN(len(groups))]}
+	}
+	return out
+}
+
+// crCart: products differ in relapse hazard so the log-rank test has something to find.
+func crCart(r *rand.Rand, n int) []crObs {
+	products := []string{"axi-cel", "tisa-cel", "liso-cel"}
+	relapseMedian := map[string]float64{"axi-cel": 300, "tisa-cel": 180, "liso-cel": 360}
+	out := make([]crObs, n)
+	for i := range out {
+		p := products[r.IntN(len(products))]
+		admin := 5*365 - r.Float64()*3*365
+		relapse := math.Inf(1)
+		if r.Float64() > 0.4 {
+			relapse = expDays(r, relapseMedian[p])
+		}
+		nrm := expDays(r, 15*365)
+		lost := expDays(r, 10*365)
+		t := math.Round(min(relapse, nrm, admin, lost))
+		cause := 0
+		switch {
+		case relapse <= min(nrm, admin, lost):
+			cause = 1
+		case nrm <= min(admin, lost):
+			cause = 2
+		}
+		out[i] = crObs{t, cause, p}
+	}
+	return out
 }
 
 // testdataDir returns the directory to write into: dir when given, else registry/stats/testdata
