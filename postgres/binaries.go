@@ -36,6 +36,11 @@ func FindBinaries(dir string) (Binaries, error) {
 		candidates = []string{dir}
 	} else {
 		if initdb, err := exec.LookPath("initdb"); err == nil {
+			// A link on PATH (Debian's wrappers, a hand-made symlink) stands for one program;
+			// its target's directory holds the installation's others, pg_basebackup among them.
+			if target, err := filepath.EvalSymlinks(initdb); err == nil {
+				initdb = target
+			}
 			candidates = append(candidates, filepath.Dir(initdb))
 		}
 		debian, _ := filepath.Glob(debianBinGlob)
