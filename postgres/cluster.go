@@ -43,6 +43,10 @@ type Cluster struct {
 	// Settings are extra server settings, passed as -c name=value.
 	Settings map[string]string
 	Logger   *slog.Logger
+	// Primary, when set, makes this cluster a hot standby of that running cluster: its first
+	// start copies the primary with pg_basebackup instead of running initdb, and it then
+	// follows the primary by streaming replication, answering read-only queries.
+	Primary *Cluster
 
 	lock      *os.File
 	logFile   *os.File
@@ -101,9 +105,11 @@ func (c *Cluster) Start(ctx context.Context) (err error) {
 		_ = c.Stop(10 * time.Second)
 		return err
 	}
-	if err := c.ensureDatabase(ctx, DefaultDatabase); err != nil {
-		_ = c.Stop(10 * time.Second)
-		return err
+	if c.Primary == nil { // a standby has the primary's databases and cannot create any
+		if err := c.ensureDatabase(ctx, DefaultDatabase); err != nil {
+			_ = c.Stop(10 * time.Second)
+			return err
+		}
 	}
 	c.Logger.Info("embedded PostgreSQL ready", "dir", c.Dir, "version", c.Binaries.Major, "socket", c.socketDir)
 	return nil
@@ -272,6 +278,9 @@ func (c *Cluster) initIfNeeded(ctx context.Context) error {
 	}
 	if err := c.mkdirOwned(scratch); err != nil {
 		return fmt.Errorf("creating data directory: %w", c.accessHint(err))
+	}
+	if c.Primary != nil {
+		return c.copyPrimary(ctx, scratch)
 	}
 	c.Logger.Info("initialising embedded PostgreSQL cluster (first start)", "dir", c.dataDir())
 	out, err := c.command(ctx, "initdb",

@@ -66,6 +66,7 @@ func Run(m *testing.M) int {
 	if admin != nil {
 		admin.Close()
 	}
+	stopStandby() // before its primary, which it would otherwise keep asking for WAL
 	if cluster != nil {
 		if err := cluster.Stop(30 * time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, "pgtest: stopping the test cluster:", err)
