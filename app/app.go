@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -36,6 +37,9 @@ type Config struct {
 	// Subscriptions is how FHIR Subscriptions are honoured; its Endpoints also bound where
 	// the deliverer sends their notifications, unless Jobs.Outbox names a list of its own.
 	Subscriptions subscription.Config
+	// ReadURL, when set, is a PostgreSQL streaming replica of the database, where the
+	// registry's outcome queries run (see registry.Registry.ReadFrom).
+	ReadURL string
 }
 
 // JobsConfig is how the periodic jobs of a serving process run.
@@ -56,8 +60,10 @@ type JobsConfig struct {
 
 // App is cartreg wired on one database.
 type App struct {
-	Config   Config
-	DB       *pgxpool.Pool
+	Config Config
+	DB     *pgxpool.Pool
+	// ReadDB is the read replica's pool when Config.ReadURL is set, else nil.
+	ReadDB   *pgxpool.Pool
 	Store    *fhir.Store
 	Searcher *fhir.Searcher
 	API      *fhir.API
@@ -98,6 +104,13 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	if err != nil {
 		return nil, err
 	}
+	var readDB *pgxpool.Pool
+	if cfg.ReadURL != "" {
+		if readDB, err = openReplica(ctx, cfg.ReadURL); err != nil {
+			return nil, err
+		}
+		reg.ReadFrom(readDB)
+	}
 	followUp := followup.New(cfg.FollowUp, store, reg.Plan())
 	recorder := audit.NewRecorder(db, cfg.Audit, clock, logger)
 
@@ -120,7 +133,7 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	}
 	recorder.Start(context.WithoutCancel(ctx))
 	return &App{
-		Config: cfg, DB: db, Store: store, Searcher: searcher, Registry: reg, FollowUp: followUp,
+		Config: cfg, DB: db, ReadDB: readDB, Store: store, Searcher: searcher, Registry: reg, FollowUp: followUp,
 		API:  fhir.NewAPI(store, searcher, logger, cfg.FHIR),
 		Auth: identity, Audit: recorder, Access: access.New(reg.InSites),
 		Clock: clock, Logger: logger,
@@ -140,7 +153,36 @@ func coordinatorSites(ctx context.Context) ([]string, bool) {
 // work. Call it once no request is being served.
 func (a *App) Close(ctx context.Context) error {
 	a.Auth.Close()
-	return a.Audit.Close(ctx)
+	err := a.Audit.Close(ctx)
+	if a.ReadDB != nil {
+		a.ReadDB.Close()
+	}
+	return err
+}
+
+// openReplica connects to the read replica and checks that it is one: pointing ReadURL at
+// the primary by mistake would work but hide the mistake, and pointing it at an unrelated
+// database would answer outcomes from other data.
+func openReplica(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("read replica: %w", err)
+	}
+	var standby, migrated bool
+	err = pool.QueryRow(ctx, `SELECT pg_is_in_recovery(), to_regclass('registry_infusion') IS NOT NULL`).Scan(&standby, &migrated)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("read replica: %w", err)
+	case !standby:
+		err = fmt.Errorf("read replica: the server at the read URL is not a standby (pg_is_in_recovery() is false)")
+	case !migrated:
+		err = fmt.Errorf("read replica: the database at the read URL has no registry tables: is it a replica of this database?")
+	}
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
 }
 
 // Routes mounts every HTTP route of cartreg on e: the FHIR API, the registry's outcomes and

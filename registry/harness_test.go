@@ -35,12 +35,12 @@ func newTestRegistry(t testing.TB, cfg registry.Config) *testRegistry {
 }
 
 // newTestRegistryWith is newTestRegistry with the whole app's configuration set by configure.
-func newTestRegistryWith(t testing.TB, configure func(*app.Config)) *testRegistry {
+func newTestRegistryWith(t testing.TB, configure func(*app.Config), opts ...apptest.Option) *testRegistry {
 	t.Helper()
 	tr := &testRegistry{t: t, now: time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)}
-	h := apptest.New(t, apptest.WithMaxBody("64M"),
+	h := apptest.New(t, append([]apptest.Option{apptest.WithMaxBody("64M"),
 		apptest.WithConfig(configure),
-		apptest.WithClock(func() time.Time { return tr.now }))
+		apptest.WithClock(func() time.Time { return tr.now })}, opts...)...)
 	tr.url, tr.db, tr.reg, tr.h = h.URL, h.DB, h.App.Registry, h
 	return tr
 }

@@ -127,7 +127,7 @@ const analyticWorkMem = "64MB"
 // to a generic plan, which cannot drop the filters a query leaves unset ("$1 IS NULL OR …")
 // and made the response report two to three times slower.
 func (r *Registry) analytic(ctx context.Context, query func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, r.db, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	return pgx.BeginTxFunc(ctx, r.read, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+analyticWorkMem+`'; SET LOCAL plan_cache_mode = force_custom_plan`); err != nil {
 			return err
 		}

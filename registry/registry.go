@@ -31,8 +31,11 @@ type Config struct {
 // Registry is the CAR-T registry on top of the FHIR store: the projection that keeps its
 // tables current, and the outcome queries researchers run.
 type Registry struct {
-	cfg        Config
-	db         *pgxpool.Pool
+	cfg Config
+	db  *pgxpool.Pool
+	// read is where outcome queries run: a streaming replica when one is configured, so
+	// researchers' heavy aggregates do not compete with the EHRs' writes; else db.
+	read       *pgxpool.Pool
 	store      *fhir.Store
 	terms      *Terminology
 	projection *Projection
@@ -57,10 +60,16 @@ func New(cfg Config, db *pgxpool.Pool, store *fhir.Store, now func() time.Time, 
 	if err := cfg.Plan.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Registry{cfg: cfg, db: db, store: store, terms: terms, now: now, logger: logger,
+	r := &Registry{cfg: cfg, db: db, read: db, store: store, terms: terms, now: now, logger: logger,
 		projection: NewProjection(terms, cfg.Plan, cfg.BaseURL)}
 	return r, nil
 }
+
+// ReadFrom sends the outcome queries to pool, a read replica of the registry's database.
+// Its answers lag the primary by the replication delay, which aggregates over years of
+// follow-up can afford; the projection, site checks and everything written stay on the
+// primary.
+func (r *Registry) ReadFrom(pool *pgxpool.Pool) { r.read = pool }
 
 // Projection is the write hook that keeps the registry's tables current, in each write's own
 // transaction.

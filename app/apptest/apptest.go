@@ -39,6 +39,8 @@ type Harness struct {
 	Echo *echo.Echo
 	// URL is the server's root, e.g. http://127.0.0.1:41234; the FHIR base is URL + "/fhir".
 	URL string
+	// ReplicaURL is the read replica's URL of the test's database, with WithReadReplica.
+	ReplicaURL string
 
 	mu    sync.Mutex
 	fixed time.Time // zero: the clock is the real time
@@ -59,7 +61,12 @@ type options struct {
 	config  func(*app.Config)
 	clock   func() time.Time
 	maxBody string
+	replica bool
 }
+
+// WithReadReplica serves the registry's outcome queries from a hot standby of the test's
+// database (pgtest.NewDatabaseWithReplica); the Harness's ReplicaURL names it.
+func WithReadReplica() Option { return func(o *options) { o.replica = true } }
 
 // WithConfig lets a test change the wiring's settings from the harness's defaults.
 func WithConfig(change func(*app.Config)) Option { return func(o *options) { o.config = change } }
@@ -87,7 +94,19 @@ func New(t testing.TB, opts ...Option) *Harness {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	h := &Harness{T: t, DB: pgtest.NewDatabase(t)}
+	h := &Harness{T: t}
+	if o.replica {
+		var primary string
+		primary, h.ReplicaURL = pgtest.NewDatabaseWithReplica(t)
+		pool, err := pgxpool.New(context.Background(), primary)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		h.DB = pool
+	} else {
+		h.DB = pgtest.NewDatabase(t)
+	}
 	h.clock = o.clock
 	if h.clock == nil {
 		h.clock = h.Now
@@ -98,6 +117,7 @@ func New(t testing.TB, opts ...Option) *Harness {
 	h.URL = "http://" + ts.Listener.Addr().String()
 	cfg := DefaultConfig()
 	cfg.Auth.Issuer = h.URL
+	cfg.ReadURL = h.ReplicaURL
 	if o.config != nil {
 		o.config(&cfg)
 	}

@@ -31,6 +31,7 @@ const envPrefix = "CARTREG"
 type Config struct {
 	DatabaseURL     string
 	DatabaseURLFile string
+	DatabaseReadURL string
 	DBMaxConns      int
 	DataDir         string
 	PGBinDir        string
@@ -110,6 +111,7 @@ func (c *Config) registerLogFlags(fs *flag.FlagSet) {
 }
 
 func (c *Config) registerServeFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DatabaseReadURL, "database-read-url", c.DatabaseReadURL, "a PostgreSQL streaming replica of the database, where researchers' outcome queries run (default: none, they run on the primary)")
 	c.registerDatabaseFlags(fs)
 	fs.StringVar(&c.HTTP.Addr, "addr", c.HTTP.Addr, "HTTP listen address; loopback only by default: give :8080 to listen on every interface")
 	fs.StringVar(&c.HTTP.TrustedProxies, "trusted-proxies", c.HTTP.TrustedProxies, "IP addresses or CIDR ranges of reverse proxies whose X-Forwarded-* headers are believed (default: none)")
