@@ -519,3 +519,39 @@ func TestSurvivalChartsPromiseOnlyTheBandsTheyDraw(t *testing.T) {
 		}
 	}
 }
+
+// The CIBMTR preset: an assessment on day 100 is the day-100 timepoint, the response report
+// follows CIBMTR's milestones, and every preset's milestones are codes the server publishes
+// (its follow-up Tasks carry them).
+func TestCIBMTRPlanPreset(t *testing.T) {
+	t.Parallel()
+	plan, err := registry.PlanNamed("cibmtr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTestRegistry(t, registry.Config{MinCell: 1, Plan: plan})
+	tr.expect(200, "POST", "/fhir", transaction(
+		post("urn:uuid:site", organization("Riverside")),
+		post("urn:uuid:pat", patient("urn:uuid:site")),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2025-01-01", "axi-cel")),
+		post("urn:uuid:a", assessment("urn:uuid:pat", "urn:uuid:inf", "2025-04-12", "lugano-cmr"))))
+	if got := tr.count(`SELECT count(*) FROM registry_assessment WHERE milestone = 'd100'`); got != 1 {
+		t.Errorf("assessments at day 100: %d, want 1", got)
+	}
+	report := tr.expect(200, "GET", "/registry/outcomes/response", nil).json(t)
+	var labels []string
+	for _, tp := range report["groups"].([]any)[0].(map[string]any)["timepoints"].([]any) {
+		labels = append(labels, tp.(map[string]any)["label"].(string))
+	}
+	if len(labels) != 17 || labels[0] != "Day 100" || labels[1] != "Month 6" || labels[16] != "Year 15" {
+		t.Errorf("timepoints %v, want Day 100, Month 6, Year 1 … Year 15", labels)
+	}
+	for name, preset := range registry.PlanPresets {
+		for _, m := range preset().Milestones {
+			if _, ok := tr.reg.Terminology().Milestones[m.Code]; !ok {
+				t.Errorf("preset %s: milestone %s is not in the follow-up-milestone CodeSystem", name, m.Code)
+			}
+		}
+	}
+}

@@ -41,6 +41,43 @@ func DefaultPlan(years int) Plan {
 	return p
 }
 
+// PlanPresets are the follow-up plans a site can choose by name instead of writing one
+// (registry/definitions/README.md, "Follow-up plan", gives their sources).
+var PlanPresets = map[string]func() Plan{
+	// default: month 1, month 3, then yearly to year 5.
+	"default": func() Plan { return DefaultPlan(5) },
+	// ltfu15: the default plan's timepoints continued yearly to 15 years, the long-term
+	// follow-up regulators ask of gene-modified cell products.
+	"ltfu15": func() Plan { return DefaultPlan(15) },
+	// cibmtr: CIBMTR's cellular therapy follow-up (form 4100): day 100 (±15), month 6 (±30),
+	// year 1 (days 365–425), then yearly ±30 days to 15 years.
+	"cibmtr": CIBMTRPlan,
+}
+
+// CIBMTRPlan is the follow-up schedule of CIBMTR's cellular therapy forms, to 15 years.
+func CIBMTRPlan() Plan {
+	p := Plan{Milestones: []Milestone{
+		{Code: "d100", Label: "Day 100", TargetDay: 100, WindowStart: 85, WindowEnd: 115},
+		{Code: "m6", Label: "Month 6", TargetDay: 183, WindowStart: 153, WindowEnd: 213},
+		{Code: "y1", Label: "Year 1", TargetDay: 365, WindowStart: 365, WindowEnd: 425},
+	}}
+	for n := 2; n <= 15; n++ {
+		p.Milestones = append(p.Milestones, Milestone{
+			Code: fmt.Sprintf("y%d", n), Label: fmt.Sprintf("Year %d", n),
+			TargetDay: 365 * n, WindowStart: 365*n - 30, WindowEnd: 365*n + 30,
+		})
+	}
+	return p
+}
+
+// PlanNamed is the preset called name, or the plan in the JSON file at that path.
+func PlanNamed(nameOrPath string) (Plan, error) {
+	if preset, ok := PlanPresets[nameOrPath]; ok {
+		return preset(), nil
+	}
+	return LoadPlan(nameOrPath)
+}
+
 // LoadPlan reads a plan from a JSON file ({"milestones":[{"code":…,"label":…,"target_day":…,
 // "window_start":…,"window_end":…}]}).
 func LoadPlan(path string) (Plan, error) {

@@ -155,7 +155,8 @@ func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Registry.FollowUpYears, "follow-up-years", c.Registry.FollowUpYears,
 		"yearly milestones of the default follow-up plan (after month 1 and month 3); 15 for long-term follow-up")
 	fs.StringVar(&c.FollowUpPlan, "follow-up-plan", c.FollowUpPlan,
-		`JSON file with another follow-up plan: {"milestones":[{"code":"m1","label":"Month 1","target_day":30,"window_start":23,"window_end":45},…]}`)
+		`another follow-up plan: a preset (cibmtr: day 100, month 6, then yearly to 15 years; ltfu15: the default plan to 15 years) `+
+			`or a JSON file: {"milestones":[{"code":"m1","label":"Month 1","target_day":30,"window_start":23,"window_end":45},…]}`)
 	fs.IntVar(&c.Registry.MinCell, "outcomes-min-cell", c.Registry.MinCell,
 		"researchers' outcome counts below this are suppressed; 1 shows every count (a demonstration instance)")
 	c.registerFollowUpFlags(fs)
@@ -171,7 +172,7 @@ func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
 func (c *Config) loadRegistry() error {
 	c.Registry.BaseURL = c.FHIR.BaseURL
 	if c.FollowUpPlan != "" {
-		plan, err := registry.LoadPlan(c.FollowUpPlan)
+		plan, err := registry.PlanNamed(c.FollowUpPlan)
 		if err != nil {
 			return err
 		}

@@ -175,3 +175,25 @@ func TestSearchLimitSettings(t *testing.T) {
 		t.Errorf("a zero limit: %v", err)
 	}
 }
+
+// -follow-up-plan takes a preset's name as well as a file; an unknown name is neither.
+func TestFollowUpPlanPreset(t *testing.T) {
+	clearCartregEnv(t)
+	cfg, err := parseServe(t, "-follow-up-plan", "cibmtr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.Registry.Plan.Milestones; len(m) != 17 || m[0].Code != "d100" || m[16].Code != "y15" {
+		t.Errorf("cibmtr plan: %+v", m)
+	}
+	cfg, err = parseServe(t, "-follow-up-plan", "cibmtr-2031")
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err == nil {
+		t.Error("an unknown plan name was accepted")
+	}
+}
