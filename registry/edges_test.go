@@ -555,3 +555,78 @@ func TestCIBMTRPlanPreset(t *testing.T) {
 		}
 	}
 }
+
+// adverseEvent is an AdverseEvent of one coding after the infusion, with an ASTCT grade
+// extension when grade is above 0.
+func adverseEvent(patient, infusion, system, code, on string, grade int) map[string]any {
+	ae := map[string]any{"resourceType": "AdverseEvent", "actuality": "actual", "event": cc(system, code),
+		"subject": ref(patient), "date": on, "suspectEntity": []any{map[string]any{"instance": ref(infusion)}}}
+	if grade > 0 {
+		ae["extension"] = []any{map[string]any{"url": registry.ExtASTCTGrade, "valueInteger": grade}}
+	}
+	return ae
+}
+
+// CRS and ICANS are read from ICD-10-CM's codes too, with the grade the code carries; the
+// safety events of long-term follow-up are read from the registry's codes (and ICD-10-CM's
+// T-cell malignancy and infection chapters); a grade that contradicts the code is refused.
+func TestToxicityAndSafetyEventCodes(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	r := tr.expect(200, "POST", "/fhir", transaction(
+		post("urn:uuid:site", organization("Riverside")),
+		post("urn:uuid:pat", patient("urn:uuid:site")),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2025-01-01", "axi-cel")),
+		post("urn:uuid:t1", adverseEvent("urn:uuid:pat", "urn:uuid:inf", registry.SystemICD10CM, "D89.833", "2025-01-03", 0)),
+		post("urn:uuid:t2", adverseEvent("urn:uuid:pat", "urn:uuid:inf", registry.SystemICD10CM, "G92.02", "2025-01-06", 2)),
+		post("urn:uuid:t3", adverseEvent("urn:uuid:pat", "urn:uuid:inf", registry.SystemCartreg, "crs", "2025-01-02", 5)),
+		post("urn:uuid:t4", adverseEvent("urn:uuid:pat", "urn:uuid:inf", registry.SystemICD10CM, "C84.40", "2026-06-01", 0)),
+		post("urn:uuid:t5", adverseEvent("urn:uuid:pat", "urn:uuid:inf", registry.SystemCartreg, "prolonged-cytopenia", "2025-02-15", 0)),
+		post("urn:uuid:t6", adverseEvent("urn:uuid:pat", "urn:uuid:inf", registry.SystemICD10CM, "B25.9", "2025-03-01", 0)),
+		post("urn:uuid:t7", adverseEvent("urn:uuid:pat", "urn:uuid:inf", registry.SystemCartreg, "subsequent-malignancy", "2027-01-01", 0)),
+		// An EHR's own AdverseEvent with a cancer code is not a CAR-T record: ignored.
+		post("urn:uuid:t8", adverseEvent("urn:uuid:pat", "urn:uuid:inf", registry.SystemICD10CM, "C83.30", "2026-01-01", 0))))
+	ids := map[string]string{}
+	for i, name := range []string{"t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"} {
+		ids[name] = strings.TrimPrefix(location(t, r, 4+i), "AdverseEvent/")
+	}
+	type row struct {
+		kind  string
+		grade *int
+	}
+	read := func(name string) *row {
+		var got row
+		err := tr.db.QueryRow(context.Background(), `SELECT kind, grade FROM registry_toxicity WHERE adverse_event_id = $1`, ids[name]).Scan(&got.kind, &got.grade)
+		if err != nil {
+			return nil
+		}
+		return &got
+	}
+	grade := func(g int) *int { return &g }
+	for name, want := range map[string]*row{
+		"t1": {"crs", grade(3)}, "t2": {"icans", grade(2)}, "t3": {"crs", grade(5)},
+		"t4": {"t-cell-malignancy", nil}, "t5": {"prolonged-cytopenia", nil}, "t6": {"infection", nil},
+		"t7": {"subsequent-malignancy", nil}, "t8": nil,
+	} {
+		got := read(name)
+		switch {
+		case want == nil && got != nil:
+			t.Errorf("%s: read as %+v, want not read", name, *got)
+		case want != nil && (got == nil || got.kind != want.kind || (got.grade == nil) != (want.grade == nil) ||
+			(got.grade != nil && *got.grade != *want.grade)):
+			t.Errorf("%s: read as %+v, want %+v", name, got, *want)
+		}
+	}
+
+	// The code says grade 3, the extension grade 2: refused, nothing written.
+	before := tr.count(`SELECT count(*) FROM registry_toxicity`)
+	bad := tr.expect(422, "POST", "/fhir/AdverseEvent",
+		adverseEvent(location(t, r, 1), location(t, r, 3), registry.SystemICD10CM, "D89.833", "2025-01-04", 2))
+	if !strings.Contains(string(bad.body), "contradicts") {
+		t.Errorf("no reason given: %s", bad.body)
+	}
+	if tr.count(`SELECT count(*) FROM registry_toxicity`) != before {
+		t.Error("a refused AdverseEvent was written")
+	}
+}

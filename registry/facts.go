@@ -468,23 +468,23 @@ func (r *reader) toxicity(id string, body map[string]any) *toxicityFact {
 	if str(body, "actuality") == "potential" {
 		return nil
 	}
-	kind := ""
-	for _, c := range codings(body["event"]) {
-		switch {
-		case c.Code == CodeCRSNCIt && strings.Contains(strings.ToLower(c.System), "nci"),
-			c.System == SystemCartreg && c.Code == "crs":
-			kind = "crs"
-		case c.System == SystemCartreg && c.Code == "icans":
-			kind = "icans"
-		}
-	}
+	kind, codeGrade := eventKind(codings(body["event"]))
 	if kind == "" {
 		if hasProfile(body, ProfileToxicity) {
-			r.fail("AdverseEvent/"+id, "AdverseEvent.event", "a CAR-T toxicity must be CRS (NCIt %s) or ICANS (%s#icans)", CodeCRSNCIt, SystemCartreg)
+			r.fail("AdverseEvent/"+id, "AdverseEvent.event", "a CAR-T toxicity must be CRS (NCIt %s, ICD-10-CM D89.83x or %s#crs), "+
+				"ICANS (ICD-10-CM G92.0x or %s#icans), or a safety event (%s#subsequent-malignancy, t-cell-malignancy, infection, prolonged-cytopenia)",
+				CodeCRSNCIt, SystemCartreg, SystemCartreg, SystemCartreg)
 		}
 		return nil
 	}
 	where := "AdverseEvent/" + id
+	if kind != "crs" && kind != "icans" && !hasProfile(body, ProfileToxicity) {
+		// A safety event an EHR sends in its own shape counts when it is complete enough to
+		// place in time; an incomplete one is not refused, as it was never a CAR-T record.
+		if _, _, dated := dayRange(body["date"]); !dated || r.refTo(body["subject"], "Patient") == "" {
+			return nil
+		}
+	}
 	f := &toxicityFact{ID: id, Kind: kind, Patient: r.refTo(body["subject"], "Patient")}
 	if f.Patient == "" {
 		r.fail(where, "AdverseEvent.subject", "a CAR-T toxicity must name its patient (a Patient on this server)")
@@ -497,10 +497,16 @@ func (r *reader) toxicity(id string, body map[string]any) *toxicityFact {
 	if until.After(from) {
 		f.Until = &until
 	}
+	f.Grade = codeGrade
 	for _, e := range extensions(body, ExtASTCTGrade) {
 		if g, ok := integer(e["valueInteger"]); ok {
-			if g < 1 || g > 4 {
-				r.fail(where, "AdverseEvent.extension", "ASTCT grade must be 1 to 4, not %d", g)
+			switch {
+			case kind != "crs" && kind != "icans":
+				r.fail(where, "AdverseEvent.extension", "an ASTCT grade is for CRS and ICANS only, not %s", kind)
+			case g < 1 || g > 5:
+				r.fail(where, "AdverseEvent.extension", "ASTCT grade must be 1 to 5 (5: death from the toxicity), not %d", g)
+			case codeGrade != nil && *codeGrade != g:
+				r.fail(where, "AdverseEvent.extension", "ASTCT grade %d contradicts the event code's grade %d", g, *codeGrade)
 			}
 			f.Grade = &g
 		}
@@ -511,6 +517,71 @@ func (r *reader) toxicity(id string, body map[string]any) *toxicityFact {
 		}
 	}
 	return f
+}
+
+// Safety events followed for 15 years besides CRS and ICANS.
+const (
+	KindSubsequentMalignancy = "subsequent-malignancy"
+	KindTCellMalignancy      = "t-cell-malignancy"
+	KindInfection            = "infection"
+	KindProlongedCytopenia   = "prolonged-cytopenia"
+)
+
+// eventKind reads what an AdverseEvent's event codes say happened: crs, icans or a safety
+// event kind, "" for anything else. ICD-10-CM codes CRS (D89.83x) and ICANS (G92.0x) with the
+// grade as the last digit (1–5; 9 or 0 unspecified), which is returned too. A T-cell
+// malignancy is also a subsequent malignancy but is counted as the narrower kind. Other
+// malignancies are read from the registry's own code only: an ICD-10-CM cancer code on an
+// AdverseEvent after CAR-T may as well be the treated disease coming back.
+func eventKind(cs []coding) (kind string, grade *int) {
+	for _, c := range cs {
+		switch {
+		case c.Code == CodeCRSNCIt && strings.Contains(strings.ToLower(c.System), "nci"),
+			c.System == SystemCartreg && c.Code == "crs":
+			return "crs", nil
+		case c.System == SystemCartreg && c.Code == "icans":
+			return "icans", nil
+		case c.System == SystemCartreg && (c.Code == KindSubsequentMalignancy || c.Code == KindTCellMalignancy ||
+			c.Code == KindInfection || c.Code == KindProlongedCytopenia):
+			return c.Code, nil
+		case c.System == SystemICD10CM:
+			if kind, grade := icd10Event(strings.ToUpper(c.Code)); kind != "" {
+				return kind, grade
+			}
+		}
+	}
+	return "", nil
+}
+
+func icd10Event(code string) (kind string, grade *int) {
+	lastDigit := func(prefix string) *int {
+		if len(code) != len(prefix)+1 {
+			return nil
+		}
+		if g := int(code[len(prefix)] - '0'); g >= 1 && g <= 5 {
+			return &g
+		}
+		return nil
+	}
+	hasPrefix := func(prefixes ...string) bool {
+		for _, p := range prefixes {
+			if strings.HasPrefix(code, p) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case hasPrefix("D89.83"):
+		return "crs", lastDigit("D89.83")
+	case hasPrefix("G92.0"):
+		return "icans", lastDigit("G92.0")
+	case hasPrefix("C84", "C86", "C91.5", "C91.6"):
+		return KindTCellMalignancy, nil
+	case len(code) >= 1 && (code[0] == 'A' || code[0] == 'B'):
+		return KindInfection, nil
+	}
+	return "", nil
 }
 
 // contact reads an Encounter as a dated contact with the patient: the day it ended, else the day
