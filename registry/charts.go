@@ -143,3 +143,59 @@ func (r *Registry) groupLabel(groupBy, group string) string {
 func itoa(n int) string {
 	return strconv.Itoa(n)
 }
+
+// getToxicitySVG draws CRS and ICANS as one stacked bar each: the share of courses by their
+// worst ASTCT grade, none at the bottom. Groups are not drawn (the table has them).
+func (r *Registry) getToxicitySVG(c echo.Context) error {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	if groupBy != "" {
+		return badRequest(fmt.Errorf("group_by=%s: the toxicity chart shows all selected courses; ask "+
+			"/registry/outcomes/toxicity?group_by=%s for the table", groupBy, groupBy), "group_by")
+	}
+	report, err := r.Toxicity(c.Request().Context(), f, "")
+	if err != nil {
+		return err
+	}
+	chart := plot.ResponseChart{Title: "CRS and ICANS by worst ASTCT grade", Percent: c.QueryParam("percent") != "false",
+		Subtitle: "share of infused courses; grade 5 is death from the toxicity"}
+	if len(report.Groups) == 1 {
+		g := report.Groups[0]
+		for _, t := range []struct {
+			label string
+			s     ToxicitySummary
+		}{{"CRS", g.CRS}, {"ICANS", g.ICANS}} {
+			bar := plot.Bar{Label: t.label, N: *g.N}
+			shown := 0
+			none := *g.N
+			if t.s.Any.Count != nil {
+				none -= *t.s.Any.Count
+			} else {
+				none = -1
+			}
+			if none >= 0 {
+				bar.Segments = append(bar.Segments, plot.Segment{Label: "None", Count: none})
+				shown += none
+			}
+			// Ungraded next to none, so the worst colours stay with the worst grades.
+			for _, k := range []string{"ungraded", "1", "2", "3", "4", "5"} {
+				label := "Grade " + k
+				if k == "ungraded" {
+					label = "Grade not recorded"
+				}
+				if n := t.s.MaxGrade[k]; n != nil {
+					bar.Segments = append(bar.Segments, plot.Segment{Label: label, Count: *n})
+					shown += *n
+				}
+			}
+			if shown < bar.N {
+				bar.Segments = append(bar.Segments, plot.Segment{Hidden: true, Count: bar.N - shown,
+					Label: "Not shown: categories under " + itoa(r.cfg.MinCell) + " patients"})
+			}
+			chart.Bars = append(chart.Bars, bar)
+		}
+	}
+	return writeSVG(c, func(b *bytes.Buffer) error { return chart.WriteSVG(b) })
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,7 @@ func outcomesOf(t *testing.T, tr *testRegistry) map[string]string {
 		"response", "response?group_by=disease", "response?group_by=product&disease=myeloma",
 		"survival?endpoint=os&group_by=disease", "survival?endpoint=pfs&group_by=target",
 		"survival?endpoint=dor&group_by=site", "survival?endpoint=os&group_by=product&infused_from=2022-01-01",
+		"toxicity", "toxicity?group_by=disease",
 	} {
 		out[q] = string(tr.expect(200, "GET", "/registry/outcomes/"+q, nil).body)
 	}
@@ -196,6 +198,74 @@ func TestResponseAgreesWithAPerPatientCount(t *testing.T) {
 		}
 		if want["y1 missing"]+want["m3 pending"] == 0 || want["y5 not_yet_due"] == 0 {
 			t.Errorf("as of %s the cohort exercises too few statuses: %v", asOf.Format(time.DateOnly), want)
+		}
+	}
+}
+
+// CRS and ICANS as the report counts them agree with a count made patient by patient from the
+// generated cohort itself: worst grade per patient, any, grade 3 or above, and the median
+// onset day.
+func TestToxicityAgreesWithAPerPatientCount(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	cohort := generate(t, 800, 9)
+	loadCohortDirect(t, tr, cohort)
+	type tally struct {
+		any, grade3plus int
+		byGrade         map[int]int
+		onsets          []float64
+	}
+	want := map[string]*tally{"crs": {byGrade: map[int]int{}}, "icans": {byGrade: map[int]int{}}}
+	for _, p := range cohort.Patients {
+		worst, first := map[string]int{}, map[string]float64{}
+		for _, tox := range p.Toxicities {
+			if tox.Date.Before(p.Infusion.Date) {
+				continue
+			}
+			day := tox.Date.Sub(p.Infusion.Date).Hours() / 24
+			if _, seen := worst[tox.Kind]; !seen || day < first[tox.Kind] {
+				first[tox.Kind] = day
+			}
+			worst[tox.Kind] = max(worst[tox.Kind], tox.Grade)
+		}
+		for kind, g := range worst {
+			w := want[kind]
+			w.any++
+			w.byGrade[g]++
+			if g >= 3 {
+				w.grade3plus++
+			}
+			w.onsets = append(w.onsets, first[kind])
+		}
+	}
+	report, err := tr.reg.Toxicity(context.Background(), registry.Filter{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Groups) != 1 || *report.Groups[0].N != len(cohort.Patients) {
+		t.Fatalf("groups %+v", report.Groups)
+	}
+	g := report.Groups[0]
+	for kind, got := range map[string]registry.ToxicitySummary{"crs": g.CRS, "icans": g.ICANS} {
+		w := want[kind]
+		if *got.Any.Count != w.any || *got.Grade3Plus.Count != w.grade3plus {
+			t.Errorf("%s: any %d, grade ≥3 %d; patient by patient %d and %d", kind, *got.Any.Count, *got.Grade3Plus.Count, w.any, w.grade3plus)
+		}
+		for grade := 1; grade <= 4; grade++ {
+			if n := got.MaxGrade[strconv.Itoa(grade)]; n == nil || *n != w.byGrade[grade] {
+				t.Errorf("%s: worst grade %d in %v courses, patient by patient %d", kind, grade, n, w.byGrade[grade])
+			}
+		}
+		slices.Sort(w.onsets)
+		median := w.onsets[len(w.onsets)/2]
+		if len(w.onsets)%2 == 0 {
+			median = (w.onsets[len(w.onsets)/2-1] + median) / 2
+		}
+		if got.OnsetDays == nil || got.OnsetDays.Median != median {
+			t.Errorf("%s: median onset %+v, patient by patient %v", kind, got.OnsetDays, median)
+		}
+		if w.any == 0 || w.grade3plus == 0 {
+			t.Errorf("%s: the cohort exercises too little: %+v", kind, w)
 		}
 	}
 }

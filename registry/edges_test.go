@@ -3,6 +3,7 @@ package registry_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -628,5 +629,46 @@ func TestToxicityAndSafetyEventCodes(t *testing.T) {
 	}
 	if tr.count(`SELECT count(*) FROM registry_toxicity`) != before {
 		t.Error("a refused AdverseEvent was written")
+	}
+}
+
+// The toxicity table and chart keep the small-cell rule: with 12 courses, 6 with CRS (4 of
+// grade 1, 2 of grade 3), the grades under 5 are hidden, and the chart draws them as one
+// hatched block instead of dropping the bar.
+func TestToxicityKeepsSmallCells(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 5})
+	for i, grade := range []int{1, 1, 1, 1, 3, 3, 0, 0, 0, 0, 0, 0} {
+		entries := []entry{
+			post("urn:uuid:site", organization("Riverside")),
+			post("urn:uuid:pat", patient("urn:uuid:site")),
+			post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+			post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2025-01-01", "axi-cel")),
+		}
+		if grade > 0 {
+			entries = append(entries, post("urn:uuid:crs", toxicity("urn:uuid:pat", "urn:uuid:inf", "crs", fmt.Sprintf("2025-01-0%d", 2+i%3), grade)))
+		}
+		tr.expect(200, "POST", "/fhir", transaction(entries...))
+	}
+	g := tr.expect(200, "GET", "/registry/outcomes/toxicity", nil).json(t)["groups"].([]any)[0].(map[string]any)
+	crs := g["crs"].(map[string]any)
+	if crs["any"].(map[string]any)["count"] != 6.0 {
+		t.Errorf("CRS in %v courses, want 6", crs["any"])
+	}
+	for grade, n := range crs["max_grade"].(map[string]any) {
+		if n != nil && n.(float64) > 0 && n.(float64) < 5 {
+			t.Errorf("worst grade %s shown for %v courses, under the minimum cell", grade, n)
+		}
+	}
+	if crs["grade_3_plus"].(map[string]any)["count"] != nil {
+		t.Errorf("grade ≥3 CRS in 2 courses shown: %v", crs["grade_3_plus"])
+	}
+	svg := string(tr.expect(200, "GET", "/registry/outcomes/toxicity.svg", nil).body)
+	if !strings.Contains(svg, `class="segment hidden"`) || strings.Contains(svg, `class="bar suppressed"`) {
+		t.Error("the chart does not show hidden grades as a hatched block")
+	}
+	csv := string(tr.expect(200, "GET", "/registry/outcomes/toxicity?_format=csv", nil).body)
+	if !strings.HasPrefix(csv, "group,n,toxicity,any") || !strings.Contains(csv, "all,12,crs,6,") {
+		t.Errorf("toxicity CSV:\n%s", csv)
 	}
 }

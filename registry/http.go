@@ -23,6 +23,8 @@ func (r *Registry) Register(e *echo.Echo) {
 	g.GET("/outcomes/response.svg", r.getResponseSVG)
 	g.GET("/outcomes/survival", r.getSurvival)
 	g.GET("/outcomes/survival.svg", r.getSurvivalSVG)
+	g.GET("/outcomes/toxicity", r.getToxicity)
+	g.GET("/outcomes/toxicity.svg", r.getToxicitySVG)
 }
 
 func badRequest(err error, param string) error {
@@ -99,6 +101,21 @@ func (r *Registry) getResponse(c echo.Context) error {
 	}
 	if wantsCSV(c) {
 		return writeCSV(c, "response", report.CSV())
+	}
+	return writeJSON(c, report)
+}
+
+func (r *Registry) getToxicity(c echo.Context) error {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	report, err := r.Toxicity(c.Request().Context(), f, groupBy)
+	if err != nil {
+		return err
+	}
+	if wantsCSV(c) {
+		return writeCSV(c, "toxicity.csv", report.CSV())
 	}
 	return writeJSON(c, report)
 }

@@ -85,7 +85,7 @@ func courses(groupBy string, f Filter) (string, error) {
 	// The filter's conditions stay when it is empty (they are all true then): PostgreSQL
 	// cannot type a parameter the statement never uses.
 	return `WITH course AS (
-		SELECT ` + distinct + `i.resource_type, i.resource_id, i.infused_on, i.death_on, i.last_contact_on,
+		SELECT ` + distinct + `i.resource_type, i.resource_id, i.patient_id, i.infused_on, i.death_on, i.last_contact_on,
 			i.progression_on, i.last_progression_free_on, i.first_response_on, i.next_infused_on, i.timepoints, ` + g + ` AS g
 		FROM registry_infusion i LEFT JOIN registry_site s ON s.organization_id = i.effective_site_id
 		WHERE ($1::text[] IS NULL OR i.disease = ANY($1))
