@@ -54,6 +54,7 @@ func (pol *Policy) routes() map[string]rule {
 		"GET /registry/outcomes/survival":     outcomes,
 		"GET /registry/outcomes/survival.svg": outcomes,
 		"GET /registry/outcomes/toxicity":     outcomes,
+		"GET /registry/outcomes/incidence":    outcomes,
 		"GET /registry/outcomes/toxicity.svg": outcomes,
 		// Follow-up.
 		"GET /worklist":              worklist,

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -266,6 +267,60 @@ func TestToxicityAgreesWithAPerPatientCount(t *testing.T) {
 		}
 		if w.any == 0 || w.grade3plus == 0 {
 			t.Errorf("%s: the cohort exercises too little: %+v", kind, w)
+		}
+	}
+}
+
+// Relapses and deaths without relapse as the competing-risks report counts them agree with a
+// count patient by patient from the generated cohort: the first progression category, or a
+// death before any.
+func TestIncidenceAgreesWithAPerPatientCount(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	cohort := generate(t, 800, 11)
+	loadCohortDirect(t, tr, cohort)
+	terms := tr.reg.Terminology()
+	relapses, deaths := 0, 0
+	for _, p := range cohort.Patients {
+		var progression *time.Time
+		for _, a := range p.Assessments {
+			if terms.Categories[a.Category].Progression && !a.Date.Before(p.Infusion.Date) {
+				d := a.Date
+				progression = &d
+				break
+			}
+		}
+		switch {
+		case p.Death != nil && (progression == nil || p.Death.Before(*progression)):
+			deaths++
+		case progression != nil:
+			relapses++
+		}
+	}
+	report, err := tr.reg.Incidence(context.Background(), registry.Filter{}, registry.IncidenceRelapse, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := report.Groups[0]
+	if *g.N != len(cohort.Patients) || *g.Events != relapses || *g.Competing != deaths {
+		t.Errorf("report: n %d, relapses %d, deaths without relapse %d; patient by patient: %d, %d, %d",
+			*g.N, *g.Events, *g.Competing, len(cohort.Patients), relapses, deaths)
+	}
+	if relapses == 0 || deaths == 0 {
+		t.Errorf("the cohort exercises too little: %d relapses, %d deaths", relapses, deaths)
+	}
+	// Every course ends in one state: at each step the two incidences and PFS add up to 1.
+	pfs, err := tr.reg.Survival(context.Background(), registry.Filter{}, registry.EndpointPFS, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for day, lm := range g.Landmarks {
+		s := pfs.Groups[0].Landmarks[day]
+		if lm == nil || s == nil {
+			continue
+		}
+		if sum := *lm.Incidence.Survival + *lm.Competing.Survival + *s.Survival; math.Abs(sum-1) > 1e-9 {
+			t.Errorf("day %s: relapse + NRM + PFS = %v", day, sum)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -670,5 +671,69 @@ func TestToxicityKeepsSmallCells(t *testing.T) {
 	csv := string(tr.expect(200, "GET", "/registry/outcomes/toxicity?_format=csv", nil).body)
 	if !strings.HasPrefix(csv, "group,n,toxicity,any") || !strings.Contains(csv, "all,12,crs,6,") {
 		t.Errorf("toxicity CSV:\n%s", csv)
+	}
+}
+
+// Relapse with death without relapse competing (Aalen-Johansen), by hand for the lymphoma
+// patients of outcomeCohort: death on day 20 (P4) among 6; relapse on day 30 (P8) among 5;
+// censored 35; relapse on day 90 (P2) among 3. F_relapse(365) = 5/6·1/5 + 4/6·1/3 = 7/18 and
+// F_death(365) = 1/6, which add up to 1 − PFS(365) = 5/9.
+func TestIncidenceOfRelapseWithDeathCompeting(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	outcomeCohort(t, tr)
+	g := tr.expect(200, "GET", "/registry/outcomes/incidence?disease=lbcl", nil).json(t)["groups"].([]any)[0].(map[string]any)
+	if g["n"] != 6.0 || g["events"] != 2.0 || g["competing"] != 1.0 {
+		t.Errorf("n %v, relapses %v, deaths without relapse %v; want 6, 2, 1", g["n"], g["events"], g["competing"])
+	}
+	lm := g["landmarks"].(map[string]any)["365"].(map[string]any)
+	relapse := lm["incidence"].(map[string]any)["survival"].(float64)
+	nrm := lm["competing"].(map[string]any)["survival"].(float64)
+	if math.Abs(relapse-7.0/18) > 1e-12 || math.Abs(nrm-1.0/6) > 1e-12 {
+		t.Errorf("at 1 year: relapse %v (want 7/18), non-relapse mortality %v (want 1/6)", relapse, nrm)
+	}
+	pfs := tr.expect(200, "GET", "/registry/outcomes/survival?disease=lbcl&endpoint=pfs", nil).json(t)["groups"].([]any)[0].(map[string]any)
+	s := pfs["landmarks"].(map[string]any)["365"].(map[string]any)["survival"].(float64)
+	if math.Abs(relapse+nrm+s-1) > 1e-12 {
+		t.Errorf("relapse %v + NRM %v + PFS %v at 1 year is not 1", relapse, nrm, s)
+	}
+
+	// A safety event: one prolonged cytopenia on day 60 among the lymphoma patients.
+	var p1, inf1 string
+	if err := tr.db.QueryRow(context.Background(), `SELECT patient_id, resource_type || '/' || resource_id FROM registry_infusion
+		WHERE disease = 'lbcl' ORDER BY patient_id LIMIT 1`).Scan(&p1, &inf1); err != nil {
+		t.Fatal(err)
+	}
+	tr.expect(201, "POST", "/fhir/AdverseEvent", adverseEvent("Patient/"+p1, inf1, registry.SystemCartreg, "prolonged-cytopenia", "2024-03-01", 0))
+	cyto := tr.expect(200, "GET", "/registry/outcomes/incidence?disease=lbcl&event=prolonged-cytopenia", nil).json(t)["groups"].([]any)[0].(map[string]any)
+	if cyto["events"] != 1.0 {
+		t.Errorf("prolonged cytopenias: %v, want 1", cyto["events"])
+	}
+	tr.expect(400, "GET", "/registry/outcomes/incidence?event=sunburn", nil)
+	csv := string(tr.expect(200, "GET", "/registry/outcomes/incidence?_format=csv", nil).body)
+	if !strings.HasPrefix(csv, "event,group,n,events,competing,t_days") {
+		t.Errorf("incidence CSV:\n%s", csv)
+	}
+}
+
+// Survival by group carries the log-rank test of the groups shown, as survdiff computes it:
+// here OS of lymphoma (6 patients, 2 deaths) against myeloma (2, none; one censored on day
+// 0, one on day 30), by hand: at day 20 1 death among 7 at risk, 6 of them lymphoma
+// (E = 6/7); at day 200 1 death among 3, all lymphoma (E = 1). O − E = 1/7 for lymphoma;
+// variance 6/7·1/7 + 0 = 6/49, so χ² = 1/6.
+func TestSurvivalByGroupHasTheLogRankTest(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	outcomeCohort(t, tr)
+	report := tr.expect(200, "GET", "/registry/outcomes/survival?group_by=disease", nil).json(t)
+	lr, ok := report["log_rank"].(map[string]any)
+	if !ok {
+		t.Fatalf("no log_rank: %v", report["log_rank"])
+	}
+	if math.Abs(lr["chi_square"].(float64)-1.0/6) > 1e-12 || lr["df"] != 1.0 || lr["p"] == nil {
+		t.Errorf("log-rank %v, want χ² = 1/6 on 1 df", lr)
+	}
+	if _, ok := tr.expect(200, "GET", "/registry/outcomes/survival", nil).json(t)["log_rank"]; ok {
+		t.Error("a single group has a log-rank test")
 	}
 }

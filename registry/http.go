@@ -24,6 +24,7 @@ func (r *Registry) Register(e *echo.Echo) {
 	g.GET("/outcomes/survival", r.getSurvival)
 	g.GET("/outcomes/survival.svg", r.getSurvivalSVG)
 	g.GET("/outcomes/toxicity", r.getToxicity)
+	g.GET("/outcomes/incidence", r.getIncidence)
 	g.GET("/outcomes/toxicity.svg", r.getToxicitySVG)
 }
 
@@ -116,6 +117,29 @@ func (r *Registry) getToxicity(c echo.Context) error {
 	}
 	if wantsCSV(c) {
 		return writeCSV(c, "toxicity.csv", report.CSV())
+	}
+	return writeJSON(c, report)
+}
+
+func (r *Registry) getIncidence(c echo.Context) error {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	event := c.QueryParam("event")
+	if event == "" {
+		event = IncidenceRelapse
+	}
+	if _, ok := incidenceEvents[event]; !ok {
+		return badRequest(fmt.Errorf("event=%s: want relapse, %s, %s, %s or %s", event,
+			KindSubsequentMalignancy, KindTCellMalignancy, KindInfection, KindProlongedCytopenia), "event")
+	}
+	report, err := r.Incidence(c.Request().Context(), f, event, groupBy)
+	if err != nil {
+		return err
+	}
+	if wantsCSV(c) {
+		return writeCSV(c, "incidence-"+report.Event, report.CSV())
 	}
 	return writeJSON(c, report)
 }

@@ -61,6 +61,15 @@ type SurvivalReport struct {
 	GroupBy  string          `json:"group_by,omitempty"`
 	MinCell  int             `json:"min_cell"`
 	Groups   []SurvivalGroup `json:"groups"`
+	// LogRank tests equal survival across the groups shown, when there are two or more.
+	LogRank *LogRank `json:"log_rank,omitempty"`
+}
+
+// LogRank is the log-rank test across groups (survival::survdiff's, rho = 0).
+type LogRank struct {
+	ChiSquare float64  `json:"chi_square"`
+	DF        int      `json:"df"`
+	P         *float64 `json:"p"`
 }
 
 const survivalSQL = `
@@ -97,13 +106,7 @@ func (c courseDates) observation(endpoint string) (stats.Observation, bool) {
 		}
 		start = *c.firstResponse
 	}
-	// A death counts for this course unless a later infusion came first: then the course's
-	// follow-up ended at that infusion, without an event.
-	event := c.progression
-	if c.death != nil && (c.nextInfusion == nil || !c.nextInfusion.Before(*c.death)) && (event == nil || c.death.Before(*event)) {
-		event = c.death
-	}
-	if event != nil {
+	if event, _ := c.progressionOrDeath(); event != nil {
 		return stats.Observation{Time: days(start, *event), Event: true}, true
 	}
 	censor := start
@@ -111,6 +114,17 @@ func (c courseDates) observation(endpoint string) (stats.Observation, bool) {
 		censor = *c.lastPF
 	}
 	return stats.Observation{Time: days(start, censor)}, true
+}
+
+// progressionOrDeath is the event that ends progression-free survival, and whether it was a
+// death (without progression before it). A death counts for this course unless a later
+// infusion came first: then the course's follow-up ended at that infusion, without an event.
+func (c courseDates) progressionOrDeath() (event *time.Time, death bool) {
+	event = c.progression
+	if c.death != nil && (c.nextInfusion == nil || !c.nextInfusion.Before(*c.death)) && (event == nil || c.death.Before(*event)) {
+		return c.death, true
+	}
+	return event, false
 }
 
 // Survival estimates the endpoint's Kaplan-Meier curve for each group of the selected courses,
@@ -147,6 +161,7 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 	}
 
 	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []SurvivalGroup{}}
+	compared := map[string][]stats.Observation{} // the groups shown, for the log-rank test
 	for g, cs := range byGroup {
 		var obs, followUp []stats.Observation
 		for _, c := range cs {
@@ -156,7 +171,11 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 			os, _ := c.observation(EndpointOS)
 			followUp = append(followUp, os)
 		}
-		report.Groups = append(report.Groups, r.survivalGroup(g, obs, followUp))
+		group := r.survivalGroup(g, obs, followUp)
+		if group.N != nil && *group.N > 0 {
+			compared[g] = obs
+		}
+		report.Groups = append(report.Groups, group)
 	}
 	sortGroups(report.Groups, func(g SurvivalGroup) int {
 		if g.N == nil {
@@ -164,6 +183,19 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 		}
 		return *g.N
 	}, func(g SurvivalGroup) string { return g.Group })
+	if len(compared) >= 2 {
+		// In the report's order, so that the same data give the same digits.
+		var groups [][]stats.Observation
+		for _, g := range report.Groups {
+			if obs, ok := compared[g.Group]; ok {
+				groups = append(groups, obs)
+			}
+		}
+		lr := stats.LogRankTest(groups)
+		if lr.DF > 0 {
+			report.LogRank = &LogRank{ChiSquare: lr.ChiSquare, DF: lr.DF, P: number(lr.P)}
+		}
+	}
 	return report, nil
 }
 
