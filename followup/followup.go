@@ -39,6 +39,21 @@ type Config struct {
 	// Owners maps a site (Organization id) to the reference of its coordinator
 	// ("Practitioner/7"); a site without one owns its Tasks itself.
 	Owners map[string]string
+	// CalendarOverdueDays is how many days overdue a visit may be and still show in the
+	// calendar feed across its window; one longer overdue shows once, on today, where a
+	// coordinator looking at this week will see it (DefaultCalendarOverdueDays if 0).
+	CalendarOverdueDays int
+}
+
+// DefaultCalendarOverdueDays is CalendarOverdueDays unless set: about six months, after which
+// a visit's window is too far back for anyone to scroll to.
+const DefaultCalendarOverdueDays = 180
+
+func (c Config) overdueHorizon() int {
+	if c.CalendarOverdueDays <= 0 {
+		return DefaultCalendarOverdueDays
+	}
+	return c.CalendarOverdueDays
 }
 
 func (c Config) location() *time.Location {

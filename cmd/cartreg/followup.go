@@ -26,13 +26,16 @@ import (
 
 // FollowUpConfig is how the follow-up scheduler and its digests are set up.
 type FollowUpConfig struct {
-	Schedule         string // cron spec of the scheduled run
-	TimeZone         string // of the spec, and of the calendar days windows are counted in
-	LeadDays         int
-	Coordinators     string // site=owner pairs, see followup.ParseOwners
-	DigestWebhook    string
-	DigestEmail      bool
-	DeliveryInterval time.Duration
+	Schedule string // cron spec of the scheduled run
+	TimeZone string // of the spec, and of the calendar days windows are counted in
+	LeadDays int
+	// CalendarOverdueDays is how late a visit may be and still show across its window in the
+	// calendar feed; later, it shows on today.
+	CalendarOverdueDays int
+	Coordinators        string // site=owner pairs, see followup.ParseOwners
+	DigestWebhook       string
+	DigestEmail         bool
+	DeliveryInterval    time.Duration
 	// DeliveryRetention is how long delivered messages are kept (for an operator to look
 	// at) before their bodies, which carry patient data, are deleted.
 	DeliveryRetention time.Duration
@@ -44,7 +47,7 @@ type FollowUpConfig struct {
 }
 
 func defaultFollowUp() FollowUpConfig {
-	return FollowUpConfig{Schedule: "30 5 * * *", TimeZone: "UTC", LeadDays: 14, DeliveryInterval: 30 * time.Second, DeliveryRetention: 30 * 24 * time.Hour,
+	return FollowUpConfig{Schedule: "30 5 * * *", TimeZone: "UTC", LeadDays: 14, CalendarOverdueDays: followup.DefaultCalendarOverdueDays, DeliveryInterval: 30 * time.Second, DeliveryRetention: 30 * 24 * time.Hour,
 		SMTP: outbox.SMTPConfig{TLS: outbox.TLSStartTLS}}
 }
 
@@ -61,6 +64,8 @@ func (c *Config) registerFollowUpFlags(fs *flag.FlagSet) {
 func (c *Config) registerScheduleFlags(fs *flag.FlagSet) {
 	f := &c.FollowUp
 	fs.StringVar(&f.Schedule, "follow-up-schedule", f.Schedule, `when the follow-up scheduler runs: a cron spec ("30 5 * * *") or "@daily"; "off" to run it only with cartreg schedule run`)
+	fs.IntVar(&f.CalendarOverdueDays, "calendar-overdue-days", f.CalendarOverdueDays,
+		"a visit overdue by more than this many days shows in the work list's calendar feed once, on today, instead of across its long-past window")
 	fs.StringVar(&f.DigestWebhook, "digest-webhook", f.DigestWebhook, "URL that receives each coordinator's digest of new and newly overdue Tasks as a FHIR Bundle, after every run")
 	fs.BoolVar(&f.DigestEmail, "digest-email", f.DigestEmail, "also e-mail each coordinator their digest, to the e-mail telecom of their Practitioner (needs -smtp-host)")
 	fs.DurationVar(&f.DeliveryInterval, "delivery-interval", f.DeliveryInterval, "how often queued digests and Subscription notifications are (re)tried")
@@ -88,6 +93,9 @@ func (f *FollowUpConfig) resolve() error {
 	if f.LeadDays < 0 {
 		return fmt.Errorf("-follow-up-lead-days must not be negative, got %d", f.LeadDays)
 	}
+	if f.CalendarOverdueDays < 1 {
+		return fmt.Errorf("-calendar-overdue-days must be at least 1, got %d", f.CalendarOverdueDays)
+	}
 	if f.owners, err = followup.ParseOwners(f.Coordinators); err != nil {
 		return fmt.Errorf("-follow-up-coordinators: %w", err)
 	}
@@ -111,7 +119,7 @@ func (f *FollowUpConfig) resolve() error {
 }
 
 func (f *FollowUpConfig) tracker() followup.Config {
-	return followup.Config{LeadDays: f.LeadDays, Owners: f.owners, Location: f.location}
+	return followup.Config{LeadDays: f.LeadDays, Owners: f.owners, Location: f.location, CalendarOverdueDays: f.CalendarOverdueDays}
 }
 
 func (f *FollowUpConfig) digests(baseURL string) followup.DigestConfig {
