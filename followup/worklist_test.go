@@ -379,6 +379,14 @@ func TestWorklist(t *testing.T) {
 		if r := c.h.As(coordinatorA, http.MethodGet, "/worklist?patient=MRN-0001", nil); r.Status != http.StatusOK || !strings.Contains(string(r.Body), "Lovelace") {
 			t.Errorf("a coordinator asking for their own patient by MRN: %d %s", r.Status, r.Body)
 		}
+		// Another hospital's patient with the same MRN: a bare value is ambiguous, system|value not.
+		c.post(map[string]any{"resourceType": "Patient", "identifier": []any{map[string]any{"system": "urn:oid:5.6.7", "value": "MRN-0001"}}})
+		if r := c.do(http.MethodGet, "/worklist?patient=MRN-0001", ""); r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "system|value") {
+			t.Errorf("an MRN two patients share: %d %s", r.status, r.body)
+		}
+		if got := c.list("?patient=" + url.QueryEscape("urn:oid:1.2.3.4|MRN-0001")); len(got.Items) != 1 || got.Items[0].Patient.Name != "Ada Lovelace" {
+			t.Errorf("the MRN with its system: %+v", got.Items)
+		}
 	})
 
 	t.Run("a visit long overdue shows on today in the calendar", func(t *testing.T) {
