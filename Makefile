@@ -18,7 +18,7 @@ help: ## list the targets
 build: ## build bin/cartreg
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cartreg
 
-run: postgres build ## run the server on http://localhost:8080 with the embedded database in ./var
+run: postgres build ## run the server on http://localhost:8080 with the embedded database in the per-user data dir
 	./$(BIN) serve
 
 test: postgres ## run every test, with the race detector, against real PostgreSQL (large data sets trimmed)
@@ -55,7 +55,7 @@ fuzz: ## run each fuzz target with -fuzz for FUZZTIME (60s); new failing inputs 
 	done
 
 migrate: postgres build ## apply pending migrations to the configured database
-	./$(BIN) migrate up
+	./$(BIN) migrate up -init
 
 postgres: ## make sure PostgreSQL server binaries (and, as root, a user to run them) exist
 	@if [ -n "$$CARTREG_PG_BIN_DIR" ] && [ -x "$$CARTREG_PG_BIN_DIR/initdb" ]; then :; \

@@ -195,7 +195,7 @@ func (a *App) Routes(e *echo.Echo) {
 	a.Auth.Register(e)
 	a.API.Register(e)
 	a.Registry.Register(e)
-	a.FollowUp.Register(e, a.DB, a.Clock, coordinatorSites)
+	a.FollowUp.Register(e, a.DB, a.Clock, coordinatorSites, a.Searcher)
 	// The access policy has already decided who reaches the audit trail.
 	a.Audit.Register(e, func(next echo.HandlerFunc) echo.HandlerFunc { return next })
 }

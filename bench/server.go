@@ -163,10 +163,11 @@ type SchedulerRun struct {
 var scheduleSummary = regexp.MustCompile(`: (\d+) Tasks, (\d+) open, (\d+) overdue`)
 
 // scheduleRun runs the follow-up scheduler once as its own process, on the running server's
-// database, and measures the whole process: start-up, the run, its digests, exit.
+// database, and measures the whole process: start-up, the run, its digests, exit. The day
+// after the cohort's as-of may be later than now: -force allows it.
 func scheduleRun(ctx context.Context, bin, dataDir string, at time.Time) (SchedulerRun, error) {
 	r := SchedulerRun{At: at}
-	cmd := exec.CommandContext(ctx, bin, "schedule", "run", "-data-dir", dataDir, "-at", at.Format(time.RFC3339), "-log-level", "warn")
+	cmd := exec.CommandContext(ctx, bin, "schedule", "run", "-data-dir", dataDir, "-at", at.Format(time.RFC3339), "-force", "-log-level", "warn")
 	cmd.Env = cleanEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -39,6 +39,21 @@ type Config struct {
 	// Owners maps a site (Organization id) to the reference of its coordinator
 	// ("Practitioner/7"); a site without one owns its Tasks itself.
 	Owners map[string]string
+	// CalendarOverdueDays is how many days overdue a visit may be and still show in the
+	// calendar feed across its window; one longer overdue shows once, on today, where a
+	// coordinator looking at this week will see it (DefaultCalendarOverdueDays if 0).
+	CalendarOverdueDays int
+}
+
+// DefaultCalendarOverdueDays is CalendarOverdueDays unless set: about six months, after which
+// a visit's window is too far back for anyone to scroll to.
+const DefaultCalendarOverdueDays = 180
+
+func (c Config) overdueHorizon() int {
+	if c.CalendarOverdueDays <= 0 {
+		return DefaultCalendarOverdueDays
+	}
+	return c.CalendarOverdueDays
 }
 
 func (c Config) location() *time.Location {
@@ -313,31 +328,9 @@ type write struct {
 // apply writes the Tasks that differ from what they should be; creating says whether visits
 // without a Task get one.
 func (s *Tracker) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits []*visit, creating bool, sum *Summary) error {
-	today := s.day(at)
-	var creates, updates, takeovers []write
-	for _, v := range visits {
-		status, business, ok := v.want(today)
-		if !ok {
-			continue
-		}
-		v.status, v.business = status, business
-		switch {
-		case v.task == nil:
-			if creating {
-				creates = append(creates, write{v: v}) // rendered by create, a slice at a time
-			}
-		case v.task.current != v.task.written:
-			// A coordinator's version. It is theirs, except that the visit's end still
-			// reaches it: an assessment completes an open Task and a death or withdrawal
-			// cancels one, keeping what the coordinator wrote.
-			if (status == StatusCompleted || status == StatusCancelled) && stillSought(v.task.currentStatus) {
-				takeovers = append(takeovers, write{v: v, from: v.task.current})
-				continue
-			}
-			sum.LeftToCoordinator++
-		case v.task.status != status || v.task.businessStatus != business || v.task.output != v.assessment:
-			updates = append(updates, write{v: v, res: s.task(v, v.task.id, at), from: v.task.written})
-		}
+	creates, updates, takeovers := s.decide(s.day(at), visits, creating, sum)
+	for i := range updates {
+		updates[i].res = s.task(updates[i].v, updates[i].v.task.id, at)
 	}
 	if len(takeovers) > 0 {
 		var err error
@@ -379,6 +372,38 @@ func (s *Tracker) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits []*
 		updates = updates[n:]
 	}
 	return nil
+}
+
+// decide sorts visits by what their Tasks need as of today: creates (visits without a Task,
+// when creating), updates of the scheduler's own Tasks, and takeovers of coordinators' Tasks
+// that an assessment, a death or a withdrawal closes; none of them rendered yet. Coordinators'
+// Tasks left alone are counted in sum.
+func (s *Tracker) decide(today time.Time, visits []*visit, creating bool, sum *Summary) (creates, updates, takeovers []write) {
+	for _, v := range visits {
+		status, business, ok := v.want(today)
+		if !ok {
+			continue
+		}
+		v.status, v.business = status, business
+		switch {
+		case v.task == nil:
+			if creating {
+				creates = append(creates, write{v: v}) // rendered by create, a slice at a time
+			}
+		case v.task.current != v.task.written:
+			// A coordinator's version. It is theirs, except that the visit's end still
+			// reaches it: an assessment completes an open Task and a death or withdrawal
+			// cancels one, keeping what the coordinator wrote.
+			if (status == StatusCompleted || status == StatusCancelled) && stillSought(v.task.currentStatus) {
+				takeovers = append(takeovers, write{v: v, from: v.task.current})
+				continue
+			}
+			sum.LeftToCoordinator++
+		case v.task.status != status || v.task.businessStatus != business || v.task.output != v.assessment:
+			updates = append(updates, write{v: v, from: v.task.written})
+		}
+	}
+	return creates, updates, takeovers
 }
 
 // create writes new Tasks for visits, a slice at a time. A goroutine renders and indexes each
@@ -592,10 +617,6 @@ func day(t time.Time) string { return t.Format(time.DateOnly) }
 // task is the Task resource for a visit in the given state.
 func (s *Tracker) task(v *visit, id string, at time.Time) *fhir.Resource {
 	m, status, business := v.milestone, v.status, v.business
-	owner := "Organization/" + v.site
-	if o, ok := s.cfg.Owners[v.site]; ok && o != "" {
-		owner = o
-	}
 	body := map[string]any{
 		"resourceType": "Task",
 		"identifier": []any{map[string]any{"system": IdentifierSystem,
@@ -612,7 +633,7 @@ func (s *Tracker) task(v *visit, id string, at time.Time) *fhir.Resource {
 			m.Label, v.product, day(v.infused), day(v.opens), day(v.closes), day(v.infused.AddDate(0, 0, m.TargetDay))),
 		"lastModified": at.UTC().Format(time.RFC3339),
 	}
-	if v.site != "" {
+	if owner := s.ownerOf(v.site); owner != "" {
 		body["owner"] = map[string]any{"reference": owner}
 	}
 	if business != "" {
@@ -637,6 +658,18 @@ func (s *Tracker) task(v *visit, id string, at time.Time) *fhir.Resource {
 		body["statusReason"] = map[string]any{"text": reason}
 	}
 	return &fhir.Resource{Type: "Task", ID: id, Body: body}
+}
+
+// ownerOf is who owns a site's Tasks: its coordinator, else the site Organization; "" for
+// an infusion with no site.
+func (s *Tracker) ownerOf(site string) string {
+	if site == "" {
+		return ""
+	}
+	if o, ok := s.cfg.Owners[site]; ok && o != "" {
+		return o
+	}
+	return "Organization/" + site
 }
 
 // ParseOwners reads coordinators per site: "org=Practitioner/7,org2=PractitionerRole/3".

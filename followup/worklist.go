@@ -22,8 +22,9 @@ import (
 var taskStatuses = []string{"draft", "requested", "received", "accepted", "rejected", "ready", "cancelled",
 	"in-progress", "on-hold", "failed", "completed", "entered-in-error"}
 
-// DefaultWithin is how far ahead a work list looks for windows about to open.
-const DefaultWithin = 30
+// WithinLeadTime, as Query.Within, looks ahead as far as the scheduler makes Tasks ahead of a
+// window (Config.LeadDays): the work list's default, since no Task exists further ahead.
+const WithinLeadTime = -1
 
 // maxWithin bounds the look-ahead (ten years), so a typo cannot overflow a date.
 const maxWithin = 3660
@@ -38,6 +39,14 @@ type Worklist struct {
 	now   func() time.Time
 	s     *Tracker // its plan labels milestones and dates windows; its calendar counts days
 	limit SiteLimit
+	match Matcher
+}
+
+// Matcher finds the one resource of a type that search criteria select ("" for none, an
+// Outcome when several do): how the work list finds a patient by MRN and a site by its
+// identifier. fhir.Searcher is one.
+type Matcher interface {
+	MatchOne(ctx context.Context, db fhir.DBTX, resourceType, criteria, purpose string) (string, error)
 }
 
 // SiteLimit says which sites a request may see the work list of: limited is false for a
@@ -70,7 +79,9 @@ type Query struct {
 	Sites    []string // Organization ids of the infusions' sites
 	Patients []string // Patient ids
 	Statuses []string // Task statuses; OpenStatuses when empty
-	Within   int      // days ahead an upcoming window may open; 0 lists only overdue and due
+	// Within is how many days ahead an upcoming window may open; 0 lists only overdue and due,
+	// WithinLeadTime as far as Tasks are made ahead.
+	Within int
 }
 
 // Urgencies, most urgent first.
@@ -130,11 +141,17 @@ type Site struct {
 
 // Report is a work list as of a day.
 type Report struct {
-	AsOf       string         `json:"as_of"`
-	WithinDays int            `json:"within_days"`
-	Total      int            `json:"total"`
-	Counts     map[string]int `json:"counts"` // by urgency
-	Items      []Item         `json:"items"`
+	AsOf       string `json:"as_of"`
+	WithinDays int    `json:"within_days"`
+	// LeadDays is how long before a window opens its Task is made: a list looking further
+	// ahead than this finds no more.
+	LeadDays int            `json:"lead_days"`
+	Total    int            `json:"total"`
+	Counts   map[string]int `json:"counts"` // by urgency
+	Items    []Item         `json:"items"`
+
+	today          time.Time
+	overdueHorizon int // days overdue beyond which the calendar shows a visit on today
 }
 
 // worklistSQL reads the current version of every follow-up Task in one of the statuses ($5),
@@ -194,6 +211,9 @@ func (w *Worklist) today() time.Time { return w.s.day(w.now()) }
 // ties by patient name, then Task id.
 func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 	today := w.today()
+	if q.Within < 0 {
+		q.Within = w.s.cfg.LeadDays
+	}
 	statuses := q.Statuses
 	if len(statuses) == 0 {
 		statuses = OpenStatuses
@@ -224,7 +244,8 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 		return nil, fmt.Errorf("reading the work list: %w", err)
 	}
 	defer rows.Close()
-	rep := &Report{AsOf: day(today), WithinDays: q.Within, Items: []Item{},
+	rep := &Report{AsOf: day(today), WithinDays: q.Within, LeadDays: w.s.cfg.LeadDays, Items: []Item{},
+		today: today, overdueHorizon: w.s.cfg.overdueHorizon(),
 		Counts: map[string]int{UrgencyOverdue: 0, UrgencyDue: 0, UrgencyUpcoming: 0}}
 	for rows.Next() {
 		var it Item
@@ -423,10 +444,12 @@ func paramValues(q url.Values, name string) []string {
 }
 
 // ParseQuery reads a work list's parameters: owner, site, patient and status (repeatable or
-// comma-separated), within (30d, 2w; 0d for only overdue and due) and _format (json, csv,
-// ics). Any other parameter is refused: a mistyped filter must not widen a work list.
+// comma-separated), within (30d, 2w; 0d for only overdue and due; by default the lead time)
+// and _format (json, csv, ics). Any other parameter is refused: a mistyped filter must not
+// widen a work list. Sites and patients are as the client wrote them (an id, a name, an
+// identifier): Worklist.Resolve turns them into ids.
 func ParseQuery(q url.Values) (Query, string, error) {
-	query := Query{Within: DefaultWithin}
+	query := Query{Within: WithinLeadTime}
 	for name := range q {
 		switch name {
 		case "owner", "site", "patient", "status", "within", "_format", "_pretty":
@@ -442,18 +465,16 @@ func ParseQuery(q url.Values) (Query, string, error) {
 		query.Owners = append(query.Owners, m[1]+"/"+m[2])
 	}
 	for _, s := range paramValues(q, "site") {
-		id := strings.TrimPrefix(s, "Organization/")
-		if !fhir.ValidID(id) {
-			return query, "", badParam("site", "site=%s: want an Organization id or Organization/id", s)
+		if id, ok := strings.CutPrefix(s, "Organization/"); ok && !fhir.ValidID(id) {
+			return query, "", badParam("site", "site=%s: want Organization/id, an id, a site's name or its identifier", s)
 		}
-		query.Sites = append(query.Sites, id)
+		query.Sites = append(query.Sites, s)
 	}
 	for _, p := range paramValues(q, "patient") {
-		id := strings.TrimPrefix(p, "Patient/")
-		if !fhir.ValidID(id) {
-			return query, "", badParam("patient", "patient=%s: want a Patient id or Patient/id", p)
+		if id, ok := strings.CutPrefix(p, "Patient/"); ok && !fhir.ValidID(id) {
+			return query, "", badParam("patient", "patient=%s: want Patient/id, an id, or an identifier (MRN) as system|value or value", p)
 		}
-		query.Patients = append(query.Patients, id)
+		query.Patients = append(query.Patients, p)
 	}
 	for _, s := range paramValues(q, "status") {
 		if !slices.Contains(taskStatuses, s) {

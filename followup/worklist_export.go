@@ -64,6 +64,11 @@ func calendarName(q Query) string {
 // Calendar is the work list as an iCalendar feed: one all-day event per Task spanning its
 // window (DTEND is the day after the window closes, as RFC 5545 counts all-day events), with
 // the Task's version as SEQUENCE and its last update as DTSTAMP and LAST-MODIFIED.
+//
+// A visit overdue by more than the horizon (Config.CalendarOverdueDays) is one all-day event
+// on the report's day instead, its summary saying how late it is: its window is months back,
+// where no one looks. It moves each day, so its SEQUENCE also counts the days past the
+// horizon, and a calendar application takes each day's date as the newer.
 func (rep *Report) Calendar(name string) *ics.Calendar {
 	cal := ics.NewCalendarFor("cartreg")
 	cal.SetProductId("-//cartreg//follow-up work list//EN")
@@ -76,15 +81,22 @@ func (rep *Report) Calendar(name string) *ics.Calendar {
 		ev := cal.AddEvent(CalendarUID(it.TaskID))
 		ev.SetDtStampTime(it.LastUpdated)
 		ev.SetModifiedAt(it.LastUpdated)
-		ev.SetSequence(it.Version - 1)
-		ev.SetAllDayStartAt(it.start)
-		end := it.end
+		start, end := it.start, it.end
 		if end.IsZero() {
 			end = it.start
 		}
-		ev.SetAllDayEndAt(end.AddDate(0, 0, 1))
+		sequence := it.Version - 1
 		who := cmp.Or(it.Patient.Name, it.Patient.Reference)
-		ev.SetSummary(fmt.Sprintf("%s follow-up: %s", it.Milestone.Label, who))
+		summary := fmt.Sprintf("%s follow-up: %s", it.Milestone.Label, who)
+		if beyond := it.DaysOverdue - rep.overdueHorizon; it.Urgency == UrgencyOverdue && beyond > 0 && !rep.today.IsZero() {
+			start, end = rep.today, rep.today
+			sequence += beyond
+			summary = fmt.Sprintf("Overdue %d days: %s", it.DaysOverdue, summary)
+		}
+		ev.SetSequence(sequence)
+		ev.SetAllDayStartAt(start)
+		ev.SetAllDayEndAt(end.AddDate(0, 0, 1))
+		ev.SetSummary(summary)
 		ev.SetDescription(it.eventDescription())
 		ev.SetTimeTransparency(ics.TransparencyTransparent)
 		ev.SetClass(ics.ClassificationPrivate)

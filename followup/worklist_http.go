@@ -21,10 +21,11 @@ import (
 // Register adds the coordinators' endpoints: GET /worklist (JSON, CSV or iCalendar by Accept
 // or _format), GET /worklist.ics (iCalendar, for calendar apps, which subscribe to a URL) and
 // GET /follow-up/Patient/:id (Status). limit, when not nil, narrows every work list to the
-// sites the request's principal may see.
-func (s *Tracker) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time, limit SiteLimit) {
+// sites the request's principal may see; match finds patients and sites by identifier (nil:
+// by id and name only).
+func (s *Tracker) Register(e *echo.Echo, db fhir.DBTX, now func() time.Time, limit SiteLimit, match Matcher) {
 	w := s.Worklist(db, now)
-	w.limit = limit
+	w.limit, w.match = limit, match
 	methods := []string{http.MethodGet, http.MethodHead}
 	e.Match(methods, "/worklist", w.get)
 	e.Match(methods, "/worklist.ics", w.getCalendar)
@@ -76,10 +77,16 @@ func (w *Worklist) query(c echo.Context) (Query, string, error) {
 	if err != nil {
 		return q, format, err
 	}
+	var sites []string
+	var limited bool
 	if w.limit != nil {
-		if sites, limited := w.limit(c.Request().Context()); limited {
-			limitSites(&q, sites)
-		}
+		sites, limited = w.limit(c.Request().Context())
+	}
+	if err := w.Resolve(c.Request().Context(), &q, sites, limited); err != nil {
+		return q, format, err
+	}
+	if limited {
+		limitSites(&q, sites)
 	}
 	return q, format, nil
 }

@@ -18,6 +18,7 @@ import (
 	ics "github.com/arran4/golang-ical"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
@@ -228,7 +229,8 @@ func TestWorklist(t *testing.T) {
 		if r := describe(got.Items); !slices.Equal(r, want) {
 			t.Errorf("work list:\n%s\nwant:\n%s", strings.Join(r, "\n"), strings.Join(want, "\n"))
 		}
-		if got.AsOf != cohortDay || got.WithinDays != 30 || got.Total != 8 ||
+		// Looking ahead as far as Tasks are made (the world's lead time, 14 days), not further.
+		if got.AsOf != cohortDay || got.WithinDays != 14 || got.Total != 8 ||
 			got.Counts[followup.Overdue] != 3 || got.Counts[followup.Due] != 3 || got.Counts[followup.Upcoming] != 2 {
 			t.Errorf("summary: as of %s, within %d, total %d, counts %v", got.AsOf, got.WithinDays, got.Total, got.Counts)
 		}
@@ -304,6 +306,121 @@ func TestWorklist(t *testing.T) {
 			if !slices.Equal(names, tc.want) {
 				t.Errorf("%s: %v, want %v", tc.query, names, tc.want)
 			}
+		}
+	})
+
+	t.Run("sites by name or identifier, patients by MRN", func(t *testing.T) {
+		// Harbour Hospital gets an identifier, as sites' Organizations usually carry one.
+		harbour := c.get("/fhir/" + c.siteB)
+		var org map[string]any
+		if err := json.Unmarshal(harbour.body, &org); err != nil {
+			t.Fatal(err)
+		}
+		delete(org, "meta")
+		org["identifier"] = []any{map[string]any{"system": "urn:oid:2.16.840.1.113883.4.7", "value": "HH-0042"}}
+		raw, _ := json.Marshal(org)
+		if r := c.do(http.MethodPut, "/fhir/"+c.siteB, string(raw)); r.status != http.StatusOK {
+			t.Fatalf("PUT %s: %d %s", c.siteB, r.status, r.body)
+		}
+		harbourList := []string{"Knuth", "Knuth", "Turing", "Liskov"}
+		for _, tc := range []struct {
+			query string
+			want  []string
+		}{
+			{"?site=" + url.QueryEscape("Riverside Cancer Centre"), []string{"Lovelace", "Johnson", "Hopper", "Dijkstra"}},
+			{"?site=" + url.QueryEscape("Harbour Hospital"), harbourList},
+			{"?site=HH-0042", harbourList},
+			{"?site=" + url.QueryEscape("urn:oid:2.16.840.1.113883.4.7|HH-0042"), harbourList},
+			{"?patient=MRN-0007", []string{"Knuth", "Knuth"}},
+			{"?patient=" + url.QueryEscape("urn:oid:1.2.3.4|MRN-0003"), []string{"Turing"}},
+			{"?patient=MRN-0002," + c.patients["Turing"], []string{"Turing", "Hopper"}},
+			{"?patient=MRN-0006&status=completed", []string{"Johnson"}},
+		} {
+			var names []string
+			for _, it := range c.list(tc.query).Items {
+				names = append(names, strings.Fields(it.Patient.Name)[1])
+			}
+			if !slices.Equal(names, tc.want) {
+				t.Errorf("%s: %v, want %v", tc.query, names, tc.want)
+			}
+		}
+		// A value that names nothing says so, where an empty list would read as "nothing due".
+		coordinatorA := c.h.Token(auth.RoleCoordinator, idOf(c.siteA))
+		for _, tc := range []struct {
+			path, param string
+			token       string
+		}{
+			{"/worklist?patient=MRN-9999", "patient", ""},
+			{"/worklist?patient=" + url.QueryEscape("urn:oid:9.9.9|MRN-0007"), "patient", ""},
+			{"/worklist?patient=Patient/nobody", "patient", ""},
+			{"/worklist?site=" + url.QueryEscape("Riverside Cancer Center"), "site", ""},
+			{"/worklist.ics?site=Organization/nowhere", "site", ""},
+			// Another site's patient is absent to a coordinator, as everywhere else.
+			{"/worklist?patient=MRN-0007", "patient", coordinatorA},
+		} {
+			var r httpReply
+			if tc.token != "" {
+				reply := c.h.As(tc.token, http.MethodGet, tc.path, nil)
+				r = httpReply{status: reply.Status, header: reply.Header, body: reply.Body}
+			} else {
+				r = c.do(http.MethodGet, tc.path, "")
+			}
+			var oo struct {
+				Issue []struct {
+					Code, Diagnostics string
+					Expression        []string
+				}
+			}
+			if err := json.Unmarshal(r.body, &oo); err != nil || r.status != http.StatusBadRequest || len(oo.Issue) != 1 ||
+				oo.Issue[0].Code != "not-found" || !slices.Equal(oo.Issue[0].Expression, []string{tc.param}) {
+				t.Errorf("%s: %d %s", tc.path, r.status, r.body)
+			}
+		}
+		if r := c.h.As(coordinatorA, http.MethodGet, "/worklist?patient=MRN-0001", nil); r.Status != http.StatusOK || !strings.Contains(string(r.Body), "Lovelace") {
+			t.Errorf("a coordinator asking for their own patient by MRN: %d %s", r.Status, r.Body)
+		}
+		// Another hospital's patient with the same MRN: a bare value is ambiguous, system|value not.
+		c.post(map[string]any{"resourceType": "Patient", "identifier": []any{map[string]any{"system": "urn:oid:5.6.7", "value": "MRN-0001"}}})
+		if r := c.do(http.MethodGet, "/worklist?patient=MRN-0001", ""); r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "system|value") {
+			t.Errorf("an MRN two patients share: %d %s", r.status, r.body)
+		}
+		if got := c.list("?patient=" + url.QueryEscape("urn:oid:1.2.3.4|MRN-0001")); len(got.Items) != 1 || got.Items[0].Patient.Name != "Ada Lovelace" {
+			t.Errorf("the MRN with its system: %+v", got.Items)
+		}
+	})
+
+	t.Run("a visit long overdue shows on today in the calendar", func(t *testing.T) {
+		// On 20 June, Knuth's month 1 (window closed 2024-12-16) is 186 days overdue, beyond the
+		// 180-day horizon; his month 3 (closed 2025-02-13) 127 days, within it.
+		defer func(was time.Time) { c.now = was }(c.now)
+		c.now = date("2025-06-20")
+		cal, err := ics.ParseCalendar(bytes.NewReader(c.get("/worklist.ics?patient=" + c.patients["Knuth"]).body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m1, m3 := c.task("Knuth", "m1"), c.task("Knuth", "m3")
+		var found int
+		for _, ev := range cal.Events() {
+			start := eventProp(ev, ics.ComponentPropertyDtStart)
+			end := eventProp(ev, ics.ComponentPropertyDtEnd)
+			summary := eventProp(ev, ics.ComponentPropertySummary)
+			seq := eventProp(ev, ics.ComponentPropertySequence)
+			switch ev.Id() {
+			case m1.id + "@cartreg":
+				found++
+				if start != "20250620" || end != "20250621" || summary != "Overdue 186 days: Month 1 follow-up: Donald Knuth" ||
+					seq != strconv.Itoa(m1.version-1+6) {
+					t.Errorf("month 1, 186 days overdue: %s to %s, %q, SEQUENCE %s", start, end, summary, seq)
+				}
+			case m3.id + "@cartreg":
+				found++
+				if start != "20250116" || end != "20250214" || strings.HasPrefix(summary, "Overdue") || seq != strconv.Itoa(m3.version-1) {
+					t.Errorf("month 3, 127 days overdue: %s to %s, %q, SEQUENCE %s", start, end, summary, seq)
+				}
+			}
+		}
+		if found != 2 || len(cal.Events()) != 2 {
+			t.Errorf("Knuth's calendar has %d events, %d of them his Tasks", len(cal.Events()), found)
 		}
 	})
 
@@ -493,7 +610,7 @@ func TestWorklist(t *testing.T) {
 			{"/worklist?owner=Observation/7", "owner"},
 			{"/worklist?owner=Practitioner/", "owner"},
 			{"/worklist?owner=x/Practitioner/7", "owner"},
-			{"/worklist?site=" + url.QueryEscape("a b"), "site"},
+			{"/worklist?site=Organization/" + url.QueryEscape("a b"), "site"},
 			{"/worklist?patient=" + url.QueryEscape("Patient/<x>"), "patient"},
 			{"/worklist?status=done", "status"},
 			{"/worklist?_format=xml", "_format"},

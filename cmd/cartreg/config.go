@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -53,14 +54,22 @@ type Config struct {
 	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on a listener of its own,
 	// never on the public one: profiles show request data.
 	DebugAddr string
-	// shareEmbedded lets a short-lived command (demo, import) use the embedded database as a
-	// client when a running server owns it, instead of failing.
+	// shareEmbedded marks a short-lived command (demo, import, schedule run, client, ...): it
+	// uses the embedded database as a client when a running server owns it, instead of
+	// failing, and creates none unless told to (Init).
 	shareEmbedded bool
+	// Init lets a short-lived command create the embedded database when there is none at the
+	// data dir. Without it such a command refuses: a data dir resolved differently from the
+	// server's would otherwise get a second, empty cluster and the command's writes would go
+	// there, unseen by the server.
+	Init bool
+	// dataDirDefaulted is true when no -data-dir was given and DataDir is the per-user default.
+	dataDirDefaulted bool
 }
 
 func defaultConfig() Config {
 	return Config{
-		DataDir:   "./var",
+		DataDir:   "", // defaultDataDir, resolved by Validate
 		PGUser:    "postgres",
 		Migrate:   true,
 		LogLevel:  "info",
@@ -99,7 +108,12 @@ func (c *Config) registerDatabaseFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "PostgreSQL server to use, as postgres://user:pass@host:port/db (default: the embedded database under -data-dir)")
 	fs.StringVar(&c.DatabaseURLFile, "database-url-file", c.DatabaseURLFile, "read -database-url from this file, to keep the password out of the environment")
 	fs.IntVar(&c.DBMaxConns, "db-max-conns", c.DBMaxConns, "largest number of database connections (0: four per CPU, at least 8)")
-	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for cartreg's own data: the embedded database lives in its postgres/ folder")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for cartreg's own data: the embedded database lives in its postgres/ folder "+
+		"(default: $XDG_DATA_HOME/cartreg, else /var/lib/cartreg for root, else ~/.local/share/cartreg)")
+	if c.shareEmbedded {
+		fs.BoolVar(&c.Init, "init", c.Init, "create the embedded database under -data-dir if there is none (without it the command refuses, "+
+			"rather than start a second, empty database beside the server's)")
+	}
 	fs.StringVar(&c.PGBinDir, "pg-bin-dir", c.PGBinDir, "PostgreSQL server binaries for the embedded database (default: PATH, then the newest /usr/lib/postgresql/*/bin)")
 	fs.StringVar(&c.PGUser, "pg-user", c.PGUser, "operating-system user that runs the embedded database when cartreg runs as root")
 	c.registerLogFlags(fs)
@@ -266,12 +280,49 @@ func (c *Config) resolveDatabase() error {
 		if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
 			return fmt.Errorf("database URL: %w", err)
 		}
-	} else if c.DataDir == "" {
-		return errors.New("-data-dir must not be empty when the embedded database is used")
+	} else if err := c.resolveDataDir(); err != nil {
+		return err
 	}
 	if c.DBMaxConns < 0 {
 		return fmt.Errorf("-db-max-conns must not be negative, got %d", c.DBMaxConns)
 	}
+	return nil
+}
+
+// defaultDataDir is where cartreg keeps its data when told nowhere: one place per user, so
+// that every command finds the server's database from whatever directory it is run in.
+// $XDG_DATA_HOME/cartreg when that is set; /var/lib/cartreg for root, since the embedded
+// database then runs as another user (-pg-user), who cannot enter root's home; otherwise
+// ~/.local/share/cartreg, the XDG default.
+func defaultDataDir() (string, error) {
+	if xdg := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(xdg) {
+		return filepath.Join(xdg, "cartreg"), nil
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/cartreg", nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return "", errors.New("no data directory: $HOME is not set; give -data-dir (or CARTREG_DATA_DIR)")
+	}
+	return filepath.Join(home, ".local", "share", "cartreg"), nil
+}
+
+// resolveDataDir settles the data directory as an absolute path, so that messages and logs
+// name it unambiguously whatever directory a command runs in.
+func (c *Config) resolveDataDir() error {
+	if c.DataDir == "" {
+		dir, err := defaultDataDir()
+		if err != nil {
+			return err
+		}
+		c.DataDir, c.dataDirDefaulted = dir, true
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("-data-dir %q: %w", c.DataDir, err)
+	}
+	c.DataDir = abs
 	return nil
 }
 
@@ -290,7 +341,7 @@ func (c *Config) newLogger(w io.Writer) (*slog.Logger, error) {
 			}
 		}
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: readableAttr}
 	switch format {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -298,4 +349,36 @@ func (c *Config) newLogger(w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("-log-format %q: want json, text or auto", c.LogFormat)
+}
+
+// readableAttr is how every log line writes its values: durations as a person reads them
+// ("1.2s", "9.9ms", "230µs", in JSON as well as text: log readers in both formats are people
+// more often than programs, and Go's duration syntax parses back), and attributes with no
+// value (a nil error) left out rather than written as "<nil>".
+func readableAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindDuration:
+		return slog.String(a.Key, roundDuration(a.Value.Duration()).String())
+	case slog.KindAny:
+		if a.Value.Any() == nil {
+			return slog.Attr{}
+		}
+	}
+	return a
+}
+
+// roundDuration keeps two or three significant figures: 1.234567s is 1.2s, 9.865019ms is
+// 9.9ms, 1m3.5s is 1m4s.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Minute:
+		return d.Round(time.Second)
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	case d >= time.Microsecond:
+		return d.Round(time.Microsecond)
+	}
+	return d
 }

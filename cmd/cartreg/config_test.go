@@ -38,7 +38,8 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTP.Addr != "127.0.0.1:8080" || cfg.DataDir != "./var" || cfg.DatabaseURL != "" || !cfg.Migrate ||
+	dataDir, _ := defaultDataDir()
+	if cfg.HTTP.Addr != "127.0.0.1:8080" || cfg.DataDir != dataDir || !filepath.IsAbs(dataDir) || cfg.DatabaseURL != "" || !cfg.Migrate ||
 		cfg.LogLevel != "info" || cfg.HTTP.ShutdownTimeout != 30*time.Second {
 		t.Fatalf("defaults = %+v", cfg)
 	}

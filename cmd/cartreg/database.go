@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -19,7 +20,60 @@ import (
 // that it started and must stop.
 type database struct {
 	pool    *pgxpool.Pool
-	cluster *postgres.Cluster // nil when an external server is configured
+	cluster *postgres.Cluster // nil when an external server is configured, or shared
+	shared  bool              // the embedded database, owned by a running cartreg serve
+}
+
+// describe names the database for the log: which kind, and where.
+func (db *database) describe(cfg *pgxpool.Config) string {
+	switch {
+	case db.cluster != nil:
+		return "embedded, " + db.cluster.Dir
+	case db.shared:
+		return "embedded, shared with the running server"
+	}
+	return redact(cfg)
+}
+
+// clusterExists says whether an embedded cluster has been made under dir (postgres.Cluster's
+// layout: data/PG_VERSION is written by initdb).
+func clusterExists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "data", "PG_VERSION"))
+	return err == nil
+}
+
+// checkClusterExists refuses a short-lived command (demo, import, schedule run, ...) the
+// embedded database when there is none under dir, unless -init is given: a command run with a
+// data dir other than the server's must not start a second, empty database of its own and
+// write there. serve makes its database on first start; it only warns when a data dir of an
+// older cartreg (./var, the former default) is found beside an empty new default.
+func checkClusterExists(cfg *Config, dir string, logger *slog.Logger) error {
+	if clusterExists(dir) {
+		return nil
+	}
+	legacy := ""
+	if cfg.dataDirDefaulted {
+		if abs, err := filepath.Abs(filepath.Join("var", "postgres")); err == nil && clusterExists(abs) {
+			legacy = filepath.Dir(abs)
+		}
+	}
+	if !cfg.shareEmbedded {
+		if legacy != "" {
+			logger.Warn("a database made by an older cartreg is in ./var, but the data dir is now elsewhere; "+
+				"to keep using it, stop and start again with -data-dir "+legacy, "data_dir", cfg.DataDir)
+		}
+		return nil
+	}
+	if cfg.Init {
+		return nil
+	}
+	msg := fmt.Sprintf("no embedded database in %s (data dir %s). If a server is running, give this command "+
+		"its data dir (-data-dir DIR or CARTREG_DATA_DIR=DIR) or its -database-url; to create a new, empty database here, add -init",
+		dir, cfg.DataDir)
+	if legacy != "" {
+		msg += fmt.Sprintf(". There is one made by an older cartreg in %s: -data-dir %s uses it", legacy, legacy)
+	}
+	return errors.New(msg)
 }
 
 // embeddedStartTimeout covers initdb on a first start, which is the slow case.
@@ -33,8 +87,12 @@ func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*datab
 		if err != nil {
 			return nil, err
 		}
+		dir := filepath.Join(cfg.DataDir, "postgres")
+		if err := checkClusterExists(cfg, dir, logger); err != nil {
+			return nil, err
+		}
 		db.cluster = &postgres.Cluster{
-			Dir:      filepath.Join(cfg.DataDir, "postgres"),
+			Dir:      dir,
 			Binaries: bins,
 			RunAs:    cfg.PGUser,
 			Logger:   logger,
@@ -51,7 +109,7 @@ func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*datab
 				return nil, err
 			}
 			logger.Info("using the embedded database of the running server", "dir", db.cluster.Dir)
-			db.cluster = nil
+			db.cluster, db.shared = nil, true
 		default:
 			return nil, fmt.Errorf("starting the embedded database: %w", err)
 		}
@@ -72,7 +130,7 @@ func openDatabase(ctx context.Context, cfg *Config, logger *slog.Logger) (*datab
 		db.close(logger)
 		return nil, fmt.Errorf("connecting to the database at %s: %w", redact(poolCfg), err)
 	}
-	logger.Info("database connected", "server", redact(poolCfg), "embedded", db.cluster != nil)
+	logger.Info("database connected", "database", db.describe(poolCfg))
 	return db, nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -11,22 +12,30 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/robfig/cron/v3"
 
+	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/followup"
+	"github.com/cartreg/cartreg/migrations"
 	"github.com/cartreg/cartreg/outbox"
+	"github.com/cartreg/cartreg/registry"
 )
 
 // FollowUpConfig is how the follow-up scheduler and its digests are set up.
 type FollowUpConfig struct {
-	Schedule         string // cron spec of the scheduled run
-	TimeZone         string // of the spec, and of the calendar days windows are counted in
-	LeadDays         int
-	Coordinators     string // site=owner pairs, see followup.ParseOwners
-	DigestWebhook    string
-	DigestEmail      bool
-	DeliveryInterval time.Duration
+	Schedule string // cron spec of the scheduled run
+	TimeZone string // of the spec, and of the calendar days windows are counted in
+	LeadDays int
+	// CalendarOverdueDays is how late a visit may be and still show across its window in the
+	// calendar feed; later, it shows on today.
+	CalendarOverdueDays int
+	Coordinators        string // site=owner pairs, see followup.ParseOwners
+	DigestWebhook       string
+	DigestEmail         bool
+	DeliveryInterval    time.Duration
 	// DeliveryRetention is how long delivered messages are kept (for an operator to look
 	// at) before their bodies, which carry patient data, are deleted.
 	DeliveryRetention time.Duration
@@ -38,7 +47,7 @@ type FollowUpConfig struct {
 }
 
 func defaultFollowUp() FollowUpConfig {
-	return FollowUpConfig{Schedule: "30 5 * * *", TimeZone: "UTC", LeadDays: 14, DeliveryInterval: 30 * time.Second, DeliveryRetention: 30 * 24 * time.Hour,
+	return FollowUpConfig{Schedule: "30 5 * * *", TimeZone: "UTC", LeadDays: 14, CalendarOverdueDays: followup.DefaultCalendarOverdueDays, DeliveryInterval: 30 * time.Second, DeliveryRetention: 30 * 24 * time.Hour,
 		SMTP: outbox.SMTPConfig{TLS: outbox.TLSStartTLS}}
 }
 
@@ -55,6 +64,8 @@ func (c *Config) registerFollowUpFlags(fs *flag.FlagSet) {
 func (c *Config) registerScheduleFlags(fs *flag.FlagSet) {
 	f := &c.FollowUp
 	fs.StringVar(&f.Schedule, "follow-up-schedule", f.Schedule, `when the follow-up scheduler runs: a cron spec ("30 5 * * *") or "@daily"; "off" to run it only with cartreg schedule run`)
+	fs.IntVar(&f.CalendarOverdueDays, "calendar-overdue-days", f.CalendarOverdueDays,
+		"a visit overdue by more than this many days shows in the work list's calendar feed once, on today, instead of across its long-past window")
 	fs.StringVar(&f.DigestWebhook, "digest-webhook", f.DigestWebhook, "URL that receives each coordinator's digest of new and newly overdue Tasks as a FHIR Bundle, after every run")
 	fs.BoolVar(&f.DigestEmail, "digest-email", f.DigestEmail, "also e-mail each coordinator their digest, to the e-mail telecom of their Practitioner (needs -smtp-host)")
 	fs.DurationVar(&f.DeliveryInterval, "delivery-interval", f.DeliveryInterval, "how often queued digests and Subscription notifications are (re)tried")
@@ -82,6 +93,9 @@ func (f *FollowUpConfig) resolve() error {
 	if f.LeadDays < 0 {
 		return fmt.Errorf("-follow-up-lead-days must not be negative, got %d", f.LeadDays)
 	}
+	if f.CalendarOverdueDays < 1 {
+		return fmt.Errorf("-calendar-overdue-days must be at least 1, got %d", f.CalendarOverdueDays)
+	}
 	if f.owners, err = followup.ParseOwners(f.Coordinators); err != nil {
 		return fmt.Errorf("-follow-up-coordinators: %w", err)
 	}
@@ -105,7 +119,7 @@ func (f *FollowUpConfig) resolve() error {
 }
 
 func (f *FollowUpConfig) tracker() followup.Config {
-	return followup.Config{LeadDays: f.LeadDays, Owners: f.owners, Location: f.location}
+	return followup.Config{LeadDays: f.LeadDays, Owners: f.owners, Location: f.location, CalendarOverdueDays: f.CalendarOverdueDays}
 }
 
 func (f *FollowUpConfig) digests(baseURL string) followup.DigestConfig {
@@ -122,21 +136,27 @@ func scheduleCommand(stdout, stderr io.Writer) *ffcli.Command {
 	cfg.registerRegistryFlags(fs)
 	cfg.registerScheduleFlags(fs)
 	fs.StringVar(&cfg.FHIR.BaseURL, "base-url", cfg.FHIR.BaseURL, "the FHIR base URL digests' fullUrls are made from")
-	at := fs.String("at", "", "the time the run stands for, RFC 3339 (2027-03-01T06:00:00Z) or a date; default now: it sets the clock for the run")
+	var opts runOptions
+	fs.StringVar(&opts.at, "at", "", "the time the run stands for, RFC 3339 (2027-03-01T06:00:00Z) or a date; default now: it sets the clock for the run")
+	fs.BoolVar(&opts.dryRun, "dry-run", false, "print what the run would create, change and cancel, and the digests it would queue; write nothing")
+	fs.BoolVar(&opts.force, "force", false, "allow an -at later than now: the Tasks it writes are permanent, as if that time had come")
 	run := &ffcli.Command{
 		Name:       "run",
-		ShortUsage: "cartreg schedule run [-at TIME] [flags]",
+		ShortUsage: "cartreg schedule run [-at TIME] [-dry-run] [-force] [flags]",
 		ShortHelp:  "run the follow-up scheduler once, now or as of -at, and queue its digests",
 		LongHelp: "Brings every follow-up Task up to date as of -at (default now) in the database the usual\n" +
 			"settings name, then queues each coordinator's digest. It takes the same lock as the scheduled\n" +
-			"run, so it waits for no one and runs alongside none: if a replica is running the job, it says so.",
+			"run, so it waits for no one and runs alongside none: if a replica is running the job, it says so.\n" +
+			"With -dry-run it prints each Task it would create or change and the digests that would follow,\n" +
+			"in a read-only transaction. An -at later than now is refused without -force (or -dry-run):\n" +
+			"Tasks written as of a future day stay, overdue before their time.",
 		FlagSet: fs,
 		Options: ffOptions(),
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("schedule run takes no arguments, got %q", args)
 			}
-			return runScheduleOnce(ctx, &cfg, *at, stdout, stderr)
+			return runScheduleOnce(ctx, &cfg, opts, stdout, stderr)
 		},
 	}
 	return &ffcli.Command{
@@ -189,9 +209,9 @@ func deliveriesCommand(stdout, stderr io.Writer) *ffcli.Command {
 	}
 }
 
-func parseAt(s string) (time.Time, error) {
+func parseAt(s string, now time.Time) (time.Time, error) {
 	if s == "" {
-		return time.Now(), nil
+		return now, nil
 	}
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
@@ -202,10 +222,24 @@ func parseAt(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("-at %q: want RFC 3339 (2027-03-01T06:00:00Z) or a date (2027-03-01)", s)
 }
 
-func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, stderr io.Writer) error {
-	at, err := parseAt(atFlag)
+// runOptions are schedule run's own flags.
+type runOptions struct {
+	at            string
+	dryRun, force bool
+}
+
+func runScheduleOnce(ctx context.Context, cfg *Config, opts runOptions, stdout, stderr io.Writer) error {
+	now := time.Now()
+	at, err := parseAt(opts.at, now)
 	if err != nil {
 		return err
+	}
+	if at.After(now) && !opts.force && !opts.dryRun {
+		return fmt.Errorf("-at %s is later than now (%s): the Tasks a run writes stay, dated and overdue as if that time "+
+			"had come; see what it would do with -dry-run, or give -force to run it anyway", at.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if opts.dryRun {
+		return previewSchedule(ctx, cfg, at, stdout, stderr)
 	}
 	// The run's clock: Tasks are dated, and windows counted, as of -at.
 	ctx = asOperator(ctx, "schedule run")
@@ -223,12 +257,12 @@ func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, st
 		fmt.Fprintf(stdout, "follow-up run for %s not started: another process is running it, or it has run for that time already\n", at.Format(time.RFC3339))
 		return nil
 	}
-	var tasks, open, overdue int
-	if err := db.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'requested'),
-		count(*) FILTER (WHERE business_status = 'overdue') FROM followup_task`).Scan(&tasks, &open, &overdue); err != nil {
+	// Counted as the Tasks' current versions say: a coordinator's hold or failure is theirs.
+	tally, err := a.FollowUp.Tally(ctx, db.pool, at)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "follow-up run as of %s: %d Tasks, %d open, %d overdue\n", at.Format(time.RFC3339), tasks, open, overdue)
+	fmt.Fprintf(stdout, "follow-up run as of %s: %d Tasks, %d open, %d overdue\n", at.Format(time.RFC3339), tally.Tasks, tally.Open, tally.Overdue)
 	// One delivery pass, so digests reach a receiver that is up without a server running;
 	// those it cannot deliver wait for a server's deliverer.
 	pass, err := a.Deliverer().DeliverDue(ctx)
@@ -237,4 +271,66 @@ func runScheduleOnce(ctx context.Context, cfg *Config, atFlag string, stdout, st
 	}
 	fmt.Fprintf(stdout, "deliveries: %d delivered, %d to retry, %d given up\n", pass.Delivered, pass.Retrying, pass.Failed)
 	return nil
+}
+
+// previewSchedule is schedule run -dry-run: what a run as of at would write, worked out in a
+// read-only transaction on a database it neither migrates nor publishes definitions to, so
+// that nothing at all is written.
+func previewSchedule(ctx context.Context, cfg *Config, at time.Time, stdout, stderr io.Writer) error {
+	return withDatabase(ctx, cfg, stderr, func(db *database, logger *slog.Logger) error {
+		st, err := migrations.GetStatus(ctx, db.pool)
+		if err != nil {
+			return err
+		}
+		if err := st.Check(); err != nil {
+			return fmt.Errorf("-dry-run needs a current schema, and writes none (run cartreg migrate up first): %w", err)
+		}
+		clock := func() time.Time { return at }
+		store := fhir.NewStore(db.pool, searchparam.Default(), clock)
+		reg, err := registry.New(cfg.Registry, db.pool, store, clock, logger)
+		if err != nil {
+			return err
+		}
+		tracker := followup.New(cfg.FollowUp.tracker(), store, reg.Plan())
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(stdout, "dry run: the follow-up run as of %s would write these Tasks (nothing is written)\n\n", at.Format(time.RFC3339))
+		fmt.Fprintln(tw, "CHANGE\tTASK\tPATIENT\tMILESTONE\tWINDOW\tFROM\tTO\tOWNER")
+		var preview *followup.Preview
+		err = pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			var err error
+			preview, err = tracker.Preview(ctx, tx, at, func(c followup.Change) {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s..%s\t%s\t%s\t%s\n", c.Kind, cmp.Or(c.TaskID, "(new)"), c.Patient, c.Milestone,
+					c.WindowOpen, c.WindowEnd, cmp.Or(c.From, "-"), c.To, cmp.Or(c.Owner, "-"))
+			})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nwould write: %s\n", preview.Summary)
+		f := &cfg.FollowUp
+		var channels []string
+		if f.DigestWebhook != "" {
+			channels = append(channels, "webhook")
+		}
+		if f.DigestEmail {
+			channels = append(channels, "e-mail")
+		}
+		sent := "not sent: no -digest-webhook or -digest-email, so the notices are only marked as told"
+		if len(channels) > 0 {
+			sent = "by " + strings.Join(channels, " and ")
+		}
+		fmt.Fprintf(stdout, "digests (%s):\n", sent)
+		if len(preview.Digests) == 0 {
+			fmt.Fprintln(stdout, "  none")
+		}
+		for _, d := range preview.Digests {
+			fmt.Fprintf(stdout, "  %s: %d Tasks (%d new, %d newly overdue, %d waiting from earlier runs)\n",
+				d.Owner, d.New+d.Overdue+d.Pending, d.New, d.Overdue, d.Pending)
+		}
+		return nil
+	})
 }

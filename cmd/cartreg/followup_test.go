@@ -1,16 +1,22 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/cartreg/cartreg/postgres/pgtest"
 )
@@ -39,7 +45,7 @@ func TestScheduleRunAt(t *testing.T) {
 	if out, err := runCartreg(t, env, "demo"); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
-	out, err := runCartreg(t, env, "schedule", "run", "-at", "2027-03-01T06:00:00Z")
+	out, err := runCartreg(t, env, "schedule", "run", "-at", "2027-03-01T06:00:00Z", "-force")
 	if err != nil {
 		t.Fatalf("schedule run: %v\n%s", err, out)
 	}
@@ -55,7 +61,7 @@ func TestScheduleRunAt(t *testing.T) {
 	if len(tasks) == 0 {
 		t.Fatalf("no follow-up Tasks after the run")
 	}
-	again, err := runCartreg(t, env, "schedule", "run", "-at", "2027-03-01T06:00:00Z")
+	again, err := runCartreg(t, env, "schedule", "run", "-at", "2027-03-01T06:00:00Z", "-force")
 	if err != nil || !strings.Contains(again, "not started") {
 		t.Errorf("the same run again: %v\n%s", err, again)
 	}
@@ -139,5 +145,121 @@ func TestServeCatchesUpOnceAcrossReplicas(t *testing.T) {
 	jobs := countsIn(t, url, `SELECT job, count(*) FROM schedule_run GROUP BY 1`)
 	if runs != 1 || jobs["follow-up"] != 1 || jobs["delivery-prune"] != 1 {
 		t.Errorf("%d follow-up runs logged, want 1; runs per job %v:\n%s\n%s", runs, jobs, a.logs(), b.logs())
+	}
+}
+
+// tableCounts is the number of rows in every table of the database at url.
+func tableCounts(t *testing.T, url string) map[string]int {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(context.Background(), `SELECT quote_ident(table_schema) || '.' || quote_ident(table_name)
+		FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, table := range tables {
+		var n int
+		if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		out[table] = n
+	}
+	return out
+}
+
+// A run as of a future day is refused without -force; -dry-run shows what it would write and
+// writes nothing (every table's row count unchanged); the forced run then makes what the dry
+// run showed.
+func TestScheduleRunDryRunAndForce(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewEmptyDatabaseURL(t)
+	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=warn"}
+	if out, err := runCartreg(t, env, "demo"); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	before := tableCounts(t, url)
+	const future = "2099-03-01T06:00:00Z"
+	out, err := runCartreg(t, env, "schedule", "run", "-at", future)
+	if err == nil || !strings.Contains(out, "later than now") || !strings.Contains(out, "-force") || !strings.Contains(out, "-dry-run") {
+		t.Errorf("a run in the future without -force: %v\n%s", err, out)
+	}
+	dry, err := runCartreg(t, env, "schedule", "run", "-at", future, "-dry-run")
+	if err != nil {
+		t.Fatalf("dry run: %v\n%s", err, dry)
+	}
+	if after := tableCounts(t, url); !maps.Equal(before, after) {
+		for table, n := range after {
+			if before[table] != n {
+				t.Errorf("the dry run changed %s: %d rows, then %d", table, before[table], n)
+			}
+		}
+	}
+	creates := strings.Count(dry, "\ncreate ")
+	if creates == 0 || !strings.Contains(dry, fmt.Sprintf("would write: %d created", creates)) || !strings.Contains(dry, "digests (not sent") ||
+		!strings.Contains(dry, "Organization/") {
+		t.Errorf("the dry run said:\n%s", dry)
+	}
+	if out, err := runCartreg(t, env, "schedule", "run", "-at", future, "-force"); err != nil || !strings.Contains(out, "follow-up run as of "+future) {
+		t.Fatalf("forced run: %v\n%s", err, out)
+	}
+	if tasks := countsIn(t, url, `SELECT 'tasks', count(*) FROM followup_task`)["tasks"]; tasks != creates {
+		t.Errorf("the run made %d Tasks, the dry run showed %d", tasks, creates)
+	}
+}
+
+// schedule run's summary counts Tasks as their current versions say: a Task a coordinator
+// marked failed is neither open nor overdue, though the scheduler last wrote it overdue.
+func TestScheduleRunCountsCoordinatorsVersions(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewEmptyDatabaseURL(t)
+	env := []string{"CARTREG_DATABASE_URL=" + url, "CARTREG_LOG_LEVEL=warn"}
+	if out, err := runCartreg(t, env, "demo"); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	out, err := runCartreg(t, env, "schedule", "run", "-at", "2027-03-01T06:00:00Z", "-force")
+	if err != nil || !strings.Contains(out, "2 open, 1 overdue") {
+		t.Fatalf("schedule run: %v\n%s", err, out)
+	}
+	// The coordinator's change, as a new version of the overdue Task.
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body []byte
+	err = conn.QueryRow(context.Background(), `SELECT v.body FROM followup_task t
+		JOIN resource r ON r.resource_type = 'Task' AND r.resource_id = t.task_id
+		JOIN resource_version v ON v.resource_type = r.resource_type AND v.resource_id = r.resource_id AND v.version_id = r.version_id
+		WHERE t.business_status = 'overdue'`).Scan(&body)
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var task map[string]any
+	if err := json.Unmarshal(body, &task); err != nil {
+		t.Fatal(err)
+	}
+	delete(task, "meta")
+	task["status"] = "failed"
+	task["statusReason"] = map[string]any{"text": "the patient moved abroad"}
+	line, _ := json.Marshal(task)
+	file := filepath.Join(t.TempDir(), "task.ndjson")
+	if err := os.WriteFile(file, append(line, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCartreg(t, env, "import", file); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	out, err = runCartreg(t, env, "schedule", "run", "-at", "2027-03-02T06:00:00Z", "-force")
+	if err != nil || !strings.Contains(out, "1 open, 0 overdue") {
+		t.Errorf("schedule run after a coordinator failed the overdue Task: %v\n%s", err, out)
 	}
 }

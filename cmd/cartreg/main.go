@@ -213,6 +213,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 
 func migrateCommand(stdout, stderr io.Writer) *ffcli.Command {
 	upCfg, statusCfg := defaultConfig(), defaultConfig()
+	upCfg.shareEmbedded, statusCfg.shareEmbedded = true, true
 	upFlags, statusFlags := flag.NewFlagSet("up", flag.ContinueOnError), flag.NewFlagSet("status", flag.ContinueOnError)
 	upCfg.registerDatabaseFlags(upFlags)
 	statusCfg.registerDatabaseFlags(statusFlags)

@@ -51,11 +51,13 @@ type process struct {
 	exited chan error
 }
 
-// childEnv is the test's environment without any CARTREG_ or PG setting, plus extra.
+// childEnv is the test's environment without any CARTREG_, PG or XDG_DATA_HOME setting, plus
+// extra.
 func childEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CARTREG_") && !strings.HasPrefix(kv, "PG") {
+		// XDG_DATA_HOME too: it moves the default data dir, which a test must choose itself.
+		if !strings.HasPrefix(kv, "CARTREG_") && !strings.HasPrefix(kv, "PG") && !strings.HasPrefix(kv, "XDG_DATA_HOME=") {
 			env = append(env, kv)
 		}
 	}
@@ -64,8 +66,15 @@ func childEnv(extra ...string) []string {
 
 func startCartreg(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
+	return startCartregIn(t, "", env, args...)
+}
+
+// startCartregIn starts cartreg in the working directory dir ("" for the test's own).
+func startCartregIn(t *testing.T, dir string, env []string, args ...string) *process {
+	t.Helper()
 	p := &process{t: t, addr: make(chan string, 1), exited: make(chan error, 1)}
 	p.cmd = exec.Command(binary, args...)
+	p.cmd.Dir = dir
 	p.cmd.Env = childEnv(append([]string{"CARTREG_ADDR=127.0.0.1:0", "CARTREG_LOG_FORMAT=json"}, env...)...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -289,7 +298,14 @@ func TestServeWithoutMigratingRefusesAnOutdatedSchema(t *testing.T) {
 
 func runCartreg(t *testing.T, env []string, args ...string) (string, error) {
 	t.Helper()
+	return runCartregIn(t, "", env, args...)
+}
+
+// runCartregIn runs cartreg to the end in the working directory dir ("" for the test's own).
+func runCartregIn(t *testing.T, dir string, env []string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
 	cmd.Env = childEnv(env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -320,7 +336,7 @@ func TestMigrateStatusAndUp(t *testing.T) {
 func TestMigrateUpOnTheEmbeddedDatabase(t *testing.T) {
 	t.Parallel()
 	env := []string{"CARTREG_DATA_DIR=" + pgtest.ReachableDir(t), "CARTREG_LOG_LEVEL=warn"}
-	if out, err := runCartreg(t, env, "migrate", "up"); err != nil {
+	if out, err := runCartreg(t, env, "migrate", "up", "-init"); err != nil {
 		t.Fatalf("migrate up: %v\n%s", err, out)
 	}
 	out, err := runCartreg(t, env, "migrate", "status")

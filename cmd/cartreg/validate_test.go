@@ -25,7 +25,7 @@ func TestEveryCommandValidatesItsSettings(t *testing.T) {
 			t.Errorf("%s: accepted", strings.Join(args, " "))
 			continue
 		}
-		// Refused before the database: no embedded cluster was started under ./var.
+		// Refused before the database: no embedded cluster was looked for or started.
 		if strings.Contains(stderr.String(), "starting") || strings.Contains(err.Error(), "database") {
 			t.Errorf("%s: refused late: %v\n%s", strings.Join(args, " "), err, stderr.String())
 		}
