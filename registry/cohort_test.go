@@ -324,3 +324,79 @@ func TestIncidenceAgreesWithAPerPatientCount(t *testing.T) {
 		}
 	}
 }
+
+// Best overall response agrees with a count patient by patient from the generated cohort: the
+// best category from infusion to the first progression; response among all infused and among
+// the assessed; MRD negativity among those tested.
+func TestBestResponseAgreesWithAPerPatientCount(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	cohort := generate(t, 800, 13)
+	loadCohortDirect(t, tr, cohort)
+	terms := tr.reg.Terminology()
+	assessed, responders, complete, tested, negative := 0, 0, 0, 0, 0
+	best := map[string]int{}
+	for _, p := range cohort.Patients {
+		var top *registry.Category
+		mrdTested, mrdNegative := false, false
+		for _, a := range p.Assessments { // in date order
+			if a.Date.Before(p.Infusion.Date) {
+				continue
+			}
+			cat := terms.Categories[a.Category]
+			if top == nil || cat.Rank < top.Rank {
+				top = cat
+			}
+			if a.MRDNegative != nil {
+				mrdTested = true
+				mrdNegative = mrdNegative || *a.MRDNegative
+			}
+			if cat.Progression {
+				break
+			}
+		}
+		if top == nil {
+			continue
+		}
+		assessed++
+		best[top.Code]++
+		if top.Response {
+			responders++
+		}
+		if top.Complete {
+			complete++
+		}
+		if mrdTested {
+			tested++
+		}
+		if mrdNegative {
+			negative++
+		}
+	}
+	report, err := tr.reg.BestResponse(context.Background(), registry.Filter{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := report.Groups[0]
+	got := map[string]int{}
+	for _, c := range g.Categories {
+		if *c.Count > 0 {
+			got[c.Code] = *c.Count
+		}
+	}
+	if !reflect.DeepEqual(got, best) {
+		t.Errorf("best responses %v, patient by patient %v", got, best)
+	}
+	if *g.N != len(cohort.Patients) || *g.Assessed != assessed || *g.OverallResponseITT.Count != responders ||
+		*g.CompleteResponseAssessed.Count != complete || *g.MRDTested != tested || *g.MRDNegative.Count != negative {
+		t.Errorf("report n %d assessed %d responders %d complete %d MRD tested %d negative %d; patient by patient %d %d %d %d %d %d",
+			*g.N, *g.Assessed, *g.OverallResponseITT.Count, *g.CompleteResponseAssessed.Count, *g.MRDTested, *g.MRDNegative.Count,
+			len(cohort.Patients), assessed, responders, complete, tested, negative)
+	}
+	if itt, among := *g.OverallResponseITT.Rate, *g.OverallResponseAssessed.Rate; !(itt < among) {
+		t.Errorf("response among all infused %v is not below that among the assessed %v", itt, among)
+	}
+	if tested == 0 || negative == 0 || assessed == len(cohort.Patients) {
+		t.Errorf("the cohort exercises too little: %d tested, %d negative, %d of %d assessed", tested, negative, assessed, len(cohort.Patients))
+	}
+}

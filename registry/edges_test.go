@@ -737,3 +737,40 @@ func TestSurvivalByGroupHasTheLogRankTest(t *testing.T) {
 		t.Error("a single group has a log-rank test")
 	}
 }
+
+// Best overall response by hand: A responds partially, progresses, then has a complete
+// response on the next line of care (not counted: best is PMR); B is never assessed (a
+// non-responder among all infused); C responds completely.
+func TestBestResponseByHand(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	course := func(visits ...[2]string) {
+		entries := []entry{
+			post("urn:uuid:site", organization("Riverside")),
+			post("urn:uuid:pat", patient("urn:uuid:site")),
+			post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+			post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2024-01-01", "axi-cel")),
+		}
+		for i, v := range visits {
+			entries = append(entries, post(fmt.Sprintf("urn:uuid:a%d", i), assessment("urn:uuid:pat", "urn:uuid:inf", v[0], v[1])))
+		}
+		tr.expect(200, "POST", "/fhir", transaction(entries...))
+	}
+	course([2]string{"2024-01-31", "lugano-pmr"}, [2]string{"2024-03-31", "lugano-pmd"}, [2]string{"2024-12-31", "lugano-cmr"})
+	course()
+	course([2]string{"2024-01-31", "lugano-cmr"})
+	g := tr.expect(200, "GET", "/registry/outcomes/best-response", nil).json(t)["groups"].([]any)[0].(map[string]any)
+	counts := map[string]any{}
+	for _, c := range g["categories"].([]any) {
+		counts[c.(map[string]any)["code"].(string)] = c.(map[string]any)["count"]
+	}
+	if counts["lugano-pmr"] != 1.0 || counts["lugano-cmr"] != 1.0 || counts["lugano-pmd"] != 0.0 {
+		t.Errorf("best responses %v, want one PMR (not the CMR after progression) and one CMR", counts)
+	}
+	rate := func(key string) float64 { return g[key].(map[string]any)["rate"].(float64) }
+	if g["n"] != 3.0 || g["assessed"] != 2.0 || math.Abs(rate("overall_response_itt")-2.0/3) > 1e-12 ||
+		rate("overall_response_assessed") != 1 || math.Abs(rate("complete_response_itt")-1.0/3) > 1e-12 {
+		t.Errorf("n %v assessed %v, ORR %v / %v, CR %v; want 3, 2, 2/3 of all infused, 1 of the assessed, CR 1/3",
+			g["n"], g["assessed"], rate("overall_response_itt"), rate("overall_response_assessed"), rate("complete_response_itt"))
+	}
+}

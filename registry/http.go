@@ -25,6 +25,7 @@ func (r *Registry) Register(e *echo.Echo) {
 	g.GET("/outcomes/survival.svg", r.getSurvivalSVG)
 	g.GET("/outcomes/toxicity", r.getToxicity)
 	g.GET("/outcomes/incidence", r.getIncidence)
+	g.GET("/outcomes/best-response", r.getBestResponse)
 	g.GET("/outcomes/toxicity.svg", r.getToxicitySVG)
 }
 
@@ -116,7 +117,22 @@ func (r *Registry) getToxicity(c echo.Context) error {
 		return err
 	}
 	if wantsCSV(c) {
-		return writeCSV(c, "toxicity.csv", report.CSV())
+		return writeCSV(c, "toxicity", report.CSV())
+	}
+	return writeJSON(c, report)
+}
+
+func (r *Registry) getBestResponse(c echo.Context) error {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	report, err := r.BestResponse(c.Request().Context(), f, groupBy)
+	if err != nil {
+		return err
+	}
+	if wantsCSV(c) {
+		return writeCSV(c, "best-response", report.CSV())
 	}
 	return writeJSON(c, report)
 }
