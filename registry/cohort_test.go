@@ -51,7 +51,8 @@ func outcomesOf(t *testing.T, tr *testRegistry) map[string]string {
 		"response", "response?group_by=disease", "response?group_by=product&disease=myeloma",
 		"survival?endpoint=os&group_by=disease", "survival?endpoint=pfs&group_by=target",
 		"survival?endpoint=dor&group_by=site", "survival?endpoint=os&group_by=product&infused_from=2022-01-01",
-		"toxicity", "toxicity?group_by=disease",
+		"toxicity", "toxicity?group_by=disease", "survival?endpoint=os&group_by=age_band", "best-response?group_by=prior_lines",
+		"incidence?group_by=age_band",
 	} {
 		out[q] = string(tr.expect(200, "GET", "/registry/outcomes/"+q, nil).body)
 	}

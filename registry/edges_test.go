@@ -3,6 +3,8 @@ package registry_test
 import (
 	"bytes"
 	"context"
+	"io/fs"
+	"maps"
 	"fmt"
 	"math"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/migrations"
 	"github.com/cartreg/cartreg/registry"
 )
 
@@ -772,5 +775,83 @@ func TestBestResponseByHand(t *testing.T) {
 		rate("overall_response_assessed") != 1 || math.Abs(rate("complete_response_itt")-1.0/3) > 1e-12 {
 		t.Errorf("n %v assessed %v, ORR %v / %v, CR %v; want 3, 2, 2/3 of all infused, 1 of the assessed, CR 1/3",
 			g["n"], g["assessed"], rate("overall_response_itt"), rate("overall_response_assessed"), rate("complete_response_itt"))
+	}
+}
+
+// Outcomes by age band at infusion and by prior lines of therapy. Ages are whole years at
+// the infusion, a partial birth date at the middle of its range; the migration that added
+// birth dates reads stored patients the same way.
+func TestStrataByAgeBandAndPriorLines(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	for _, p := range []struct {
+		born       string
+		priorLines int
+	}{{"2010-03-01", 2}, {"1985-06", 2}, {"1950", 4}, {"1950-12-31", 7}, {"", 0}} {
+		pat := patient("urn:uuid:site")
+		if p.born == "" {
+			delete(pat, "birthDate")
+		} else {
+			pat["birthDate"] = p.born
+		}
+		inf := infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2025-07-01", "axi-cel")
+		if p.priorLines > 0 {
+			ext, _ := inf["extension"].([]any)
+			inf["extension"] = append(ext, map[string]any{"url": registry.ExtPriorLines, "valueInteger": p.priorLines})
+		}
+		tr.expect(200, "POST", "/fhir", transaction(
+			post("urn:uuid:site", organization("Riverside")),
+			post("urn:uuid:pat", pat),
+			post("urn:uuid:dx", condition("urn:uuid:pat", "C83.30")),
+			post("urn:uuid:inf", inf)))
+	}
+	groups := func(groupBy string) map[string]float64 {
+		out := map[string]float64{}
+		for _, g := range tr.expect(200, "GET", "/registry/outcomes/survival?group_by="+groupBy, nil).json(t)["groups"].([]any) {
+			out[g.(map[string]any)["group"].(string)] = g.(map[string]any)["n"].(float64)
+		}
+		return out
+	}
+	// 2010-03-01: 15; 1985-06 (mid-June): 40 on 2025-07-01; 1950 (2 July): 74; 1950-12-31: 74.
+	if got, want := groups("age_band"), map[string]float64{"<18": 1, "40–64": 1, "65–74": 2, "unknown": 1}; !maps.Equal(got, want) {
+		t.Errorf("by age band %v, want %v", got, want)
+	}
+	if got, want := groups("prior_lines"), map[string]float64{"2": 2, "4–5": 1, "6+": 1, "unknown": 1}; !maps.Equal(got, want) {
+		t.Errorf("by prior lines %v, want %v", got, want)
+	}
+
+	// The migration's backfill gives the days the projection gives.
+	ctx := context.Background()
+	before := map[string]string{}
+	rows, _ := tr.db.Query(ctx, `SELECT patient_id, coalesce(birth_on::text, '') FROM registry_patient`)
+	for rows.Next() {
+		var id, born string
+		if err := rows.Scan(&id, &born); err != nil {
+			t.Fatal(err)
+		}
+		before[id] = born
+	}
+	migration, err := fs.ReadFile(migrations.Files, "016_registry_birth_date.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backfill := string(migration)[strings.Index(string(migration), "UPDATE registry_patient"):]
+	if _, err := tr.db.Exec(ctx, `UPDATE registry_patient SET birth_on = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.db.Exec(ctx, backfill); err != nil {
+		t.Fatal(err)
+	}
+	after := map[string]string{}
+	rows, _ = tr.db.Query(ctx, `SELECT patient_id, coalesce(birth_on::text, '') FROM registry_patient`)
+	for rows.Next() {
+		var id, born string
+		if err := rows.Scan(&id, &born); err != nil {
+			t.Fatal(err)
+		}
+		after[id] = born
+	}
+	if !maps.Equal(before, after) || len(before) != 5 {
+		t.Errorf("birth dates projected %v, backfilled %v", before, after)
 	}
 }

@@ -19,6 +19,9 @@ type patientFact struct {
 	// a full date, a month or a year for a partial one (DeceasedUntil nil when one day).
 	DeceasedOn, DeceasedUntil *time.Time
 	ManagingOrg               string
+	// BirthOn is the date of birth, a partial one at the middle of its range: what age
+	// bands at infusion are counted from.
+	BirthOn *time.Time
 }
 
 type conditionFact struct{ ID, Patient, Disease string }
@@ -211,6 +214,10 @@ func impute(from, until time.Time, floor *time.Time) time.Time {
 
 func (r *reader) patient(id string, body map[string]any) patientFact {
 	f := patientFact{ID: id, ManagingOrg: r.refTo(body["managingOrganization"], "Organization")}
+	if from, until, ok := dayRange(body["birthDate"]); ok {
+		mid := from.AddDate(0, 0, int(until.Sub(from).Hours()/24)/2)
+		f.BirthOn = &mid
+	}
 	if v, ok := body["deceasedDateTime"]; ok {
 		// A death known to the month or year is kept as its range: the day counted is imputed
 		// when the patient's other dates are known (refresh).

@@ -42,7 +42,7 @@ func (r *Registry) query(c echo.Context) (Filter, string, error) {
 	}
 	groupBy := q.Get("group_by")
 	if _, ok := groupings[groupBy]; !ok {
-		return f, "", badRequest(fmt.Errorf("group_by=%s: want one of disease, product, target, site", groupBy), "group_by")
+		return f, "", badRequest(fmt.Errorf("group_by=%s: want one of disease, product, target, site, age_band, prior_lines", groupBy), "group_by")
 	}
 	for _, d := range f.Diseases {
 		if r.terms.Disease(d) == nil && d != "unclassified" {

@@ -25,6 +25,11 @@ var groupings = map[string]string{
 	"product": `i.product_label`,
 	"target":  `coalesce(nullif(array_to_string(i.targets, '+'), ''), 'unspecified')`,
 	"site":    `coalesce(s.name, 'unknown site')`,
+	// Bands, never single years: an exact age with a site and a date could name a patient.
+	"age_band": `CASE WHEN p.birth_on IS NULL THEN 'unknown'
+		ELSE (ARRAY['<18', '18–39', '40–64', '65–74', '75+'])[width_bucket(extract(year FROM age(i.infused_on, p.birth_on)), ARRAY[0, 18, 40, 65, 75])] END`,
+	"prior_lines": `CASE WHEN i.prior_lines IS NULL THEN 'unknown' WHEN i.prior_lines <= 1 THEN '0–1'
+		WHEN i.prior_lines <= 3 THEN i.prior_lines::text WHEN i.prior_lines <= 5 THEN '4–5' ELSE '6+' END`,
 }
 
 // ParseFilter reads a query string: disease, product, target and site (each repeatable or
@@ -76,7 +81,11 @@ func nilIfEmpty(s []string) []string {
 func courses(groupBy string, f Filter) (string, error) {
 	g, ok := groupings[groupBy]
 	if !ok {
-		return "", fmt.Errorf("group_by=%s: want one of disease, product, target, site", groupBy)
+		return "", fmt.Errorf("group_by=%s: want one of disease, product, target, site, age_band, prior_lines", groupBy)
+	}
+	patientJoin := ""
+	if groupBy == "age_band" { // the only grouping that needs the patient's row
+		patientJoin = "\n\t\tLEFT JOIN registry_patient p ON p.patient_id = i.patient_id"
 	}
 	distinct, first, order := "DISTINCT ON (i.patient_id) ", "", "\n\t\tORDER BY i.patient_id, i.infused_on, i.resource_type, i.resource_id"
 	if f.empty() {
@@ -87,7 +96,7 @@ func courses(groupBy string, f Filter) (string, error) {
 	return `WITH course AS (
 		SELECT ` + distinct + `i.resource_type, i.resource_id, i.patient_id, i.infused_on, i.death_on, i.last_contact_on,
 			i.progression_on, i.last_progression_free_on, i.first_response_on, i.next_infused_on, i.timepoints, ` + g + ` AS g
-		FROM registry_infusion i LEFT JOIN registry_site s ON s.organization_id = i.effective_site_id
+		FROM registry_infusion i LEFT JOIN registry_site s ON s.organization_id = i.effective_site_id` + patientJoin + `
 		WHERE ($1::text[] IS NULL OR i.disease = ANY($1))
 		  AND ($2::text[] IS NULL OR i.product = ANY($2) OR i.product_label = ANY($2))
 		  AND ($3::text[] IS NULL OR i.targets && $3)

@@ -63,10 +63,10 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 				continue
 			}
 			f := r.patient(c.ID, c.Body)
-			batch.Queue(`INSERT INTO registry_patient (patient_id, deceased_on, deceased_until, managing_org) VALUES ($1, $2, $3, $4)
+			batch.Queue(`INSERT INTO registry_patient (patient_id, deceased_on, deceased_until, managing_org, birth_on) VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (patient_id) DO UPDATE SET deceased_on = excluded.deceased_on, deceased_until = excluded.deceased_until,
-					managing_org = excluded.managing_org`,
-				f.ID, f.DeceasedOn, f.DeceasedUntil, nullable(f.ManagingOrg))
+					managing_org = excluded.managing_org, birth_on = excluded.birth_on`,
+				f.ID, f.DeceasedOn, f.DeceasedUntil, nullable(f.ManagingOrg), f.BirthOn)
 		case "Organization":
 			if c.Body == nil {
 				batch.Queue(`DELETE FROM registry_site WHERE organization_id = $1`, c.ID)

@@ -64,7 +64,7 @@ func LoadDirect(ctx context.Context, db *pgxpool.Pool, c *Cohort, terms *registr
 			product, label = "other:"+strings.ToLower(p.Infusion.ProductDisplay), p.Infusion.ProductDisplay
 		}
 		targets := terms.OrderTargets(p.Infusion.Targets)
-		patients = append(patients, []any{pid, p.Death, site, last})
+		patients = append(patients, []any{pid, p.Death, site, last, p.BirthDate})
 		conditions = append(conditions, []any{cid, pid, p.Disease})
 		infusions = append(infusions, []any{p.Infusion.Resource, iid, pid, p.Infusion.Date, product, label, targets,
 			[]string{cid}, site, p.Infusion.PriorLines, p.Disease, site, 1, p.Death, last, firstResponse, progression, lastPF})
@@ -76,7 +76,7 @@ func LoadDirect(ctx context.Context, db *pgxpool.Pool, c *Cohort, terms *registr
 			rows    [][]any
 		}{
 			{"registry_site", []string{"organization_id", "name"}, sites},
-			{"registry_patient", []string{"patient_id", "deceased_on", "managing_org", "last_contact_on"}, patients},
+			{"registry_patient", []string{"patient_id", "deceased_on", "managing_org", "last_contact_on", "birth_on"}, patients},
 			{"registry_condition", []string{"condition_id", "patient_id", "disease"}, conditions},
 			{"registry_infusion", []string{"resource_type", "resource_id", "patient_id", "infused_on", "product", "product_label",
 				"targets", "condition_ids", "site_id", "prior_lines", "disease", "effective_site_id", "sequence", "death_on",
