@@ -3,9 +3,9 @@ package registry_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io/fs"
 	"maps"
-	"fmt"
 	"math"
 	"slices"
 	"strings"
