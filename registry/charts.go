@@ -199,3 +199,107 @@ func (r *Registry) getToxicitySVG(c echo.Context) error {
 	}
 	return writeSVG(c, func(b *bytes.Buffer) error { return chart.WriteSVG(b) })
 }
+
+// incidenceTitles name each event's chart and its curve.
+var incidenceTitles = map[string][2]string{
+	IncidenceRelapse:         {"Cumulative incidence of relapse or progression", "Relapse or progression"},
+	KindSubsequentMalignancy: {"Cumulative incidence of subsequent malignancy", "Subsequent malignancy"},
+	KindTCellMalignancy:      {"Cumulative incidence of T-cell malignancy", "T-cell malignancy"},
+	KindInfection:            {"Cumulative incidence of infection", "Infection"},
+	KindProlongedCytopenia:   {"Cumulative incidence of prolonged cytopenia", "Prolonged cytopenia"},
+}
+
+// getIncidenceSVG draws cumulative incidence curves rising from 0: for all selected courses
+// the event and death without it (non-relapse mortality for relapse), by group the event
+// only, one curve per group.
+func (r *Registry) getIncidenceSVG(c echo.Context) error {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	event := c.QueryParam("event")
+	if event == "" {
+		event = IncidenceRelapse
+	}
+	titles, ok := incidenceTitles[event]
+	if !ok {
+		return badRequest(fmt.Errorf("event=%s: want relapse, %s, %s, %s or %s", event,
+			KindSubsequentMalignancy, KindTCellMalignancy, KindInfection, KindProlongedCytopenia), "event")
+	}
+	report, err := r.Incidence(c.Request().Context(), f, event, groupBy)
+	if err != nil {
+		return err
+	}
+	notes := []string{"Aalen-Johansen; death competing"}
+	if groupBy != "" {
+		notes = append([]string{"by " + groupBy}, notes...)
+	}
+	if r.cfg.MinCell > 1 {
+		notes = append(notes, "groups under "+itoa(r.cfg.MinCell)+" patients not shown")
+	}
+	chart := plot.SurvivalChart{Title: titles[0], Subtitle: strings.Join(notes, "; "), YLabel: "Cumulative incidence", Rising: true}
+	curve := func(label string, g IncidenceGroup, events *int, value func(IncidencePoint) float64) plot.Curve {
+		cv := plot.Curve{Label: label, N: *g.N, EventsHidden: events == nil}
+		if events != nil {
+			cv.Events = *events
+		}
+		if r.cfg.MinCell > 1 {
+			cv.StoppedBelow = r.cfg.MinCell
+		}
+		for _, p := range g.Curve {
+			cv.Points = append(cv.Points, plot.Point{Days: p.TDays, AtRisk: p.AtRisk, Survival: value(p),
+				Lower: math.NaN(), Upper: math.NaN(), Censored: p.Censored})
+		}
+		return cv
+	}
+	for _, g := range report.Groups {
+		label := titles[1]
+		if groupBy != "" {
+			label = r.groupLabel(groupBy, g.Group)
+		}
+		chart.Curves = append(chart.Curves, curve(label, g, g.Events, func(p IncidencePoint) float64 { return p.Incidence }))
+		if groupBy == "" {
+			death := "Death without " + strings.ToLower(titles[1])
+			if event == IncidenceRelapse {
+				death = "Non-relapse mortality"
+			}
+			chart.Curves = append(chart.Curves, curve(death, g, g.Competing, func(p IncidencePoint) float64 { return p.CompetingIncidence }))
+		}
+	}
+	return writeSVG(c, func(b *bytes.Buffer) error { return chart.WriteSVG(b) })
+}
+
+// getBestResponseSVG draws each group's best overall response as one stacked bar, its
+// categories as shares of all infused courses, those never assessed on top.
+func (r *Registry) getBestResponseSVG(c echo.Context) error {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	report, err := r.BestResponse(c.Request().Context(), f, groupBy)
+	if err != nil {
+		return err
+	}
+	chart := plot.ResponseChart{Title: "Best overall response", Percent: c.QueryParam("percent") != "false",
+		Subtitle: "best category from infusion to first progression; share of all infused courses"}
+	for _, g := range report.Groups {
+		bar := plot.Bar{Label: r.groupLabel(groupBy, g.Group), N: *g.N}
+		shown := 0
+		for _, cat := range g.Categories {
+			if cat.Count != nil {
+				bar.Segments = append(bar.Segments, plot.Segment{Label: cat.Display, Count: *cat.Count})
+				shown += *cat.Count
+			}
+		}
+		if g.Assessed != nil {
+			bar.Segments = append(bar.Segments, plot.Segment{Label: "Not assessed", Count: *g.N - *g.Assessed})
+			shown += *g.N - *g.Assessed
+		}
+		if shown < bar.N {
+			bar.Segments = append(bar.Segments, plot.Segment{Hidden: true, Count: bar.N - shown,
+				Label: "Not shown: categories under " + itoa(r.cfg.MinCell) + " patients"})
+		}
+		chart.Bars = append(chart.Bars, bar)
+	}
+	return writeSVG(c, func(b *bytes.Buffer) error { return chart.WriteSVG(b) })
+}

@@ -713,6 +713,15 @@ func TestIncidenceOfRelapseWithDeathCompeting(t *testing.T) {
 		t.Errorf("prolonged cytopenias: %v, want 1", cyto["events"])
 	}
 	tr.expect(400, "GET", "/registry/outcomes/incidence?event=sunburn", nil)
+	svg := string(tr.expect(200, "GET", "/registry/outcomes/incidence.svg?disease=lbcl", nil).body)
+	for _, want := range []string{"Relapse or progression", "Non-relapse mortality", "Cumulative incidence"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("incidence chart without %q", want)
+		}
+	}
+	if strings.Contains(svg, "95% CI") || strings.Contains(svg, `class="km-ci"`) {
+		t.Error("the incidence chart promises or draws confidence bands it has no steps for")
+	}
 	csv := string(tr.expect(200, "GET", "/registry/outcomes/incidence?_format=csv", nil).body)
 	if !strings.HasPrefix(csv, "event,group,n,events,competing,t_days") {
 		t.Errorf("incidence CSV:\n%s", csv)
@@ -775,6 +784,10 @@ func TestBestResponseByHand(t *testing.T) {
 		rate("overall_response_assessed") != 1 || math.Abs(rate("complete_response_itt")-1.0/3) > 1e-12 {
 		t.Errorf("n %v assessed %v, ORR %v / %v, CR %v; want 3, 2, 2/3 of all infused, 1 of the assessed, CR 1/3",
 			g["n"], g["assessed"], rate("overall_response_itt"), rate("overall_response_assessed"), rate("complete_response_itt"))
+	}
+	svg := string(tr.expect(200, "GET", "/registry/outcomes/best-response.svg?percent=false", nil).body)
+	if !strings.Contains(svg, "Not assessed") || !strings.Contains(svg, "n = 3") {
+		t.Errorf("best response chart without the never-assessed course or n = 3")
 	}
 }
 

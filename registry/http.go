@@ -25,7 +25,9 @@ func (r *Registry) Register(e *echo.Echo) {
 	g.GET("/outcomes/survival.svg", r.getSurvivalSVG)
 	g.GET("/outcomes/toxicity", r.getToxicity)
 	g.GET("/outcomes/incidence", r.getIncidence)
+	g.GET("/outcomes/incidence.svg", r.getIncidenceSVG)
 	g.GET("/outcomes/best-response", r.getBestResponse)
+	g.GET("/outcomes/best-response.svg", r.getBestResponseSVG)
 	g.GET("/outcomes/toxicity.svg", r.getToxicitySVG)
 }
 

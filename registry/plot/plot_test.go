@@ -714,3 +714,27 @@ func TestBandsOnlyForFewCurvesWithIntervals(t *testing.T) {
 		}
 	}
 }
+
+// A cumulative incidence curve starts at 0 (the bottom of the plot) and climbs; a survival
+// curve starts at 1 (the top).
+func TestRisingCurvesStartAtZero(t *testing.T) {
+	start := func(rising bool) float64 {
+		chart := SurvivalChart{Rising: rising, Curves: []Curve{{N: 10, Points: []Point{
+			{Days: 30, AtRisk: 10, Survival: 0.2, Lower: math.NaN(), Upper: math.NaN()}}}}}
+		doc := string(render(t, chart))
+		i := strings.Index(doc, `class="km-curve"`)
+		if i < 0 {
+			t.Fatal("no curve drawn")
+		}
+		tag := doc[strings.LastIndex(doc[:i], "<path"):]
+		d := tag[strings.Index(tag, ` d="M`)+len(` d="M`):]
+		y, err := strconv.ParseFloat(d[strings.Index(d, ",")+1:strings.IndexAny(d, " \"")], 64)
+		if err != nil {
+			t.Fatalf("path %q: %v", d[:40], err)
+		}
+		return y
+	}
+	if rising, falling := start(true), start(false); !(rising > falling) {
+		t.Errorf("a rising curve starts at y=%v, a survival curve at y=%v: the rising one should start lower on the page", rising, falling)
+	}
+}

@@ -72,6 +72,9 @@ type SurvivalChart struct {
 	// MaxDays ends the x axis; 0 means the axis runs to the next tick after
 	// the last point of any curve. Curves are cut at MaxDays.
 	MaxDays float64
+	// Rising draws cumulative incidence instead of survival: curves start at
+	// 0 and climb, each Point's Survival field holding the incidence.
+	Rising bool
 }
 
 // Okabe & Ito's colour-blind-safe palette, reordered so the first curves get
@@ -408,7 +411,11 @@ func (c SurvivalChart) WriteSVG(w io.Writer) error {
 		if st.dash != "" {
 			a = append(a, attr("stroke-dasharray", st.dash))
 		}
-		cv.Path(l.stepPath(curve.Points), a...)
+		start := 1.0
+		if c.Rising {
+			start = 0
+		}
+		cv.Path(l.stepPath(curve.Points, start), a...)
 		if d := l.censorPath(curve.Points); d != "" {
 			cv.Path(d, attr("class", "km-censor"), attr("fill", "none"), attr("stroke", st.line), attr("stroke-width", "1.4"))
 		}
@@ -521,12 +528,13 @@ func (c SurvivalChart) drawRiskTable(cv *canvas, l *survLayout) {
 }
 
 // stepPath is the KM curve as a post-step line: flat until each time, then
-// a vertical drop to the new estimate. It starts at (0, 1) and ends at the
-// last point or the end of the axis.
-func (l *survLayout) stepPath(pts []Point) string {
+// a vertical step to the new estimate. It starts at (0, start), 1 for
+// survival and 0 for cumulative incidence, and ends at the last point or the
+// end of the axis.
+func (l *survLayout) stepPath(pts []Point, start float64) string {
 	var b strings.Builder
-	b.WriteString("M" + num(l.x(0)) + "," + num(l.y(1)))
-	level, at := 1.0, 0.0
+	b.WriteString("M" + num(l.x(0)) + "," + num(l.y(start)))
+	level, at := start, 0.0
 	for _, p := range pts {
 		if p.Days > l.axis.end {
 			b.WriteString(" H" + num(l.x(l.axis.end)))
