@@ -868,3 +868,21 @@ func TestStrataByAgeBandAndPriorLines(t *testing.T) {
 		t.Errorf("birth dates projected %v, backfilled %v", before, after)
 	}
 }
+
+// At each milestone, response among all whose window has closed beside among the assessed:
+// at month 1, 6 assessed (4 responders), 1 dead before, 1 pending (not counted either way).
+func TestResponseAmongAllInfusedAtEachMilestone(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	outcomeCohort(t, tr)
+	tp := tr.expect(200, "GET", "/registry/outcomes/response", nil).json(t)["groups"].([]any)[0].(map[string]any)["timepoints"].([]any)[0].(map[string]any)
+	among := tp["overall_response"].(map[string]any)
+	itt := tp["overall_response_itt"].(map[string]any)
+	if among["count"] != 4.0 || among["of"] != 6.0 || itt["count"] != 4.0 || itt["of"] != 7.0 {
+		t.Errorf("month 1: %v of the assessed, %v of all evaluable; want 4/6 and 4/7", among, itt)
+	}
+	csv := string(tr.expect(200, "GET", "/registry/outcomes/response?_format=csv", nil).body)
+	if !strings.Contains(csv, ",evaluable,cr_itt_rate,") {
+		t.Errorf("response CSV without the intention-to-treat rates:\n%s", csv[:200])
+	}
+}

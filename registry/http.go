@@ -219,7 +219,8 @@ func (rep *ResponseReport) CSV() [][]string {
 	}
 	header := []string{"group", "n", "milestone", "label", "target_day", "window_start", "window_end", "not_yet_due",
 		"dead_before", "due", "assessed", "progressed_before", "pending", "missing",
-		"cr", "cr_rate", "cr_lower", "cr_upper", "orr", "orr_rate", "orr_lower", "orr_upper"}
+		"cr", "cr_rate", "cr_lower", "cr_upper", "orr", "orr_rate", "orr_lower", "orr_upper",
+		"evaluable", "cr_itt_rate", "cr_itt_lower", "cr_itt_upper", "orr_itt_rate", "orr_itt_lower", "orr_itt_upper"}
 	for _, code := range codes {
 		header = append(header, "n_"+code)
 	}
@@ -231,6 +232,10 @@ func (rep *ResponseReport) CSV() [][]string {
 				cell(tp.ProgressedBefore), cell(tp.Pending), cell(tp.Missing)}
 			for _, p := range []Proportion{tp.CompleteResponse, tp.OverallResponse} {
 				row = append(row, cell(p.Count), cell(p.Rate), cell(p.Lower), cell(p.Upper))
+			}
+			row = append(row, cell(tp.OverallResponseITT.Of))
+			for _, p := range []Proportion{tp.CompleteResponseITT, tp.OverallResponseITT} {
+				row = append(row, cell(p.Rate), cell(p.Lower), cell(p.Upper))
 			}
 			byCode := map[string]*int{}
 			present := map[string]bool{}

@@ -45,6 +45,11 @@ type Timepoint struct {
 	Categories       []CategoryCount `json:"categories"`
 	CompleteResponse Proportion      `json:"complete_response"`
 	OverallResponse  Proportion      `json:"overall_response"`
+	// The same among all infused whose window has closed or who were assessed (n less
+	// not_yet_due and pending): dead before it, progressed before it and missing count as
+	// non-responders, the intention-to-treat reading.
+	CompleteResponseITT Proportion `json:"complete_response_itt"`
+	OverallResponseITT  Proportion `json:"overall_response_itt"`
 }
 
 // ResponseGroup is one group's timepoints.
@@ -206,6 +211,8 @@ func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoin
 	c.sumOf("assessed", parts...)
 	c.set("complete", complete)
 	c.set("response", response)
+	c.set("evaluable", counts["assessed"]+counts["dead_before"]+counts["progressed_before"]+counts["missing"])
+	c.sumOf("n", "evaluable", "not_yet_due", "pending")
 	c.suppress(r.cfg.MinCell)
 
 	tp := Timepoint{Milestone: m.Code, Label: m.Label, TargetDay: m.TargetDay, Window: [2]int{m.WindowStart, m.WindowEnd},
@@ -217,6 +224,8 @@ func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoin
 	}
 	tp.CompleteResponse = r.proportion(c, "complete", "assessed")
 	tp.OverallResponse = r.proportion(c, "response", "assessed")
+	tp.CompleteResponseITT = r.proportion(c, "complete", "evaluable")
+	tp.OverallResponseITT = r.proportion(c, "response", "evaluable")
 	return tp
 }
 
