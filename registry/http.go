@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/cartreg/cartreg/csvx"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/httpx"
 )
@@ -79,11 +79,7 @@ func writeCSV(c echo.Context, name string, rows [][]string) error {
 	c.Response().Header().Set(echo.HeaderContentType, "text/csv; charset=utf-8")
 	c.Response().Header().Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.csv"`)
 	c.Response().WriteHeader(http.StatusOK)
-	w := csv.NewWriter(c.Response())
-	if err := w.WriteAll(rows); err != nil {
-		return err
-	}
-	return w.Error()
+	return csvx.NewWriter(c.Response()).WriteAll(rows)
 }
 
 func (r *Registry) getPlan(c echo.Context) error { return writeJSON(c, r.cfg.Plan) }
