@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -47,7 +46,7 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 	}
 	chart := plot.SurvivalChart{Title: endpointTitles[report.Endpoint], Subtitle: subtitle}
 	for _, g := range report.Groups {
-		if g.Suppressed || g.N == nil {
+		if g.N == nil {
 			continue
 		}
 		curve := plot.Curve{Label: r.groupLabel(report.GroupBy, g.Group), N: *g.N, EventsHidden: g.Events == nil}
@@ -67,7 +66,7 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 }
 
 func (r *Registry) getResponseSVG(c echo.Context) error {
-	f, groupBy, err := r.query(c)
+	f, groupBy, err := r.query(c, "percent")
 	if err != nil {
 		return err
 	}
@@ -78,13 +77,13 @@ func (r *Registry) getResponseSVG(c echo.Context) error {
 			"and cannot group them; select a group with disease, product, target or site, or ask "+
 			"/registry/outcomes/response?group_by=%s for the table", groupBy, groupBy), "group_by")
 	}
-	report, err := r.Response(c.Request().Context(), f, "", r.now())
+	report, err := r.answerResponse(c, f, "")
 	if err != nil {
 		return err
 	}
 	chart := plot.ResponseChart{Title: "Response by follow-up timepoint", Percent: c.QueryParam("percent") != "false",
 		Subtitle: "best-to-worst categories per scheme; assessment nearest each timepoint; as of " + report.AsOf}
-	if len(report.Groups) == 1 && !report.Groups[0].Suppressed {
+	if len(report.Groups) == 1 {
 		for _, tp := range report.Groups[0].Timepoints {
 			bar := plot.Bar{Label: tp.Label}
 			if tp.Assessed == nil {
@@ -121,6 +120,3 @@ func (r *Registry) groupLabel(groupBy, group string) string {
 	return group
 }
 
-func itoa(n int) string {
-	return strconv.Itoa(n)
-}

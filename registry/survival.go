@@ -41,12 +41,14 @@ type Estimate struct {
 	Upper    *float64 `json:"upper"`
 }
 
-// SurvivalGroup is one group's Kaplan-Meier analysis.
+// SurvivalGroup is one group's Kaplan-Meier analysis. A group of fewer than MinCell patients
+// is not listed, exactly as a group of none; a listed group with fewer than MinCell patients
+// for the endpoint (DOR counts responders only), none included, has n, events and curve
+// empty.
 type SurvivalGroup struct {
 	Group              string               `json:"group"`
 	N                  *int                 `json:"n"`
 	Events             *int                 `json:"events"`
-	Suppressed         bool                 `json:"suppressed,omitempty"`
 	MedianDays         *float64             `json:"median_days"`
 	MedianCI           [2]*float64          `json:"median_ci"`
 	Landmarks          map[string]*Estimate `json:"landmarks"`
@@ -64,7 +66,7 @@ type SurvivalReport struct {
 }
 
 const survivalSQL = `
-SELECT c.g, c.infused_on, c.death_on, c.last_contact_on, c.progression_on, c.last_progression_free_on,
+SELECT c.g, c.patient_id, c.infused_on, c.death_on, c.last_contact_on, c.progression_on, c.last_progression_free_on,
 	c.first_response_on, c.next_infused_on
 FROM course c`
 
@@ -116,16 +118,23 @@ func (c courseDates) observation(endpoint string) (stats.Observation, bool) {
 // Survival estimates the endpoint's Kaplan-Meier curve for each group of the selected courses,
 // with the median follow-up by reverse Kaplan-Meier (on overall survival's censoring).
 func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy string) (*SurvivalReport, error) {
+	report, _, err := r.survival(ctx, f, endpoint, groupBy)
+	return report, err
+}
+
+// survival is Survival with the cohort of each published group.
+func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy string) (*SurvivalReport, []cohort, error) {
 	switch endpoint {
 	case EndpointOS, EndpointPFS, EndpointDOR:
 	default:
-		return nil, fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint)
+		return nil, nil, fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint)
 	}
 	with, err := courses(groupBy, f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	byGroup := map[string][]courseDates{}
+	members := map[string]cohort{}
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, with+survivalSQL, f.args()...)
 		if err != nil {
@@ -133,21 +142,27 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var g string
+			var g, patient string
 			var c courseDates
-			if err := rows.Scan(&g, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion); err != nil {
+			if err := rows.Scan(&g, &patient, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion); err != nil {
 				return err
 			}
 			byGroup[g] = append(byGroup[g], c)
+			members[g] = append(members[g], patientHash(patient))
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("survival query: %w", err)
+		return nil, nil, fmt.Errorf("survival query: %w", err)
 	}
 
 	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []SurvivalGroup{}}
+	var published []cohort
 	for g, cs := range byGroup {
+		if r.cfg.MinCell > 1 && len(cs) < r.cfg.MinCell {
+			continue
+		}
+		published = append(published, members[g].sorted())
 		var obs, followUp []stats.Observation
 		for _, c := range cs {
 			if o, ok := c.observation(endpoint); ok {
@@ -164,7 +179,7 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 		}
 		return *g.N
 	}, func(g SurvivalGroup) string { return g.Group })
-	return report, nil
+	return report, published, nil
 }
 
 func number(v float64) *float64 {
@@ -178,8 +193,7 @@ func (r *Registry) survivalGroup(name string, obs, followUp []stats.Observation)
 	g := SurvivalGroup{Group: name, Landmarks: map[string]*Estimate{}, Curve: []CurvePoint{}}
 	small := func(n int) bool { return r.cfg.MinCell > 1 && n > 0 && n < r.cfg.MinCell }
 	if len(obs) == 0 || small(len(obs)) {
-		g.Suppressed = len(obs) > 0
-		if !g.Suppressed {
+		if r.cfg.MinCell <= 1 {
 			zero := 0
 			g.N, g.Events = &zero, &zero
 		}
@@ -187,9 +201,9 @@ func (r *Registry) survivalGroup(name string, obs, followUp []stats.Observation)
 	}
 	curve := stats.KaplanMeier(obs, 0.95)
 	n, events := curve.N, curve.Events
-	g.N = &n
+	g.N = r.roundedPtr(&n)
 	if !small(events) && !small(n-events) {
-		g.Events = &events
+		g.Events = r.roundedPtr(&events)
 	}
 	median := curve.Median(0.95)
 	g.MedianDays, g.MedianCI = number(median.Estimate), [2]*float64{number(median.Lower), number(median.Upper)}
@@ -207,14 +221,6 @@ func (r *Registry) survivalGroup(name string, obs, followUp []stats.Observation)
 	}
 	fu := stats.MedianFollowUp(followUp, 0.95)
 	g.MedianFollowUpDays, g.MedianFollowUpCI = number(fu.Estimate), [2]*float64{number(fu.Lower), number(fu.Upper)}
-	for _, s := range curve.Steps {
-		// The curve stops where fewer than MinCell patients remain at risk: the tail of a
-		// curve is where single patients could be recognised.
-		if small(s.AtRisk) {
-			break
-		}
-		g.Curve = append(g.Curve, CurvePoint{TDays: s.Time, AtRisk: s.AtRisk, Events: s.Events, Censored: s.Censored,
-			Survival: s.Survival, Lower: number(s.Lower), Upper: number(s.Upper)})
-	}
+	g.Curve = r.publishedCurve(curve.Steps)
 	return g
 }
