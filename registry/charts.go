@@ -119,4 +119,3 @@ func (r *Registry) groupLabel(groupBy, group string) string {
 	}
 	return group
 }
-
