@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"crypto/md5"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -81,12 +80,18 @@ func (r *Registry) publishedCurve(steps []stats.Step) []CurvePoint {
 // of the patient id, ascending.
 type cohort []int64
 
-// cohortSQL lists each group's patients as hashes, sorted: the first 64 bits of the MD5 of
-// the patient id, a hash that stays the same across PostgreSQL versions.
-const cohortSQL = `
-SELECT g, array_agg(h ORDER BY h)
-FROM (SELECT c.g, ('x' || substr(md5(c.patient_id), 1, 16))::bit(64)::bigint AS h FROM course c) x
-GROUP BY g`
+// cohortSQL lists each group's patients as hashes (sorted in Go: cheaper than in the
+// aggregate). patientHashSQL is PostgreSQL's
+// 64-bit text hash, the one hash partitioning relies on and therefore kept the same across
+// versions; should an upgrade ever change it, remembered sets would stop matching for one
+// window, no longer.
+const (
+	patientHashSQL = `hashtextextended(c.patient_id, 0)`
+	cohortSQL      = `
+SELECT c.g, array_agg(` + patientHashSQL + `)
+FROM course c
+GROUP BY c.g`
+)
 
 // cohorts reads the patients of every group of the query, in the query's own transaction.
 func cohorts(ctx context.Context, tx pgx.Tx, with string, args []any) (map[string]cohort, error) {
@@ -102,15 +107,9 @@ func cohorts(ctx context.Context, tx pgx.Tx, with string, args []any) (map[strin
 		if err := rows.Scan(&g, &ids); err != nil {
 			return nil, err
 		}
-		out[g] = ids
+		out[g] = cohort(ids).sorted()
 	}
 	return out, rows.Err()
-}
-
-// patientHash is a patient id as cohortSQL hashes it.
-func patientHash(id string) int64 {
-	sum := md5.Sum([]byte(id))
-	return int64(binary.BigEndian.Uint64(sum[:8]))
 }
 
 func (c cohort) sorted() cohort {
@@ -206,10 +205,16 @@ func (r *Registry) checkOverlap(ctx context.Context, groups []cohort) error {
 			}
 		}
 		for _, g := range groups {
+			// A set asked before only has its time moved: it is not sent again.
+			tag, err := tx.Exec(ctx, `UPDATE registry_query_cohort SET asked_at = $3 WHERE principal = $1 AND digest = $2`, who, g.digest(), now)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() > 0 {
+				continue
+			}
 			if _, err := tx.Exec(ctx, `INSERT INTO registry_query_cohort (principal, digest, size, patients, asked_at)
-				VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (principal, digest) DO UPDATE SET asked_at = excluded.asked_at`,
-				who, g.digest(), len(g), []int64(g), now); err != nil {
+				VALUES ($1, $2, $3, $4, $5)`, who, g.digest(), len(g), []int64(g), now); err != nil {
 				return err
 			}
 		}

@@ -66,7 +66,7 @@ type SurvivalReport struct {
 }
 
 const survivalSQL = `
-SELECT c.g, c.patient_id, c.infused_on, c.death_on, c.last_contact_on, c.progression_on, c.last_progression_free_on,
+SELECT c.g, ` + patientHashSQL + `, c.infused_on, c.death_on, c.last_contact_on, c.progression_on, c.last_progression_free_on,
 	c.first_response_on, c.next_infused_on
 FROM course c`
 
@@ -142,13 +142,14 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var g, patient string
+			var g string
+			var patient int64
 			var c courseDates
 			if err := rows.Scan(&g, &patient, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion); err != nil {
 				return err
 			}
 			byGroup[g] = append(byGroup[g], c)
-			members[g] = append(members[g], patientHash(patient))
+			members[g] = append(members[g], patient)
 		}
 		return rows.Err()
 	})
