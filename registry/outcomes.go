@@ -173,12 +173,13 @@ func sortGroups[T any](groups []T, size func(T) int, name func(T) string) {
 // and one at a time per researcher, unlike the FHIR API's many small ones.
 const analyticWorkMem = "64MB"
 
-// analytic runs an outcome query in a read-only transaction with analyticWorkMem, planned
-// for its arguments every time: after five runs of a prepared statement PostgreSQL may switch
-// to a generic plan, which cannot drop the filters a query leaves unset ("$1 IS NULL OR …")
-// and made the response report two to three times slower.
+// analytic runs an outcome query in a read-only, repeatable-read transaction (the figures and
+// the cohort the overlap control records come from one snapshot) with analyticWorkMem,
+// planned for its arguments every time: after five runs of a prepared statement PostgreSQL
+// may switch to a generic plan, which cannot drop the filters a query leaves unset ("$1 IS
+// NULL OR …") and made the response report two to three times slower.
 func (r *Registry) analytic(ctx context.Context, query func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, r.db, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	return pgx.BeginTxFunc(ctx, r.db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+analyticWorkMem+`'; SET LOCAL plan_cache_mode = force_custom_plan`); err != nil {
 			return err
 		}
