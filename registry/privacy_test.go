@@ -245,6 +245,9 @@ func TestPublishedOutcomesAreTheExactOnesCoarsened(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := tr.expect(200, "GET", "/registry/outcomes/survival?group_by=disease", nil).json(t)
+	if got["round_to"] != 5.0 || got["min_cell"] != 5.0 {
+		t.Errorf("the report says round_to %v, min_cell %v; want 5 and 5", got["round_to"], got["min_cell"])
+	}
 	byGroup := map[string]map[string]any{}
 	for _, g := range got["groups"].([]any) {
 		byGroup[g.(map[string]any)["group"].(string)] = g.(map[string]any)

@@ -60,6 +60,7 @@ type ResponseReport struct {
 	AsOf    string          `json:"as_of"`
 	GroupBy string          `json:"group_by,omitempty"`
 	MinCell int             `json:"min_cell"`
+	RoundTo int             `json:"round_to"` // counts are multiples of it (1: exact)
 	Groups  []ResponseGroup `json:"groups"`
 }
 
@@ -154,7 +155,7 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 		return nil, nil, fmt.Errorf("response query: %w", err)
 	}
 
-	report := &ResponseReport{AsOf: date(asOfDay), GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []ResponseGroup{}}
+	report := &ResponseReport{AsOf: date(asOfDay), GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []ResponseGroup{}}
 	var published []cohort
 	for g, n := range groupSize {
 		if r.cfg.MinCell > 1 && n < r.cfg.MinCell {

@@ -62,6 +62,7 @@ type SurvivalReport struct {
 	Endpoint string          `json:"endpoint"`
 	GroupBy  string          `json:"group_by,omitempty"`
 	MinCell  int             `json:"min_cell"`
+	RoundTo  int             `json:"round_to"` // counts are multiples of it (1: exact)
 	Groups   []SurvivalGroup `json:"groups"`
 }
 
@@ -157,7 +158,7 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 		return nil, nil, fmt.Errorf("survival query: %w", err)
 	}
 
-	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []SurvivalGroup{}}
+	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []SurvivalGroup{}}
 	var published []cohort
 	for g, cs := range byGroup {
 		if r.cfg.MinCell > 1 && len(cs) < r.cfg.MinCell {
