@@ -56,7 +56,7 @@ func checkParams(q url.Values, extra ...string) error {
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
 		all := append(append([]string(nil), commonParams...), extra...)
-		return fhir.NewOutcome(http.StatusBadRequest, fhir.NotSupported, fmt.Sprintf("unknown parameter %s: outcome queries take %s",
+		return fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, fmt.Sprintf("unknown parameter %s: outcome queries take %s",
 			strings.Join(unknown, ", "), strings.Join(all, ", ")), unknown...)
 	}
 	var repeated []string
