@@ -44,6 +44,9 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 	if r.cfg.MinCell > 1 {
 		subtitle += "; groups under " + itoa(r.cfg.MinCell) + " patients not shown"
 	}
+	if r.cfg.RoundTo > 1 {
+		subtitle += "; counts rounded to " + itoa(r.cfg.RoundTo)
+	}
 	chart := plot.SurvivalChart{Title: endpointTitles[report.Endpoint], Subtitle: subtitle}
 	for _, g := range report.Groups {
 		if g.N == nil {
