@@ -80,11 +80,10 @@ func (r *Registry) publishedCurve(steps []stats.Step) []CurvePoint {
 // of the patient id, ascending.
 type cohort []int64
 
-// cohortSQL lists each group's patients as hashes (sorted in Go: cheaper than in the
-// aggregate). patientHashSQL is PostgreSQL's
-// 64-bit text hash, the one hash partitioning relies on and therefore kept the same across
-// versions; should an upgrade ever change it, remembered sets would stop matching for one
-// window, no longer.
+// cohortSQL lists each group's patients as hashes, sorted afterwards in Go (cheaper than in
+// the aggregate). patientHashSQL is PostgreSQL's 64-bit text hash, the one hash partitioning
+// relies on and therefore kept the same across versions; should an upgrade ever change it,
+// remembered sets would stop matching for one window, no longer.
 const (
 	patientHashSQL = `hashtextextended(c.patient_id, 0)`
 	cohortSQL      = `
