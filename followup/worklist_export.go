@@ -16,7 +16,8 @@ var CSVHeader = []string{"task_id", "task", "version", "status", "status_reason"
 	"patient", "patient_name", "patient_identifier", "patient_birth_date", "site_id", "site_name", "owner",
 	"product", "infusion", "infused_on", "description", "last_updated"}
 
-// CSV is the work list as rows under CSVHeader, in the same order as Items.
+// CSV is the work list as rows under CSVHeader, in the same order as Items; csvx defuses
+// any cell a spreadsheet would take for a formula when they are written.
 func (rep *Report) CSV() [][]string {
 	optional := func(n *int) string {
 		if n == nil {
@@ -26,22 +27,14 @@ func (rep *Report) CSV() [][]string {
 	}
 	rows := [][]string{CSVHeader}
 	for _, it := range rep.Items {
-		rows = append(rows, []string{it.TaskID, it.Task, strconv.Itoa(it.Version), it.Status, csvText(it.StatusReason), it.BusinessStatus,
+		rows = append(rows, []string{it.TaskID, it.Task, strconv.Itoa(it.Version), it.Status, it.StatusReason, it.BusinessStatus,
 			it.Urgency, strconv.Itoa(it.DaysOverdue), optional(it.DaysLeft), optional(it.DaysUntilOpen),
-			it.Milestone.Code, csvText(it.Milestone.Label), it.WindowStart, it.WindowEnd, it.TargetDate,
-			it.Patient.Reference, csvText(it.Patient.Name), csvText(it.Patient.Identifier), it.Patient.BirthDate,
-			it.Site.ID, csvText(it.Site.Name), it.Owner, csvText(it.Product), it.Infusion, it.InfusedOn,
-			csvText(it.Description), it.LastUpdated.Format(time.RFC3339)})
+			it.Milestone.Code, it.Milestone.Label, it.WindowStart, it.WindowEnd, it.TargetDate,
+			it.Patient.Reference, it.Patient.Name, it.Patient.Identifier, it.Patient.BirthDate,
+			it.Site.ID, it.Site.Name, it.Owner, it.Product, it.Infusion, it.InfusedOn,
+			it.Description, it.LastUpdated.Format(time.RFC3339)})
 	}
 	return rows
-}
-
-// csvText defuses free text a spreadsheet would run as a formula (OWASP's CSV injection advice).
-func csvText(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
 }
 
 // CalendarUID is the iCalendar UID of a Task's event: stable for the Task's life, whatever

@@ -3,7 +3,6 @@ package followup
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	ics "github.com/arran4/golang-ical"
 	"github.com/labstack/echo/v4"
 
+	"github.com/cartreg/cartreg/csvx"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/httpx"
 )
@@ -101,7 +101,7 @@ func (w *Worklist) serve(c echo.Context, q Query, format string) error {
 	switch format {
 	case formatCSV:
 		contentType, disposition = "text/csv; charset=utf-8", `attachment; filename="worklist.csv"`
-		cw := csv.NewWriter(&buf)
+		cw := csvx.NewWriter(&buf)
 		if err := cw.WriteAll(rep.CSV()); err != nil {
 			return fmt.Errorf("writing the work list as CSV: %w", err)
 		}

@@ -34,6 +34,7 @@ type BestResponseGroup struct {
 type BestResponseReport struct {
 	GroupBy string              `json:"group_by,omitempty"`
 	MinCell int                 `json:"min_cell"`
+	RoundTo int                 `json:"round_to"`
 	Groups  []BestResponseGroup `json:"groups"`
 }
 
@@ -49,10 +50,17 @@ GROUP BY 1, 2`
 // BestResponse reports each group's best overall response, response rates among all infused
 // and among the assessed, and MRD negativity.
 func (r *Registry) BestResponse(ctx context.Context, f Filter, groupBy string) (*BestResponseReport, error) {
+	report, _, err := r.bestResponse(ctx, f, groupBy)
+	return report, err
+}
+
+// bestResponse is BestResponse with the cohort of each published group.
+func (r *Registry) bestResponse(ctx context.Context, f Filter, groupBy string) (*BestResponseReport, []cohort, error) {
 	with, err := courses(groupBy, f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var members map[string]cohort
 	type course struct {
 		best                   *Category
 		mrdNegative, mrdTested bool
@@ -60,6 +68,10 @@ func (r *Registry) BestResponse(ctx context.Context, f Filter, groupBy string) (
 	size := map[string]int{}
 	found := map[string][]course{}
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		var err error
+		if members, err = r.groupCohorts(ctx, tx, with, f.args()); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, with+groupSizeSQL, f.args()...)
 		if err != nil {
 			return err
@@ -97,13 +109,15 @@ func (r *Registry) BestResponse(ctx context.Context, f Filter, groupBy string) (
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("best response query: %w", err)
+		return nil, nil, fmt.Errorf("best response query: %w", err)
 	}
-	report := &BestResponseReport{GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []BestResponseGroup{}}
+	report := &BestResponseReport{GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []BestResponseGroup{}}
+	var published []cohort
 	for g, n := range size {
 		if r.cfg.MinCell > 1 && n < r.cfg.MinCell {
 			continue // not listed, as a group of none is not
 		}
+		published = append(published, members[g])
 		c := newCells()
 		c.set("n", n)
 		assessed, responders, complete, tested, negative := 0, 0, 0, 0, 0
@@ -149,19 +163,19 @@ func (r *Registry) BestResponse(ctx context.Context, f Filter, groupBy string) (
 		c.set("mrd_tested", tested)
 		c.set("mrd_negative", negative)
 		c.suppress(r.cfg.MinCell)
-		group := BestResponseGroup{Group: g, N: c.get("n"), Assessed: c.get("assessed"), Categories: []CategoryCount{},
+		group := BestResponseGroup{Group: g, N: r.roundedPtr(c.get("n")), Assessed: r.roundedPtr(c.get("assessed")), Categories: []CategoryCount{},
 			OverallResponseITT: r.proportion(c, "response", "n"), OverallResponseAssessed: r.proportion(c, "response", "assessed"),
 			CompleteResponseITT: r.proportion(c, "complete", "n"), CompleteResponseAssessed: r.proportion(c, "complete", "assessed"),
-			MRDTested: c.get("mrd_tested"), MRDNegative: r.proportion(c, "mrd_negative", "mrd_tested"),
+			MRDTested: r.roundedPtr(c.get("mrd_tested")), MRDNegative: r.proportion(c, "mrd_negative", "mrd_tested"),
 			MRDNegativeITT: r.proportion(c, "mrd_negative", "n")}
 		for _, cat := range cats {
 			group.Categories = append(group.Categories, CategoryCount{Code: cat.Code, Display: cat.Display, Scheme: cat.Scheme,
-				Count: c.get("cat:" + cat.Code)})
+				Count: r.roundedPtr(c.get("cat:" + cat.Code))})
 		}
 		report.Groups = append(report.Groups, group)
 	}
 	sortGroups(report.Groups, func(g BestResponseGroup) int { return size[g.Group] }, func(g BestResponseGroup) string { return g.Group })
-	return report, nil
+	return report, published, nil
 }
 
 // CSV is the report as one row per group, a column per response category.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -41,7 +40,7 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 	}
 	chart := plot.SurvivalChart{Title: endpointTitles[report.Endpoint]}
 	for _, g := range report.Groups {
-		if g.Suppressed || g.N == nil {
+		if g.N == nil {
 			continue
 		}
 		curve := plot.Curve{Label: r.groupLabel(report.GroupBy, g.Group), N: *g.N, EventsHidden: g.Events == nil}
@@ -72,12 +71,15 @@ func (r *Registry) getSurvivalSVG(c echo.Context) error {
 	if r.cfg.MinCell > 1 {
 		notes = append(notes, "groups under "+itoa(r.cfg.MinCell)+" patients not shown")
 	}
+	if r.cfg.RoundTo > 1 {
+		notes = append(notes, "counts rounded to "+itoa(r.cfg.RoundTo))
+	}
 	chart.Subtitle = strings.Join(notes, "; ")
 	return writeSVG(c, func(b *bytes.Buffer) error { return chart.WriteSVG(b) })
 }
 
 func (r *Registry) getResponseSVG(c echo.Context) error {
-	f, groupBy, err := r.query(c)
+	f, groupBy, err := r.query(c, "percent")
 	if err != nil {
 		return err
 	}
@@ -88,13 +90,13 @@ func (r *Registry) getResponseSVG(c echo.Context) error {
 			"and cannot group them; select a group with disease, product, target or site, or ask "+
 			"/registry/outcomes/response?group_by=%s for the table", groupBy, groupBy), "group_by")
 	}
-	report, err := r.Response(c.Request().Context(), f, "", r.now())
+	report, err := r.answerResponse(c, f, "")
 	if err != nil {
 		return err
 	}
 	chart := plot.ResponseChart{Title: "Response by follow-up timepoint", Percent: c.QueryParam("percent") != "false",
 		Subtitle: "best-to-worst categories per scheme; assessment nearest each timepoint; as of " + report.AsOf}
-	if len(report.Groups) == 1 && !report.Groups[0].Suppressed {
+	if len(report.Groups) == 1 {
 		for _, tp := range report.Groups[0].Timepoints {
 			bar := plot.Bar{Label: tp.Label}
 			if tp.Assessed == nil {
@@ -140,14 +142,10 @@ func (r *Registry) groupLabel(groupBy, group string) string {
 	return group
 }
 
-func itoa(n int) string {
-	return strconv.Itoa(n)
-}
-
 // getToxicitySVG draws CRS and ICANS as one stacked bar each: the share of courses by their
 // worst ASTCT grade, none at the bottom. Groups are not drawn (the table has them).
 func (r *Registry) getToxicitySVG(c echo.Context) error {
-	f, groupBy, err := r.query(c)
+	f, groupBy, err := r.query(c, "percent")
 	if err != nil {
 		return err
 	}
@@ -155,7 +153,7 @@ func (r *Registry) getToxicitySVG(c echo.Context) error {
 		return badRequest(fmt.Errorf("group_by=%s: the toxicity chart shows all selected courses; ask "+
 			"/registry/outcomes/toxicity?group_by=%s for the table", groupBy, groupBy), "group_by")
 	}
-	report, err := r.Toxicity(c.Request().Context(), f, "")
+	report, err := r.answerToxicity(c, f, "")
 	if err != nil {
 		return err
 	}
@@ -213,29 +211,21 @@ var incidenceTitles = map[string][2]string{
 // the event and death without it (non-relapse mortality for relapse), by group the event
 // only, one curve per group.
 func (r *Registry) getIncidenceSVG(c echo.Context) error {
-	f, groupBy, err := r.query(c)
+	report, err := r.incidenceFor(c)
 	if err != nil {
 		return err
 	}
-	event := c.QueryParam("event")
-	if event == "" {
-		event = IncidenceRelapse
-	}
-	titles, ok := incidenceTitles[event]
-	if !ok {
-		return badRequest(fmt.Errorf("event=%s: want relapse, %s, %s, %s or %s", event,
-			KindSubsequentMalignancy, KindTCellMalignancy, KindInfection, KindProlongedCytopenia), "event")
-	}
-	report, err := r.Incidence(c.Request().Context(), f, event, groupBy)
-	if err != nil {
-		return err
-	}
+	event, groupBy := report.Event, report.GroupBy
+	titles := incidenceTitles[event]
 	notes := []string{"Aalen-Johansen; death competing"}
 	if groupBy != "" {
 		notes = append([]string{"by " + groupBy}, notes...)
 	}
 	if r.cfg.MinCell > 1 {
 		notes = append(notes, "groups under "+itoa(r.cfg.MinCell)+" patients not shown")
+	}
+	if r.cfg.RoundTo > 1 {
+		notes = append(notes, "counts rounded to "+itoa(r.cfg.RoundTo))
 	}
 	chart := plot.SurvivalChart{Title: titles[0], Subtitle: strings.Join(notes, "; "), YLabel: "Cumulative incidence", Rising: true}
 	curve := func(label string, g IncidenceGroup, events *int, value func(IncidencePoint) float64) plot.Curve {
@@ -272,11 +262,11 @@ func (r *Registry) getIncidenceSVG(c echo.Context) error {
 // getBestResponseSVG draws each group's best overall response as one stacked bar, its
 // categories as shares of all infused courses, those never assessed on top.
 func (r *Registry) getBestResponseSVG(c echo.Context) error {
-	f, groupBy, err := r.query(c)
+	f, groupBy, err := r.query(c, "percent")
 	if err != nil {
 		return err
 	}
-	report, err := r.BestResponse(c.Request().Context(), f, groupBy)
+	report, err := r.answerBestResponse(c, f, groupBy)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -95,7 +96,12 @@ func TestDirectLoadMatchesTheAPI(t *testing.T) {
 // (about 300,000 assessments), loaded directly into the registry tables.
 func BenchmarkOutcomes100k(b *testing.B) {
 	cohort := generate(b, 100_000, 2026)
-	tr := newTestRegistry(b, registry.Config{MinCell: 5})
+	// As served: rounding, and the overlap control remembering each query's patients.
+	cfg := served
+	if os.Getenv("BENCH_OVERLAP") == "off" {
+		cfg.OverlapWindow = 0
+	}
+	tr := newTestRegistry(b, cfg)
 	tr.now = cohortAsOf
 	start := time.Now()
 	loadCohortDirect(b, tr, cohort)

@@ -1,15 +1,18 @@
 package registry
 
 import (
-	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/cartreg/cartreg/csvx"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/httpx"
 )
@@ -35,11 +38,60 @@ func badRequest(err error, param string) error {
 	return fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, err.Error(), param)
 }
 
-// query reads the filter and grouping every outcome endpoint takes.
-func (r *Registry) query(c echo.Context) (Filter, string, error) {
+// listParams are the filters that take several values (repeated or comma-separated); every
+// other parameter of an outcome endpoint takes one.
+var listParams = map[string]bool{"disease": true, "product": true, "target": true, "site": true}
+
+// commonParams are the parameters every outcome endpoint takes.
+var commonParams = []string{"disease", "product", "target", "site", "infused_from", "infused_to", "group_by", "_format", "_pretty"}
+
+// checkParams refuses a parameter the endpoint does not take, and a single-valued one given
+// twice: ignoring either would answer for the whole cohort, or for one of two values,
+// without saying so.
+func checkParams(q url.Values, extra ...string) error {
+	known := map[string]bool{}
+	for _, k := range append(append([]string(nil), commonParams...), extra...) {
+		known[k] = true
+	}
+	var unknown []string
+	for k := range q {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		all := append(append([]string(nil), commonParams...), extra...)
+		return fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, fmt.Sprintf("unknown parameter %s: outcome queries take %s",
+			strings.Join(unknown, ", "), strings.Join(all, ", ")), unknown...)
+	}
+	var repeated []string
+	for k, vs := range q {
+		if len(vs) > 1 && !listParams[k] {
+			repeated = append(repeated, k)
+		}
+	}
+	if len(repeated) > 0 {
+		sort.Strings(repeated)
+		return fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, fmt.Sprintf("%s given more than once: it takes one value",
+			strings.Join(repeated, ", ")), repeated...)
+	}
+	return nil
+}
+
+// query reads the filter and grouping every outcome endpoint takes; extra are the
+// endpoint's own parameters.
+func (r *Registry) query(c echo.Context, extra ...string) (Filter, string, error) {
 	q := c.QueryParams()
+	if err := checkParams(q, extra...); err != nil {
+		return Filter{}, "", err
+	}
 	f, err := ParseFilter(q)
 	if err != nil {
+		var pe *ParamError
+		if errors.As(err, &pe) {
+			return f, "", badRequest(err, pe.Param)
+		}
 		return f, "", badRequest(err, "query")
 	}
 	groupBy := q.Get("group_by")
@@ -85,11 +137,7 @@ func writeCSV(c echo.Context, name string, rows [][]string) error {
 	c.Response().Header().Set(echo.HeaderContentType, "text/csv; charset=utf-8")
 	c.Response().Header().Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.csv"`)
 	c.Response().WriteHeader(http.StatusOK)
-	w := csv.NewWriter(c.Response())
-	if err := w.WriteAll(rows); err != nil {
-		return err
-	}
-	return w.Error()
+	return csvx.NewWriter(c.Response()).WriteAll(rows)
 }
 
 func (r *Registry) getPlan(c echo.Context) error { return writeJSON(c, r.cfg.Plan) }
@@ -99,7 +147,7 @@ func (r *Registry) getResponse(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	report, err := r.Response(c.Request().Context(), f, groupBy, r.now())
+	report, err := r.answerResponse(c, f, groupBy)
 	if err != nil {
 		return err
 	}
@@ -114,7 +162,7 @@ func (r *Registry) getToxicity(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	report, err := r.Toxicity(c.Request().Context(), f, groupBy)
+	report, err := r.answerToxicity(c, f, groupBy)
 	if err != nil {
 		return err
 	}
@@ -129,7 +177,7 @@ func (r *Registry) getBestResponse(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	report, err := r.BestResponse(c.Request().Context(), f, groupBy)
+	report, err := r.answerBestResponse(c, f, groupBy)
 	if err != nil {
 		return err
 	}
@@ -140,19 +188,7 @@ func (r *Registry) getBestResponse(c echo.Context) error {
 }
 
 func (r *Registry) getIncidence(c echo.Context) error {
-	f, groupBy, err := r.query(c)
-	if err != nil {
-		return err
-	}
-	event := c.QueryParam("event")
-	if event == "" {
-		event = IncidenceRelapse
-	}
-	if _, ok := incidenceEvents[event]; !ok {
-		return badRequest(fmt.Errorf("event=%s: want relapse, %s, %s, %s or %s", event,
-			KindSubsequentMalignancy, KindTCellMalignancy, KindInfection, KindProlongedCytopenia), "event")
-	}
-	report, err := r.Incidence(c.Request().Context(), f, event, groupBy)
+	report, err := r.incidenceFor(c)
 	if err != nil {
 		return err
 	}
@@ -174,7 +210,7 @@ func (r *Registry) getSurvival(c echo.Context) error {
 }
 
 func (r *Registry) survivalFor(c echo.Context) (*SurvivalReport, error) {
-	f, groupBy, err := r.query(c)
+	f, groupBy, err := r.query(c, "endpoint")
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +221,66 @@ func (r *Registry) survivalFor(c echo.Context) (*SurvivalReport, error) {
 	if endpoint != EndpointOS && endpoint != EndpointPFS && endpoint != EndpointDOR {
 		return nil, badRequest(fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint), "endpoint")
 	}
-	return r.Survival(c.Request().Context(), f, endpoint, groupBy)
+	report, groups, err := r.survival(c.Request().Context(), f, endpoint, groupBy)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.checkOverlap(c.Request().Context(), groups); err != nil {
+		return nil, err
+	}
+	return report, nil
+}
+
+// answerResponse is the response report for the request, once its cohorts pass the overlap
+// control.
+func (r *Registry) answerResponse(c echo.Context, f Filter, groupBy string) (*ResponseReport, error) {
+	ctx := c.Request().Context()
+	report, groups, err := r.response(ctx, f, groupBy, r.now(), r.overlapControl())
+	if err != nil {
+		return nil, err
+	}
+	if err := r.checkOverlap(ctx, groups); err != nil {
+		return nil, err
+	}
+	return report, nil
+}
+
+// answerToxicity, answerBestResponse and incidenceFor are those reports for the request,
+// once their cohorts pass the overlap control, as answerResponse is.
+func (r *Registry) answerToxicity(c echo.Context, f Filter, groupBy string) (*ToxicityReport, error) {
+	report, groups, err := r.toxicity(c.Request().Context(), f, groupBy)
+	if err != nil {
+		return nil, err
+	}
+	return report, r.checkOverlap(c.Request().Context(), groups)
+}
+
+func (r *Registry) answerBestResponse(c echo.Context, f Filter, groupBy string) (*BestResponseReport, error) {
+	report, groups, err := r.bestResponse(c.Request().Context(), f, groupBy)
+	if err != nil {
+		return nil, err
+	}
+	return report, r.checkOverlap(c.Request().Context(), groups)
+}
+
+func (r *Registry) incidenceFor(c echo.Context) (*IncidenceReport, error) {
+	f, groupBy, err := r.query(c, "event")
+	if err != nil {
+		return nil, err
+	}
+	event := c.QueryParam("event")
+	if event == "" {
+		event = IncidenceRelapse
+	}
+	if _, ok := incidenceEvents[event]; !ok {
+		return nil, badRequest(fmt.Errorf("event=%s: want relapse, %s, %s, %s or %s", event,
+			KindSubsequentMalignancy, KindTCellMalignancy, KindInfection, KindProlongedCytopenia), "event")
+	}
+	report, groups, err := r.incidence(c.Request().Context(), f, event, groupBy)
+	if err != nil {
+		return nil, err
+	}
+	return report, r.checkOverlap(c.Request().Context(), groups)
 }
 
 // cell renders a count or estimate for CSV: NA when suppressed or not estimable, as R and
@@ -250,9 +345,6 @@ func (rep *ResponseReport) CSV() [][]string {
 				}
 			}
 			rows = append(rows, row)
-		}
-		if g.Suppressed {
-			rows = append(rows, append([]string{g.Group, "NA"}, make([]string, len(header)-2)...))
 		}
 	}
 	return rows

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -64,6 +65,7 @@ type IncidenceReport struct {
 	Event   string           `json:"event"`
 	GroupBy string           `json:"group_by,omitempty"`
 	MinCell int              `json:"min_cell"`
+	RoundTo int              `json:"round_to"`
 	Groups  []IncidenceGroup `json:"groups"`
 }
 
@@ -114,17 +116,28 @@ func (c courseDates) competing(event string, firstEvent *time.Time) stats.Compet
 // Incidence estimates the cumulative incidence of event (IncidenceRelapse or a safety event
 // kind) with death as the competing event, by group (Aalen-Johansen; Gray's variance).
 func (r *Registry) Incidence(ctx context.Context, f Filter, event, groupBy string) (*IncidenceReport, error) {
+	report, _, err := r.incidence(ctx, f, event, groupBy)
+	return report, err
+}
+
+// incidence is Incidence with the cohort of each published group.
+func (r *Registry) incidence(ctx context.Context, f Filter, event, groupBy string) (*IncidenceReport, []cohort, error) {
 	landmarks, ok := incidenceEvents[event]
 	if !ok {
-		return nil, fmt.Errorf("event=%s: want relapse, %s, %s, %s or %s", event,
+		return nil, nil, fmt.Errorf("event=%s: want relapse, %s, %s, %s or %s", event,
 			KindSubsequentMalignancy, KindTCellMalignancy, KindInfection, KindProlongedCytopenia)
 	}
 	with, err := courses(groupBy, f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	byGroup := map[string][]stats.CompetingObservation{}
+	var members map[string]cohort
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		var err error
+		if members, err = r.groupCohorts(ctx, tx, with, f.args()); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, with+incidenceSQL, append(f.args(), event)...)
 		if err != nil {
 			return err
@@ -142,24 +155,25 @@ func (r *Registry) Incidence(ctx context.Context, f Filter, event, groupBy strin
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("incidence query: %w", err)
+		return nil, nil, fmt.Errorf("incidence query: %w", err)
 	}
-	report := &IncidenceReport{Event: event, GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []IncidenceGroup{}}
+	report := &IncidenceReport{Event: event, GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []IncidenceGroup{}}
+	var published []cohort
 	for g, obs := range byGroup {
 		if r.cfg.MinCell > 1 && len(obs) < r.cfg.MinCell {
 			continue // not listed, as a group of none is not
 		}
+		published = append(published, members[g])
 		report.Groups = append(report.Groups, r.incidenceGroup(g, obs, landmarks))
 	}
-	sortGroups(report.Groups, func(g IncidenceGroup) int { return *g.N }, func(g IncidenceGroup) string { return g.Group })
-	return report, nil
+	sortGroups(report.Groups, func(g IncidenceGroup) int { return len(byGroup[g.Group]) }, func(g IncidenceGroup) string { return g.Group })
+	return report, published, nil
 }
 
 func (r *Registry) incidenceGroup(name string, obs []stats.CompetingObservation, landmarks []int) IncidenceGroup {
-	small := func(n int) bool { return r.cfg.MinCell > 1 && n > 0 && n < r.cfg.MinCell }
 	inc := stats.CumulativeIncidence(obs, 2)
 	n := inc.N
-	g := IncidenceGroup{Group: name, N: &n, Landmarks: map[string]*IncidenceLandmark{}, Curve: []IncidencePoint{}}
+	g := IncidenceGroup{Group: name, N: r.roundedPtr(&n), Landmarks: map[string]*IncidenceLandmark{}, Curve: []IncidencePoint{}}
 	events, competing := inc.Events[0], inc.Events[1]
 	// Event and competing counts and the censored rest add up to n: hide a small one, and
 	// with it another, so none can be had by subtraction.
@@ -170,34 +184,42 @@ func (r *Registry) incidenceGroup(name string, obs []stats.CompetingObservation,
 	c.set("censored", n-events-competing)
 	c.sumOf("n", "events", "competing", "censored")
 	c.suppress(r.cfg.MinCell)
-	g.Events, g.Competing = c.get("events"), c.get("competing")
+	g.Events, g.Competing = r.roundedPtr(c.get("events")), r.roundedPtr(c.get("competing"))
 
-	// The curve, like a survival curve, stops where fewer than the minimum cell remain at
-	// risk; landmarks are shown only where it reaches.
-	cut := -1.0
+	g.Curve = r.publishedIncidence(inc.Steps)
+	firstEvent, last := math.Inf(1), 0.0
 	for _, s := range inc.Steps {
-		if small(s.AtRisk) {
-			cut = s.Time
-			break
+		if s.Events[0]+s.Events[1] > 0 && math.IsInf(firstEvent, 1) {
+			firstEvent = s.Time
 		}
-		g.Curve = append(g.Curve, IncidencePoint{TDays: s.Time, AtRisk: s.AtRisk, Events: s.Events[0], Competing: s.Events[1],
-			Censored: s.Censored, Incidence: s.Incidence[0], CompetingIncidence: s.Incidence[1]})
-	}
-	last := 0.0
-	if len(inc.Steps) > 0 {
-		last = inc.Steps[len(inc.Steps)-1].Time
+		last = s.Time
 	}
 	for _, t := range landmarks {
-		at := float64(t)
-		if at > last || (cut >= 0 && at >= cut) {
-			g.Landmarks[strconv.Itoa(t)] = nil
-			continue
-		}
+		key, at := strconv.Itoa(t), float64(t)
 		estimate := func(cause int) *Estimate {
 			f, lo, hi := inc.At(at, cause, 0.95)
 			return &Estimate{Survival: number(f), Lower: number(lo), Upper: number(hi)}
 		}
-		g.Landmarks[strconv.Itoa(t)] = &IncidenceLandmark{Incidence: estimate(1), Competing: estimate(2)}
+		switch {
+		case at > last:
+			g.Landmarks[key] = nil
+		case r.cfg.MinCell <= 1:
+			g.Landmarks[key] = &IncidenceLandmark{Incidence: estimate(1), Competing: estimate(2)}
+		default:
+			// As for survival: read off the published curve only (its intervals are the
+			// exact ones at that point's time).
+			i := publishedBefore(len(g.Curve), func(i int) float64 { return g.Curve[i].TDays }, at, firstEvent)
+			switch {
+			case i == noEventsYet:
+				zero := 0.0
+				g.Landmarks[key] = &IncidenceLandmark{Incidence: &Estimate{Survival: &zero}, Competing: &Estimate{Survival: &zero}}
+			case i < 0:
+				g.Landmarks[key] = nil
+			default:
+				at = g.Curve[i].TDays
+				g.Landmarks[key] = &IncidenceLandmark{Incidence: estimate(1), Competing: estimate(2)}
+			}
+		}
 	}
 	return g
 }
@@ -219,4 +241,40 @@ func (rep *IncidenceReport) CSV() [][]string {
 		}
 	}
 	return rows
+}
+
+// publishedIncidence is the curve as researchers see it, pooled as publishedCurve pools a
+// survival curve: with suppression on, steps are merged until each holds at least MinCell
+// events of either kind, a published step being the exact estimates at the block's last
+// time with the number at risk at its start; the curve stops where fewer than MinCell
+// remain at risk; counts are rounded.
+func (r *Registry) publishedIncidence(steps []stats.IncidenceStep) []IncidencePoint {
+	out := []IncidencePoint{}
+	point := func(s stats.IncidenceStep, atRisk, events, competing, censored int) IncidencePoint {
+		return IncidencePoint{TDays: s.Time, AtRisk: r.rounded(atRisk), Events: r.rounded(events), Competing: r.rounded(competing),
+			Censored: r.rounded(censored), Incidence: s.Incidence[0], CompetingIncidence: s.Incidence[1]}
+	}
+	if r.cfg.MinCell <= 1 {
+		for _, s := range steps {
+			out = append(out, point(s, s.AtRisk, s.Events[0], s.Events[1], s.Censored))
+		}
+		return out
+	}
+	atRisk, events, competing, censored := 0, 0, 0, 0
+	for _, s := range steps {
+		if s.AtRisk < r.cfg.MinCell {
+			break
+		}
+		if events == 0 && competing == 0 && censored == 0 {
+			atRisk = s.AtRisk
+		}
+		events += s.Events[0]
+		competing += s.Events[1]
+		censored += s.Censored
+		if events+competing >= r.cfg.MinCell {
+			out = append(out, point(s, atRisk, events, competing, censored))
+			events, competing, censored = 0, 0, 0
+		}
+	}
+	return out
 }

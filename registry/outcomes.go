@@ -32,8 +32,28 @@ var groupings = map[string]string{
 		WHEN i.prior_lines <= 3 THEN i.prior_lines::text WHEN i.prior_lines <= 5 THEN '4–5' ELSE '6+' END`,
 }
 
+// ParamError is a query parameter the outcome endpoints cannot take, with the parameter's
+// name for the OperationOutcome's location.
+type ParamError struct {
+	Param string
+	Msg   string
+}
+
+func (e *ParamError) Error() string { return e.Msg }
+
+func paramError(param, format string, args ...any) error {
+	return &ParamError{Param: param, Msg: fmt.Sprintf(format, args...)}
+}
+
 // ParseFilter reads a query string: disease, product, target and site (each repeatable or
-// comma-separated), infused_from and infused_to (YYYY-MM-DD, inclusive).
+// comma-separated), infused_from and infused_to (inclusive months, YYYY-MM).
+//
+// Dates select whole calendar months at most. A day would let two queries a day apart
+// differ by the patients infused on that day, often one, whose outcome is then the
+// difference of the answers. YYYY-MM-DD is taken only on a month's boundary (the first day
+// for infused_from, the last for infused_to), so links written with whole months keep
+// working; any other day is an error naming the parameter rather than a silent rounding,
+// which would answer a question other than the one asked.
 func ParseFilter(q url.Values) (Filter, error) {
 	var f Filter
 	split := func(key string) []string {
@@ -48,19 +68,50 @@ func ParseFilter(q url.Values) (Filter, error) {
 		return out
 	}
 	f.Diseases, f.Products, f.Targets, f.Sites = split("disease"), split("product"), split("target"), split("site")
-	for key, dst := range map[string]**time.Time{"infused_from": &f.InfusedFrom, "infused_to": &f.InfusedTo} {
-		if v := q.Get(key); v != "" {
-			t, err := time.Parse("2006-01-02", v)
-			if err != nil {
-				return f, fmt.Errorf("%s=%q: want a date as YYYY-MM-DD", key, v)
-			}
-			*dst = &t
+	for _, key := range []string{"infused_from", "infused_to"} {
+		v := q.Get(key)
+		if v == "" {
+			continue
+		}
+		t, err := parseMonth(key, v, key == "infused_to")
+		if err != nil {
+			return f, err
+		}
+		if key == "infused_from" {
+			f.InfusedFrom = &t
+		} else {
+			f.InfusedTo = &t
 		}
 	}
 	if f.InfusedFrom != nil && f.InfusedTo != nil && f.InfusedTo.Before(*f.InfusedFrom) {
-		return f, fmt.Errorf("infused_to %s is before infused_from %s", date(*f.InfusedTo), date(*f.InfusedFrom))
+		return f, paramError("infused_to", "infused_to %s is before infused_from %s", date(*f.InfusedTo), date(*f.InfusedFrom))
 	}
 	return f, nil
+}
+
+// parseMonth reads YYYY-MM, or YYYY-MM-DD on the month's boundary, as the month's first day
+// or, with end, its last.
+func parseMonth(key, v string, end bool) (time.Time, error) {
+	if m, err := time.Parse("2006-01", v); err == nil {
+		if end {
+			return m.AddDate(0, 1, -1), nil
+		}
+		return m, nil
+	}
+	d, err := time.Parse("2006-01-02", v)
+	if err != nil {
+		return time.Time{}, paramError(key, "%s=%q: want a month as YYYY-MM", key, v)
+	}
+	first := time.Date(d.Year(), d.Month(), 1, 0, 0, 0, 0, time.UTC)
+	boundary, which := first, "first"
+	if end {
+		boundary, which = first.AddDate(0, 1, -1), "last"
+	}
+	if !d.Equal(boundary) {
+		return time.Time{}, paramError(key, "%s=%s: outcomes select infusions by whole months, so that two answers cannot "+
+			"differ by the patients of one day; give %s (or %s, the month's %s day)", key, v, d.Format("2006-01"), date(boundary), which)
+	}
+	return d, nil
 }
 
 func nilIfEmpty(s []string) []string {
@@ -94,7 +145,7 @@ func courses(groupBy string, f Filter) (string, error) {
 	// The filter's conditions stay when it is empty (they are all true then): PostgreSQL
 	// cannot type a parameter the statement never uses.
 	return `WITH course AS (
-		SELECT ` + distinct + `i.resource_type, i.resource_id, i.patient_id, i.infused_on, i.death_on, i.last_contact_on,
+		SELECT ` + distinct + `i.patient_id, i.resource_type, i.resource_id, i.infused_on, i.death_on, i.last_contact_on,
 			i.progression_on, i.last_progression_free_on, i.first_response_on, i.next_infused_on, i.timepoints, ` + g + ` AS g
 		FROM registry_infusion i LEFT JOIN registry_site s ON s.organization_id = i.effective_site_id` + patientJoin + `
 		WHERE ($1::text[] IS NULL OR i.disease = ANY($1))
@@ -131,12 +182,13 @@ func sortGroups[T any](groups []T, size func(T) int, name func(T) string) {
 // and one at a time per researcher, unlike the FHIR API's many small ones.
 const analyticWorkMem = "64MB"
 
-// analytic runs an outcome query in a read-only transaction with analyticWorkMem, planned
-// for its arguments every time: after five runs of a prepared statement PostgreSQL may switch
-// to a generic plan, which cannot drop the filters a query leaves unset ("$1 IS NULL OR …")
-// and made the response report two to three times slower.
+// analytic runs an outcome query in a read-only, repeatable-read transaction (the figures and
+// the cohort the overlap control records come from one snapshot) with analyticWorkMem,
+// planned for its arguments every time: after five runs of a prepared statement PostgreSQL
+// may switch to a generic plan, which cannot drop the filters a query leaves unset ("$1 IS
+// NULL OR …") and made the response report two to three times slower.
 func (r *Registry) analytic(ctx context.Context, query func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, r.read, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	return pgx.BeginTxFunc(ctx, r.read, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+analyticWorkMem+`'; SET LOCAL plan_cache_mode = force_custom_plan`); err != nil {
 			return err
 		}

@@ -20,6 +20,14 @@ type Config struct {
 	// MinCell is the smallest count researchers see; smaller counts are suppressed (5). 1 or
 	// less turns suppression off, for a demonstration instance with a handful of patients.
 	MinCell int
+	// RoundTo is the base every count researchers see is rounded to, halves up (5, as
+	// OpenSAFELY rounds); rates are computed from the rounded counts. 1 or less shows counts
+	// as they are.
+	RoundTo int
+	// OverlapWindow is how long the cohorts of each principal's outcome queries are
+	// remembered: a query whose cohort differs from one of them by 1 to MinCell-1 patients is
+	// refused. Zero turns the control off.
+	OverlapWindow time.Duration
 	// BaseURL is the server's FHIR base URL, so absolute references to it count as local.
 	BaseURL string
 	// Location is the time zone whose calendar "today" is in, as of which outcomes are counted;

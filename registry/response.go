@@ -52,11 +52,11 @@ type Timepoint struct {
 	OverallResponseITT  Proportion `json:"overall_response_itt"`
 }
 
-// ResponseGroup is one group's timepoints.
+// ResponseGroup is one group's timepoints. A group of fewer than MinCell patients is not
+// listed at all, exactly as a group of none, so an answer never tells the two apart.
 type ResponseGroup struct {
 	Group      string      `json:"group"`
 	N          *int        `json:"n"`
-	Suppressed bool        `json:"suppressed,omitempty"`
 	Timepoints []Timepoint `json:"timepoints"`
 }
 
@@ -65,6 +65,7 @@ type ResponseReport struct {
 	AsOf    string          `json:"as_of"`
 	GroupBy string          `json:"group_by,omitempty"`
 	MinCell int             `json:"min_cell"`
+	RoundTo int             `json:"round_to"` // counts are multiples of it (1: exact)
 	Groups  []ResponseGroup `json:"groups"`
 }
 
@@ -103,9 +104,15 @@ GROUP BY 1, 2, 3, 4`
 // Response counts, for each group and each milestone of the plan, where the selected
 // patients stand on asOf: its calendar date in the configured Location.
 func (r *Registry) Response(ctx context.Context, f Filter, groupBy string, asOf time.Time) (*ResponseReport, error) {
+	report, _, err := r.response(ctx, f, groupBy, asOf, false)
+	return report, err
+}
+
+// response is Response, with the cohort of each published group when withCohorts is set.
+func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf time.Time, withCohorts bool) (*ResponseReport, []cohort, error) {
 	with, err := courses(groupBy, f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	codes, targets, starts, ends := r.cfg.Plan.columns()
 	if r.cfg.Location != nil {
@@ -116,7 +123,14 @@ func (r *Registry) Response(ctx context.Context, f Filter, groupBy string, asOf 
 	type key struct{ group, milestone string }
 	counts := map[key]map[string]int{} // status or "cat:"+category -> patients
 	groupSize := map[string]int{}
+	var members map[string]cohort
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		if withCohorts {
+			var err error
+			if members, err = cohorts(ctx, tx, with, f.args()); err != nil {
+				return err
+			}
+		}
 		rows, err := tx.Query(ctx, with+responseSQL, args...)
 		if err != nil {
 			return err
@@ -143,19 +157,18 @@ func (r *Registry) Response(ctx context.Context, f Filter, groupBy string, asOf 
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("response query: %w", err)
+		return nil, nil, fmt.Errorf("response query: %w", err)
 	}
 
-	report := &ResponseReport{AsOf: date(asOfDay), GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []ResponseGroup{}}
+	report := &ResponseReport{AsOf: date(asOfDay), GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []ResponseGroup{}}
+	var published []cohort
 	for g, n := range groupSize {
-		group := ResponseGroup{Group: g, Timepoints: []Timepoint{}}
 		if r.cfg.MinCell > 1 && n < r.cfg.MinCell {
-			group.Suppressed = true
-			report.Groups = append(report.Groups, group)
 			continue
 		}
-		size := n
-		group.N = &size
+		group := ResponseGroup{Group: g, Timepoints: []Timepoint{}}
+		published = append(published, members[g])
+		group.N = r.roundedPtr(&n)
 		for _, m := range r.cfg.Plan.Milestones {
 			group.Timepoints = append(group.Timepoints, r.timepoint(m, n, counts[key{g, m.Code}]))
 		}
@@ -167,7 +180,7 @@ func (r *Registry) Response(ctx context.Context, f Filter, groupBy string, asOf 
 		}
 		return *g.N
 	}, func(g ResponseGroup) string { return g.Group })
-	return report, nil
+	return report, published, nil
 }
 
 func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoint {
@@ -215,12 +228,13 @@ func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoin
 	c.sumOf("n", "evaluable", "not_yet_due", "pending")
 	c.suppress(r.cfg.MinCell)
 
+	get := func(key string) *int { return r.roundedPtr(c.get(key)) }
 	tp := Timepoint{Milestone: m.Code, Label: m.Label, TargetDay: m.TargetDay, Window: [2]int{m.WindowStart, m.WindowEnd},
-		NotYetDue: c.get("not_yet_due"), DeadBefore: c.get("dead_before"), Due: c.get("due"), Assessed: c.get("assessed"),
-		ProgressedBefore: c.get("progressed_before"), Pending: c.get("pending"), Missing: c.get("missing"),
+		NotYetDue: get("not_yet_due"), DeadBefore: get("dead_before"), Due: get("due"), Assessed: get("assessed"),
+		ProgressedBefore: get("progressed_before"), Pending: get("pending"), Missing: get("missing"),
 		Categories: []CategoryCount{}}
 	for _, cat := range cats {
-		tp.Categories = append(tp.Categories, CategoryCount{Code: cat.Code, Display: cat.Display, Scheme: cat.Scheme, Count: c.get("cat:" + cat.Code)})
+		tp.Categories = append(tp.Categories, CategoryCount{Code: cat.Code, Display: cat.Display, Scheme: cat.Scheme, Count: get("cat:" + cat.Code)})
 	}
 	tp.CompleteResponse = r.proportion(c, "complete", "assessed")
 	tp.OverallResponse = r.proportion(c, "response", "assessed")
@@ -229,12 +243,14 @@ func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoin
 	return tp
 }
 
+// proportion is num/den with its Wilson interval, both counts rounded first, as OpenSAFELY
+// derives figures from rounded counts: a rate of exact counts would give them back.
 func (r *Registry) proportion(c *cells, num, den string) Proportion {
-	p := Proportion{Of: c.get(den)}
+	p := Proportion{Of: r.roundedPtr(c.get(den))}
 	if !c.shows(num, den, r.cfg.MinCell) {
 		return p
 	}
-	x, n := c.value[num], c.value[den]
+	x, n := r.rounded(c.value[num]), r.rounded(c.value[den])
 	p.Count = &x
 	if n == 0 {
 		return p

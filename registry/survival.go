@@ -41,12 +41,14 @@ type Estimate struct {
 	Upper    *float64 `json:"upper"`
 }
 
-// SurvivalGroup is one group's Kaplan-Meier analysis.
+// SurvivalGroup is one group's Kaplan-Meier analysis. A group of fewer than MinCell patients
+// is not listed, exactly as a group of none; a listed group with fewer than MinCell patients
+// for the endpoint (DOR counts responders only), none included, has n, events and curve
+// empty.
 type SurvivalGroup struct {
 	Group              string               `json:"group"`
 	N                  *int                 `json:"n"`
 	Events             *int                 `json:"events"`
-	Suppressed         bool                 `json:"suppressed,omitempty"`
 	MedianDays         *float64             `json:"median_days"`
 	MedianCI           [2]*float64          `json:"median_ci"`
 	Landmarks          map[string]*Estimate `json:"landmarks"`
@@ -60,6 +62,7 @@ type SurvivalReport struct {
 	Endpoint string          `json:"endpoint"`
 	GroupBy  string          `json:"group_by,omitempty"`
 	MinCell  int             `json:"min_cell"`
+	RoundTo  int             `json:"round_to"` // counts are multiples of it (1: exact)
 	Groups   []SurvivalGroup `json:"groups"`
 	// LogRank tests equal survival across the groups shown, when there are two or more.
 	LogRank *LogRank `json:"log_rank,omitempty"`
@@ -73,7 +76,7 @@ type LogRank struct {
 }
 
 const survivalSQL = `
-SELECT c.g, c.infused_on, c.death_on, c.last_contact_on, c.progression_on, c.last_progression_free_on,
+SELECT c.g, ` + patientHashSQL + `, c.infused_on, c.death_on, c.last_contact_on, c.progression_on, c.last_progression_free_on,
 	c.first_response_on, c.next_infused_on
 FROM course c`
 
@@ -130,16 +133,23 @@ func (c courseDates) progressionOrDeath() (event *time.Time, death bool) {
 // Survival estimates the endpoint's Kaplan-Meier curve for each group of the selected courses,
 // with the median follow-up by reverse Kaplan-Meier (on overall survival's censoring).
 func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy string) (*SurvivalReport, error) {
+	report, _, err := r.survival(ctx, f, endpoint, groupBy)
+	return report, err
+}
+
+// survival is Survival with the cohort of each published group.
+func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy string) (*SurvivalReport, []cohort, error) {
 	switch endpoint {
 	case EndpointOS, EndpointPFS, EndpointDOR:
 	default:
-		return nil, fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint)
+		return nil, nil, fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint)
 	}
 	with, err := courses(groupBy, f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	byGroup := map[string][]courseDates{}
+	members := map[string]cohort{}
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, with+survivalSQL, f.args()...)
 		if err != nil {
@@ -148,21 +158,28 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 		defer rows.Close()
 		for rows.Next() {
 			var g string
+			var patient int64
 			var c courseDates
-			if err := rows.Scan(&g, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion); err != nil {
+			if err := rows.Scan(&g, &patient, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion); err != nil {
 				return err
 			}
 			byGroup[g] = append(byGroup[g], c)
+			members[g] = append(members[g], patient)
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("survival query: %w", err)
+		return nil, nil, fmt.Errorf("survival query: %w", err)
 	}
 
-	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []SurvivalGroup{}}
+	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []SurvivalGroup{}}
+	var published []cohort
 	compared := map[string][]stats.Observation{} // the groups shown, for the log-rank test
 	for g, cs := range byGroup {
+		if r.cfg.MinCell > 1 && len(cs) < r.cfg.MinCell {
+			continue
+		}
+		published = append(published, members[g].sorted())
 		var obs, followUp []stats.Observation
 		for _, c := range cs {
 			if o, ok := c.observation(endpoint); ok {
@@ -196,7 +213,7 @@ func (r *Registry) Survival(ctx context.Context, f Filter, endpoint, groupBy str
 			report.LogRank = &LogRank{ChiSquare: lr.ChiSquare, DF: lr.DF, P: number(lr.P)}
 		}
 	}
-	return report, nil
+	return report, published, nil
 }
 
 func number(v float64) *float64 {
@@ -210,8 +227,7 @@ func (r *Registry) survivalGroup(name string, obs, followUp []stats.Observation)
 	g := SurvivalGroup{Group: name, Landmarks: map[string]*Estimate{}, Curve: []CurvePoint{}}
 	small := func(n int) bool { return r.cfg.MinCell > 1 && n > 0 && n < r.cfg.MinCell }
 	if len(obs) == 0 || small(len(obs)) {
-		g.Suppressed = len(obs) > 0
-		if !g.Suppressed {
+		if r.cfg.MinCell <= 1 {
 			zero := 0
 			g.N, g.Events = &zero, &zero
 		}
@@ -219,43 +235,74 @@ func (r *Registry) survivalGroup(name string, obs, followUp []stats.Observation)
 	}
 	curve := stats.KaplanMeier(obs, 0.95)
 	n, events := curve.N, curve.Events
-	g.N = &n
+	g.N = r.roundedPtr(&n)
 	if !small(events) && !small(n-events) {
-		g.Events = &events
+		g.Events = r.roundedPtr(&events)
 	}
 	median := curve.Median(0.95)
 	g.MedianDays, g.MedianCI = number(median.Estimate), [2]*float64{number(median.Lower), number(median.Upper)}
-	// A landmark is estimable up to the last step, and shown only where the published
-	// curve reaches (before the first step with fewer than MinCell at risk): a figure
-	// read off the hidden tail would show what the curve's cut hides.
-	last, cut := 0.0, math.Inf(1)
+	g.Curve = r.publishedCurve(curve.Steps)
+	firstEvent := math.Inf(1)
 	for _, s := range curve.Steps {
-		if small(s.AtRisk) {
-			cut = s.Time
+		if s.Events > 0 {
+			firstEvent = s.Time
 			break
 		}
 	}
+	last := 0.0
 	if len(curve.Steps) > 0 {
 		last = curve.Steps[len(curve.Steps)-1].Time
 	}
 	for _, t := range Landmarks {
-		if float64(t) > last || float64(t) >= cut {
-			g.Landmarks[strconv.Itoa(t)] = nil // beyond follow-up, or beyond the published curve
-			continue
+		key, at := strconv.Itoa(t), float64(t)
+		switch {
+		case at > last:
+			g.Landmarks[key] = nil // beyond follow-up: not estimable
+		case r.cfg.MinCell <= 1:
+			s, lo, hi := curve.At(at)
+			g.Landmarks[key] = &Estimate{Survival: number(s), Lower: number(lo), Upper: number(hi)}
+		default:
+			// Read off the published curve, never the exact one: between its pooled steps
+			// or past its end, the exact estimate would count the few events the pooling
+			// and the cut hide.
+			i := publishedBefore(len(g.Curve), func(i int) float64 { return g.Curve[i].TDays }, at, firstEvent)
+			switch {
+			case i == noEventsYet:
+				one := 1.0
+				g.Landmarks[key] = &Estimate{Survival: &one}
+			case i < 0:
+				g.Landmarks[key] = nil
+			default:
+				p := g.Curve[i]
+				s := p.Survival
+				g.Landmarks[key] = &Estimate{Survival: &s, Lower: p.Lower, Upper: p.Upper}
+			}
 		}
-		s, lo, hi := curve.At(float64(t))
-		g.Landmarks[strconv.Itoa(t)] = &Estimate{Survival: number(s), Lower: number(lo), Upper: number(hi)}
 	}
 	fu := stats.MedianFollowUp(followUp, 0.95)
 	g.MedianFollowUpDays, g.MedianFollowUpCI = number(fu.Estimate), [2]*float64{number(fu.Lower), number(fu.Upper)}
-	for _, s := range curve.Steps {
-		// The curve stops where fewer than MinCell patients remain at risk: the tail of a
-		// curve is where single patients could be recognised.
-		if small(s.AtRisk) {
-			break
-		}
-		g.Curve = append(g.Curve, CurvePoint{TDays: s.Time, AtRisk: s.AtRisk, Events: s.Events, Censored: s.Censored,
-			Survival: s.Survival, Lower: number(s.Lower), Upper: number(s.Upper)})
-	}
 	return g
+}
+
+// noEventsYet is publishedBefore's answer for a time before any event at all.
+const noEventsYet = -2
+
+// publishedBefore finds where a landmark at time at is read on a published curve of n points
+// (time(i) ascending): the last point at or before it, provided the curve goes on past it;
+// noEventsYet when at is before the first event of the exact curve (the estimate is then
+// exactly its start); -1 when the published curve cannot tell: before its first point with
+// events already behind, or past its last point, where the cut or the last pooled block
+// hides what happened.
+func publishedBefore(n int, time func(int) float64, at, firstEvent float64) int {
+	if at < firstEvent {
+		return noEventsYet
+	}
+	if n == 0 || at > time(n-1) {
+		return -1
+	}
+	i := -1
+	for j := 0; j < n && time(j) <= at; j++ {
+		i = j
+	}
+	return i
 }

@@ -44,6 +44,7 @@ type ToxicityGroup struct {
 type ToxicityReport struct {
 	GroupBy string          `json:"group_by,omitempty"`
 	MinCell int             `json:"min_cell"`
+	RoundTo int             `json:"round_to"`
 	Groups  []ToxicityGroup `json:"groups"`
 }
 
@@ -61,10 +62,17 @@ const groupSizeSQL = `SELECT g, count(*)::int FROM course GROUP BY g`
 
 // Toxicity reports CRS and ICANS among the selected courses, by group.
 func (r *Registry) Toxicity(ctx context.Context, f Filter, groupBy string) (*ToxicityReport, error) {
+	report, _, err := r.toxicity(ctx, f, groupBy)
+	return report, err
+}
+
+// toxicity is Toxicity with the cohort of each published group, for the overlap control.
+func (r *Registry) toxicity(ctx context.Context, f Filter, groupBy string) (*ToxicityReport, []cohort, error) {
 	with, err := courses(groupBy, f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var members map[string]cohort
 	type worst struct {
 		grade *int
 		onset int
@@ -72,6 +80,10 @@ func (r *Registry) Toxicity(ctx context.Context, f Filter, groupBy string) (*Tox
 	size := map[string]int{}
 	found := map[string]map[string][]worst{} // group → kind → one per course
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		var err error
+		if members, err = r.groupCohorts(ctx, tx, with, f.args()); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, with+groupSizeSQL, f.args()...)
 		if err != nil {
 			return err
@@ -106,14 +118,16 @@ func (r *Registry) Toxicity(ctx context.Context, f Filter, groupBy string) (*Tox
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("toxicity query: %w", err)
+		return nil, nil, fmt.Errorf("toxicity query: %w", err)
 	}
-	report := &ToxicityReport{GroupBy: groupBy, MinCell: r.cfg.MinCell, Groups: []ToxicityGroup{}}
+	report := &ToxicityReport{GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []ToxicityGroup{}}
+	var published []cohort
 	for g, n := range size {
 		if r.cfg.MinCell > 1 && n < r.cfg.MinCell {
 			continue // not listed, as a group of none is not
 		}
-		group := ToxicityGroup{Group: g, N: &n}
+		published = append(published, members[g])
+		group := ToxicityGroup{Group: g, N: r.roundedPtr(&n)}
 		summarise := func(ws []worst) ToxicitySummary {
 			c := newCells()
 			c.set("n", n)
@@ -142,7 +156,7 @@ func (r *Registry) Toxicity(ctx context.Context, f Filter, groupBy string) (*Tox
 			s := ToxicitySummary{Any: r.proportion(c, "any", "n"), Grade3Plus: r.proportion(c, "grade3plus", "n"),
 				MaxGrade: map[string]*int{}}
 			for _, k := range grades {
-				s.MaxGrade[k] = c.get("grade:" + k)
+				s.MaxGrade[k] = r.roundedPtr(c.get("grade:" + k))
 			}
 			if len(onsets) > 0 && (r.cfg.MinCell <= 1 || len(onsets) >= r.cfg.MinCell) {
 				s.OnsetDays = quartiles(onsets)
@@ -153,8 +167,8 @@ func (r *Registry) Toxicity(ctx context.Context, f Filter, groupBy string) (*Tox
 		group.ICANS = summarise(found[g]["icans"])
 		report.Groups = append(report.Groups, group)
 	}
-	sortGroups(report.Groups, func(g ToxicityGroup) int { return *g.N }, func(g ToxicityGroup) string { return g.Group })
-	return report, nil
+	sortGroups(report.Groups, func(g ToxicityGroup) int { return size[g.Group] }, func(g ToxicityGroup) string { return g.Group })
+	return report, published, nil
 }
 
 // quartiles of a non-empty sample, by R's default (type 7): linear interpolation between

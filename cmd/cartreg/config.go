@@ -88,7 +88,7 @@ func defaultConfig() Config {
 			BundleTimeout: fhir.DefaultBundleTimeout, Search: fhir.DefaultSearchLimits,
 			Limits: fhir.ResourceLimits{MaxPatchOperations: fhir.DefaultMaxPatchOperations,
 				MaxPatchedSize: fhir.DefaultMaxPatchedSize, MaxArrayLength: fhir.DefaultMaxArrayLength}},
-		Registry: registry.Config{FollowUpYears: 5, MinCell: 5},
+		Registry: registry.Config{FollowUpYears: 5, MinCell: 5, RoundTo: 5, OverlapWindow: 30 * 24 * time.Hour},
 		FollowUp: defaultFollowUp(),
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
 	}
@@ -173,6 +173,10 @@ func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
 			`or a JSON file: {"milestones":[{"code":"m1","label":"Month 1","target_day":30,"window_start":23,"window_end":45},…]}`)
 	fs.IntVar(&c.Registry.MinCell, "outcomes-min-cell", c.Registry.MinCell,
 		"researchers' outcome counts below this are suppressed; 1 shows every count (a demonstration instance)")
+	fs.IntVar(&c.Registry.RoundTo, "outcomes-round-to", c.Registry.RoundTo,
+		"researchers' outcome counts are rounded to a multiple of this, and rates computed from the rounded counts; 1 shows exact counts")
+	fs.DurationVar(&c.Registry.OverlapWindow, "outcomes-overlap-window", c.Registry.OverlapWindow,
+		"how long each user's outcome queries are remembered: one whose patients differ from a remembered one's by 1 to min-cell-1 is refused (0: off)")
 	c.registerFollowUpFlags(fs)
 	// Every command that writes matches Subscriptions, and must agree with the server on
 	// which are usable, or it would put the others in error.

@@ -197,7 +197,7 @@ func TestDemoLoadsTheExamplesOnce(t *testing.T) {
 func TestDemoIntoTheRunningServersEmbeddedDatabase(t *testing.T) {
 	t.Parallel()
 	data := pgtest.ReachableDir(t)
-	env := []string{"CARTREG_DATA_DIR=" + data, "CARTREG_OUTCOMES_MIN_CELL=1", testBaseURL}
+	env := []string{"CARTREG_DATA_DIR=" + data, "CARTREG_OUTCOMES_MIN_CELL=1", "CARTREG_OUTCOMES_ROUND_TO=1", testBaseURL}
 	server := startCartreg(t, env, "serve", "-addr", "127.0.0.1:0")
 	base := server.waitReady(time.Minute)
 	defer server.stop(syscall.SIGTERM)
