@@ -44,6 +44,9 @@ func (pol *Policy) routes() map[string]rule {
 		"PUT /fhir/:type/:id":               pol.fhirInstance(auth.Update),
 		"PATCH /fhir/:type/:id":             pol.fhirInstance(auth.Update),
 		"DELETE /fhir/:type/:id":            pol.fhirInstance(auth.Delete),
+		// $validate writes nothing, but answers as a write would: it needs the write's scope.
+		"POST /fhir/:type/$validate":     typeLevel(auth.Create),
+		"POST /fhir/:type/:id/$validate": pol.fhirInstance(auth.Update),
 		// The audit trail.
 		"GET /fhir/AuditEvent":     adminOnly,
 		"GET /fhir/AuditEvent/:id": adminOnly,

@@ -109,6 +109,8 @@ func (a *API) Register(e *echo.Echo) {
 	g.GET("/:type/_history", a.history)
 	g.GET("/Patient/$everything", a.everything)
 	g.GET("/Patient/:id/$everything", a.everything)
+	g.POST("/:type/$validate", a.validate)
+	g.POST("/:type/:id/$validate", a.validate)
 	g.GET("/:type/:id", a.read)
 	g.PUT("/:type/:id", a.update)
 	g.PATCH("/:type/:id", a.patch)
