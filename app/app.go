@@ -153,6 +153,7 @@ func (a *App) Routes(e *echo.Echo) {
 	a.Auth.Register(e)
 	a.API.Register(e)
 	a.Registry.Register(e)
+	a.Registry.Terminology().Codes.Register(e, a.Clock)
 	a.FollowUp.Register(e, a.DB, a.Clock, coordinatorSites)
 	// The access policy has already decided who reaches the audit trail.
 	a.Audit.Register(e, func(next echo.HandlerFunc) echo.HandlerFunc { return next })

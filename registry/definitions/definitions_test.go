@@ -127,7 +127,7 @@ func loadDefinitions(t *testing.T) []definition {
 		}
 		defs = append(defs, definition{file: "searchparam:" + sp.ID, resourceType: "SearchParameter", id: sp.ID, raw: raw})
 	}
-	for _, rt := range []string{"StructureDefinition", "CodeSystem"} {
+	for _, rt := range []string{"StructureDefinition", "CodeSystem", "ValueSet"} {
 		files, err := filepath.Glob(rt + "-*.json")
 		if err != nil {
 			t.Fatal(err)
