@@ -203,3 +203,35 @@ func TestValidateCode(t *testing.T) {
 	h.Expect(404, "GET", "/fhir/ValueSet/$validate-code?url=http://example.org/none&code=x", nil)
 	h.Expect(400, "GET", "/fhir/ValueSet/$validate-code?url="+imwg, nil)
 }
+
+func TestCapabilityStatementListsTheOperations(t *testing.T) {
+	t.Parallel()
+	h := apptest.New(t)
+	var cs struct {
+		Rest []struct {
+			Resource []struct {
+				Type      string
+				Operation []struct{ Name, Definition string }
+			}
+		}
+	}
+	if err := json.Unmarshal(h.Expect(200, "GET", "/fhir/metadata", nil).Body, &cs); err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string][]string{}
+	for _, r := range cs.Rest[0].Resource {
+		for _, op := range r.Operation {
+			ops[r.Type] = append(ops[r.Type], op.Name)
+		}
+	}
+	for typ, want := range map[string][]string{
+		"CodeSystem": {"lookup", "validate"},
+		"ValueSet":   {"expand", "validate", "validate-code"},
+		"Patient":    {"everything", "validate"},
+		"Condition":  {"validate"},
+	} {
+		if !slices.Equal(ops[typ], want) {
+			t.Errorf("%s operations %v, want %v", typ, ops[typ], want)
+		}
+	}
+}
