@@ -482,3 +482,6 @@ func (s *Server) InValueSet(url, system, code string) (bool, error) {
 	v, err := s.ValidateCode(vs, system, code, "")
 	return v.Result, err
 }
+
+// Counts is how many code systems and value sets the server defines itself (not its base's).
+func (s *Server) Counts() (codeSystems, valueSets int) { return len(s.systems), len(s.valueSets) }
