@@ -98,6 +98,9 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	if err != nil {
 		return nil, err
 	}
+	if cfg.FHIR.InValueSet == nil {
+		cfg.FHIR.InValueSet = reg.Terminology().Codes.InValueSet
+	}
 	followUp := followup.New(cfg.FollowUp, store, reg.Plan())
 	recorder := audit.NewRecorder(db, cfg.Audit, clock, logger)
 

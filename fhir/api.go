@@ -38,6 +38,9 @@ type APIConfig struct {
 	Limits ResourceLimits
 	// Security is the CapabilityStatement's rest.security: how clients get their tokens.
 	Security map[string]any
+	// InValueSet tells whether system|code is in the value set with url; $validate checks a
+	// profile's required bindings with it. Nil: bindings are not checked.
+	InValueSet func(url, system, code string) (bool, error)
 }
 
 // API is the FHIR R4 REST interface at /fhir.

@@ -286,7 +286,7 @@ func (a *API) profileIssues(ctx context.Context, tx DBTX, res *Resource, req *va
 		return []Issue{{Severity: Error, Code: Invalid, Expression: []string{res.Type},
 			Diagnostics: fmt.Sprintf("profile %s is for %s, not %s", url, sd.Type, res.Type)}}, nil
 	}
-	return sd.check(res), nil
+	return sd.check(res, a.config.InValueSet), nil
 }
 
 // profile is what profileIssues reads of a StructureDefinition.
@@ -306,6 +306,10 @@ type profileElement struct {
 		Code    string   `json:"code"`
 		Profile []string `json:"profile"`
 	} `json:"type"`
+	Binding *struct {
+		Strength string `json:"strength"`
+		ValueSet string `json:"valueSet"`
+	} `json:"binding"`
 	FixedCode              *string          `json:"fixedCode"`
 	FixedURI               *string          `json:"fixedUri"`
 	FixedString            *string          `json:"fixedString"`
@@ -321,8 +325,8 @@ type codeableConcept struct {
 
 // check applies the constraints of the differential's elements directly under the resource:
 // deeper ones are about elements of backbone elements and data types, which the registry's
-// business rules check where they matter.
-func (p profile) check(res *Resource) []Issue {
+// business rules check where they matter. inValueSet, when not nil, checks required bindings.
+func (p profile) check(res *Resource, inValueSet func(url, system, code string) (bool, error)) []Issue {
 	var issues []Issue
 	fail := func(path, format string, args ...any) {
 		issues = append(issues, Issue{Severity: Error, Code: Invalid, Expression: []string{path},
@@ -352,6 +356,11 @@ func (p profile) check(res *Resource) []Issue {
 		for _, fixed := range []*string{e.FixedCode, e.FixedURI, e.FixedString} {
 			if fixed != nil && value != *fixed {
 				fail(path, "must be %q, not %v", *fixed, value)
+			}
+		}
+		if b := e.Binding; b != nil && b.Strength == "required" && inValueSet != nil {
+			if ok, err := boundCode(value, b.ValueSet, inValueSet); err == nil && !ok {
+				fail(path, "must have a code from value set %s", b.ValueSet)
 			}
 		}
 		if e.PatternCodeableConcept != nil && !matchesPattern(value, *e.PatternCodeableConcept) {
@@ -412,4 +421,26 @@ func matchesPattern(value any, pattern codeableConcept) bool {
 		}
 	}
 	return false
+}
+
+// boundCode tells whether a coded value (a CodeableConcept, or a list of them) has a coding in
+// the value set: one is enough, as R4 says of a required binding on a CodeableConcept.
+func boundCode(value any, url string, inValueSet func(url, system, code string) (bool, error)) (bool, error) {
+	candidates, ok := value.([]any)
+	if !ok {
+		candidates = []any{value}
+	}
+	for _, cand := range candidates {
+		cc, _ := cand.(map[string]any)
+		codings, _ := cc["coding"].([]any)
+		for _, x := range codings {
+			m, _ := x.(map[string]any)
+			system, _ := m["system"].(string)
+			code, _ := m["code"].(string)
+			if ok, err := inValueSet(url, system, code); err != nil || ok {
+				return ok, err
+			}
+		}
+	}
+	return false, nil
 }

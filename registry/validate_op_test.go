@@ -112,6 +112,8 @@ func TestValidateOperationRunsTheWriteChecksAndWritesNothing(t *testing.T) {
 					return p
 				}()},
 			}}, "error invalid Procedure.usedCode"},
+		{"the registry profile's required binding: a scheme is no category", "/fhir/Observation/$validate?profile=" + registry.ProfileAssessment,
+			assessment(patientRef, infusionRef, "2024-11-20", "lugano"), "error invalid Observation.valueCodeableConcept: must have a code from value set " + registry.ValueSetResponse},
 		{"a profile of another type", "/fhir/Patient/$validate?profile=" + registry.ProfileToxicity,
 			patient(""), "error invalid Patient"},
 	}
