@@ -51,7 +51,7 @@ func (a *API) validate(c echo.Context) error {
 	if err != nil {
 		return err // a body over the limit: echo's 413
 	}
-	req, err := readValidateRequest(raw, c.QueryParams())
+	req, err := readValidateRequest(raw, resourceType, c.QueryParams())
 	if err != nil {
 		return err
 	}
@@ -85,13 +85,16 @@ func (a *API) validate(c echo.Context) error {
 
 // readValidateRequest reads a $validate body (the resource itself, or a Parameters resource
 // with resource, mode and profile) and the mode and profile query parameters.
-func readValidateRequest(raw []byte, query map[string][]string) (*validateRequest, error) {
+func readValidateRequest(raw []byte, resourceType string, query map[string][]string) (*validateRequest, error) {
 	req := &validateRequest{where: map[string]string{}}
 	if len(bytes.TrimSpace(raw)) > 0 {
 		var head struct {
 			ResourceType string `json:"resourceType"`
 		}
-		if json.Unmarshal(raw, &head) == nil && head.ResourceType == "Parameters" {
+		// A Parameters body is the operation's parameters, unless Parameters is the type being
+		// validated and the body carries no resource parameter.
+		if json.Unmarshal(raw, &head) == nil && head.ResourceType == "Parameters" &&
+			(resourceType != "Parameters" || bytes.Contains(raw, []byte(`"resource"`))) {
 			if err := req.readParameters(raw); err != nil {
 				return nil, err
 			}

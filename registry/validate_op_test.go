@@ -114,6 +114,9 @@ func TestValidateOperationRunsTheWriteChecksAndWritesNothing(t *testing.T) {
 			}}, "error invalid Procedure.usedCode"},
 		{"the registry profile's required binding: a scheme is no category", "/fhir/Observation/$validate?profile=" + registry.ProfileAssessment,
 			assessment(patientRef, infusionRef, "2024-11-20", "lugano"), "error invalid Observation.valueCodeableConcept: must have a code from value set " + registry.ValueSetResponse},
+		{"a Parameters resource is itself validated at /Parameters", "/fhir/Parameters/$validate",
+			map[string]any{"resourceType": "Parameters", "parameter": []any{map[string]any{"name": "x", "valueBoolean": true}}},
+			"information informational : All OK"},
 		{"a profile of another type", "/fhir/Patient/$validate?profile=" + registry.ProfileToxicity,
 			patient(""), "error invalid Patient"},
 	}
