@@ -44,6 +44,22 @@ func (pol *Policy) routes() map[string]rule {
 		"PUT /fhir/:type/:id":               pol.fhirInstance(auth.Update),
 		"PATCH /fhir/:type/:id":             pol.fhirInstance(auth.Update),
 		"DELETE /fhir/:type/:id":            pol.fhirInstance(auth.Delete),
+		// $validate writes nothing, but answers as a write would: it needs the write's scope.
+		"POST /fhir/:type/$validate":     typeLevel(auth.Create),
+		"POST /fhir/:type/:id/$validate": pol.fhirInstance(auth.Update),
+		// Terminology operations read definitions only.
+		"GET /fhir/CodeSystem/$lookup":           anyone,
+		"POST /fhir/CodeSystem/$lookup":          anyone,
+		"GET /fhir/CodeSystem/:id/$lookup":       anyone,
+		"POST /fhir/CodeSystem/:id/$lookup":      anyone,
+		"GET /fhir/ValueSet/$expand":             anyone,
+		"POST /fhir/ValueSet/$expand":            anyone,
+		"GET /fhir/ValueSet/:id/$expand":         anyone,
+		"POST /fhir/ValueSet/:id/$expand":        anyone,
+		"GET /fhir/ValueSet/$validate-code":      anyone,
+		"POST /fhir/ValueSet/$validate-code":     anyone,
+		"GET /fhir/ValueSet/:id/$validate-code":  anyone,
+		"POST /fhir/ValueSet/:id/$validate-code": anyone,
 		// The audit trail.
 		"GET /fhir/AuditEvent":     adminOnly,
 		"GET /fhir/AuditEvent/:id": adminOnly,

@@ -111,6 +111,9 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 		}
 		reg.ReadFrom(readDB)
 	}
+	if cfg.FHIR.InValueSet == nil {
+		cfg.FHIR.InValueSet = reg.Terminology().Codes.InValueSet
+	}
 	followUp := followup.New(cfg.FollowUp, store, reg.Plan())
 	recorder := audit.NewRecorder(db, cfg.Audit, clock, logger)
 
@@ -195,6 +198,7 @@ func (a *App) Routes(e *echo.Echo) {
 	a.Auth.Register(e)
 	a.API.Register(e)
 	a.Registry.Register(e)
+	a.Registry.Terminology().Codes.Register(e, a.Clock)
 	a.FollowUp.Register(e, a.DB, a.Clock, coordinatorSites, a.Searcher)
 	// The access policy has already decided who reaches the audit trail.
 	a.Audit.Register(e, func(next echo.HandlerFunc) echo.HandlerFunc { return next })

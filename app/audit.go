@@ -83,6 +83,11 @@ func (a *App) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 type auditWrites struct{ recorder *audit.Recorder }
 
 func (h auditWrites) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Change) error {
+	if fhir.IsDryRun(ctx) {
+		// $validate: nothing will be written, so the request is recorded as the operation it
+		// is, by auditRequests, and not as the writes it tried out.
+		return nil
+	}
 	ra := auditOf(ctx)
 	var ev audit.Event
 	if ra != nil {

@@ -38,6 +38,9 @@ type APIConfig struct {
 	Limits ResourceLimits
 	// Security is the CapabilityStatement's rest.security: how clients get their tokens.
 	Security map[string]any
+	// InValueSet tells whether system|code is in the value set with url; $validate checks a
+	// profile's required bindings with it. Nil: bindings are not checked.
+	InValueSet func(url, system, code string) (bool, error)
 }
 
 // API is the FHIR R4 REST interface at /fhir.
@@ -109,6 +112,8 @@ func (a *API) Register(e *echo.Echo) {
 	g.GET("/:type/_history", a.history)
 	g.GET("/Patient/$everything", a.everything)
 	g.GET("/Patient/:id/$everything", a.everything)
+	g.POST("/:type/$validate", a.validate)
+	g.POST("/:type/:id/$validate", a.validate)
 	g.GET("/:type/:id", a.read)
 	g.PUT("/:type/:id", a.update)
 	g.PATCH("/:type/:id", a.patch)

@@ -141,6 +141,7 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 		if t == "Patient" && have["operation-everything"] {
 			r.Operation = []capabilityOperation{{Name: "everything", Definition: "http://hl7.org/fhir/OperationDefinition/Patient-everything"}}
 		}
+		r.Operation = append(r.Operation, mountedOperations(routes, t)...)
 		for _, d := range a.search.params.ForType(t) {
 			if columnParameters[d.Code] { // listed once, among the common parameters
 				continue

@@ -131,3 +131,35 @@ func placeIssues(err error, entries []*entry) error {
 	}
 	return out
 }
+
+type dryRunKey struct{}
+
+// IsDryRun reports whether ctx is that of a Store.DryRun: its writes will be rolled back, so a
+// write hook that records something for a written resource's sake alone (the audit trail's
+// record of who wrote it) leaves it to the caller.
+func IsDryRun(ctx context.Context) bool {
+	dry, _ := ctx.Value(dryRunKey{}).(bool)
+	return dry
+}
+
+// DryRun runs fn and then every write hook on what fn wrote, exactly as InTx would, and rolls
+// the transaction back whatever happens: the answer to "would this write be accepted?" with
+// every rule a write runs, the registry's business rules included, and nothing kept. The
+// context fn and the hooks get says IsDryRun. A hook's side effects must live in the
+// transaction (as the outbox's rows do) for this to hold.
+func (s *Store) DryRun(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	ctx = context.WithValue(ctx, dryRunKey{}, true)
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("beginning a dry run: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // rolling back is the point; a failure leaves nothing either
+	if err := applyStatementTimeout(ctx, tx); err != nil {
+		return err
+	}
+	t := &trackedTx{Tx: tx}
+	if err := fn(ctx, t); err != nil {
+		return StatementTimeoutOutcome(ctx, err)
+	}
+	return StatementTimeoutOutcome(ctx, s.Flush(ctx, t))
+}

@@ -132,3 +132,10 @@ func writeJSON(c echo.Context, status int, body []byte) error {
 	}
 	return c.Blob(status, ContentType, body)
 }
+
+// Group is the /fhir route group with the API's content negotiation, for packages that serve
+// FHIR operations of their own (terminology's).
+func Group(e *echo.Echo) *echo.Group { return e.Group("/fhir", negotiate) }
+
+// WriteJSON sends FHIR JSON, indented when the request asks for _pretty.
+func WriteJSON(c echo.Context, status int, body []byte) error { return writeJSON(c, status, body) }

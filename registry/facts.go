@@ -433,8 +433,8 @@ func (r *reader) assessment(id string, body map[string]any) *assessmentFact {
 		if c.System != SystemResponse {
 			continue
 		}
-		if cat := r.terms.Categories[c.Code]; cat != nil {
-			f.Category = cat.Code
+		if r.terms.InValueSet(ValueSetResponse, SystemResponse, c.Code) {
+			f.Category = c.Code
 		} else {
 			r.fail(where, "Observation.value", "%q is not a response category of %s", c.Code, SystemResponse)
 		}

@@ -308,7 +308,8 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 		} else if len(a.infusion.conditions) > 0 {
 			condition = a.infusion.conditions[0]
 		}
-		if disease := p.terms.Disease(f.diseases[condition]); disease != nil && cat != nil && cat.Scheme != disease.Scheme {
+		disease := p.terms.Disease(f.diseases[condition])
+		if disease != nil && cat != nil && !p.terms.InValueSet(ValueSetResponseOf(disease.Scheme), SystemResponse, cat.Code) {
 			blame(ref, "Observation.value", "%s (%s) is a %s category, but Condition/%s is %s, assessed by %s",
 				cat.Code, cat.Display, p.terms.SchemeNames[cat.Scheme], condition, disease.Display, p.terms.SchemeNames[disease.Scheme])
 		}

@@ -7,10 +7,12 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+
+	"github.com/cartreg/cartreg/fhir/terminology"
 )
 
 // Definitions holds the registry's published conformance resources: its CodeSystems,
-// StructureDefinitions and SearchParameters, as JSON files. The CodeSystems are also the registry's terminology:
+// ValueSets and StructureDefinitions, as JSON files. The CodeSystems are also the registry's terminology:
 // which categories belong to which response scheme, how a product maps to its targets, which
 // ICD-10-CM codes make a disease group. Changing a file changes both what is published and
 // how data is read, so the two cannot drift apart.
@@ -29,6 +31,9 @@ const (
 	SystemDisease   = Canonical + "/CodeSystem/disease-group"
 	SystemCartreg   = Canonical + "/CodeSystem/cartreg"
 	SystemMilestone = Canonical + "/CodeSystem/follow-up-milestone"
+
+	// ValueSetResponse is every response category; a scheme's own are ValueSetResponseOf's.
+	ValueSetResponse = Canonical + "/ValueSet/response-category"
 
 	ExtTargetAntigen = Canonical + "/StructureDefinition/target-antigen"
 	ExtPriorLines    = Canonical + "/StructureDefinition/prior-lines-of-therapy"
@@ -84,6 +89,21 @@ type Terminology struct {
 	Targets      []string          // the code system's order: multi-target labels follow it
 	Diseases     []*Disease
 	Milestones   map[string]string // code -> display
+	// Codes is the server's terminology: these code systems and the registry's value sets,
+	// over R4's. Every binding the registry checks asks it (InValueSet), as
+	// ValueSet/$validate-code does.
+	Codes *terminology.Server
+}
+
+// ValueSetResponseOf is the value set of a response scheme's categories (lugano, imwg, …).
+func ValueSetResponseOf(scheme string) string { return Canonical + "/ValueSet/response-" + scheme }
+
+// InValueSet tells whether system|code is in the value set with url, through the same code
+// path as ValueSet/$validate-code. LoadTerminology has expanded every value set the
+// registry binds to, so a false is the code's fault, never a broken definition's.
+func (t *Terminology) InValueSet(url, system, code string) bool {
+	ok, err := t.Codes.InValueSet(url, system, code)
+	return ok && err == nil
 }
 
 type codeSystem struct {
@@ -144,7 +164,12 @@ func (c concept) integer(code string) int {
 // LoadTerminology reads the embedded code systems.
 func LoadTerminology() (*Terminology, error) {
 	systems := map[string]codeSystem{}
-	files, err := fs.Glob(Definitions, "definitions/CodeSystem-*.json")
+	r4, err := terminology.R4()
+	if err != nil {
+		return nil, err
+	}
+	codes := terminology.New(r4)
+	files, err := fs.Glob(Definitions, "definitions/*.json")
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +177,12 @@ func LoadTerminology() (*Terminology, error) {
 		raw, err := Definitions.ReadFile(f)
 		if err != nil {
 			return nil, err
+		}
+		if err := codes.AddJSON(raw, "cartreg registry definitions"); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if !strings.HasPrefix(f, "definitions/CodeSystem-") {
+			continue
 		}
 		var cs codeSystem
 		if err := json.Unmarshal(raw, &cs); err != nil {
@@ -162,6 +193,7 @@ func LoadTerminology() (*Terminology, error) {
 	t := &Terminology{
 		Categories: map[string]*Category{}, Schemes: map[string][]*Category{}, SchemeNames: map[string]string{},
 		Products: map[string]*Product{}, productByAlt: map[string]string{}, Milestones: map[string]string{},
+		Codes: codes,
 	}
 	for _, scheme := range systems[SystemResponse].Concept {
 		t.SchemeNames[scheme.Code] = scheme.Display
@@ -197,6 +229,30 @@ func LoadTerminology() (*Terminology, error) {
 	}
 	for _, c := range systems[SystemMilestone].Concept {
 		t.Milestones[c.Code] = c.Display
+	}
+	// The bindings the registry checks must expand now, so that a broken definition stops
+	// the server at start-up instead of refusing good data later.
+	bound := []string{ValueSetResponse}
+	for scheme := range t.SchemeNames {
+		bound = append(bound, ValueSetResponseOf(scheme))
+	}
+	for _, url := range bound {
+		vs := codes.ValueSet(url)
+		if vs == nil {
+			return nil, fmt.Errorf("registry value set %s is missing from definitions/", url)
+		}
+		if _, err := codes.Expansion(vs); err != nil {
+			return nil, err
+		}
+	}
+	all, _ := codes.Expansion(codes.ValueSet(ValueSetResponse))
+	for _, c := range all {
+		if t.Categories[c.Code] == nil {
+			return nil, fmt.Errorf("%s holds %s, which is no response category", ValueSetResponse, c.Code)
+		}
+	}
+	if len(all) != len(t.Categories) {
+		return nil, fmt.Errorf("%s holds %d codes, but there are %d response categories", ValueSetResponse, len(all), len(t.Categories))
 	}
 	if len(t.Categories) == 0 || len(t.Products) == 0 || len(t.Diseases) == 0 {
 		return nil, fmt.Errorf("registry code systems incomplete: %d categories, %d products, %d diseases",
