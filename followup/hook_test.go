@@ -146,7 +146,7 @@ func TestLostToFollowUpEndsFollowUpAndSaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.put(map[string]any{"resourceType": "EpisodeOfCare", "id": "lost-1", "status": "finished",
-		"type": []any{cc(registry.SystemCartreg, followup.CodeFollowUpEpisode), cc(registry.SystemCartreg, followup.CodeLostToFollowUp)},
+		"type":    []any{cc(registry.SystemCartreg, followup.CodeFollowUpEpisode), cc(registry.SystemCartreg, followup.CodeLostToFollowUp)},
 		"patient": ref(lost), "period": map[string]any{"start": day0, "end": "2025-03-28"}})
 	task := w.tasks(lostInf)["m1"]
 	if task.status != "cancelled" {
