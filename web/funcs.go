@@ -71,8 +71,9 @@ var funcs = template.FuncMap{
 		}
 		return "Overall survival"
 	},
-	"bucketQuery": func(f workFilter, bucket string) string {
+	// bucketQuery is the work list's query for one bucket; its values are encoded already.
+	"bucketQuery": func(f workFilter, bucket string) template.URL {
 		f.Bucket = bucket
-		return f.encode()
+		return template.URL(f.encode())
 	},
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -50,8 +51,8 @@ func (p *Pages) fromRegistry(c echo.Context, path string, q url.Values) (*httpte
 
 type outcomesPage struct {
 	Query     url.Values
-	Encoded   string // the whole query
-	Response  string // the query without group_by, which the response chart refuses
+	Encoded   template.URL // the whole query
+	Response  template.URL // the query without group_by, which the response chart refuses
 	Report    *registry.ResponseReport
 	Survival  *registry.SurvivalReport
 	Hidden    []string // what the small-cell rules hid, in words
@@ -63,7 +64,7 @@ func (p *Pages) outcomes(c echo.Context) error {
 	if e := q.Get("endpoint"); e != "" && !slices.Contains([]string{"os", "pfs", "dor"}, e) {
 		return p.errorPage(c, fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, "endpoint="+e+": want os, pfs or dor", "endpoint"))
 	}
-	data := outcomesPage{Query: q, Encoded: q.Encode(), Groupings: []string{"disease", "product", "target", "site"}}
+	data := outcomesPage{Query: q, Encoded: template.URL(q.Encode()), Groupings: []string{"disease", "product", "target", "site"}}
 	rq := cloneValues(q)
 	rq.Del("endpoint")
 	var rep registry.ResponseReport
@@ -77,7 +78,7 @@ func (p *Pages) outcomes(c echo.Context) error {
 	data.Report, data.Survival = &rep, &surv
 	noGroup := cloneValues(q)
 	noGroup.Del("group_by")
-	data.Response = noGroup.Encode()
+	data.Response = template.URL(noGroup.Encode())
 	data.Hidden = hidden(&rep, &surv)
 	return p.page(c, http.StatusOK, "outcomes", pageData{Title: "Outcomes", Nav: "outcomes", Data: data})
 }
@@ -134,7 +135,7 @@ func hidden(rep *registry.ResponseReport, surv *registry.SurvivalReport) []strin
 			out = append(out, fmt.Sprintf("Survival: the number of events in group %q is hidden (fewer than %d).", g.Group, surv.MinCell))
 		}
 	}
-	if len(surv.Groups) > 0 {
+	if len(surv.Groups) > 0 && surv.MinCell > 1 {
 		out = append(out, fmt.Sprintf("Survival curves stop where fewer than %d patients remain at risk; landmarks beyond that point are not shown.", surv.MinCell))
 	}
 	return out

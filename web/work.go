@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -137,7 +138,7 @@ func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter) 
 
 type workPage struct {
 	Filter     workFilter
-	Query      string
+	Query      template.URL // the filter as a query string
 	Report     *followup.Report
 	Sites      []siteOption
 	Milestones []registry.Milestone
@@ -161,7 +162,7 @@ func (p *Pages) work(c echo.Context) error {
 		return err
 	}
 	return p.page(c, http.StatusOK, "work", pageData{Title: "My work list", Nav: "work", Data: workPage{
-		Filter: f, Query: f.encode(), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
+		Filter: f, Query: template.URL(f.encode()), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
 		Statuses: followup.OpenStatuses, Today: p.d.Clock().In(time.UTC).Format(time.DateOnly)}})
 }
 
