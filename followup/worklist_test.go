@@ -249,7 +249,8 @@ func TestWorklist(t *testing.T) {
 			WindowStart: "2024-11-24", WindowEnd: "2024-12-16", TargetDate: "2024-12-01",
 			Patient: followup.PatientInfo{Reference: c.patients["Knuth"], Name: "Donald Knuth", Identifier: "MRN-0007", BirthDate: "1958-01-10"},
 			Site:    followup.Site{ID: idOf(c.siteB), Name: "Harbour Hospital"}, Owner: c.siteB,
-			Product: "axicabtagene ciloleucel (Yescarta)", Infusion: c.infusions["Knuth"], InfusedOn: "2024-11-01"}
+			Product: "axicabtagene ciloleucel (Yescarta)", Infusion: c.infusions["Knuth"], InfusedOn: "2024-11-01",
+			LastContact: "2024-11-01"} // the infusion, his last registry event
 		gotFields := knuth
 		gotFields.Task, gotFields.TaskID, gotFields.Version, gotFields.LastUpdated = "", "", 0, time.Time{}
 		gotFields.Status, gotFields.BusinessStatus, gotFields.Urgency, gotFields.DaysOverdue, gotFields.Description = "", "", "", 0, ""
@@ -395,14 +396,20 @@ func TestWorklist(t *testing.T) {
 				t.Errorf("event %d: UID %q, want %s@cartreg", i, ev.Id(), it.TaskID)
 			}
 			start, end := eventProp(ev, ics.ComponentPropertyDtStart), eventProp(ev, ics.ComponentPropertyDtEnd)
-			wantEnd := date(it.WindowEnd).AddDate(0, 0, 1).Format("20060102")
-			if start != strings.ReplaceAll(it.WindowStart, "-", "") || end != wantEnd {
-				t.Errorf("event %d: %s to %s, want the window %s–%s (DTEND %s)", i, start, end, it.WindowStart, it.WindowEnd, wantEnd)
+			wantStart, wantEnd := strings.ReplaceAll(it.WindowStart, "-", ""), date(it.WindowEnd).AddDate(0, 0, 1).Format("20060102")
+			wantSummary, wantSeq := it.Milestone.Label+" follow-up: "+it.Patient.Name, it.Version-1
+			if it.Urgency == followup.UrgencyOverdue { // today's work, not filed in its past window
+				wantStart, wantEnd = strings.ReplaceAll(list.AsOf, "-", ""), date(list.AsOf).AddDate(0, 0, 1).Format("20060102")
+				wantSummary = fmt.Sprintf("OVERDUE %d days: %s", it.DaysOverdue, wantSummary)
+				wantSeq += it.DaysOverdue
+			}
+			if start != wantStart || end != wantEnd {
+				t.Errorf("event %d (%s): %s to %s, want %s to %s", i, it.Urgency, start, end, wantStart, wantEnd)
 			}
 			if v := ev.GetProperty(ics.ComponentPropertyDtStart).ICalParameters["VALUE"]; !slices.Equal(v, []string{"DATE"}) {
 				t.Errorf("event %d: DTSTART is not all-day: %v", i, v)
 			}
-			if s := eventProp(ev, ics.ComponentPropertySummary); s != it.Milestone.Label+" follow-up: "+it.Patient.Name {
+			if s := eventProp(ev, ics.ComponentPropertySummary); s != wantSummary {
 				t.Errorf("event %d: SUMMARY %q", i, s)
 			}
 			desc := eventProp(ev, ics.ComponentPropertyDescription)
@@ -410,7 +417,7 @@ func TestWorklist(t *testing.T) {
 				!strings.Contains(desc, it.Patient.Identifier) {
 				t.Errorf("event %d: DESCRIPTION %q", i, desc)
 			}
-			if seq := eventProp(ev, ics.ComponentPropertySequence); seq != strconv.Itoa(it.Version-1) {
+			if seq := eventProp(ev, ics.ComponentPropertySequence); seq != strconv.Itoa(wantSeq) {
 				t.Errorf("event %d: SEQUENCE %s for version %d", i, seq, it.Version)
 			}
 			if stamp, err := ev.GetDtStampTime(); err != nil || !stamp.Equal(it.LastUpdated.Truncate(time.Second)) {
@@ -441,7 +448,8 @@ func TestWorklist(t *testing.T) {
 		}
 
 		// Four days on, the nightly run turns Dijkstra's month 1 due (a new Task version) and
-		// creates Lovelace's and Allen's month 3: each event keeps its UID, the changed one a higher SEQUENCE.
+		// creates Lovelace's and Allen's month 3: each event keeps its UID, the changed one a higher
+		// SEQUENCE, and the overdue ones move to the new day.
 		dijkstra := c.task("Dijkstra", "m1")
 		c.now = date("2025-03-05")
 		c.run(c.now)
@@ -470,6 +478,13 @@ func TestWorklist(t *testing.T) {
 			if ev.Id() == dijkstra.id+"@cartreg" {
 				if newSeq != strconv.Itoa(dijkstra.version) || !strings.Contains(eventProp(ev, ics.ComponentPropertyDescription), "— due") {
 					t.Errorf("Dijkstra's event after the run: SEQUENCE %s (was %s)", newSeq, oldSeq)
+				}
+			} else if strings.HasPrefix(eventProp(ev, ics.ComponentPropertySummary), "OVERDUE") {
+				// An overdue visit moves to each day: four days on, four higher, on the new day.
+				o, _ := strconv.Atoi(oldSeq)
+				if newSeq != strconv.Itoa(o+4) || eventProp(ev, ics.ComponentPropertyDtStart) != "20250305" {
+					t.Errorf("overdue event %s four days on: SEQUENCE %s (was %s), DTSTART %s", ev.Id(), newSeq, oldSeq,
+						eventProp(ev, ics.ComponentPropertyDtStart))
 				}
 			} else if newSeq != oldSeq {
 				t.Errorf("event %s: SEQUENCE %s, was %s, though its Task did not change", ev.Id(), newSeq, oldSeq)
