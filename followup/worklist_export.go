@@ -63,7 +63,8 @@ func calendarName(q Query) string {
 
 // Calendar is the work list as an iCalendar feed: one all-day event per Task spanning its
 // window (DTEND is the day after the window closes, as RFC 5545 counts all-day events), with
-// the Task's version as SEQUENCE and its last update as DTSTAMP and LAST-MODIFIED.
+// the Task's version as SEQUENCE and its last update as DTSTAMP and LAST-MODIFIED. An overdue
+// Task's event is on the report's day instead, its summary saying how late it is.
 func (rep *Report) Calendar(name string) *ics.Calendar {
 	cal := ics.NewCalendarFor("cartreg")
 	cal.SetProductId("-//cartreg//follow-up work list//EN")
@@ -76,15 +77,26 @@ func (rep *Report) Calendar(name string) *ics.Calendar {
 		ev := cal.AddEvent(CalendarUID(it.TaskID))
 		ev.SetDtStampTime(it.LastUpdated)
 		ev.SetModifiedAt(it.LastUpdated)
-		ev.SetSequence(it.Version - 1)
-		ev.SetAllDayStartAt(it.start)
-		end := it.end
-		if end.IsZero() {
-			end = it.start
-		}
-		ev.SetAllDayEndAt(end.AddDate(0, 0, 1))
 		who := cmp.Or(it.Patient.Name, it.Patient.Reference)
-		ev.SetSummary(fmt.Sprintf("%s follow-up: %s", it.Milestone.Label, who))
+		if it.Urgency == UrgencyOverdue {
+			// An overdue visit is today's work: filed in its window, years back for a visit long
+			// missed, nobody would see it. It moves to each day's date until it is closed, and
+			// its SEQUENCE rises with each day, so a calendar takes the move as a change.
+			today, _ := time.Parse(time.DateOnly, rep.AsOf)
+			ev.SetSequence(it.Version - 1 + it.DaysOverdue)
+			ev.SetAllDayStartAt(today)
+			ev.SetAllDayEndAt(today.AddDate(0, 0, 1))
+			ev.SetSummary(fmt.Sprintf("OVERDUE %d days: %s follow-up: %s", it.DaysOverdue, it.Milestone.Label, who))
+		} else {
+			ev.SetSequence(it.Version - 1)
+			ev.SetAllDayStartAt(it.start)
+			end := it.end
+			if end.IsZero() {
+				end = it.start
+			}
+			ev.SetAllDayEndAt(end.AddDate(0, 0, 1))
+			ev.SetSummary(fmt.Sprintf("%s follow-up: %s", it.Milestone.Label, who))
+		}
 		ev.SetDescription(it.eventDescription())
 		ev.SetTimeTransparency(ics.TransparencyTransparent)
 		ev.SetClass(ics.ClassificationPrivate)
