@@ -106,6 +106,17 @@ func TestBrowserCoordinator(t *testing.T) {
 	if due, rows := text(t, ctx, "#count-due"), text(t, ctx, "table.work tbody"); due != "0" || strings.Contains(rows, "Okafor") {
 		t.Errorf("after marking the due patient lost: due %q, rows:\n%s", due, rows)
 	}
+
+	// A tablet held upright: each visit is a card, nothing wider than the screen.
+	do(t, ctx, chromedp.EmulateViewport(820, 1180), chromedp.Reload(), chromedp.WaitVisible(css(`h1`)))
+	browsertest.Screenshot(t, ctx, shots, "5-tablet")
+	width, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if width > 820 {
+		t.Errorf("at tablet width the page is %d px wide, more than the 820 px screen", width)
+	}
 }
 
 // A researcher signs in, changes a filter and downloads the table as CSV.

@@ -429,3 +429,59 @@ func TestEveryPageHasARule(t *testing.T) {
 		t.Errorf("routes without a rule: %v", un)
 	}
 }
+
+// Booking a visit keeps to its window; recording one writes the Encounter and leaves the Task
+// for the assessment to complete; a patient's page is the coordinator's own sites' only.
+func TestCoordinatorBooksAndRecordsVisits(t *testing.T) {
+	w := newWorld(t)
+	b := w.browser()
+	b.signIn("cora", password)
+	p := b.get("/work?bucket=due")
+	rows := taskRow.FindAllStringSubmatch(p.body, -1)
+	if len(rows) != 1 {
+		t.Fatalf("%d due rows, want 1", len(rows))
+	}
+	task := rows[0][1]
+	start, end := window(w.taskOf(task))
+	if p := b.post("/work/tasks/"+task+"/reschedule", url.Values{"date": {"2030-01-01"}}); p.status != http.StatusBadRequest || !strings.Contains(p.body, end) {
+		t.Errorf("booking outside the window %s–%s: %d\n%s", start, end, p.status, p.body)
+	}
+	if p := b.post("/work/tasks/"+task+"/reschedule", url.Values{"date": {end}}); p.status != http.StatusSeeOther {
+		t.Fatalf("booking on the window's last day: %d\n%s", p.status, p.body)
+	}
+	got := w.taskOf(task)
+	notes, _ := json.Marshal(got["note"])
+	if got["status"] != "accepted" || !strings.Contains(string(notes), "Visit booked for "+end) {
+		t.Errorf("after booking: %v %s", got["status"], notes)
+	}
+	encounters := w.h.Count(`SELECT count(*) FROM resource WHERE resource_type = 'Encounter'`)
+	if p := b.post("/work/tasks/"+task+"/visited", url.Values{"date": {"2099-01-01"}}); p.status != http.StatusBadRequest {
+		t.Errorf("a visit in the future: %d", p.status)
+	}
+	if p := b.post("/work/tasks/"+task+"/visited", url.Values{"date": {demoNow.Format(time.DateOnly)}}); p.status != http.StatusSeeOther {
+		t.Fatalf("recording the visit: %d\n%s", p.status, p.body)
+	}
+	if got := w.taskOf(task); got["status"] != "in-progress" {
+		t.Errorf("after the visit: %v", got["status"])
+	}
+	if n := w.h.Count(`SELECT count(*) FROM resource WHERE resource_type = 'Encounter'`); n != encounters+1 {
+		t.Errorf("%d Encounters after recording the visit, want %d", n, encounters+1)
+	}
+	patient := regexp.MustCompile(`href="/patients/([^"]+)"`).FindStringSubmatch(b.get("/work").body)[1]
+	if p := b.get("/patients/" + patient); p.status != http.StatusOK || !strings.Contains(p.body, "Month 1") {
+		t.Errorf("their patient's page: %d\n%s", p.status, p.body)
+	}
+	other := w.h.Expect(http.StatusOK, "GET", "/fhir/Task/"+w.otherTask, nil).JSON(t)["for"].(map[string]any)["reference"].(string)
+	other = strings.TrimPrefix(other, "Patient/")
+	if p := b.get("/patients/" + other); p.status != http.StatusNotFound {
+		t.Errorf("another site's patient's page: %d", p.status)
+	}
+	if p := b.post("/work/patients/"+other+"/lost", nil); p.status != http.StatusNotFound {
+		t.Errorf("marking another site's patient lost: %d", p.status)
+	}
+}
+
+func window(task map[string]any) (start, end string) {
+	period := task["restriction"].(map[string]any)["period"].(map[string]any)
+	return period["start"].(string), period["end"].(string)
+}
