@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test acceptance lint bench bench-go soak fuzz migrate postgres fixtures
+.PHONY: help build run test acceptance lint bench bench-go soak fuzz migrate postgres chromium fixtures
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,7 +21,7 @@ build: ## build bin/cartreg
 run: postgres build ## run the server on http://localhost:8080 with the embedded database in the per-user data dir
 	./$(BIN) serve
 
-test: postgres ## run every test, with the race detector, against real PostgreSQL (large data sets trimmed)
+test: postgres chromium ## run every test, with the race detector, against real PostgreSQL (large data sets trimmed)
 	$(GO) test -race -short -count=1 -timeout 15m ./...
 
 acceptance: postgres ## the full-size data tests: all 81 Synthea Bundles through the API (about a minute)
@@ -72,6 +72,17 @@ postgres: ## make sure PostgreSQL server binaries (and, as root, a user to run t
 	@if [ "$$(id -u)" = 0 ] && ! id "$${CARTREG_PG_USER:-postgres}" >/dev/null 2>&1; then \
 		echo "creating system user $${CARTREG_PG_USER:-postgres} to run PostgreSQL (it refuses to run as root)"; \
 		useradd --system --no-create-home --shell /usr/sbin/nologin "$${CARTREG_PG_USER:-postgres}"; \
+	fi
+
+chromium: ## make sure a headless Chromium exists for the browser tests (as root, installs Debian's chromium package)
+	@if [ -n "$$CARTREG_CHROMIUM" ] && [ -x "$$CARTREG_CHROMIUM" ]; then :; \
+	elif command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Chromium not found: installing Debian's chromium package for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "Chromium not found: the browser tests will be skipped (they fail under CI=true)."; \
+		echo "Install it (Debian/Ubuntu: sudo apt-get install -y chromium) or point CARTREG_CHROMIUM at it."; \
 	fi
 
 fixtures: ## regenerate the statistics reference fixtures with R's survival and cmprsk packages (installs R from Debian)

@@ -52,12 +52,14 @@ func New(inSites SiteChecker) *Policy {
 }
 
 // Public are the routes anyone may use without a token: probes, the server's capability
-// statement and SMART configuration, and the token endpoint itself.
+// statement and SMART configuration, the token endpoint itself, and the pages' sign-in.
 var Public = []string{
 	"GET /healthz", "GET /readyz", "HEAD /healthz", "HEAD /readyz",
 	"GET /fhir/metadata",
 	"GET /.well-known/smart-configuration", "GET /fhir/.well-known/smart-configuration",
 	"POST /auth/token", "GET /auth/jwks.json",
+	// The web pages' sign-in form and their styles and script (package web).
+	"GET /signin", "POST /signin", "GET /static/*",
 }
 
 // IsPublic says whether c's route needs no token.

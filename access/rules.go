@@ -81,6 +81,25 @@ func (pol *Policy) routes() map[string]rule {
 		"GET /worklist.ics":          worklist,
 		"HEAD /worklist.ics":         worklist,
 		"GET /follow-up/Patient/:id": pol.followUp,
+		// The web pages (package web): the session middleware has put the person's principal
+		// on the request. Signing in is public (Public); a coordinator's page reaches only
+		// their sites, as the pages check with the same site test as here.
+		"GET /":                           anyone,
+		"POST /signout":                   anyone,
+		"GET /work":                       worklist,
+		"GET /work.csv":                   worklist,
+		"POST /work/tasks/:id/missed":     worklist,
+		"POST /work/tasks/:id/note":       worklist,
+		"POST /work/tasks/:id/visited":    worklist,
+		"POST /work/tasks/:id/reschedule": worklist,
+		"POST /work/patients/:id/lost":    worklist,
+		"GET /patients/:id":               worklist,
+		"GET /outcomes":                   outcomes,
+		"GET /outcomes/response.csv":      outcomes,
+		"GET /outcomes/survival.csv":      outcomes,
+		"GET /outcomes/response.svg":      outcomes,
+		"GET /outcomes/survival.svg":      outcomes,
+		"GET /status":                     adminOnly,
 	}
 }
 

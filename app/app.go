@@ -22,6 +22,7 @@ import (
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/registry"
+	"github.com/cartreg/cartreg/web"
 )
 
 // Config is what the wiring needs, already read and checked by the caller.
@@ -40,6 +41,8 @@ type Config struct {
 	// ReadURL, when set, is a PostgreSQL streaming replica of the database, where the
 	// registry's outcome queries run (see registry.Registry.ReadFrom).
 	ReadURL string
+	// Web is how people sign in to the pages.
+	Web web.Config
 }
 
 // JobsConfig is how the periodic jobs of a serving process run.
@@ -72,6 +75,7 @@ type App struct {
 	Auth     *auth.Service
 	Audit    *audit.Recorder
 	Access   *access.Policy
+	Web      *web.Pages
 	Clock    func() time.Time
 	Logger   *slog.Logger
 }
@@ -134,11 +138,17 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	if err != nil {
 		return nil, err
 	}
+	pages, err := web.New(cfg.Web, web.Deps{DB: db, Store: store, FollowUp: followUp, Registry: reg, Audit: recorder,
+		InSites: reg.InSites, Clock: clock, Logger: logger})
+	if err != nil {
+		identity.Close()
+		return nil, err
+	}
 	recorder.Start(context.WithoutCancel(ctx))
 	return &App{
 		Config: cfg, DB: db, ReadDB: readDB, Store: store, Searcher: searcher, Registry: reg, FollowUp: followUp,
 		API:  fhir.NewAPI(store, searcher, logger, cfg.FHIR),
-		Auth: identity, Audit: recorder, Access: access.New(reg.InSites),
+		Auth: identity, Audit: recorder, Access: access.New(reg.InSites), Web: pages,
 		Clock: clock, Logger: logger,
 	}, nil
 }
@@ -189,12 +199,17 @@ func openReplica(ctx context.Context, url string) (*pgxpool.Pool, error) {
 }
 
 // Routes mounts every HTTP route of cartreg on e: the FHIR API, the registry's outcomes and
-// definitions, and the coordinators' work lists.
+// definitions, the coordinators' work lists, and the web pages.
 //
 // Every request is audited, then authenticated, then checked against the access policy
 // before any handler sees it; a route the policy has no rule for is refused to everybody.
+// A page is authenticated by its session cookie (web.Pages.Sessions), any other route by its
+// bearer token: a cookie never reaches the API, so no other site's page can use it there.
 func (a *App) Routes(e *echo.Echo) {
-	e.Use(a.auditRequests, a.Auth.Middleware(access.IsPublic), a.Access.Middleware())
+	e.Use(a.auditRequests, a.Web.Sessions(),
+		a.Auth.Middleware(func(c echo.Context) bool { return access.IsPublic(c) || a.Web.SignedIn(c) }),
+		a.Access.Middleware())
+	a.Web.Register(e)
 	a.Auth.Register(e)
 	a.API.Register(e)
 	a.Registry.Register(e)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -58,11 +59,36 @@ func TestEveryRouteNeedsAToken(t *testing.T) {
 		"/auth/token": true, "/auth/jwks.json": true}
 	replacer := strings.NewReplacer(":type", "Patient", ":id", "p1", ":vid", "1")
 	seen := 0
+	// The web pages are signed into with a session, not a token: without one a page sends the
+	// browser to sign in, and a form posted is refused.
+	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	isPage := func(path string) bool {
+		c := h.Echo.NewContext(httptest.NewRequest(http.MethodGet, "/", nil), httptest.NewRecorder())
+		c.SetPath(path)
+		return h.App.Web.IsPage(c)
+	}
 	for _, r := range h.Echo.Routes() {
-		if public[r.Path] || r.Path == "" || strings.Contains(r.Path, "*") {
+		if public[r.Path] || r.Path == "" || strings.Contains(r.Path, "*") || r.Path == "/signin" {
 			continue
 		}
 		path := replacer.Replace(r.Path)
+		if isPage(r.Path) {
+			req, _ := http.NewRequest(r.Method, h.URL+path, nil)
+			req.Header.Set("Authorization", "Bearer not-a-token")
+			res, err := noRedirects.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			switch {
+			case r.Method == http.MethodGet && (res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(res.Header.Get("Location"), "/signin?")):
+				t.Errorf("page %s %s without a session: %d to %q, want 303 to /signin", r.Method, path, res.StatusCode, res.Header.Get("Location"))
+			case r.Method == http.MethodPost && res.StatusCode != http.StatusUnauthorized:
+				t.Errorf("page %s %s without a session: %d, want 401", r.Method, path, res.StatusCode)
+			}
+			seen++
+			continue
+		}
 		for _, authz := range []string{"", "Bearer not-a-token", "Basic dXNlcjpwYXNz"} {
 			res := h.Do(r.Method, path, nil, "Authorization", authz)
 			if res.Status != http.StatusUnauthorized {

@@ -35,7 +35,9 @@
 // period.end is the date. EpisodeOfCare rather than ResearchSubject because a registry's
 // follow-up is care the hospital gives, not enrolment in a study, EHRs already keep
 // EpisodeOfCare for such programmes, and its status says exactly "this episode of care is
-// over". Setting the episode back to active resumes follow-up.
+// over". Setting the episode back to active resumes follow-up. Lost to follow-up is such an
+// episode with the second type cartreg#lost-to-follow-up: follow-up ends the same way, but
+// the cancelled Tasks and the patient's Status say the patient was lost rather than withdrew.
 //
 // # Telling coordinators
 //

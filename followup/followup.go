@@ -176,8 +176,8 @@ type visit struct {
 	infused, opens, closes                           time.Time
 	milestone                                        registry.Milestone
 	assessment                                       string // the counted Observation, if any
-	dead, withdrawn                                  bool
-	superseded                                       bool // a later infusion started a new sequence
+	dead, withdrawn, lost                            bool   // lost: withdrawn as lost to follow-up
+	superseded                                       bool   // a later infusion started a new sequence
 	task                                             *recorded
 	status, business                                 string // what the Task should say
 }
@@ -230,7 +230,8 @@ const visitsSQL = `WITH infusion AS MATERIALIZED (
 	SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, coalesce(i.effective_site_id, '') AS site,
 		i.infused_on, i.next_infused_on IS NOT NULL AS superseded,
 		EXISTS (SELECT 1 FROM registry_patient rp WHERE rp.patient_id = i.patient_id AND rp.deceased_on IS NOT NULL) AS dead,
-		EXISTS (SELECT 1 FROM followup_withdrawal w WHERE w.patient_id = i.patient_id) AS withdrawn
+		EXISTS (SELECT 1 FROM followup_withdrawal w WHERE w.patient_id = i.patient_id) AS withdrawn,
+		EXISTS (SELECT 1 FROM followup_withdrawal w WHERE w.patient_id = i.patient_id AND w.lost) AS lost
 	FROM (%s) i
 ), plan AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::int[]) WITH ORDINALITY AS p(code, first_day, last_day, ord)
@@ -245,7 +246,7 @@ const visitsSQL = `WITH infusion AS MATERIALIZED (
 		WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id OFFSET 0) t
 )
 SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, i.site, i.infused_on,
-	p.ord::int, coalesce(a.observation_id, ''), i.dead, i.withdrawn, i.superseded,
+	p.ord::int, coalesce(a.observation_id, ''), i.dead, i.withdrawn, i.lost, i.superseded,
 	t.task_id, t.status, t.business_status, t.output_id, t.written_version, t.current,
 	CASE WHEN t.current <> t.written_version THEN (SELECT v.body::jsonb->>'status' FROM ` + fhir.VersionRelation + ` v
 		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = t.current) END
@@ -277,7 +278,7 @@ func (s *Tracker) visits(ctx context.Context, tx pgx.Tx, today time.Time, creati
 		var taskID, status, business, output, currentStatus *string
 		var written, current *int
 		if err := rows.Scan(&v.infusionType, &v.infusionID, &v.patient, &v.product, &v.site, &v.infused, &ord,
-			&v.assessment, &v.dead, &v.withdrawn, &v.superseded, &taskID, &status, &business, &output, &written, &current,
+			&v.assessment, &v.dead, &v.withdrawn, &v.lost, &v.superseded, &taskID, &status, &business, &output, &written, &current,
 			&currentStatus); err != nil {
 			return nil, err
 		}
@@ -306,6 +307,10 @@ func (s *Tracker) day(at time.Time) time.Time {
 	at = at.In(s.cfg.location())
 	return time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
 }
+
+// ReasonLost is the statusReason of the Tasks cancelled because their patient was lost to
+// follow-up (an EpisodeOfCare typed CodeLostToFollowUp).
+const ReasonLost = "the patient is lost to follow-up"
 
 // OpenStatuses are the Task statuses of a visit still sought: work someone still has to do.
 // Work lists show them by default and digests tell of them; completed, cancelled, failed,
@@ -650,6 +655,8 @@ func (s *Tracker) task(v *visit, id string, at time.Time) *fhir.Resource {
 		reason := "the patient has died"
 		switch {
 		case v.dead:
+		case v.lost:
+			reason = ReasonLost
 		case v.withdrawn:
 			reason = "the patient has withdrawn from follow-up"
 		default:

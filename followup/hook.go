@@ -12,6 +12,11 @@ import (
 	"github.com/cartreg/cartreg/registry"
 )
 
+// CodeLostToFollowUp, as a second EpisodeOfCare.type (in the registry's CodeSystem) of a
+// finished follow-up episode, says the patient was lost to follow-up rather than withdrew:
+// follow-up ends the same way, and the patient's Tasks say which it was.
+const CodeLostToFollowUp = "lost-to-follow-up"
+
 // CodeFollowUpEpisode is the EpisodeOfCare.type (in the registry's CodeSystem) of a patient's
 // follow-up after CAR-T: finished or cancelled, it is the patient's withdrawal from follow-up.
 const CodeFollowUpEpisode = "car-t-follow-up"
@@ -102,21 +107,24 @@ func (h *hook) projectEpisode(ctx context.Context, tx pgx.Tx, c fhir.Change, pat
 			}
 		}
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO followup_withdrawal (episode_id, patient_id, withdrawn_on) VALUES ($1, $2, $3)`,
-		c.ID, patient, on); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO followup_withdrawal (episode_id, patient_id, withdrawn_on, lost) VALUES ($1, $2, $3, $4)`,
+		c.ID, patient, on, hasEpisodeType(c.Body, CodeLostToFollowUp)); err != nil {
 		return nil, fmt.Errorf("follow-up withdrawal: %w", err)
 	}
 	return append(patients, patient), nil
 }
 
-func isFollowUpEpisode(body map[string]any) bool {
+func isFollowUpEpisode(body map[string]any) bool { return hasEpisodeType(body, CodeFollowUpEpisode) }
+
+// hasEpisodeType says whether an EpisodeOfCare has code of the registry's CodeSystem among its types.
+func hasEpisodeType(body map[string]any, code string) bool {
 	types, _ := body["type"].([]any)
 	for _, t := range types {
 		cc, _ := t.(map[string]any)
 		codings, _ := cc["coding"].([]any)
 		for _, c := range codings {
 			coding, _ := c.(map[string]any)
-			if coding["system"] == registry.SystemCartreg && coding["code"] == CodeFollowUpEpisode {
+			if coding["system"] == registry.SystemCartreg && coding["code"] == code {
 				return true
 			}
 		}

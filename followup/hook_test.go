@@ -129,3 +129,44 @@ func (w *world) current(resourceType, id string) map[string]any {
 	delete(body, "meta")
 	return body
 }
+
+// Lost to follow-up ends follow-up as a withdrawal does, and says so: the open Task is
+// cancelled with its own reason, no new Task comes, and the patient's follow-up reads "lost to
+// follow-up", not "withdrawn".
+func TestLostToFollowUpEndsFollowUpAndSaysSo(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	site := w.post(map[string]any{"resourceType": "Organization", "name": "Riverside Cancer Centre"})[0]
+	const day0 = "2025-03-03"
+	w.now = date(day0)
+	lost, _, lostInf := w.enrol(site, day0)
+	w.now = date("2025-03-28")
+	if _, err := w.h.App.FollowUp.Run(ctx, w.now); err != nil {
+		t.Fatal(err)
+	}
+	w.put(map[string]any{"resourceType": "EpisodeOfCare", "id": "lost-1", "status": "finished",
+		"type":    []any{cc(registry.SystemCartreg, followup.CodeFollowUpEpisode), cc(registry.SystemCartreg, followup.CodeLostToFollowUp)},
+		"patient": ref(lost), "period": map[string]any{"start": day0, "end": "2025-03-28"}})
+	task := w.tasks(lostInf)["m1"]
+	if task.status != "cancelled" {
+		t.Fatalf("month 1 once lost to follow-up: %+v", task)
+	}
+	if reason := w.current("Task", task.id)["statusReason"]; reason == nil || reason.(map[string]any)["text"] != followup.ReasonLost {
+		t.Errorf("statusReason %v, want %q", reason, followup.ReasonLost)
+	}
+	w.now = date("2026-03-28") // a year on: month 3 and year 1 would be overdue
+	if _, err := w.h.App.FollowUp.Run(ctx, w.now); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.tasks(lostInf); len(got) != 1 {
+		t.Errorf("a year after being lost: %d Tasks, want the one cancelled: %+v", len(got), got)
+	}
+	st, ok, err := w.h.App.FollowUp.Status(ctx, w.db, lost[len("Patient/"):], w.now)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if st.Sequences[0].State != followup.StateLost {
+		t.Errorf("state %q, want %q", st.Sequences[0].State, followup.StateLost)
+	}
+}

@@ -32,7 +32,7 @@ type Sequence struct {
 	InfusedOn string `json:"infused_on"`
 	Product   string `json:"product"`
 	Site      string `json:"site,omitempty"`
-	// State is "in follow-up", or why it ended: "died", "withdrawn", "progressed" (still
+	// State is "in follow-up", or why it ended: "died", "withdrawn", "lost to follow-up", "progressed" (still
 	// followed, but no further milestone can be reached progression-free) or "re-treated".
 	State string `json:"state"`
 	// LastReached is the last milestone the patient reached alive and without progression: an
@@ -55,9 +55,13 @@ type MilestoneState struct {
 	Response    string `json:"response,omitempty"` // the category of the assessment that counts there
 }
 
+// StateLost is a Sequence's State once its patient is lost to follow-up.
+const StateLost = "lost to follow-up"
+
 const statusSQL = `SELECT i.resource_type || '/' || i.resource_id, i.infused_on, i.product_label,
 	coalesce(i.effective_site_id, ''), i.death_on, i.last_progression_free_on, i.progression_on, i.next_infused_on, i.timepoints,
 	(SELECT min(withdrawn_on) FROM followup_withdrawal w WHERE w.patient_id = i.patient_id),
+	EXISTS (SELECT 1 FROM followup_withdrawal w WHERE w.patient_id = i.patient_id AND w.lost),
 	coalesce((SELECT jsonb_object_agg(t.milestone, t.task_id)
 		FROM followup_task t WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id), '{}')
 FROM registry_infusion i WHERE i.patient_id = $1
@@ -77,6 +81,7 @@ func (s *Tracker) Status(ctx context.Context, db fhir.DBTX, patient string, at t
 		sq                                                 Sequence
 		infused                                            time.Time
 		died, progressionFree, progressed, next, withdrawn *time.Time
+		lost                                               bool
 		timepoints                                         map[string]string
 		tasks                                              map[string]string // milestone -> Task id
 	}
@@ -85,7 +90,7 @@ func (s *Tracker) Status(ctx context.Context, db fhir.DBTX, patient string, at t
 	for rows.Next() {
 		var r infusionRow
 		if err := rows.Scan(&r.sq.Infusion, &r.infused, &r.sq.Product, &r.sq.Site, &r.died, &r.progressionFree, &r.progressed,
-			&r.next, &r.timepoints, &r.withdrawn, &r.tasks); err != nil {
+			&r.next, &r.timepoints, &r.withdrawn, &r.lost, &r.tasks); err != nil {
 			return nil, false, err
 		}
 		infusions = append(infusions, r)
@@ -132,6 +137,8 @@ func (s *Tracker) Status(ctx context.Context, db fhir.DBTX, patient string, at t
 		switch {
 		case died != nil:
 			sq.State = "died"
+		case withdrawn != nil && r.lost:
+			sq.State = StateLost
 		case withdrawn != nil:
 			sq.State = "withdrawn"
 		case next != nil:

@@ -115,6 +115,8 @@ type Item struct {
 	Infusion       string      `json:"infusion,omitempty"`
 	InfusedOn      string      `json:"infused_on,omitempty"`
 	Description    string      `json:"description,omitempty"`
+	Notes          []string    `json:"notes,omitempty"`        // the Task's notes, oldest first
+	LastContact    string      `json:"last_contact,omitempty"` // the patient's last dated registry event
 
 	start, end time.Time // end is zero when the window has no end
 }
@@ -131,6 +133,7 @@ type PatientInfo struct {
 	Name       string `json:"name,omitempty"`
 	Identifier string `json:"identifier,omitempty"` // the MRN if typed so, else the first identifier
 	BirthDate  string `json:"birth_date,omitempty"`
+	Phone      string `json:"phone,omitempty"` // the first phone number that is not old
 }
 
 // Site is the infusion's treating organisation.
@@ -170,13 +173,13 @@ const worklistSQL = `WITH plan AS (
 			t.patient_id) AS patient_id,
 		coalesce(j.owner->>'reference', '') AS owner,
 		coalesce(j."statusReason"->>'text', j."statusReason"#>>'{coding,0,display}', '') AS status_reason,
-		j.code, coalesce(j."businessStatus"#>>'{coding,0,code}', '') AS business_status,
+		j.code, coalesce(j."businessStatus"#>>'{coding,0,code}', '') AS business_status, j.note,
 		j.restriction#>>'{period,start}' AS task_start, j.restriction#>>'{period,end}' AS task_end,
 		t.infusion_type, t.infusion_id
 	FROM followup_task t
 	JOIN ` + fhir.CurrentRelation + ` r ON r.resource_type = 'Task' AND r.resource_id = t.task_id
 	CROSS JOIN LATERAL jsonb_to_record(r.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
-		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb)
+		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb, note jsonb)
 	WHERE (t.written_version <> r.version_id OR t.status = ANY($5::text[]))
 		AND j.status = ANY($5::text[])
 ), dated AS (
@@ -192,7 +195,8 @@ const worklistSQL = `WITH plan AS (
 SELECT d.task_id, d.version_id, d.last_updated, d.status, d.status_reason, d.business_status, d.description,
 	d.patient_id, d.owner, coalesce(d.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
 	d.infused_on + d.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(d.product_label, ''), d.infused_on,
-	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pr.body
+	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pr.body, d.note,
+	(SELECT rp.last_contact_on FROM registry_patient rp WHERE rp.patient_id = d.patient_id)
 FROM dated d
 LEFT JOIN registry_site s ON s.organization_id = d.effective_site_id
 LEFT JOIN ` + fhir.CurrentRelation + ` pr ON pr.resource_type = 'Patient' AND pr.resource_id = d.patient_id
@@ -254,9 +258,11 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 		var start time.Time
 		var end, target, infused *time.Time
 		var patientBody *string
+		var notes []byte
+		var lastContact *time.Time
 		if err := rows.Scan(&it.TaskID, &it.Version, &it.LastUpdated, &it.Status, &it.StatusReason, &it.BusinessStatus, &it.Description,
 			&patient, &it.Owner, &code, &milestone, &start, &end, &target, &it.Infusion, &it.Product, &infused,
-			&siteID, &it.Site.Name, &patientBody); err != nil {
+			&siteID, &it.Site.Name, &patientBody, &notes, &lastContact); err != nil {
 			return nil, fmt.Errorf("reading the work list: %w", err)
 		}
 		it.Task = "Task/" + it.TaskID
@@ -274,6 +280,10 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 		}
 		it.Site.ID = siteID
 		it.Patient = patientOf(patient, patientBody)
+		it.Notes = notesOf(notes)
+		if lastContact != nil {
+			it.LastContact = day(*lastContact)
+		}
 		it.urgency(today)
 		rep.Counts[it.Urgency]++
 		rep.Items = append(rep.Items, it)
@@ -362,6 +372,38 @@ func milestoneOf(code []byte, linked string, labels map[string]string) Milestone
 	return m
 }
 
+// notesOf reads the texts of a Task's notes (Annotation), each with its author and time when
+// given.
+func notesOf(raw []byte) []string {
+	var notes []struct {
+		Text         string
+		AuthorString string
+		Time         string
+	}
+	if len(raw) == 0 || json.Unmarshal(raw, &notes) != nil {
+		return nil
+	}
+	var out []string
+	for _, n := range notes {
+		if n.Text == "" {
+			continue
+		}
+		var by []string
+		if n.AuthorString != "" {
+			by = append(by, n.AuthorString)
+		}
+		if len(n.Time) >= 10 {
+			by = append(by, n.Time[:10])
+		}
+		if len(by) > 0 {
+			out = append(out, n.Text+" ("+strings.Join(by, ", ")+")")
+		} else {
+			out = append(out, n.Text)
+		}
+	}
+	return out
+}
+
 // patientOf reads who the patient is from the current Patient resource: the official name
 // (else the first) as "Given Family", the MRN (else the first identifier) and the birth date.
 func patientOf(id string, body *string) PatientInfo {
@@ -379,11 +421,18 @@ func patientOf(id string, body *string) PatientInfo {
 			Type  struct{ Coding []struct{ Code string } }
 		}
 		BirthDate string
+		Telecom   []struct{ System, Value, Use string }
 	}
 	if err := json.Unmarshal([]byte(*body), &pat); err != nil {
 		return p
 	}
 	p.BirthDate = pat.BirthDate
+	for _, t := range pat.Telecom {
+		if t.System == "phone" && t.Value != "" && t.Use != "old" {
+			p.Phone = t.Value
+			break
+		}
+	}
 	if len(pat.Name) > 0 {
 		n := pat.Name[0]
 		for _, cand := range pat.Name {

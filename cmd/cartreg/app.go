@@ -32,6 +32,7 @@ func (c *Config) appConfig() app.Config {
 		Audit:         audit.Config{Retention: c.Identity.AuditRetention, BaseURL: c.FHIR.BaseURL},
 		Subscriptions: subscription.Config{Endpoints: c.subscriptionEndpoints},
 		ReadURL:       c.DatabaseReadURL,
+		Web:           c.Web,
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/server"
+	"github.com/cartreg/cartreg/web"
 )
 
 // envPrefix: every flag can also be set as CARTREG_<FLAG_NAME>, e.g. -database-url as
@@ -46,6 +47,7 @@ type Config struct {
 	FollowUpPlan    string // a JSON file with the follow-up plan, instead of the default one
 	FollowUp        FollowUpConfig
 	Identity        IdentityConfig
+	Web             web.Config
 	// SubscriptionEndpoints is the comma-separated allow-list of rest-hook endpoints, read
 	// into subscriptionEndpoints by Validate.
 	SubscriptionEndpoints string
@@ -91,6 +93,8 @@ func defaultConfig() Config {
 		Registry: registry.Config{FollowUpYears: 5, MinCell: 5, RoundTo: 5, OverlapWindow: 30 * 24 * time.Hour},
 		FollowUp: defaultFollowUp(),
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
+		Web: web.Config{SessionIdleTimeout: web.DefaultSessionIdleTimeout, SessionLifetime: web.DefaultSessionLifetime,
+			SignInAttempts: web.DefaultSignInAttempts, SignInWindow: web.DefaultSignInWindow},
 	}
 }
 
@@ -161,6 +165,7 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	c.registerRegistryFlags(fs)
 	c.registerScheduleFlags(fs)
 	c.registerIdentityFlags(fs)
+	c.registerWebFlags(fs)
 }
 
 // registerRegistryFlags are the settings of the registry itself, for every command that
@@ -221,6 +226,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateIdentity(); err != nil {
+		return err
+	}
+	if err := c.validateWeb(); err != nil {
 		return err
 	}
 	return c.loadRegistry()

@@ -76,7 +76,7 @@ func commands(stdout, stderr io.Writer) *ffcli.Command {
 		ShortHelp:  "explain a command and its flags",
 	}
 	root.Subcommands = []*ffcli.Command{serve, migrate, importCommand(stdout, stderr), demoCommand(stdout, stderr), scheduleCommand(stdout, stderr),
-		clientCommand(stdout, stderr), tokenCommand(stdout, stderr), keysCommand(stdout, stderr), auditCommand(stdout, stderr),
+		clientCommand(stdout, stderr), userCommand(os.Stdin, stdout, stderr), tokenCommand(stdout, stderr), keysCommand(stdout, stderr), auditCommand(stdout, stderr),
 		synthCommand(stdout), versionCmd, help}
 	var nested []*ffcli.Command
 	for _, c := range root.Subcommands {

@@ -1,0 +1,37 @@
+// Package web is cartreg's pages for people: server-rendered HTML (html/template) with its
+// styles and htmx embedded in the binary, nothing fetched from elsewhere, every form working
+// without JavaScript.
+//
+// # Who is signed in
+//
+// People sign in with a name and password of their own (Users: bcrypt hashes in web_user,
+// made by `cartreg user add`). A session is a random 256-bit id in an HttpOnly cookie
+// (SameSite=Lax, Secure over https), stored only as its SHA-256 in web_session, ended by
+// sign-out, by the idle timeout and by its lifetime. The Sessions middleware turns it into the
+// same auth.Principal a bearer token gives (kind user, subject "local|name", the user's role
+// and sites, the role's default scopes), so the access policy (package access) judges pages by
+// the same rules as the API, and the audit trail records pages like any other request. A
+// person signed in through the hospital's OpenID Connect provider can later get a session the
+// same way: a session names a principal, not a password.
+//
+// Every POST carries a CSRF token: on the sign-in form a double-submit cookie, afterwards an
+// HMAC of the session id, which only the browser holding the cookie can know. Failed
+// sign-ins are limited per name and per address, and an unknown name costs the same bcrypt
+// comparison as a known one.
+//
+// # Writes
+//
+// The work list's actions are FHIR writes through the store, validated as the API validates
+// them and in one transaction each, so the registry's projection, the follow-up hook,
+// Subscriptions and the audit trail see them as they see the API's: marking a visit missed
+// fails its Task with the reason, a note is a Task.note, booking a visit accepts the Task,
+// recording a visit adds a finished Encounter and puts the Task in progress until the
+// assessment completes it, and lost to follow-up is a finished follow-up EpisodeOfCare typed
+// cartreg#lost-to-follow-up. A coordinator reaches only their sites' Tasks and patients,
+// checked as the API checks them.
+//
+// # Researchers
+//
+// The outcome dashboard runs the registry's own endpoints in process for its tables, charts
+// and CSV downloads, so suppression of small cells is the registry's, never re-implemented.
+package web
