@@ -15,11 +15,11 @@ import (
 // CodeLostToFollowUp, as a second EpisodeOfCare.type (in the registry's CodeSystem) of a
 // finished follow-up episode, says the patient was lost to follow-up rather than withdrew:
 // follow-up ends the same way, and the patient's Tasks say which it was.
-const CodeLostToFollowUp = "lost-to-follow-up"
+const CodeLostToFollowUp = registry.CodeLostToFollowUp
 
 // CodeFollowUpEpisode is the EpisodeOfCare.type (in the registry's CodeSystem) of a patient's
 // follow-up after CAR-T: finished or cancelled, it is the patient's withdrawal from follow-up.
-const CodeFollowUpEpisode = "car-t-follow-up"
+const CodeFollowUpEpisode = registry.CodeFollowUpEpisode
 
 // Hook returns the store write hook that keeps Tasks in step with the writes that end a visit:
 // an assessment completes its Task, a death, a withdrawal or a new infusion cancels open ones,

@@ -889,3 +889,51 @@ func TestResponseAmongAllInfusedAtEachMilestone(t *testing.T) {
 		t.Errorf("response CSV without the intention-to-treat rates:\n%s", csv[:200])
 	}
 }
+
+// A patient whose follow-up ended before a milestone's window closed, unassessed, is counted
+// there as lost to follow-up or withdrawn, not as a missed visit. At month 3 of the lymphoma
+// patients of outcomeCohort, P3 and P5 were missing; P5 is then lost (finished follow-up
+// episode typed lost-to-follow-up) and P3 withdraws (cancelled episode).
+func TestLostAndWithdrawnAreNotMissedVisits(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{MinCell: 1})
+	outcomeCohort(t, tr)
+	month3 := func() map[string]any {
+		t.Helper()
+		return tr.expect(200, "GET", "/registry/outcomes/response?disease=lbcl", nil).json(t)["groups"].([]any)[0].(map[string]any)["timepoints"].([]any)[1].(map[string]any)
+	}
+	if m3 := month3(); m3["missing"] != 2.0 || m3["lost_to_follow_up"] != 0.0 {
+		t.Fatalf("before: month 3 missing %v, lost %v; want 2 and 0", m3["missing"], m3["lost_to_follow_up"])
+	}
+	patientOf := func(name string) string {
+		t.Helper()
+		r := tr.expect(200, "GET", "/fhir/Patient?identifier=urn:test|"+name, nil).json(t)
+		return "Patient/" + r["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)["id"].(string)
+	}
+	episode := func(patient, status, end string, types ...string) map[string]any {
+		var cc []any
+		for _, code := range types {
+			cc = append(cc, map[string]any{"coding": []any{map[string]any{"system": registry.SystemCartreg, "code": code}}})
+		}
+		e := map[string]any{"resourceType": "EpisodeOfCare", "status": status,
+			"patient": ref(patient), "period": map[string]any{"end": end}}
+		if cc != nil {
+			e["type"] = cc
+		}
+		return e
+	}
+	tr.expect(201, "POST", "/fhir/EpisodeOfCare", episode(patientOf("P5"), "finished", "2024-02-01", registry.CodeFollowUpEpisode, registry.CodeLostToFollowUp))
+	tr.expect(201, "POST", "/fhir/EpisodeOfCare", episode(patientOf("P3"), "cancelled", "2024-03-01", registry.CodeFollowUpEpisode))
+	// An episode of another kind says nothing about follow-up.
+	tr.expect(201, "POST", "/fhir/EpisodeOfCare", episode(patientOf("P1"), "finished", "2024-02-01"))
+	m3 := month3()
+	if m3["missing"] != 0.0 || m3["lost_to_follow_up"] != 1.0 || m3["withdrawn"] != 1.0 || m3["due"] != 6.0-1 {
+		t.Errorf("after: month 3 missing %v, lost %v, withdrawn %v, due %v; want 0, 1, 1, 5",
+			m3["missing"], m3["lost_to_follow_up"], m3["withdrawn"], m3["due"])
+	}
+	// Month 1 came before either ended: P5 and P3 were assessed there and stay so.
+	m1 := tr.expect(200, "GET", "/registry/outcomes/response?disease=lbcl", nil).json(t)["groups"].([]any)[0].(map[string]any)["timepoints"].([]any)[0].(map[string]any)
+	if m1["lost_to_follow_up"] != 0.0 || m1["withdrawn"] != 0.0 {
+		t.Errorf("month 1: lost %v, withdrawn %v; want 0", m1["lost_to_follow_up"], m1["withdrawn"])
+	}
+}

@@ -591,6 +591,49 @@ func icd10Event(code string) (kind string, grade *int) {
 	return "", nil
 }
 
+// The registry's codes of a follow-up EpisodeOfCare (registry/definitions/README.md,
+// "Follow-up ended"): its type, and the second type of one that ended with the patient lost.
+const (
+	CodeFollowUpEpisode = "car-t-follow-up"
+	CodeLostToFollowUp  = "lost-to-follow-up"
+)
+
+// followUpEndFact is the end of a patient's follow-up before its plan ran out.
+type followUpEndFact struct {
+	ID, Patient, Reason string // reason: lost or withdrawn
+	On                  time.Time
+}
+
+// followUpEnd reads a follow-up EpisodeOfCare that is over (finished or cancelled): the
+// patient lost, with cartreg#lost-to-follow-up among its types, else withdrawn; its day is
+// period.end. Without a patient or an end day it is not counted: the follow-up package still
+// stops the Tasks, but an outcome needs the day.
+func (r *reader) followUpEnd(id string, body map[string]any) *followUpEndFact {
+	status := str(body, "status")
+	typed := func(code string) bool {
+		for _, t := range list(body["type"]) {
+			if hasCoding(t, SystemCartreg, code) {
+				return true
+			}
+		}
+		return false
+	}
+	if !typed(CodeFollowUpEpisode) || (status != "finished" && status != "cancelled") {
+		return nil
+	}
+	f := &followUpEndFact{ID: id, Patient: r.refTo(body["patient"], "Patient"), Reason: "withdrawn"}
+	if typed(CodeLostToFollowUp) {
+		f.Reason = "lost"
+	}
+	period, _ := body["period"].(map[string]any)
+	from, _, ok := dayRange(period["end"])
+	if f.Patient == "" || !ok {
+		return nil
+	}
+	f.On = from
+	return f
+}
+
 // contact reads an Encounter as a dated contact with the patient: the day it ended, else the day
 // it began. Only a finished encounter is a contact: a planned one may not happen, one in
 // progress or on leave has not seen the patient through and its period may yet change, and

@@ -313,7 +313,7 @@ func (rep *ResponseReport) CSV() [][]string {
 		}
 	}
 	header := []string{"group", "n", "milestone", "label", "target_day", "window_start", "window_end", "not_yet_due",
-		"dead_before", "due", "assessed", "progressed_before", "pending", "missing",
+		"dead_before", "due", "assessed", "progressed_before", "pending", "missing", "lost_to_follow_up", "withdrawn",
 		"cr", "cr_rate", "cr_lower", "cr_upper", "orr", "orr_rate", "orr_lower", "orr_upper",
 		"evaluable", "cr_itt_rate", "cr_itt_lower", "cr_itt_upper", "orr_itt_rate", "orr_itt_lower", "orr_itt_upper"}
 	for _, code := range codes {
@@ -324,7 +324,7 @@ func (rep *ResponseReport) CSV() [][]string {
 		for _, tp := range g.Timepoints {
 			row := []string{g.Group, cell(g.N), tp.Milestone, tp.Label, strconv.Itoa(tp.TargetDay), strconv.Itoa(tp.Window[0]),
 				strconv.Itoa(tp.Window[1]), cell(tp.NotYetDue), cell(tp.DeadBefore), cell(tp.Due), cell(tp.Assessed),
-				cell(tp.ProgressedBefore), cell(tp.Pending), cell(tp.Missing)}
+				cell(tp.ProgressedBefore), cell(tp.Pending), cell(tp.Missing), cell(tp.LostToFollowUp), cell(tp.Withdrawn)}
 			for _, p := range []Proportion{tp.CompleteResponse, tp.OverallResponse} {
 				row = append(row, cell(p.Count), cell(p.Rate), cell(p.Lower), cell(p.Upper))
 			}

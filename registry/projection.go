@@ -42,6 +42,7 @@ func (p *Projection) Terminology() *Terminology { return p.terms }
 var watched = map[string]bool{
 	"Patient": true, "Organization": true, "Condition": true, "Procedure": true,
 	"MedicationAdministration": true, "Observation": true, "AdverseEvent": true, "Encounter": true,
+	"EpisodeOfCare": true,
 }
 
 // BeforeCommit implements fhir.WriteHook.
@@ -119,6 +120,15 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 				touched[f.Patient] = true
 				batch.Queue(`INSERT INTO registry_toxicity (adverse_event_id, patient_id, kind, grade, onset_on, onset_until, infusion_ref)
 					VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.ID, f.Patient, f.Kind, f.Grade, f.On, f.Until, nullable(f.InfusionRef))
+			}
+		case "EpisodeOfCare":
+			batch.Queue(`DELETE FROM registry_follow_up_end WHERE episode_id = $1`, c.ID)
+			if c.Body == nil {
+				continue
+			}
+			if f := r.followUpEnd(c.ID, c.Body); f != nil {
+				batch.Queue(`INSERT INTO registry_follow_up_end (episode_id, patient_id, ended_on, reason) VALUES ($1, $2, $3, $4)`,
+					f.ID, f.Patient, f.On, f.Reason)
 			}
 		case "Encounter":
 			batch.Queue(`DELETE FROM registry_contact WHERE encounter_id = $1 RETURNING patient_id`, c.ID)

@@ -31,17 +31,21 @@ type CategoryCount struct {
 // the group is in exactly one of not_yet_due, dead_before and due; every due patient in
 // exactly one of assessed, progressed_before, pending and missing.
 type Timepoint struct {
-	Milestone        string          `json:"milestone"`
-	Label            string          `json:"label"`
-	TargetDay        int             `json:"target_day"`
-	Window           [2]int          `json:"window"`
-	NotYetDue        *int            `json:"not_yet_due"`
-	DeadBefore       *int            `json:"dead_before"`
-	Due              *int            `json:"due"`
-	Assessed         *int            `json:"assessed"`
-	ProgressedBefore *int            `json:"progressed_before"`
-	Pending          *int            `json:"pending"`
-	Missing          *int            `json:"missing"`
+	Milestone        string `json:"milestone"`
+	Label            string `json:"label"`
+	TargetDay        int    `json:"target_day"`
+	Window           [2]int `json:"window"`
+	NotYetDue        *int   `json:"not_yet_due"`
+	DeadBefore       *int   `json:"dead_before"`
+	Due              *int   `json:"due"`
+	Assessed         *int   `json:"assessed"`
+	ProgressedBefore *int   `json:"progressed_before"`
+	Pending          *int   `json:"pending"`
+	Missing          *int   `json:"missing"`
+	// LostToFollowUp and Withdrawn are due patients, unassessed, whose follow-up ended
+	// before the window closed: counted apart from missed visits, which might yet be chased.
+	LostToFollowUp   *int            `json:"lost_to_follow_up"`
+	Withdrawn        *int            `json:"withdrawn"`
 	Categories       []CategoryCount `json:"categories"`
 	CompleteResponse Proportion      `json:"complete_response"`
 	OverallResponse  Proportion      `json:"overall_response"`
@@ -71,8 +75,10 @@ type ResponseReport struct {
 
 // responseSQL classifies every selected course at every milestone, by the assessment that
 // counts there (registry_infusion.timepoints) or, without one, by where the patient stood:
-// dead, not yet due, progressed, pending or missing, which depends on the days from infusion
-// to death, to progression and to asOf, compared with the milestones' window bounds.
+// dead, not yet due, progressed, lost to follow-up or withdrawn (follow-up ended before the
+// window closed), pending or missing, which depends on the days from infusion to death, to
+// progression, to the end of follow-up and to asOf, compared with the milestones' window
+// bounds.
 //
 // Courses are first collapsed into classes that every comparison treats alike, so the
 // classification runs once per class and milestone rather than once per patient and
@@ -80,13 +86,17 @@ type ResponseReport struct {
 // consecutive bounds ($12, sorted), which compares with every bound as the count itself does.
 const responseSQL = `, plan AS (
 	SELECT * FROM unnest($7::text[], $8::int[], $9::int[], $10::int[]) AS p(code, target, first_day, last_day)
+), ended AS (
+	SELECT DISTINCT ON (patient_id) patient_id, ended_on, reason FROM registry_follow_up_end
+	ORDER BY patient_id, ended_on DESC
 ), class AS (
-	SELECT g, timepoints, count(*) AS n,
-		registry_interval_floor(width_bucket($11::date - infused_on, $12::int[]), $12) AS to_now,
-		registry_interval_floor(width_bucket(death_on - infused_on, $12::int[]), $12) AS to_death,
-		registry_interval_floor(width_bucket(progression_on - infused_on, $12::int[]), $12) AS to_progression
-	FROM course
-	GROUP BY g, timepoints, 4, 5, 6
+	SELECT c.g, c.timepoints, e.reason, count(*) AS n,
+		registry_interval_floor(width_bucket($11::date - c.infused_on, $12::int[]), $12) AS to_now,
+		registry_interval_floor(width_bucket(c.death_on - c.infused_on, $12::int[]), $12) AS to_death,
+		registry_interval_floor(width_bucket(c.progression_on - c.infused_on, $12::int[]), $12) AS to_progression,
+		registry_interval_floor(width_bucket(e.ended_on - c.infused_on, $12::int[]), $12) AS to_end
+	FROM course c LEFT JOIN ended e ON e.patient_id = c.patient_id AND e.ended_on >= c.infused_on
+	GROUP BY 1, 2, 3, 5, 6, 7, 8
 )
 SELECT c.g, p.code,
 	CASE
@@ -94,6 +104,7 @@ SELECT c.g, p.code,
 		WHEN c.to_death <= p.last_day THEN 'dead_before'
 		WHEN c.to_now < p.first_day THEN 'not_yet_due'
 		WHEN c.to_progression < p.first_day THEN 'progressed_before'
+		WHEN c.to_end <= p.last_day THEN c.reason
 		WHEN c.to_now <= p.last_day THEN 'pending'
 		ELSE 'missing'
 	END AS status,
@@ -186,13 +197,13 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoint {
 	c := newCells()
 	c.set("n", n)
-	for _, status := range []string{"not_yet_due", "dead_before", "assessed", "progressed_before", "pending", "missing"} {
+	for _, status := range []string{"not_yet_due", "dead_before", "assessed", "progressed_before", "pending", "missing", "lost", "withdrawn"} {
 		c.set(status, counts[status])
 	}
-	due := counts["assessed"] + counts["progressed_before"] + counts["pending"] + counts["missing"]
+	due := counts["assessed"] + counts["progressed_before"] + counts["pending"] + counts["missing"] + counts["lost"] + counts["withdrawn"]
 	c.set("due", due)
 	c.sumOf("n", "not_yet_due", "dead_before", "due")
-	c.sumOf("due", "assessed", "progressed_before", "pending", "missing")
+	c.sumOf("due", "assessed", "progressed_before", "pending", "missing", "lost", "withdrawn")
 
 	// The categories shown are those of the schemes present, in scheme order, best first, so
 	// a zero is visible as a zero.
@@ -224,7 +235,8 @@ func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoin
 	c.sumOf("assessed", parts...)
 	c.set("complete", complete)
 	c.set("response", response)
-	c.set("evaluable", counts["assessed"]+counts["dead_before"]+counts["progressed_before"]+counts["missing"])
+	c.set("evaluable", counts["assessed"]+counts["dead_before"]+counts["progressed_before"]+counts["missing"]+
+		counts["lost"]+counts["withdrawn"])
 	c.sumOf("n", "evaluable", "not_yet_due", "pending")
 	c.suppress(r.cfg.MinCell)
 
@@ -232,6 +244,7 @@ func (r *Registry) timepoint(m Milestone, n int, counts map[string]int) Timepoin
 	tp := Timepoint{Milestone: m.Code, Label: m.Label, TargetDay: m.TargetDay, Window: [2]int{m.WindowStart, m.WindowEnd},
 		NotYetDue: get("not_yet_due"), DeadBefore: get("dead_before"), Due: get("due"), Assessed: get("assessed"),
 		ProgressedBefore: get("progressed_before"), Pending: get("pending"), Missing: get("missing"),
+		LostToFollowUp: get("lost"), Withdrawn: get("withdrawn"),
 		Categories: []CategoryCount{}}
 	for _, cat := range cats {
 		tp.Categories = append(tp.Categories, CategoryCount{Code: cat.Code, Display: cat.Display, Scheme: cat.Scheme, Count: get("cat:" + cat.Code)})
