@@ -115,6 +115,13 @@ func (a *API) Register(e *echo.Echo) {
 	g.DELETE("/:type/:id", a.delete)
 	g.GET("/:type/:id/_history", a.history)
 	g.GET("/:type/:id/_history/:vid", a.vread)
+	// Compartment search; the same routes answer operations the server does not have at
+	// instance level, and POST /:type/:id those at type level, with a 404 naming them.
+	g.GET("/:type/:id/:compartment", a.compartmentSearch)
+	g.GET("/:type/:id/:compartment/_search", a.compartmentSearch)
+	g.POST("/:type/:id/:compartment/_search", a.compartmentSearch)
+	g.POST("/:type/:id/:compartment", a.instancePost)
+	g.POST("/:type/:id", a.typePost)
 }
 
 // ValidID tells whether s is a valid FHIR id (R4's [A-Za-z0-9\-\.]{1,64}, except "." and
@@ -122,9 +129,17 @@ func (a *API) Register(e *echo.Echo) {
 // parameters, in every package.
 func ValidID(s string) bool { return fhirpath.ValidID(s) }
 
-// target reads and checks the resource type and id in the URL.
+// target reads and checks the resource type and id in the URL. A "type" or "id" that names
+// an operation ($graphql, Patient/$lastn) is one the server does not have: the routes of
+// those it has are more specific.
 func target(c echo.Context) (resourceType, id string, err error) {
 	resourceType, id = c.Param("type"), c.Param("id")
+	if strings.HasPrefix(resourceType, "$") {
+		return "", "", operationNotSupported(resourceType, "", "system")
+	}
+	if strings.HasPrefix(id, "$") && IsResourceType(resourceType) {
+		return "", "", operationNotSupported(id, resourceType, "type")
+	}
 	if !IsResourceType(resourceType) {
 		return "", "", NewOutcome(http.StatusNotFound, NotSupported, fmt.Sprintf("%q is not an R4 resource type", resourceType))
 	}
