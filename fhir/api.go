@@ -265,7 +265,10 @@ func (a *API) create(c echo.Context) error {
 				return err
 			}
 		}
-		v, err = a.store.Create(ctx, tx, res.Clone())
+		if v, err = a.store.Create(ctx, tx, res.Clone()); err != nil {
+			return err
+		}
+		v, err = a.store.settle(ctx, tx, v)
 		return err
 	})
 	if err != nil {
@@ -305,7 +308,10 @@ func (a *API) doUpdate(c echo.Context, res *Resource, match *int) error {
 	var result UpdateResult
 	err := a.store.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		result, err = a.store.Update(ctx, tx, res.Clone(), match)
+		if result, err = a.store.Update(ctx, tx, res.Clone(), match); err != nil {
+			return err
+		}
+		result.Version, err = a.store.settle(ctx, tx, result.Version)
 		return err
 	})
 	if err != nil {
@@ -347,11 +353,17 @@ func (a *API) conditionalUpdate(c echo.Context) error {
 		case match != "":
 			r.ID = match
 		case r.ID == "":
-			result.Version, err = a.store.Create(ctx, tx, r)
 			result.Created = true
+			if result.Version, err = a.store.Create(ctx, tx, r); err != nil {
+				return err
+			}
+			result.Version, err = a.store.settle(ctx, tx, result.Version)
 			return err
 		}
-		result, err = a.store.Update(ctx, tx, r, nil)
+		if result, err = a.store.Update(ctx, tx, r, nil); err != nil {
+			return err
+		}
+		result.Version, err = a.store.settle(ctx, tx, result.Version)
 		return err
 	})
 	if err != nil {
@@ -410,7 +422,10 @@ func (a *API) doPatch(c echo.Context, resourceType string, find func(context.Con
 		if err != nil {
 			return err
 		}
-		result, err = a.store.applyPatch(ctx, tx, resourceType, id, patch, match, a.config.Limits)
+		if result, err = a.store.applyPatch(ctx, tx, resourceType, id, patch, match, a.config.Limits); err != nil {
+			return err
+		}
+		result.Version, err = a.store.settle(ctx, tx, result.Version)
 		return err
 	})
 	if err != nil {
