@@ -38,6 +38,12 @@ type APIConfig struct {
 	Limits ResourceLimits
 	// Security is the CapabilityStatement's rest.security: how clients get their tokens.
 	Security map[string]any
+	// SoftwareVersion is the CapabilityStatement's software.version; empty: the build's
+	// module version or commit, when the build recorded one.
+	SoftwareVersion string
+	// SupportedProfiles are the profiles the server publishes, by the resource type they
+	// constrain: the CapabilityStatement's rest.resource[].supportedProfile.
+	SupportedProfiles map[string][]string
 }
 
 // API is the FHIR R4 REST interface at /fhir.
@@ -217,11 +223,31 @@ func (a *API) read(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(v.ETag(), "W/") {
+	if notModified(c.Request(), v) {
 		setVersionHeaders(c, v)
 		return c.NoContent(http.StatusNotModified)
 	}
 	return a.respond(c, http.StatusOK, v, preference{Return: "representation"}, "")
+}
+
+// notModified says whether a read's conditions let it answer 304: If-None-Match naming the
+// version's ETag, or, without If-None-Match (which takes precedence, RFC 9110 13.2.2),
+// If-Modified-Since no earlier than the version's Last-Modified. HTTP dates have whole
+// seconds, so the version's time is cut to its second, as Last-Modified sends it. A date the
+// server cannot read is ignored, as RFC 9110 says.
+func notModified(r *http.Request, v *Version) bool {
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		return strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(v.ETag(), "W/")
+	}
+	ims := r.Header.Get("If-Modified-Since")
+	if ims == "" {
+		return false
+	}
+	since, err := http.ParseTime(ims)
+	if err != nil {
+		return false
+	}
+	return !v.LastUpdated.Truncate(time.Second).After(since)
 }
 
 func (a *API) vread(c echo.Context) error {
@@ -236,6 +262,10 @@ func (a *API) vread(c echo.Context) error {
 	v, err := a.store.VRead(c.Request().Context(), a.store.db, resourceType, id, vid)
 	if err != nil {
 		return err
+	}
+	if notModified(c.Request(), v) {
+		setVersionHeaders(c, v)
+		return c.NoContent(http.StatusNotModified)
 	}
 	return a.respond(c, http.StatusOK, v, preference{Return: "representation"}, "")
 }
