@@ -285,3 +285,35 @@ func TestCapabilityStatementDescribesTheServer(t *testing.T) {
 		t.Errorf("system operations: %v", rest["operation"])
 	}
 }
+
+// $everything takes its members from the CompartmentDefinition: another patient whose link
+// names this one is not in the record, nor is a Task, which R4 leaves out of the compartment;
+// what a member refers to comes with it.
+func TestEverythingFollowsTheCompartmentDefinition(t *testing.T) {
+	s := newTestServer(t)
+	create := func(body string) string {
+		t.Helper()
+		return s.expect(s.do("POST", "/"+strings.SplitN(strings.Split(body, `"resourceType":"`)[1], `"`, 2)[0], body), http.StatusCreated).json(t)["id"].(string)
+	}
+	ada := create(`{"resourceType":"Patient","name":[{"family":"Lovelace"}]}`)
+	linked := create(fmt.Sprintf(`{"resourceType":"Patient","name":[{"family":"Byron"}],"link":[{"other":{"reference":"Patient/%s"},"type":"seealso"}]}`, ada))
+	doctor := create(`{"resourceType":"Practitioner","name":[{"family":"Babbage"}]}`)
+	observation := create(fmt.Sprintf(`{"resourceType":"Observation","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/%s"},"performer":[{"reference":"Practitioner/%s"}]}`, ada, doctor))
+	task := create(fmt.Sprintf(`{"resourceType":"Task","status":"requested","intent":"plan","for":{"reference":"Patient/%s"}}`, ada))
+
+	got := map[string]bool{}
+	for _, e := range asSlice(s.expect(s.do("GET", "/Patient/"+ada+"/$everything", ""), http.StatusOK).json(t)["entry"]) {
+		r := e.(map[string]any)["resource"].(map[string]any)
+		got[r["resourceType"].(string)+"/"+r["id"].(string)] = true
+	}
+	for _, want := range []string{"Patient/" + ada, "Observation/" + observation, "Practitioner/" + doctor} {
+		if !got[want] {
+			t.Errorf("$everything lacks %s: %v", want, got)
+		}
+	}
+	for _, not := range []string{"Patient/" + linked, "Task/" + task} {
+		if got[not] {
+			t.Errorf("$everything has %s", not)
+		}
+	}
+}
