@@ -3,6 +3,7 @@ package access
 import (
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -41,9 +42,15 @@ func (pol *Policy) routes() map[string]rule {
 		"GET /fhir/:type/:id":               fhirRead,
 		"GET /fhir/:type/:id/_history":      fhirRead,
 		"GET /fhir/:type/:id/_history/:vid": fhirRead,
-		"PUT /fhir/:type/:id":               pol.fhirInstance(auth.Update),
-		"PATCH /fhir/:type/:id":             pol.fhirInstance(auth.Update),
-		"DELETE /fhir/:type/:id":            pol.fhirInstance(auth.Delete),
+		// FHIR: a patient's compartment, and operations the API answers 404 to.
+		"GET /fhir/:type/:id/:compartment":          pol.compartment,
+		"GET /fhir/:type/:id/:compartment/_search":  pol.compartment,
+		"POST /fhir/:type/:id/:compartment/_search": pol.compartment,
+		"POST /fhir/:type/:id/:compartment":         anyone,
+		"POST /fhir/:type/:id":                      anyone,
+		"PUT /fhir/:type/:id":                       pol.fhirInstance(auth.Update),
+		"PATCH /fhir/:type/:id":                     pol.fhirInstance(auth.Update),
+		"DELETE /fhir/:type/:id":                    pol.fhirInstance(auth.Delete),
 		// $validate writes nothing, but answers as a write would: it needs the write's scope.
 		"POST /fhir/:type/$validate":     typeLevel(auth.Create),
 		"POST /fhir/:type/:id/$validate": pol.fhirInstance(auth.Update),
@@ -175,8 +182,8 @@ func scoped(c echo.Context, p *auth.Principal, typ string, access auth.Access) e
 func (pol *Policy) fhirInstance(access auth.Access) rule {
 	return func(c echo.Context, p *auth.Principal) error {
 		typ, id := c.Param("type"), c.Param("id")
-		if !fhir.IsResourceType(typ) {
-			return nil
+		if !fhir.IsResourceType(typ) || strings.HasPrefix(id, "$") {
+			return nil // the API answers 404 for what is not a resource type, or an operation it lacks
 		}
 		if typ == "AuditEvent" {
 			return serverWritten()
@@ -221,6 +228,44 @@ func (pol *Policy) everything(c echo.Context, p *auth.Principal) error {
 		return pol.inSitesOr404(c, p, "Patient", c.Param("id"))
 	}
 	return wildcard(auth.Read)(c, p)
+}
+
+// compartment is a search of one patient's compartment (GET /fhir/Patient/{id}/{type}): as the
+// type's search for the EHR and the administrator; for a coordinator, their own sites'
+// patients only (404 for another's), without _include or _revinclude, which could bring in
+// what is not the patient's; never a researcher. What the API answers with a 404 (an operation
+// it does not have, a type outside the compartment) passes to it.
+//
+// The routes after it, POST to an instance or to its compartment, are only ever answered
+// with an error by the API, which names the operation asked for.
+func (pol *Policy) compartment(c echo.Context, p *auth.Principal) error {
+	owner, member := c.Param("type"), c.Param("compartment")
+	if owner != "Patient" || !fhir.IsResourceType(member) {
+		return nil
+	}
+	if _, ok := fhir.PatientCompartment().Params(member); !ok {
+		return nil
+	}
+	if p.Role != auth.RoleCoordinator {
+		return scoped(c, p, member, auth.Search)
+	}
+	if !p.Scopes.Allows(member, auth.Search) {
+		return forbidden("the token's scopes do not allow search on %s", member)
+	}
+	params := c.QueryParams()
+	if c.Request().Method == http.MethodPost {
+		form, err := c.FormParams() // the query's parameters and the body's
+		if err != nil {
+			return fhir.NewOutcome(http.StatusBadRequest, fhir.Structure, "POST _search takes an application/x-www-form-urlencoded body")
+		}
+		params = form
+	}
+	for key := range params {
+		if strings.HasPrefix(key, "_include") || strings.HasPrefix(key, "_revinclude") {
+			return forbidden("%s: a coordinator's compartment search returns the patient's own resources only", key)
+		}
+	}
+	return pol.inSitesOr404(c, p, "Patient", c.Param("id"))
 }
 
 func outcomes(c echo.Context, p *auth.Principal) error {

@@ -100,6 +100,13 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 		cfg.Registry.Location = cfg.FollowUp.Location // one calendar for what is due
 	}
 	cfg.FHIR.Security = auth.SecurityExtension(cfg.Auth.Issuer)
+	if cfg.FHIR.SupportedProfiles == nil {
+		profiles, err := publishedProfiles()
+		if err != nil {
+			return nil, err
+		}
+		cfg.FHIR.SupportedProfiles = profiles
+	}
 	policy := access.New(nil) // its site checker is the registry's, set below
 	if cfg.FHIR.Bundles.Guard == nil {
 		cfg.FHIR.Bundles.Guard = policy.Guard()

@@ -41,6 +41,12 @@ type APIConfig struct {
 	// InValueSet tells whether system|code is in the value set with url; $validate checks a
 	// profile's required bindings with it. Nil: bindings are not checked.
 	InValueSet func(url, system, code string) (bool, error)
+	// SoftwareVersion is the CapabilityStatement's software.version; empty: the build's
+	// module version or commit, when the build recorded one.
+	SoftwareVersion string
+	// SupportedProfiles are the profiles the server publishes, by the resource type they
+	// constrain: the CapabilityStatement's rest.resource[].supportedProfile.
+	SupportedProfiles map[string][]string
 }
 
 // API is the FHIR R4 REST interface at /fhir.
@@ -120,6 +126,13 @@ func (a *API) Register(e *echo.Echo) {
 	g.DELETE("/:type/:id", a.delete)
 	g.GET("/:type/:id/_history", a.history)
 	g.GET("/:type/:id/_history/:vid", a.vread)
+	// Compartment search; the same routes answer operations the server does not have at
+	// instance level, and POST /:type/:id those at type level, with a 404 naming them.
+	g.GET("/:type/:id/:compartment", a.compartmentSearch)
+	g.GET("/:type/:id/:compartment/_search", a.compartmentSearch)
+	g.POST("/:type/:id/:compartment/_search", a.compartmentSearch)
+	g.POST("/:type/:id/:compartment", a.instancePost)
+	g.POST("/:type/:id", a.typePost)
 }
 
 // ValidID tells whether s is a valid FHIR id (R4's [A-Za-z0-9\-\.]{1,64}, except "." and
@@ -127,9 +140,17 @@ func (a *API) Register(e *echo.Echo) {
 // parameters, in every package.
 func ValidID(s string) bool { return fhirpath.ValidID(s) }
 
-// target reads and checks the resource type and id in the URL.
+// target reads and checks the resource type and id in the URL. A "type" or "id" that names
+// an operation ($graphql, Patient/$lastn) is one the server does not have: the routes of
+// those it has are more specific.
 func target(c echo.Context) (resourceType, id string, err error) {
 	resourceType, id = c.Param("type"), c.Param("id")
+	if strings.HasPrefix(resourceType, "$") {
+		return "", "", operationNotSupported(resourceType, "", "system")
+	}
+	if strings.HasPrefix(id, "$") && IsResourceType(resourceType) {
+		return "", "", operationNotSupported(id, resourceType, "type")
+	}
 	if !IsResourceType(resourceType) {
 		return "", "", NewOutcome(http.StatusNotFound, NotSupported, fmt.Sprintf("%q is not an R4 resource type", resourceType))
 	}
@@ -207,11 +228,31 @@ func (a *API) read(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(v.ETag(), "W/") {
+	if notModified(c.Request(), v) {
 		setVersionHeaders(c, v)
 		return c.NoContent(http.StatusNotModified)
 	}
 	return a.respond(c, http.StatusOK, v, preference{Return: "representation"}, "")
+}
+
+// notModified says whether a read's conditions let it answer 304: If-None-Match naming the
+// version's ETag, or, without If-None-Match (which takes precedence, RFC 9110 13.2.2),
+// If-Modified-Since no earlier than the version's Last-Modified. HTTP dates have whole
+// seconds, so the version's time is cut to its second, as Last-Modified sends it. A date the
+// server cannot read is ignored, as RFC 9110 says.
+func notModified(r *http.Request, v *Version) bool {
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		return strings.TrimPrefix(inm, "W/") == strings.TrimPrefix(v.ETag(), "W/")
+	}
+	ims := r.Header.Get("If-Modified-Since")
+	if ims == "" {
+		return false
+	}
+	since, err := http.ParseTime(ims)
+	if err != nil {
+		return false
+	}
+	return !v.LastUpdated.Truncate(time.Second).After(since)
 }
 
 func (a *API) vread(c echo.Context) error {
@@ -226,6 +267,10 @@ func (a *API) vread(c echo.Context) error {
 	v, err := a.store.VRead(c.Request().Context(), a.store.db, resourceType, id, vid)
 	if err != nil {
 		return err
+	}
+	if notModified(c.Request(), v) {
+		setVersionHeaders(c, v)
+		return c.NoContent(http.StatusNotModified)
 	}
 	return a.respond(c, http.StatusOK, v, preference{Return: "representation"}, "")
 }
@@ -255,7 +300,10 @@ func (a *API) create(c echo.Context) error {
 				return err
 			}
 		}
-		v, err = a.store.Create(ctx, tx, res.Clone())
+		if v, err = a.store.Create(ctx, tx, res.Clone()); err != nil {
+			return err
+		}
+		v, err = a.store.settle(ctx, tx, v)
 		return err
 	})
 	if err != nil {
@@ -295,7 +343,10 @@ func (a *API) doUpdate(c echo.Context, res *Resource, match *int) error {
 	var result UpdateResult
 	err := a.store.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		result, err = a.store.Update(ctx, tx, res.Clone(), match)
+		if result, err = a.store.Update(ctx, tx, res.Clone(), match); err != nil {
+			return err
+		}
+		result.Version, err = a.store.settle(ctx, tx, result.Version)
 		return err
 	})
 	if err != nil {
@@ -337,11 +388,17 @@ func (a *API) conditionalUpdate(c echo.Context) error {
 		case match != "":
 			r.ID = match
 		case r.ID == "":
-			result.Version, err = a.store.Create(ctx, tx, r)
 			result.Created = true
+			if result.Version, err = a.store.Create(ctx, tx, r); err != nil {
+				return err
+			}
+			result.Version, err = a.store.settle(ctx, tx, result.Version)
 			return err
 		}
-		result, err = a.store.Update(ctx, tx, r, nil)
+		if result, err = a.store.Update(ctx, tx, r, nil); err != nil {
+			return err
+		}
+		result.Version, err = a.store.settle(ctx, tx, result.Version)
 		return err
 	})
 	if err != nil {
@@ -400,7 +457,10 @@ func (a *API) doPatch(c echo.Context, resourceType string, find func(context.Con
 		if err != nil {
 			return err
 		}
-		result, err = a.store.applyPatch(ctx, tx, resourceType, id, patch, match, a.config.Limits)
+		if result, err = a.store.applyPatch(ctx, tx, resourceType, id, patch, match, a.config.Limits); err != nil {
+			return err
+		}
+		result.Version, err = a.store.settle(ctx, tx, result.Version)
 		return err
 	})
 	if err != nil {

@@ -571,6 +571,10 @@ func TestCapabilityStatement(t *testing.T) {
 		t.Fatalf("the CapabilityStatement is not valid R4: %v", err)
 	}
 	cs := r.json(t)
+	// Without a configured base, the statement's is the one the request used.
+	if impl := cs["implementation"].(map[string]any); impl["url"] != s.base {
+		t.Errorf("implementation.url %v, want %s", impl["url"], s.base)
+	}
 	rest := cs["rest"].([]any)[0].(map[string]any)
 	resources := rest["resource"].([]any)
 	if len(resources) != len(fhir.ResourceTypes()) || len(resources) < 140 {

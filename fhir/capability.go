@@ -1,8 +1,11 @@
 package fhir
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,7 +33,7 @@ var interactionRoutes = map[string]string{
 	"PUT /fhir/:type":                   "conditional-update",
 	"DELETE /fhir/:type":                "conditional-delete",
 	"PATCH /fhir/:type":                 "conditional-patch",
-	"GET /fhir/Patient/:id/$everything": "operation-everything",
+	"GET /fhir/:type/:id/:compartment":  "search-compartment",
 }
 
 // supportedInteractions reads the routes echo has, in the order FHIR lists interactions.
@@ -78,6 +81,7 @@ type capabilityResource struct {
 	SearchRevInclude  []string                `json:"searchRevInclude,omitempty"`
 	SearchParam       []capabilitySearchParam `json:"searchParam,omitempty"`
 	Operation         []capabilityOperation   `json:"operation,omitempty"`
+	SupportedProfile  []string                `json:"supportedProfile,omitempty"`
 }
 
 type capabilityOperation struct {
@@ -116,11 +120,54 @@ func (a *API) capabilities(c echo.Context) error {
 	if cs.err != nil {
 		return cs.err
 	}
-	return writeJSON(c, http.StatusOK, cs.json)
+	// The statement is built once, but its implementation.url is the base as this request
+	// reaches the server (the configured one when there is one).
+	base, err := json.Marshal(a.baseURL(c))
+	if err != nil {
+		return err
+	}
+	quoted, _ := json.Marshal(implementationURLPlaceholder)
+	return writeJSON(c, http.StatusOK, bytes.Replace(cs.json, quoted, base, 1))
+}
+
+// implementationURLPlaceholder stands for the base URL in the statement as built: a valid
+// URL, so the statement validates, that no real base can be.
+const implementationURLPlaceholder = "urn:cartreg:implementation-url"
+
+// softwareVersion is the version the CapabilityStatement gives: the configured one, else the
+// build's (its module version, or the commit it was built from).
+func (a *API) softwareVersion() string {
+	if a.config.SoftwareVersion != "" {
+		return a.config.SoftwareVersion
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var revision, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			revision = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if len(revision) > 12 {
+		revision = revision[:12]
+	}
+	if revision != "" && modified == "true" {
+		revision += "-modified"
+	}
+	return revision
 }
 
 func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 	have := supportedInteractions(routes)
+	ops := registeredOperations(routes)
 	conditionalDelete := "not-supported"
 	if have["conditional-delete"] {
 		conditionalDelete = "single"
@@ -138,10 +185,13 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 				r.Interaction = append(r.Interaction, capabilityInteraction{Code: code})
 			}
 		}
-		if t == "Patient" && have["operation-everything"] {
-			r.Operation = []capabilityOperation{{Name: "everything", Definition: "http://hl7.org/fhir/OperationDefinition/Patient-everything"}}
+		for _, op := range ops {
+			if op.on(t) {
+				r.Operation = append(r.Operation, capabilityOperation{Name: op.Name, Definition: op.Definition})
+			}
 		}
-		r.Operation = append(r.Operation, mountedOperations(routes, t)...)
+		slices.SortFunc(r.Operation, func(a, b capabilityOperation) int { return strings.Compare(a.Name, b.Name) })
+		r.SupportedProfile = a.config.SupportedProfiles[t]
 		for _, d := range a.search.params.ForType(t) {
 			if columnParameters[d.Code] { // listed once, among the common parameters
 				continue
@@ -185,28 +235,47 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 			doc += "; and these definitions, which are composite or special or have no expression: " + strings.Join(left, ", ")
 		}
 	}
+	software := map[string]any{"name": "cartreg"}
+	if v := a.softwareVersion(); v != "" {
+		software["version"] = v
+	}
+	rest := map[string]any{
+		"mode":          "server",
+		"documentation": doc,
+		"resource":      resources,
+		"interaction":   systemInteractions(have),
+		"searchParam":   commonSearchParams,
+	}
+	var systemOps []capabilityOperation
+	for _, op := range ops {
+		if op.System {
+			systemOps = append(systemOps, capabilityOperation{Name: op.Name, Definition: op.Definition})
+		}
+	}
+	if len(systemOps) > 0 {
+		rest["operation"] = systemOps
+	}
+	if have["search-compartment"] {
+		rest["compartment"] = []string{PatientCompartment().URL}
+	}
+	if a.config.Security != nil {
+		rest["security"] = a.config.Security
+	}
 	statement := map[string]any{
 		"resourceType": "CapabilityStatement",
 		"status":       "active",
 		"date":         a.now().UTC().Format("2006-01-02"), // when this statement was generated
 		"publisher":    "cartreg",
 		"kind":         "instance",
-		"software":     map[string]any{"name": "cartreg"},
-		// An instance's statement describes the installation (R4 cpb-14).
-		"implementation": map[string]any{"description": "cartreg, a FHIR R4 outcomes registry for CAR-T cell therapy"},
-		"fhirVersion":    "4.0.1",
-		"format":         []string{"application/fhir+json", "json"},
-		"patchFormat":    []string{"application/json-patch+json"},
-		"rest": []any{map[string]any{
-			"mode":          "server",
-			"documentation": doc,
-			"resource":      resources,
-			"interaction":   systemInteractions(have),
-			"searchParam":   commonSearchParams,
-		}},
-	}
-	if a.config.Security != nil {
-		statement["rest"].([]any)[0].(map[string]any)["security"] = a.config.Security
+		"software":     software,
+		// An instance's statement describes the installation (R4 cpb-14); its url is the
+		// base each request names, put in by capabilities.
+		"implementation": map[string]any{"description": "cartreg, a FHIR R4 outcomes registry for CAR-T cell therapy",
+			"url": implementationURLPlaceholder},
+		"fhirVersion": "4.0.1",
+		"format":      []string{"application/fhir+json", "json"},
+		"patchFormat": []string{"application/json-patch+json"},
+		"rest":        []any{rest},
 	}
 	raw, err := json.Marshal(statement)
 	if err != nil {

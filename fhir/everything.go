@@ -9,17 +9,19 @@ import (
 )
 
 // everythingQuery is the record of one patient, or of every patient when patientID is empty:
-// the patients; every resource with a reference search parameter pointing at one of them
-// (the patient compartment, as far as search parameters reach: the specification's
-// CompartmentDefinition draws it from the same parameters); and what those resources point
-// at (practitioners, organizations, medications, encounters), except other patients.
+// the patients; the members of their compartment, as the R4 CompartmentDefinition draws it
+// ($8, $9: the compartment's resource types and the parameter of each through which a
+// resource belongs, one pair per parameter); and what those resources point at
+// (practitioners, organizations, medications, encounters), except other patients.
 // References count only when local. Ordered by type and id, for keyset paging.
 const everythingQuery = `
 WITH members AS (
     SELECT r.resource_type, r.resource_id FROM resource r
     WHERE r.resource_type = 'Patient' AND ($1 = '' OR r.resource_id = $1) AND NOT r.deleted
   UNION
-    SELECT s.resource_type, s.resource_id FROM search_reference s
+    SELECT s.resource_type, s.resource_id
+    FROM search_reference s
+    JOIN unnest($8::text[], $9::text[]) AS c(resource_type, code) USING (resource_type, code)
     WHERE s.target_type = 'Patient' AND ($1 = '' OR s.target_id = $1)
       AND local_reference(s.url, $2, s.target_type, s.target_id)
 ), referenced AS (
@@ -83,10 +85,11 @@ func (a *API) everything(c echo.Context) error {
 		after = [2]string{at.Type, at.ID}
 	}
 	base := a.baseURL(c)
+	memberTypes, memberParams := everythingMembers()
 	var versions []*Version
 	err = a.search.readLimited(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, everythingQuery, pgx.QueryExecModeExec,
-			patientID, base+"/", types, since, after[0], after[1], count+1)
+			patientID, base+"/", types, since, after[0], after[1], count+1, memberTypes, memberParams)
 		if err == nil {
 			versions, err = pgx.CollectRows(rows, scanVersion)
 		}
@@ -110,4 +113,21 @@ func (a *API) everything(c echo.Context) error {
 		b.Entry = append(b.Entry, bundleEntry{FullURL: base + "/" + v.Path(), Resource: v.JSON, Search: &entrySearch{Mode: "match"}})
 	}
 	return b.send(c)
+}
+
+// everythingMembers lists the Patient compartment as (type, parameter) pairs for
+// everythingQuery. Patient's own parameter (link) is left out: $everything never returns
+// another patient, and the patient is there already.
+func everythingMembers() (types, params []string) {
+	comp := PatientCompartment()
+	for _, t := range comp.Types() {
+		if t == comp.Code {
+			continue
+		}
+		ps, _ := comp.Params(t)
+		for _, p := range ps {
+			types, params = append(types, t), append(params, p)
+		}
+	}
+	return types, params
 }

@@ -37,6 +37,8 @@ func (s *Store) AddHook(h WriteHook) { s.hooks = append(s.hooks, h) }
 type trackedTx struct {
 	pgx.Tx
 	changes []Change
+	// byHooks are the resources ("Type/id") the hooks themselves wrote in this transaction.
+	byHooks map[string]bool
 }
 
 // record notes written versions for the hooks. Writes made outside InTx (there are none in
@@ -79,6 +81,14 @@ func (s *Store) Flush(ctx context.Context, tx DBTX) error {
 		}
 		changes := latestChanges(t.changes)
 		t.changes = nil
+		if round > 0 { // written by the hooks of the round before
+			if t.byHooks == nil {
+				t.byHooks = map[string]bool{}
+			}
+			for _, c := range changes {
+				t.byHooks[c.Type+"/"+c.ID] = true
+			}
+		}
 		for _, h := range s.hooks {
 			if err := h.BeforeCommit(ctx, t, changes); err != nil {
 				return err
@@ -86,6 +96,20 @@ func (s *Store) Flush(ctx context.Context, tx DBTX) error {
 		}
 	}
 	return nil
+}
+
+// settle runs the write hooks on what tx has written so far, and returns v as it stands
+// after them: the version a hook wrote on top of it (a Subscription the server made active)
+// when there is one, so the client is answered with what is stored.
+func (s *Store) settle(ctx context.Context, tx DBTX, v *Version) (*Version, error) {
+	if err := s.Flush(ctx, tx); err != nil {
+		return nil, err
+	}
+	t, ok := tx.(*trackedTx)
+	if !ok || v == nil || !t.byHooks[v.Type+"/"+v.ID] {
+		return v, nil
+	}
+	return s.Read(ctx, tx, v.Type, v.ID)
 }
 
 // latestChanges keeps the last change of each resource: a resource written twice in one

@@ -180,6 +180,9 @@ func (s *Searcher) where(b *sqlBuilder, types []string, q *searchQuery) (string,
 	}
 	conds := []string{typeCond, "NOT r.deleted"}
 	o := owner{typeExpr: "r.resource_type", idExpr: "r.resource_id", types: types}
+	if q.compartment != nil {
+		conds = append(conds, q.compartment.condition(b, o))
+	}
 	for _, f := range q.filters {
 		for _, values := range f.values {
 			c, err := s.condition(b, o, f.key, values, false)
@@ -715,7 +718,7 @@ func (a *API) typeSearch(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return a.doSearch(c, []string{resourceType})
+	return a.doSearch(c, []string{resourceType}, nil)
 }
 
 // systemSearch is GET /fhir?_type=A,B&...: a search across types, with the parameters they
@@ -728,10 +731,12 @@ func (a *API) systemSearch(c echo.Context) error {
 	if types == nil {
 		types = ResourceTypes()
 	}
-	return a.doSearch(c, types)
+	return a.doSearch(c, types, nil)
 }
 
-func (a *API) doSearch(c echo.Context, types []string) error {
+// doSearch runs a search of types, within a compartment when scope is not nil, and answers
+// with a page of it.
+func (a *API) doSearch(c echo.Context, types []string, scope *compartmentScope) error {
 	params := c.QueryParams()
 	if c.Request().Method == http.MethodPost {
 		form, err := c.FormParams()
@@ -746,6 +751,7 @@ func (a *API) doSearch(c echo.Context, types []string) error {
 		return err
 	}
 	q.base = a.baseURL(c)
+	q.compartment = scope
 	p, err := a.search.runLimited(c.Request().Context(), q, types)
 	if err != nil {
 		return err
@@ -755,10 +761,11 @@ func (a *API) doSearch(c echo.Context, types []string) error {
 	b := newBundle("searchset", a.now())
 	b.Total = p.total
 	b.Link = []bundleLink{{Relation: "self", URL: pageURL(base, c, nil)}}
-	if p.next != "" {
+	// _summary=count answers with the total alone: there is no page to go on to.
+	if p.next != "" && q.summary != "count" {
 		b.Link = append(b.Link, bundleLink{Relation: "next", URL: pageURL(base, c, map[string]string{"_cursor": p.next})})
 	}
-	if p.prev != "" {
+	if p.prev != "" && q.summary != "count" {
 		b.Link = append(b.Link, bundleLink{Relation: "previous", URL: pageURL(base, c, map[string]string{"_cursor": p.prev})})
 	}
 	if q.summary != "count" {

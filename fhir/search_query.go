@@ -48,6 +48,8 @@ type searchQuery struct {
 	base       string  // this server's FHIR base as the client sees it
 	unknown    []Issue // parameters ignored, to report
 	strictness bool
+	// compartment, when set, limits the search to one compartment's members.
+	compartment *compartmentScope
 }
 
 type sortKey struct {

@@ -229,3 +229,28 @@ func mustJSON(v any) string {
 	raw, _ := json.Marshal(v)
 	return string(raw)
 }
+
+// The server answers a Subscription's create and update with what it stored: active, once it
+// has accepted a requested one, not the status the client sent.
+func TestWriteAnswersWithTheStoredStatus(t *testing.T) {
+	h := newHooked(t, nil)
+	body := map[string]any{"resourceType": "Subscription", "status": "requested", "reason": "test",
+		"criteria": "Task?status=requested", "channel": map[string]any{"type": "rest-hook", "endpoint": h.receiver.URL + "/hook"}}
+	status, sub := h.send("POST", "/Subscription", body)
+	if status != http.StatusCreated || sub["status"] != "active" {
+		t.Fatalf("create: %d, status %v", status, sub["status"])
+	}
+	meta, _ := sub["meta"].(map[string]any)
+	if meta["versionId"] != "2" {
+		t.Errorf("create answered with version %v, not the stored 2", meta["versionId"])
+	}
+	id := sub["id"].(string)
+	body["id"] = id
+	status, sub = h.send("PUT", "/Subscription/"+id, body)
+	if status != http.StatusOK || sub["status"] != "active" {
+		t.Fatalf("update: %d, status %v", status, sub["status"])
+	}
+	if _, cur := h.send("GET", "/Subscription/"+id, nil); cur["meta"].(map[string]any)["versionId"] != sub["meta"].(map[string]any)["versionId"] {
+		t.Errorf("the update answered with version %v, the store has %v", sub["meta"], cur["meta"])
+	}
+}
