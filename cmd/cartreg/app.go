@@ -16,6 +16,9 @@ import (
 // appConfig is the wiring's share of the settings, once Validate has settled them.
 func (c *Config) appConfig() app.Config {
 	f := &c.FollowUp
+	if c.FHIR.SoftwareVersion == "" && version != "dev" {
+		c.FHIR.SoftwareVersion = version // as the build stamped it; else the module's own
+	}
 	return app.Config{
 		FHIR:     c.FHIR,
 		Registry: c.Registry,
