@@ -91,3 +91,6 @@ fixtures: ## regenerate the statistics reference fixtures with R's survival and 
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq r-base-core r-cran-survival r-cran-cmprsk >/dev/null; }
 	$(GO) run ./registry/stats/testdata/gencohorts -dir registry/stats/testdata
 	Rscript registry/stats/testdata/reference.R
+	-$(GO) test ./registry -run TestAnalysisFileAgreesWithR -count=1 -update-analysis >/dev/null  # refreshes cohort.csv; fails until R has run
+	Rscript registry/testdata/analysis/analyse.R
+	$(GO) test ./registry -run TestAnalysisFileAgreesWithR -count=1

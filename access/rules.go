@@ -76,6 +76,8 @@ func (pol *Policy) routes() map[string]rule {
 		"GET /registry/outcomes/response.svg":      outcomes,
 		"GET /registry/outcomes/survival":          outcomes,
 		"GET /registry/outcomes/survival.svg":      outcomes,
+		"GET /registry/export/analysis":            outcomes,
+		"GET /registry/export/analysis/dictionary": outcomes,
 		"GET /registry/outcomes/toxicity":          outcomes,
 		"GET /registry/outcomes/incidence":         outcomes,
 		"GET /registry/outcomes/best-response":     outcomes,

@@ -32,6 +32,72 @@ func (r *Registry) Register(e *echo.Echo) {
 	g.GET("/outcomes/best-response", r.getBestResponse)
 	g.GET("/outcomes/best-response.svg", r.getBestResponseSVG)
 	g.GET("/outcomes/toxicity.svg", r.getToxicitySVG)
+	g.GET("/export/analysis", r.getAnalysis)
+	g.GET("/export/analysis/dictionary", r.getAnalysisDictionary)
+}
+
+func (r *Registry) getAnalysisDictionary(c echo.Context) error {
+	if err := checkParams(c.QueryParams()); err != nil {
+		return err
+	}
+	return writeJSON(c, map[string]any{"columns": AnalysisColumns(r.cfg.Plan),
+		"de_identification": "HIPAA Safe Harbor (45 CFR 164.514(b)(2)): no names, identifiers, addresses or dates other than " +
+			"the year of infusion; days are counted from the infusion; ages are bands whose top is 75+; patients and sites are " +
+			"pseudonyms keyed anew for every export. See README, \"The analysis file\"."})
+}
+
+// getAnalysis serves the de-identified analysis file, as CSV or (_format=ndjson) one JSON
+// object a line, once the setting allows it; every export is recorded in the manifest.
+func (r *Registry) getAnalysis(c echo.Context) error {
+	if !r.cfg.AnalysisExport {
+		return fhir.NewOutcome(http.StatusForbidden, fhir.Security, "the row-level analysis file is off on this server "+
+			"(CARTREG_ANALYSIS_EXPORT=false): releasing it is the data custodian's decision; the aggregates under /registry/outcomes are open")
+	}
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return err
+	}
+	if groupBy != "" {
+		return badRequest(fmt.Errorf("group_by=%s: the analysis file has a row per course; group it in your analysis", groupBy), "group_by")
+	}
+	format := c.QueryParam("_format")
+	if format != "" && format != "csv" && format != "ndjson" {
+		return badRequest(fmt.Errorf("_format=%s: want csv or ndjson", format), "_format")
+	}
+	ctx := c.Request().Context()
+	file, err := r.Analysis(ctx, f, r.now())
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(file.Columns))
+	for i, col := range file.Columns {
+		names[i] = col.Name
+	}
+	who := principalKey(ctx)
+	if format == "" {
+		format = "csv"
+	}
+	if _, err := r.db.Exec(ctx, `INSERT INTO registry_analysis_export (principal, exported_at, query, format, rows, columns)
+		VALUES ($1, $2, $3, $4, $5, $6)`, who, r.now(), c.QueryString(), format, len(file.Rows), names); err != nil {
+		return fmt.Errorf("recording the analysis export: %w", err)
+	}
+	if format == "ndjson" {
+		c.Response().Header().Set(echo.HeaderContentType, "application/x-ndjson")
+		c.Response().Header().Set(echo.HeaderContentDisposition, `attachment; filename="analysis.ndjson"`)
+		c.Response().WriteHeader(http.StatusOK)
+		enc := json.NewEncoder(c.Response())
+		for _, row := range file.Rows {
+			obj := make(map[string]any, len(row))
+			for i, v := range row {
+				obj[names[i]] = v
+			}
+			if err := enc.Encode(obj); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return writeCSV(c, "analysis", append([][]string{names}, file.Rows...))
 }
 
 func badRequest(err error, param string) error {

@@ -28,6 +28,11 @@ type Config struct {
 	// remembered: a query whose cohort differs from one of them by 1 to MinCell-1 patients is
 	// refused. Zero turns the control off.
 	OverlapWindow time.Duration
+	// AnalysisExport allows researchers the row-level de-identified analysis file
+	// (/registry/export/analysis). Off by default: with it a researcher can compute any
+	// aggregate, so releasing it is a data custodian's decision (a data use agreement), not a
+	// default.
+	AnalysisExport bool
 	// BaseURL is the server's FHIR base URL, so absolute references to it count as local.
 	BaseURL string
 	// Location is the time zone whose calendar "today" is in, as of which outcomes are counted;

@@ -182,6 +182,8 @@ func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
 		"researchers' outcome counts are rounded to a multiple of this, and rates computed from the rounded counts; 1 shows exact counts")
 	fs.DurationVar(&c.Registry.OverlapWindow, "outcomes-overlap-window", c.Registry.OverlapWindow,
 		"how long each user's outcome queries are remembered: one whose patients differ from a remembered one's by 1 to min-cell-1 is refused (0: off)")
+	fs.BoolVar(&c.Registry.AnalysisExport, "analysis-export", c.Registry.AnalysisExport,
+		"let researchers download the row-level de-identified analysis file (/registry/export/analysis); a data custodian's decision, off by default")
 	c.registerFollowUpFlags(fs)
 	// Every command that writes matches Subscriptions, and must agree with the server on
 	// which are usable, or it would put the others in error.

@@ -1,0 +1,239 @@
+package registry
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// AnalysisColumn is one column of the de-identified analysis file, as its data dictionary
+// describes it.
+type AnalysisColumn struct {
+	Name        string `json:"name"`
+	Type        string `json:"type"` // string, integer, boolean
+	Description string `json:"description"`
+}
+
+// AnalysisDictionary describes every column of the analysis file but the per-milestone ones,
+// which AnalysisColumns adds for the configured plan.
+var analysisDictionary = []AnalysisColumn{
+	{"study_id", "string", "Pseudonym of the patient, new for every export: an HMAC-SHA-256 of the patient's id under a random key that is never stored, so two exports cannot be linked, nor a row to a patient"},
+	{"site_code", "string", "Pseudonym of the treating site, new for every export (as study_id)"},
+	{"infusion_year", "integer", "Calendar year of the infusion (day 0); the only calendar date in the file"},
+	{"disease", "string", "Disease group (registry CodeSystem disease-group), 'unclassified' when not known"},
+	{"product", "string", "CAR-T product, by name"},
+	{"targets", "string", "Target antigens of the product, joined with '+'"},
+	{"age_band", "string", "Age at infusion: <18, 18–39, 40–64, 65–74, 75+ (so no one over 89 is singled out), or unknown"},
+	{"prior_lines", "integer", "Lines of therapy before CAR-T; empty when not recorded"},
+	{"os_days", "integer", "Overall survival: days from infusion to death, or to last contact when alive"},
+	{"os_event", "integer", "1 death, 0 censored"},
+	{"pfs_days", "integer", "Progression-free survival: days to progression, relapse or death, or to the last assessment without progression"},
+	{"pfs_event", "integer", "1 progression, relapse or death; 0 censored"},
+	{"relapse_cause", "integer", "Competing risks on pfs_days: 1 progression or relapse, 2 death without it, 0 censored"},
+	{"dor_days", "integer", "Duration of response, responders only: days from first response to progression or death, or censoring; empty for non-responders"},
+	{"dor_event", "integer", "1 progression or death after response, 0 censored; empty for non-responders"},
+	{"best_response", "string", "Best response category from infusion to first progression (registry CodeSystem response-category); empty when never assessed"},
+	{"mrd_negative", "boolean", "A negative MRD result at any assessment; empty when never tested"},
+	{"crs_max_grade", "string", "Worst ASTCT grade of CRS after this infusion: 0 none, 1–5, or ungraded"},
+	{"icans_max_grade", "string", "Worst ASTCT grade of ICANS after this infusion: 0 none, 1–5, or ungraded"},
+	{"follow_up_ended", "string", "lost or withdrawn when follow-up ended early; empty otherwise"},
+	{"follow_up_ended_days", "integer", "Days from infusion to that end; empty otherwise"},
+}
+
+// AnalysisColumns is the analysis file's data dictionary for plan: the fixed columns, then
+// one per milestone.
+func AnalysisColumns(plan Plan) []AnalysisColumn {
+	out := append([]AnalysisColumn(nil), analysisDictionary...)
+	for _, m := range plan.Milestones {
+		out = append(out, AnalysisColumn{"response_" + m.Code, "string", fmt.Sprintf(
+			"%s (days %d–%d): the response category of the assessment that counts there, or where the patient stood: "+
+				"not_yet_due, dead_before, progressed_before, lost, withdrawn, pending or missing (as the response report counts)",
+			m.Label, m.WindowStart, m.WindowEnd)})
+	}
+	return out
+}
+
+// AnalysisFile is one export: its rows in the dictionary's column order.
+type AnalysisFile struct {
+	Columns []AnalysisColumn
+	Rows    [][]string
+}
+
+// analysisSQL reads every selected course with what its row needs; the survival dates are
+// those survival reads, the milestones' standing is worked out in Go as responseSQL does.
+const analysisSQL = `, ended AS (
+	SELECT DISTINCT ON (patient_id) patient_id, ended_on, reason FROM registry_follow_up_end
+	ORDER BY patient_id, ended_on DESC
+)
+SELECT c.patient_id, coalesce(i.effective_site_id, ''), c.infused_on, c.death_on, c.last_contact_on, c.progression_on,
+	c.last_progression_free_on, c.first_response_on, c.next_infused_on, coalesce(c.timepoints, '{}'::jsonb),
+	coalesce(i.disease, 'unclassified'), i.product_label, i.targets, i.prior_lines,
+	CASE WHEN p.birth_on IS NULL THEN 'unknown'
+		ELSE (ARRAY['<18', '18–39', '40–64', '65–74', '75+'])[width_bucket(extract(year FROM age(c.infused_on, p.birth_on)), ARRAY[0, 18, 40, 65, 75])] END,
+	e.ended_on, e.reason,
+	(SELECT array_agg(a.category) FROM registry_assessment a
+	 WHERE a.infusion_type = c.resource_type AND a.infusion_id = c.resource_id AND a.day >= 0
+	   AND (c.progression_on IS NULL OR a.assessed_on <= c.progression_on)),
+	(SELECT bool_or(a.mrd_negative) FROM registry_assessment a
+	 WHERE a.infusion_type = c.resource_type AND a.infusion_id = c.resource_id AND a.day >= 0),
+	(SELECT CASE WHEN count(*) = 0 THEN '0' ELSE coalesce(max(t.grade)::text, 'ungraded') END FROM registry_toxicity t
+	 WHERE t.patient_id = c.patient_id AND t.kind = 'crs' AND t.onset_imputed_on >= c.infused_on
+	   AND (c.next_infused_on IS NULL OR t.onset_imputed_on < c.next_infused_on)),
+	(SELECT CASE WHEN count(*) = 0 THEN '0' ELSE coalesce(max(t.grade)::text, 'ungraded') END FROM registry_toxicity t
+	 WHERE t.patient_id = c.patient_id AND t.kind = 'icans' AND t.onset_imputed_on >= c.infused_on
+	   AND (c.next_infused_on IS NULL OR t.onset_imputed_on < c.next_infused_on))
+FROM course c
+JOIN registry_infusion i ON i.resource_type = c.resource_type AND i.resource_id = c.resource_id
+LEFT JOIN registry_patient p ON p.patient_id = c.patient_id
+LEFT JOIN ended e ON e.patient_id = c.patient_id AND e.ended_on >= c.infused_on
+ORDER BY c.infused_on, c.patient_id`
+
+// Analysis builds the de-identified analysis file of the selected courses as of asOf: one
+// row per course (each patient's first infusion in the selection), dates as days from the
+// infusion, patients and sites under pseudonyms keyed anew for this export.
+func (r *Registry) Analysis(ctx context.Context, f Filter, asOf time.Time) (*AnalysisFile, error) {
+	with, err := courses("", f)
+	if err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	pseudonym := func(kind, id string) string {
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte(kind + "\x00" + id))
+		return hex.EncodeToString(mac.Sum(nil)[:8])
+	}
+	if r.cfg.Location != nil {
+		asOf = asOf.In(r.cfg.Location)
+	}
+	today := time.Date(asOf.Year(), asOf.Month(), asOf.Day(), 0, 0, 0, 0, time.UTC)
+	file := &AnalysisFile{Columns: AnalysisColumns(r.cfg.Plan)}
+	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, with+analysisSQL, f.args()...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var patient, site, disease, product, ageBand, crs, icans string
+			var c courseDates
+			var timepoints map[string]string
+			var targets, categories []string
+			var priorLines *int
+			var ended *time.Time
+			var endReason *string
+			var mrd *bool
+			if err := rows.Scan(&patient, &site, &c.infused, &c.death, &c.lastContact, &c.progression, &c.lastPF,
+				&c.firstResponse, &c.nextInfusion, &timepoints, &disease, &product, &targets, &priorLines, &ageBand,
+				&ended, &endReason, &categories, &mrd, &crs, &icans); err != nil {
+				return err
+			}
+			os, _ := c.observation(EndpointOS)
+			pfs, _ := c.observation(EndpointPFS)
+			relapse := c.competing(IncidenceRelapse, nil)
+			row := []string{pseudonym("patient", patient), "", strconv.Itoa(c.infused.Year()), disease, product,
+				joinPlus(targets), ageBand, optInt(priorLines),
+				num(os.Time), flag(os.Event), num(pfs.Time), flag(pfs.Event), strconv.Itoa(relapse.Cause)}
+			if site != "" {
+				row[1] = pseudonym("site", site)
+			}
+			if dor, ok := c.observation(EndpointDOR); ok {
+				row = append(row, num(dor.Time), flag(dor.Event))
+			} else {
+				row = append(row, "", "")
+			}
+			var best *Category
+			for _, code := range categories {
+				if cat := r.terms.Categories[code]; cat != nil && (best == nil || cat.Rank < best.Rank) {
+					best = cat
+				}
+			}
+			if best != nil {
+				row = append(row, best.Code)
+			} else {
+				row = append(row, "")
+			}
+			switch {
+			case mrd == nil:
+				row = append(row, "")
+			default:
+				row = append(row, strconv.FormatBool(*mrd))
+			}
+			row = append(row, crs, icans)
+			if ended != nil && endReason != nil {
+				row = append(row, *endReason, num(days(c.infused, *ended)))
+			} else {
+				row = append(row, "", "")
+			}
+			for _, m := range r.cfg.Plan.Milestones {
+				row = append(row, milestoneStanding(m, c, timepoints, ended, endReason, today))
+			}
+			file.Rows = append(file.Rows, row)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("analysis file: %w", err)
+	}
+	return file, nil
+}
+
+// milestoneStanding is one course's entry at milestone m, by the rules of responseSQL: the
+// counted assessment's category, else dead before the window closed, not yet due,
+// progressed before it opened, follow-up ended before it closed, pending while it is open,
+// or missing.
+func milestoneStanding(m Milestone, c courseDates, timepoints map[string]string, ended *time.Time, reason *string, today time.Time) string {
+	if cat, ok := timepoints[m.Code]; ok {
+		return cat
+	}
+	end := float64(m.WindowEnd)
+	switch toNow := days(c.infused, today); {
+	case c.death != nil && days(c.infused, *c.death) <= end:
+		return "dead_before"
+	case toNow < float64(m.WindowStart):
+		return "not_yet_due"
+	case c.progression != nil && days(c.infused, *c.progression) < float64(m.WindowStart):
+		return "progressed_before"
+	case ended != nil && reason != nil && days(c.infused, *ended) <= end:
+		return *reason
+	case toNow <= end:
+		return "pending"
+	}
+	return "missing"
+}
+
+func joinPlus(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += "+"
+		}
+		out += v
+	}
+	return out
+}
+
+func optInt(v *int) string {
+	if v == nil {
+		return ""
+	}
+	return strconv.Itoa(*v)
+}
+
+func num(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
