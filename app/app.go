@@ -16,6 +16,7 @@ import (
 	"github.com/cartreg/cartreg/audit"
 	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/bulk"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/fhir/subscription"
 	"github.com/cartreg/cartreg/followup"
@@ -36,6 +37,8 @@ type Config struct {
 	// Subscriptions is how FHIR Subscriptions are honoured; its Endpoints also bound where
 	// the deliverer sends their notifications, unless Jobs.Outbox names a list of its own.
 	Subscriptions subscription.Config
+	// Export is how Bulk Data $export jobs run; its BaseURL is FHIR.BaseURL.
+	Export bulk.Config
 }
 
 // JobsConfig is how the periodic jobs of a serving process run.
@@ -66,6 +69,7 @@ type App struct {
 	Auth     *auth.Service
 	Audit    *audit.Recorder
 	Access   *access.Policy
+	Export   *bulk.Exporter
 	Clock    func() time.Time
 	Logger   *slog.Logger
 }
@@ -119,12 +123,23 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 		return nil, err
 	}
 	recorder.Start(context.WithoutCancel(ctx))
+	cfg.Export.BaseURL = cfg.FHIR.BaseURL
+	exporter := bulk.New(db, store, searcher, cohortOf(reg), cfg.Export, clock, logger)
+	cfg.Export = exporter.Config()
 	return &App{
 		Config: cfg, DB: db, Store: store, Searcher: searcher, Registry: reg, FollowUp: followUp,
 		API:  fhir.NewAPI(store, searcher, logger, cfg.FHIR),
-		Auth: identity, Audit: recorder, Access: access.New(reg.InSites),
+		Auth: identity, Audit: recorder, Access: access.New(reg.InSites), Export: exporter,
 		Clock: clock, Logger: logger,
 	}, nil
+}
+
+// cohortOf resolves a Group defined by a registry cohort with the outcome queries' filter.
+func cohortOf(reg *registry.Registry) bulk.CohortResolver {
+	return func(ctx context.Context, c bulk.Cohort) ([]string, error) {
+		return reg.CohortPatients(ctx, registry.Filter{Diseases: c.Diseases, Products: c.Products, Targets: c.Targets,
+			Sites: c.Sites, InfusedFrom: c.InfusedFrom, InfusedTo: c.InfusedTo})
+	}
 }
 
 // coordinatorSites limits a coordinator's work lists to their sites; others see every site.
@@ -151,6 +166,7 @@ func (a *App) Close(ctx context.Context) error {
 func (a *App) Routes(e *echo.Echo) {
 	e.Use(a.auditRequests, a.Auth.Middleware(access.IsPublic), a.Access.Middleware())
 	a.Auth.Register(e)
+	a.Export.Register(e) // before the API's /fhir/:type routes, which echo prefers by specificity anyway
 	a.API.Register(e)
 	a.Registry.Register(e)
 	a.FollowUp.Register(e, a.DB, a.Clock, coordinatorSites)
