@@ -31,6 +31,7 @@ func (c *Config) appConfig() app.Config {
 		Auth:          c.auth,
 		Audit:         audit.Config{Retention: c.Identity.AuditRetention, BaseURL: c.FHIR.BaseURL},
 		Subscriptions: subscription.Config{Endpoints: c.subscriptionEndpoints},
+		Export:        c.Export,
 	}
 }
 
