@@ -31,6 +31,16 @@ var interactionRoutes = map[string]string{
 	"DELETE /fhir/:type":                "conditional-delete",
 	"PATCH /fhir/:type":                 "conditional-patch",
 	"GET /fhir/Patient/:id/$everything": "operation-everything",
+	"GET /fhir/$export":                 "operation-export",
+	"GET /fhir/Patient/$export":         "operation-patient-export",
+	"GET /fhir/Group/:id/$export":       "operation-group-export",
+}
+
+// bulkDataOperation is the Bulk Data IG's definition of each export operation the routes have.
+var bulkDataOperation = map[string]string{
+	"operation-export":         "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+	"operation-patient-export": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+	"operation-group-export":   "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
 }
 
 // supportedInteractions reads the routes echo has, in the order FHIR lists interactions.
@@ -141,6 +151,9 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 		if t == "Patient" && have["operation-everything"] {
 			r.Operation = []capabilityOperation{{Name: "everything", Definition: "http://hl7.org/fhir/OperationDefinition/Patient-everything"}}
 		}
+		if code := "operation-" + strings.ToLower(t) + "-export"; (t == "Patient" || t == "Group") && have[code] {
+			r.Operation = append(r.Operation, capabilityOperation{Name: "export", Definition: bulkDataOperation[code]})
+		}
 		for _, d := range a.search.params.ForType(t) {
 			if columnParameters[d.Code] { // listed once, among the common parameters
 				continue
@@ -203,6 +216,10 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 			"interaction":   systemInteractions(have),
 			"searchParam":   commonSearchParams,
 		}},
+	}
+	if have["operation-export"] {
+		statement["instantiates"] = []string{"http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"}
+		statement["rest"].([]any)[0].(map[string]any)["operation"] = []capabilityOperation{{Name: "export", Definition: bulkDataOperation["operation-export"]}}
 	}
 	if a.config.Security != nil {
 		statement["rest"].([]any)[0].(map[string]any)["security"] = a.config.Security

@@ -683,3 +683,14 @@ func TestPatientAndGroupExportsAreTheirPatientsCompartments(t *testing.T) {
 		t.Errorf("unknown characteristic: %d %s", r.Status, r.Body)
 	}
 }
+
+func TestCapabilityStatementNamesTheExportOperations(t *testing.T) {
+	h := newHarness(t)
+	cs := string(h.Expect(http.StatusOK, "GET", "/fhir/metadata", nil, "Authorization", "").Body)
+	for _, def := range []string{"OperationDefinition/export", "OperationDefinition/patient-export", "OperationDefinition/group-export",
+		"CapabilityStatement/bulk-data"} {
+		if !strings.Contains(cs, "http://hl7.org/fhir/uv/bulkdata/"+def) {
+			t.Errorf("the CapabilityStatement does not name %s", def)
+		}
+	}
+}
