@@ -465,6 +465,27 @@ func TestDeleteRemovesTheJobAndItsFiles(t *testing.T) {
 	}
 }
 
+func TestDeletingARunningJobStopsIt(t *testing.T) {
+	h := newHarness(t)
+	loadExamples(t, h)
+	status := kickOff(t, h, "GET", "/fhir/$export", nil)
+	pages := 0
+	h.App.Export.OnPage = func(job, typ string, count int64) {
+		if pages++; pages == 2 {
+			h.Expect(http.StatusAccepted, "DELETE", strings.TrimPrefix(status, h.URL), nil)
+		}
+	}
+	work(t, h)
+	if pages != 2 {
+		t.Errorf("the worker wrote %d pages, want it to stop after the second, when the job was deleted", pages)
+	}
+	entries, _ := os.ReadDir(h.App.Export.Config().Dir)
+	if len(entries) != 0 || h.Count(`SELECT count(*) FROM bulk_export_job`) != 0 {
+		t.Errorf("after deleting the running job: %d folders, %d jobs", len(entries), h.Count(`SELECT count(*) FROM bulk_export_job`))
+	}
+	h.Expect(http.StatusNotFound, "GET", strings.TrimPrefix(status, h.URL), nil)
+}
+
 func TestExpiredJobsAreSwept(t *testing.T) {
 	h := newHarness(t)
 	t0 := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)

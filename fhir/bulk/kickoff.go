@@ -118,8 +118,6 @@ func (x *Exporter) kickOff(level string) echo.HandlerFunc {
 			if patients, err = x.groupMembers(ctx, base, id); err != nil {
 				return err
 			}
-		case levelPatient:
-			patients = nil
 		}
 		if req.patients != nil {
 			if level == levelGroup {
@@ -195,28 +193,27 @@ func intersect(a, b []string) []string {
 
 func principalKey(p *auth.Principal) string { return p.Kind + "|" + p.Subject }
 
-// readParams collects the kick-off's parameters: the query string of a GET, the Parameters
-// resource of a POST.
+// readParams collects the kick-off's parameters: the query string, and a POST's Parameters
+// resource.
 func readParams(c echo.Context, level string) ([]param, error) {
+	// Query parameters count for a POST too: clients such as Medplum's send _type and _since
+	// there, with an empty body.
 	var out []param
-	if c.Request().Method == http.MethodGet {
-		for name, values := range c.QueryParams() {
-			for _, v := range values {
-				out = append(out, param{name: name, value: v, location: name})
-			}
+	for name, values := range c.QueryParams() {
+		for _, v := range values {
+			out = append(out, param{name: name, value: v, location: name})
 		}
-		slices.SortStableFunc(out, func(a, b param) int { return strings.Compare(a.name, b.name) })
-		return out, nil
 	}
-	if len(c.QueryParams()) > 0 {
-		return nil, outcome(http.StatusBadRequest, fhir.NotSupported, "", "a POST kick-off takes its parameters in a Parameters resource, not the query string")
+	slices.SortStableFunc(out, func(a, b param) int { return strings.Compare(a.name, b.name) })
+	if c.Request().Method == http.MethodGet {
+		return out, nil
 	}
 	raw, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		return nil, err
 	}
 	if len(strings.TrimSpace(string(raw))) == 0 {
-		return nil, nil
+		return out, nil
 	}
 	var body struct {
 		ResourceType string `json:"resourceType"`

@@ -65,7 +65,11 @@ func (x *Exporter) Work(ctx context.Context) (bool, error) {
 		}
 		err = x.runLocked(ctx, id)
 		x.unlock(conn, id)
-		if errors.Is(err, errGone) || errors.Is(err, errNoJob) {
+		if errors.Is(err, errGone) {
+			// Deleted while it ran: what was written after the DELETE removed the folder goes too.
+			return true, os.RemoveAll(x.jobDir(id))
+		}
+		if errors.Is(err, errNoJob) {
 			return true, nil
 		}
 		return true, err
