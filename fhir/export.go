@@ -3,6 +3,7 @@ package fhir
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -66,7 +67,9 @@ func (s *Searcher) ExportPage(ctx context.Context, db DBTX, q ExportQuery) ([]*V
 		}
 		resourceType, sq, err := s.parseCriteria(criteria)
 		if err != nil {
-			return nil, err
+			// Checked at kick-off, so the server's search limits changed since: the client's
+			// filter can no longer run, which is theirs to hear of.
+			return nil, NewOutcome(http.StatusBadRequest, NotSupported, fmt.Sprintf("_typeFilter %q: %v", criteria, err), "_typeFilter")
 		}
 		if resourceType != q.Type {
 			return nil, fmt.Errorf("_typeFilter %q is not of %s", criteria, q.Type)

@@ -486,6 +486,43 @@ func TestDeletingARunningJobStopsIt(t *testing.T) {
 	h.Expect(http.StatusNotFound, "GET", strings.TrimPrefix(status, h.URL), nil)
 }
 
+func TestAJobThatCannotBeWrittenFailsWithAnOperationOutcome(t *testing.T) {
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := apptest.New(t, apptest.WithConfig(func(c *app.Config) { c.Export = bulk.Config{Dir: notADir} }))
+	status := kickOff(t, h, "GET", "/fhir/$export?_type=Patient", nil)
+	work(t, h)
+	r := h.DoURL("GET", status, nil)
+	if r.Status != http.StatusInternalServerError || !strings.Contains(string(r.Body), `"resourceType":"OperationOutcome"`) {
+		t.Fatalf("status of a failed job: %d %s", r.Status, r.Body)
+	}
+	// A failed job no longer counts against the client's limit, and can be deleted.
+	h.Expect(http.StatusAccepted, "DELETE", strings.TrimPrefix(status, h.URL), nil)
+}
+
+// A type whose query can no longer run (the server restarted with tighter search limits after
+// the kick-off) gets an error file; the other types are still exported.
+func TestATypeThatCannotBeExportedGetsAnErrorFile(t *testing.T) {
+	h := newHarness(t)
+	loadExamples(t, h)
+	status := kickOff(t, h, "GET", "/fhir/$export?_type=Patient,Observation&_typeFilter=Observation%3Fstatus%3Dfinal,amended,corrected", nil)
+	restarted := apptest.New(t, apptest.WithDatabase(h.DB), apptest.WithConfig(func(c *app.Config) {
+		c.Export = bulk.Config{Dir: h.App.Export.Config().Dir, PageSize: 3}
+		c.FHIR.Search.MaxValues = 2
+	}))
+	m := finish(t, restarted, status)
+	if len(m.Error) != 1 || m.Error[0].Type != "OperationOutcome" {
+		t.Fatalf("manifest errors %+v, want one OperationOutcome file", m.Error)
+	}
+	r := restarted.DoURL("GET", on(restarted, m.Error[0].URL), nil)
+	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), "Observation") || strings.Count(string(r.Body), "\n") != 1 {
+		t.Errorf("error file: %d %s", r.Status, r.Body)
+	}
+	sameCounts(t, counts(download(t, restarted, m)), map[string]int{"Patient": dbCounts(t, h)["Patient"]})
+}
+
 func TestExpiredJobsAreSwept(t *testing.T) {
 	h := newHarness(t)
 	t0 := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)

@@ -122,6 +122,7 @@ type job struct {
 	Patients                                   []string
 	TransactionTime, ExpiresAt                 time.Time
 	Error                                      *string
+	Claims                                     int
 }
 
 // file is a row of bulk_export_file.
@@ -133,12 +134,12 @@ type file struct {
 
 var errNoJob = errors.New("no such export job")
 
-const jobColumns = `id, state, level, request, base, principal, params, patients, transaction_time, expires_at, error`
+const jobColumns = `id, state, level, request, base, principal, params, patients, transaction_time, expires_at, error, claims`
 
 func scanJob(row pgx.Row) (*job, error) {
 	j := &job{}
 	err := row.Scan(&j.ID, &j.State, &j.Level, &j.Request, &j.Base, &j.Principal, &j.Params, &j.Patients,
-		&j.TransactionTime, &j.ExpiresAt, &j.Error)
+		&j.TransactionTime, &j.ExpiresAt, &j.Error, &j.Claims)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNoJob
 	}

@@ -126,9 +126,6 @@ func (x *Exporter) kickOff(level string) echo.HandlerFunc {
 				patients = req.patients
 			}
 		}
-		if level != levelSystem && patients == nil && (level == levelGroup || req.patients != nil) {
-			patients = []string{} // an empty Group exports nothing, not everyone
-		}
 
 		now := x.now()
 		pr := params{Types: types, Since: req.since, TypeFilters: req.typeFilters, OutputFormat: req.format}

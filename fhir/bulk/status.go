@@ -159,8 +159,9 @@ func (x *Exporter) remove(ctx context.Context, id string) error {
 	if _, err := x.db.Exec(ctx, `DELETE FROM bulk_export_job WHERE id = $1`, id); err != nil {
 		return fmt.Errorf("deleting export %s: %w", id, err)
 	}
+	// The job is gone for the client either way; files left behind are the sweep's.
 	if err := os.RemoveAll(x.jobDir(id)); err != nil {
-		return fmt.Errorf("deleting export %s's files: %w", id, err)
+		x.logger.Error("deleting an export's files", "job", id, "error", err)
 	}
 	return nil
 }

@@ -31,8 +31,8 @@ func (x *Exporter) Run(ctx context.Context) {
 			if err != nil && ctx.Err() == nil {
 				x.logger.Error("export worker", "error", err)
 			}
-			if !worked || ctx.Err() != nil {
-				break
+			if !worked || err != nil || ctx.Err() != nil {
+				break // a fault is tried again at the next tick, not at once
 			}
 		}
 		select {
@@ -77,6 +77,10 @@ func (x *Exporter) Work(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
+// maxClaims is how often a job is taken up before it is failed: a worker that stops on a
+// fault of the server's leaves the job to be tried again, and a fault that lasts must end.
+const maxClaims = 20
+
 // lockKey is the advisory lock of a job.
 const lockKey = `hashtext('cartreg.bulk.job:' || $1)`
 
@@ -118,6 +122,9 @@ func (x *Exporter) runLocked(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if j.Claims > maxClaims {
+		return x.fail(ctx, j, fmt.Errorf("taken up %d times without finishing", j.Claims))
+	}
 	if err := os.MkdirAll(x.jobDir(id), 0o700); err != nil {
 		return x.fail(ctx, j, fmt.Errorf("making the export's folder: %w", err))
 	}
@@ -142,12 +149,15 @@ func (x *Exporter) runLocked(ctx context.Context, id string) error {
 			continue
 		}
 		if err := x.exportType(ctx, j, &f); err != nil {
-			if ctx.Err() != nil || errors.Is(err, errGone) {
+			var o *fhir.Outcome
+			if ctx.Err() != nil || errors.Is(err, errGone) || !errors.As(err, &o) {
+				// Stopped, deleted, or a fault of the server's (the database, the disk): the
+				// job stays as it is, for this worker or another to take up again.
 				return x.stopped(ctx, err)
 			}
-			// One type's failure is reported in an error file; the others are still exported.
-			x.logger.Error("export of a resource type failed", "job", id, "type", typ, "error", err)
-			if err := x.writeError(ctx, j, typ, err); err != nil {
+			// The type's query itself is refused (a _typeFilter past the search limits): that
+			// type gets an error file, the others are still exported.
+			if err := x.writeError(ctx, j, typ, o); err != nil {
 				return x.stopped(ctx, err)
 			}
 		}
@@ -175,14 +185,13 @@ func (x *Exporter) stopped(ctx context.Context, err error) error {
 	return err
 }
 
-// fail marks a job failed, with why, for its status to report.
+// fail marks a job failed for its status to report. The client is told it failed; why is in
+// the server's log.
 func (x *Exporter) fail(ctx context.Context, j *job, cause error) error {
 	x.logger.Error("export failed", "job", j.ID, "error", cause)
-	if _, err := x.db.Exec(ctx, `UPDATE bulk_export_job SET state = 'failed', error = $2, updated_at = $3 WHERE id = $1`,
-		j.ID, "the server could not write the export's files", x.now()); err != nil {
-		return err
-	}
-	return nil
+	_, err := x.db.Exec(ctx, `UPDATE bulk_export_job SET state = 'failed', error = $2, updated_at = $3, expires_at = $4 WHERE id = $1`,
+		j.ID, "the server could not complete it; its log has why", x.now(), x.now().Add(x.cfg.Retention))
+	return err
 }
 
 // exportType writes one type's file, a page at a time, from where its row says it got.
@@ -264,14 +273,12 @@ func (x *Exporter) record(ctx context.Context, jobID string, f *file, done bool)
 	return nil
 }
 
-// writeError replaces what a failed type wrote with nothing, and records an OperationOutcome
-// for it in the type's error file. The client is told only that the type failed; the cause is
-// in the server's log.
-func (x *Exporter) writeError(ctx context.Context, j *job, typ string, cause error) error {
-	var o *fhir.Outcome
-	msg := fmt.Sprintf("the export of %s failed; the server's log has why", typ)
-	if errors.As(cause, &o) && o.Status < http.StatusInternalServerError && len(o.Issues) > 0 {
-		msg = fmt.Sprintf("the export of %s failed: %s", typ, o.Issues[0].Diagnostics)
+// writeError replaces what a failed type wrote with nothing, and records the OperationOutcome
+// that says why in the type's error file.
+func (x *Exporter) writeError(ctx context.Context, j *job, typ string, cause *fhir.Outcome) error {
+	msg := fmt.Sprintf("the export of %s failed", typ)
+	if len(cause.Issues) > 0 && cause.Status < http.StatusInternalServerError {
+		msg += ": " + cause.Issues[0].Diagnostics
 	}
 	oo, err := fhir.MarshalOutcome([]fhir.Issue{{Severity: fhir.Error, Code: fhir.Exception, Diagnostics: msg}}, false)
 	if err != nil {
