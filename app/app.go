@@ -166,7 +166,7 @@ func (a *App) Close(ctx context.Context) error {
 func (a *App) Routes(e *echo.Echo) {
 	e.Use(a.auditRequests, a.Auth.Middleware(access.IsPublic), a.Access.Middleware())
 	a.Auth.Register(e)
-	a.Export.Register(e) // before the API's /fhir/:type routes, which echo prefers by specificity anyway
+	a.Export.Register(e) // static path segments ($export) win over the API's /fhir/:type/:id in echo's router
 	a.API.Register(e)
 	a.Registry.Register(e)
 	a.FollowUp.Register(e, a.DB, a.Clock, coordinatorSites)

@@ -187,7 +187,7 @@ func validFileName(name string) bool {
 	return ok && fhir.IsResourceType(strings.TrimSuffix(typ, ".error")) && !strings.ContainsAny(name, `/\`)
 }
 
-// Wake tells this replica's worker a job is waiting.
+// wakeWorker tells this replica's worker a job is waiting.
 func (x *Exporter) wakeWorker() {
 	select {
 	case x.wake <- struct{}{}:
