@@ -67,6 +67,17 @@ func (pol *Policy) routes() map[string]rule {
 		"POST /fhir/ValueSet/$validate-code":     anyone,
 		"GET /fhir/ValueSet/:id/$validate-code":  anyone,
 		"POST /fhir/ValueSet/:id/$validate-code": anyone,
+		// Bulk Data export: the handlers check each type against the scopes, and that a job
+		// is the principal's own.
+		"GET /fhir/$export":                 bulkExport,
+		"POST /fhir/$export":                bulkExport,
+		"GET /fhir/Patient/$export":         bulkExport,
+		"POST /fhir/Patient/$export":        bulkExport,
+		"GET /fhir/Group/:id/$export":       bulkExport,
+		"POST /fhir/Group/:id/$export":      bulkExport,
+		"GET /fhir/$export-status/:job":     bulkExport,
+		"DELETE /fhir/$export-status/:job":  bulkExport,
+		"GET /fhir/$export-file/:job/:file": bulkExport,
 		// The audit trail.
 		"GET /fhir/AuditEvent":     adminOnly,
 		"GET /fhir/AuditEvent/:id": adminOnly,
@@ -268,6 +279,16 @@ func (pol *Policy) compartment(c echo.Context, p *auth.Principal) error {
 		}
 	}
 	return pol.inSitesOr404(c, p, "Patient", c.Param("id"))
+}
+
+// bulkExport is Bulk Data $export: EHR clients and administrators, whose read scopes the
+// export is then limited to. Researchers may not (it is patient-level data), nor
+// coordinators: an export is not narrowed to their sites.
+func bulkExport(c echo.Context, p *auth.Principal) error {
+	if p.Role == auth.RoleEHR || p.Role == auth.RoleAdmin {
+		return nil
+	}
+	return forbidden("bulk export is for EHR clients and administrators with system/*.read (or system/<Type>.read) scopes")
 }
 
 func outcomes(c echo.Context, p *auth.Principal) error {

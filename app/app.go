@@ -17,6 +17,7 @@ import (
 	"github.com/cartreg/cartreg/audit"
 	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/bulk"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/fhir/subscription"
 	"github.com/cartreg/cartreg/followup"
@@ -43,6 +44,8 @@ type Config struct {
 	ReadURL string
 	// Web is how people sign in to the pages.
 	Web web.Config
+	// Export is how Bulk Data $export jobs run; its BaseURL is FHIR.BaseURL.
+	Export bulk.Config
 }
 
 // JobsConfig is how the periodic jobs of a serving process run.
@@ -76,6 +79,7 @@ type App struct {
 	Audit    *audit.Recorder
 	Access   *access.Policy
 	Web      *web.Pages
+	Export   *bulk.Exporter
 	Clock    func() time.Time
 	Logger   *slog.Logger
 }
@@ -152,12 +156,23 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 		return nil, err
 	}
 	recorder.Start(context.WithoutCancel(ctx))
+	cfg.Export.BaseURL = cfg.FHIR.BaseURL
+	exporter := bulk.New(db, store, searcher, cohortOf(reg), cfg.Export, clock, logger)
+	cfg.Export = exporter.Config()
 	return &App{
 		Config: cfg, DB: db, ReadDB: readDB, Store: store, Searcher: searcher, Registry: reg, FollowUp: followUp,
 		API:  fhir.NewAPI(store, searcher, logger, cfg.FHIR),
-		Auth: identity, Audit: recorder, Access: access.New(reg.InSites), Web: pages,
+		Auth: identity, Audit: recorder, Access: access.New(reg.InSites), Web: pages, Export: exporter,
 		Clock: clock, Logger: logger,
 	}, nil
+}
+
+// cohortOf resolves a Group defined by a registry cohort with the outcome queries' filter.
+func cohortOf(reg *registry.Registry) bulk.CohortResolver {
+	return func(ctx context.Context, c bulk.Cohort) ([]string, error) {
+		return reg.CohortPatients(ctx, registry.Filter{Diseases: c.Diseases, Products: c.Products, Targets: c.Targets,
+			Sites: c.Sites, InfusedFrom: c.InfusedFrom, InfusedTo: c.InfusedTo})
+	}
 }
 
 // coordinatorSites limits a coordinator's work lists to their sites; others see every site.
@@ -218,6 +233,7 @@ func (a *App) Routes(e *echo.Echo) {
 		a.Access.Middleware())
 	a.Web.Register(e)
 	a.Auth.Register(e)
+	a.Export.Register(e) // static path segments ($export) win over the API's /fhir/:type/:id in echo's router
 	a.API.Register(e)
 	a.Registry.Register(e)
 	a.Registry.Terminology().Codes.Register(e, a.Clock)

@@ -70,8 +70,13 @@ func (a *App) StartJobs(ctx context.Context) (stop func()) {
 		defer close(sealed)
 		a.sealAuditTrail(ctx)
 	}()
+	exported := make(chan struct{})
+	go func() {
+		defer close(exported)
+		a.Export.Run(ctx)
+	}()
 	sched := a.Scheduler()
-	jobs := []schedules.Job{a.PruneJob(), a.Audit.PruneJob(auditPruneSpec)}
+	jobs := []schedules.Job{a.PruneJob(), a.Audit.PruneJob(auditPruneSpec), a.ExportSweepJob()}
 	if s := a.Config.Jobs.FollowUpSchedule; s != "" && s != "off" {
 		jobs = append(jobs, a.FollowUpJob())
 	}
@@ -96,7 +101,23 @@ func (a *App) StartJobs(ctx context.Context) (stop func()) {
 		<-caughtUp
 		<-delivered
 		<-sealed
+		<-exported
 	}
+}
+
+// exportSweepSpec is when expired Bulk Data exports and their files are deleted: hourly, so
+// files outlive their retention by an hour at most.
+const exportSweepSpec = "7 * * * *"
+
+// ExportSweepJob deletes Bulk Data export jobs past their retention, and their files.
+func (a *App) ExportSweepJob() schedules.Job {
+	return schedules.Job{Name: "export-sweep", Spec: exportSweepSpec, Run: func(ctx context.Context, slot time.Time) error {
+		n, err := a.Export.Sweep(ctx, a.Clock())
+		if err == nil && n > 0 {
+			a.Logger.Info("expired exports deleted", "count", n)
+		}
+		return err
+	}}
 }
 
 // auditPruneSpec is when audit records past their retention are deleted: daily.

@@ -15,6 +15,7 @@
 //	search       Observation?patient&code&date and Patient?name&birthdate, one client, once the
 //	             database holds the Tasks too (over 1,000,000 resources at the default size)
 //	outcomes     survival and response queries over the whole cohort: medians
+//	export       a Bulk Data $export of every resource: resources/s to the manifest, the download, RSS
 //	memory       the server's peak RSS over the whole run
 //
 // Every request is checked: a failed one stops the run, so a figure is never made of errors.
@@ -253,6 +254,11 @@ func run(ctx context.Context, o options) (*Results, error) {
 
 	step("outcomes: %d requests of each query over %d patients", o.outcomes, len(cohort))
 	if res.Outcomes, err = outcomes(ctx, c, o.outcomes); err != nil {
+		return nil, err
+	}
+
+	step("$export: every resource, kick-off to manifest, then each file downloaded")
+	if res.Export, err = exportAll(ctx, c, srv); err != nil {
 		return nil, err
 	}
 

@@ -55,6 +55,10 @@ func TestHarnessOnASmallCohort(t *testing.T) {
 		t.Errorf("outcomes %+v, server peak RSS %.0f MB", res.Outcomes, res.ServerPeakRSSMB)
 	}
 
+	if e := res.Export; e.Resources != res.Resources || e.Files == 0 || e.PeakRSSMB <= 0 {
+		t.Errorf("$export %+v of %d resources", e, res.Resources)
+	}
+
 	readme := filepath.Join(t.TempDir(), "README.md")
 	if err := os.WriteFile(readme, []byte("# x\n\nbefore\n"+readmeBegin+"\nold table\n"+readmeEnd+"\nafter\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -68,7 +72,7 @@ func TestHarnessOnASmallCohort(t *testing.T) {
 	}
 	text := string(b)
 	if strings.Contains(text, "old table") || !strings.Contains(text, "before\n"+readmeBegin) || !strings.HasSuffix(text, readmeEnd+"\nafter\n") ||
-		len(res.Rows) != 8 || strings.Count(text, "\n| ") != 1+len(res.Rows) {
+		len(res.Rows) != 9 || strings.Count(text, "\n| ") != 1+len(res.Rows) {
 		t.Errorf("README after the update:\n%s", text)
 	}
 	if err := writeJSON(filepath.Join(t.TempDir(), "results.json"), res); err != nil {

@@ -258,6 +258,10 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 	if have["search-compartment"] {
 		rest["compartment"] = []string{PatientCompartment().URL}
 	}
+	var instantiates []string
+	if slices.ContainsFunc(ops, func(op Operation) bool { return op.Name == "export" && op.System }) {
+		instantiates = append(instantiates, "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data")
+	}
 	if a.config.Security != nil {
 		rest["security"] = a.config.Security
 	}
@@ -276,6 +280,9 @@ func (a *API) buildCapabilityStatement(routes []*echo.Route) ([]byte, error) {
 		"format":      []string{"application/fhir+json", "json"},
 		"patchFormat": []string{"application/json-patch+json"},
 		"rest":        []any{rest},
+	}
+	if instantiates != nil {
+		statement["instantiates"] = instantiates
 	}
 	raw, err := json.Marshal(statement)
 	if err != nil {

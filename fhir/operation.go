@@ -44,6 +44,19 @@ var operations = []Operation{
 		Types:  []string{AllTypes},
 		Routes: []string{"POST /fhir/:type/$validate", "POST /fhir/:type/:id/$validate"},
 	},
+	// Bulk Data export (package fhir/bulk): at system level, and for a Patient or a Group.
+	{
+		Name: "export", Definition: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+		System: true, Routes: []string{"GET /fhir/$export"},
+	},
+	{
+		Name: "export", Definition: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+		Types: []string{"Patient"}, Routes: []string{"GET /fhir/Patient/$export"},
+	},
+	{
+		Name: "export", Definition: "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+		Types: []string{"Group"}, Routes: []string{"GET /fhir/Group/:id/$export"},
+	},
 	// The terminology operations, mounted by package terminology.
 	{
 		Name: "lookup", Definition: "http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup",

@@ -58,6 +58,7 @@ type Harness struct {
 type Option func(*options)
 
 type options struct {
+	db      *pgxpool.Pool
 	config  func(*app.Config)
 	clock   func() time.Time
 	maxBody string
@@ -73,6 +74,10 @@ func WithConfig(change func(*app.Config)) Option { return func(o *options) { o.c
 
 // WithClock gives the app a clock of the test's own instead of the harness's settable one.
 func WithClock(clock func() time.Time) Option { return func(o *options) { o.clock = clock } }
+
+// WithDatabase runs the harness on db, another harness's database, instead of a new one: a
+// second replica, or the same server after a restart.
+func WithDatabase(db *pgxpool.Pool) Option { return func(o *options) { o.db = db } }
 
 // WithMaxBody sets the largest request body the server accepts (default 16M).
 func WithMaxBody(size string) Option { return func(o *options) { o.maxBody = size } }
@@ -94,7 +99,7 @@ func New(t testing.TB, opts ...Option) *Harness {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	h := &Harness{T: t}
+	h := &Harness{T: t, DB: o.db}
 	if o.replica {
 		var primary string
 		primary, h.ReplicaURL = pgtest.NewDatabaseWithReplica(t)
@@ -104,7 +109,7 @@ func New(t testing.TB, opts ...Option) *Harness {
 		}
 		t.Cleanup(pool.Close)
 		h.DB = pool
-	} else {
+	} else if h.DB == nil {
 		h.DB = pgtest.NewDatabase(t)
 	}
 	h.clock = o.clock

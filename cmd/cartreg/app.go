@@ -36,6 +36,7 @@ func (c *Config) appConfig() app.Config {
 		Subscriptions: subscription.Config{Endpoints: c.subscriptionEndpoints},
 		ReadURL:       c.DatabaseReadURL,
 		Web:           c.Web,
+		Export:        c.Export,
 	}
 }
 

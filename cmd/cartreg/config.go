@@ -18,6 +18,7 @@ import (
 	"github.com/cartreg/cartreg/audit"
 	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/bulk"
 	"github.com/cartreg/cartreg/outbox"
 	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/server"
@@ -53,6 +54,8 @@ type Config struct {
 	SubscriptionEndpoints string
 	subscriptionEndpoints *outbox.AllowList
 	auth                  auth.Config // from Identity and the base URL, by Validate
+	// Export is how Bulk Data $export runs; an empty Dir is the data dir's export/ folder.
+	Export bulk.Config
 	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on a listener of its own,
 	// never on the public one: profiles show request data.
 	DebugAddr string
@@ -85,6 +88,7 @@ func defaultConfig() Config {
 			IdleTimeout:       2 * time.Minute,
 			ShutdownTimeout:   30 * time.Second,
 		},
+		Export: bulk.Config{Retention: bulk.DefaultRetention, PageSize: bulk.DefaultPageSize, MaxJobs: bulk.DefaultMaxJobs},
 		FHIR: fhir.APIConfig{DefaultCount: 20, MaxCount: 1000,
 			Bundles:       fhir.BundleConfig{MaxEntries: 10000, ReferentialIntegrity: true},
 			BundleTimeout: fhir.DefaultBundleTimeout, Search: fhir.DefaultSearchLimits,
@@ -162,6 +166,10 @@ func (c *Config) registerServeFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.FHIR.Limits.MaxPatchOperations, "max-patch-operations", c.FHIR.Limits.MaxPatchOperations, "the most operations one JSON Patch may have (422 beyond)")
 	fs.Int64Var(&c.FHIR.Limits.MaxPatchedSize, "max-patched-size", c.FHIR.Limits.MaxPatchedSize, "the largest resource, in bytes of JSON, a JSON Patch may make (413 beyond)")
 	fs.IntVar(&c.FHIR.Limits.MaxArrayLength, "max-array-length", c.FHIR.Limits.MaxArrayLength, "the most items any one array of a resource may hold (413 beyond)")
+	fs.StringVar(&c.Export.Dir, "export-dir", c.Export.Dir, "where Bulk Data $export files are written (default: export/ under -data-dir); replicas must share it")
+	fs.DurationVar(&c.Export.Retention, "export-retention", c.Export.Retention, "how long a finished $export and its files are kept")
+	fs.IntVar(&c.Export.PageSize, "export-page-size", c.Export.PageSize, "resources an $export reads and writes at a time")
+	fs.IntVar(&c.Export.MaxJobs, "export-max-jobs", c.Export.MaxJobs, "unfinished $export jobs one client may have at once (429 beyond)")
 	c.registerRegistryFlags(fs)
 	c.registerScheduleFlags(fs)
 	c.registerIdentityFlags(fs)
@@ -233,7 +241,23 @@ func (c *Config) Validate() error {
 	if err := c.validateWeb(); err != nil {
 		return err
 	}
+	if err := c.validateExport(); err != nil {
+		return err
+	}
 	return c.loadRegistry()
+}
+
+// validateExport checks the Bulk Data $export settings and puts the files under the data dir
+// unless told otherwise.
+func (c *Config) validateExport() error {
+	if e := c.Export; e.Retention <= 0 || e.PageSize < 1 || e.MaxJobs < 1 {
+		return fmt.Errorf("-export-retention (%s) must be positive, -export-page-size (%d) and -export-max-jobs (%d) at least 1",
+			e.Retention, e.PageSize, e.MaxJobs)
+	}
+	if c.Export.Dir == "" {
+		c.Export.Dir = filepath.Join(c.DataDir, "export")
+	}
+	return nil
 }
 
 // validateFHIR checks the FHIR API settings.

@@ -198,3 +198,25 @@ func TestFollowUpPlanPreset(t *testing.T) {
 		t.Error("an unknown plan name was accepted")
 	}
 }
+
+func TestExportSettings(t *testing.T) {
+	clearCartregEnv(t)
+	t.Setenv("CARTREG_EXPORT_MAX_JOBS", "2")
+	cfg, err := parseServe(t, "-data-dir", "/srv/cartreg", "-export-retention", "48h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validateExport(); err != nil {
+		t.Fatal(err)
+	}
+	if e := cfg.appConfig().Export; e.Dir != "/srv/cartreg/export" || e.Retention != 48*time.Hour || e.MaxJobs != 2 || e.PageSize != 1000 {
+		t.Errorf("export settings %+v", e)
+	}
+	cfg, err = parseServe(t, "-export-page-size", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validateExport(); err == nil || !strings.Contains(err.Error(), "-export-page-size") {
+		t.Errorf("a zero page size: %v", err)
+	}
+}
