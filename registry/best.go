@@ -65,29 +65,17 @@ func (r *Registry) bestResponse(ctx context.Context, f Filter, groupBy string) (
 		best                   *Category
 		mrdNegative, mrdTested bool
 	}
-	size := map[string]int{}
+	var size map[string]int
 	found := map[string][]course{}
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
 		var err error
 		if members, err = r.groupCohorts(ctx, tx, with, f.args()); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, with+groupSizeSQL, f.args()...)
-		if err != nil {
+		if size, err = groupSizes(ctx, tx, with, f.args()); err != nil {
 			return err
 		}
-		for rows.Next() {
-			var g string
-			var n int
-			if err := rows.Scan(&g, &n); err != nil {
-				return err
-			}
-			size[g] = n
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows, err = tx.Query(ctx, with+bestResponseSQL, f.args()...)
+		rows, err := tx.Query(ctx, with+bestResponseSQL, f.args()...)
 		if err != nil {
 			return err
 		}
@@ -206,19 +194,7 @@ func (rep *BestResponseReport) CSV() [][]string {
 		}
 		row = append(row, cell(g.MRDTested), cell(g.MRDNegative.Count), cell(g.MRDNegative.Rate), cell(g.MRDNegative.Lower),
 			cell(g.MRDNegative.Upper), cell(g.MRDNegativeITT.Rate))
-		byCode := map[string]*int{}
-		present := map[string]bool{}
-		for _, cat := range g.Categories {
-			byCode[cat.Code], present[cat.Code] = cat.Count, true
-		}
-		for _, code := range codes {
-			if present[code] {
-				row = append(row, cell(byCode[code]))
-			} else {
-				row = append(row, "")
-			}
-		}
-		rows = append(rows, row)
+		rows = append(rows, append(row, categoryCells(g.Categories, codes)...))
 	}
 	return rows
 }

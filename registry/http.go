@@ -398,22 +398,27 @@ func (rep *ResponseReport) CSV() [][]string {
 			for _, p := range []Proportion{tp.CompleteResponseITT, tp.OverallResponseITT} {
 				row = append(row, cell(p.Rate), cell(p.Lower), cell(p.Upper))
 			}
-			byCode := map[string]*int{}
-			present := map[string]bool{}
-			for _, cat := range tp.Categories {
-				byCode[cat.Code], present[cat.Code] = cat.Count, true
-			}
-			for _, code := range codes {
-				if present[code] {
-					row = append(row, cell(byCode[code]))
-				} else {
-					row = append(row, "")
-				}
-			}
-			rows = append(rows, row)
+			rows = append(rows, append(row, categoryCells(tp.Categories, codes)...))
 		}
 	}
 	return rows
+}
+
+// categoryCells are a row's counts of the response categories codes, in that order: NA where
+// suppressed, empty where the category's scheme is not the row's.
+func categoryCells(cats []CategoryCount, codes []string) []string {
+	byCode := map[string]*int{}
+	present := map[string]bool{}
+	for _, cat := range cats {
+		byCode[cat.Code], present[cat.Code] = cat.Count, true
+	}
+	out := make([]string, len(codes))
+	for i, code := range codes {
+		if present[code] {
+			out[i] = cell(byCode[code])
+		}
+	}
+	return out
 }
 
 // CSV is the report as one row per curve step, with each group's summary repeated.

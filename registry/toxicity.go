@@ -60,6 +60,25 @@ GROUP BY 1, 2, 3`
 
 const groupSizeSQL = `SELECT g, count(*)::int FROM course GROUP BY g`
 
+// groupSizes counts the selected courses of each group, in the report's transaction.
+func groupSizes(ctx context.Context, tx pgx.Tx, with string, args []any) (map[string]int, error) {
+	rows, err := tx.Query(ctx, with+groupSizeSQL, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	size := map[string]int{}
+	for rows.Next() {
+		var g string
+		var n int
+		if err := rows.Scan(&g, &n); err != nil {
+			return nil, err
+		}
+		size[g] = n
+	}
+	return size, rows.Err()
+}
+
 // Toxicity reports CRS and ICANS among the selected courses, by group.
 func (r *Registry) Toxicity(ctx context.Context, f Filter, groupBy string) (*ToxicityReport, error) {
 	report, _, err := r.toxicity(ctx, f, groupBy)
@@ -77,29 +96,17 @@ func (r *Registry) toxicity(ctx context.Context, f Filter, groupBy string) (*Tox
 		grade *int
 		onset int
 	}
-	size := map[string]int{}
+	var size map[string]int
 	found := map[string]map[string][]worst{} // group → kind → one per course
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
 		var err error
 		if members, err = r.groupCohorts(ctx, tx, with, f.args()); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, with+groupSizeSQL, f.args()...)
-		if err != nil {
+		if size, err = groupSizes(ctx, tx, with, f.args()); err != nil {
 			return err
 		}
-		for rows.Next() {
-			var g string
-			var n int
-			if err := rows.Scan(&g, &n); err != nil {
-				return err
-			}
-			size[g] = n
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows, err = tx.Query(ctx, with+toxicitySQL, f.args()...)
+		rows, err := tx.Query(ctx, with+toxicitySQL, f.args()...)
 		if err != nil {
 			return err
 		}

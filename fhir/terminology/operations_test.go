@@ -227,7 +227,7 @@ func TestCapabilityStatementListsTheOperations(t *testing.T) {
 	for typ, want := range map[string][]string{
 		"CodeSystem": {"lookup", "validate"},
 		"ValueSet":   {"expand", "validate", "validate-code"},
-		"Patient":    {"everything", "validate"},
+		"Patient":    {"everything", "export", "validate"},
 		"Condition":  {"validate"},
 	} {
 		if !slices.Equal(ops[typ], want) {
