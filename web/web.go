@@ -44,6 +44,9 @@ type Config struct {
 	// SignInWindow before the next is refused until the window has passed.
 	SignInAttempts int
 	SignInWindow   time.Duration
+	// WorkListPageSize is how many visits one page of the work list shows; the rest are on
+	// the next pages. A page of every open visit of a large network is megabytes of HTML.
+	WorkListPageSize int
 }
 
 // The defaults: a coordinator's tablet left on a ward signs out within half an hour.
@@ -52,6 +55,7 @@ const (
 	DefaultSessionLifetime    = 12 * time.Hour
 	DefaultSignInAttempts     = 5
 	DefaultSignInWindow       = 15 * time.Minute
+	DefaultWorkListPageSize   = 100
 )
 
 func (c *Config) defaults() {
@@ -66,6 +70,9 @@ func (c *Config) defaults() {
 	}
 	if c.SignInWindow <= 0 {
 		c.SignInWindow = DefaultSignInWindow
+	}
+	if c.WorkListPageSize <= 0 {
+		c.WorkListPageSize = DefaultWorkListPageSize
 	}
 }
 

@@ -27,11 +27,12 @@ import (
 type workFilter struct {
 	Site, Milestone, Bucket, Status, Search string
 	Within                                  int
+	Page                                    int // 1 is the first
 }
 
 func readWorkFilter(c echo.Context) (workFilter, error) {
 	f := workFilter{Site: c.QueryParam("site"), Milestone: c.QueryParam("milestone"), Bucket: c.QueryParam("bucket"),
-		Status: c.QueryParam("status"), Search: strings.TrimSpace(c.QueryParam("q")), Within: followup.WithinLeadTime}
+		Status: c.QueryParam("status"), Search: strings.TrimSpace(c.QueryParam("q")), Within: followup.WithinLeadTime, Page: 1}
 	bad := func(param, format string, args ...any) (workFilter, error) {
 		return f, fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, fmt.Sprintf(format, args...), param)
 	}
@@ -50,6 +51,13 @@ func readWorkFilter(c echo.Context) (workFilter, error) {
 			return bad("within", "within=%s: want a number of days from 0 to 366", w)
 		}
 		f.Within = n
+	}
+	if pg := c.QueryParam("page"); pg != "" {
+		n, err := strconv.Atoi(pg)
+		if err != nil || n < 1 || n > 1_000_000 {
+			return bad("page", "page=%s: want a page number from 1", pg)
+		}
+		f.Page = n
 	}
 	return f, nil
 }
@@ -137,13 +145,18 @@ func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter) 
 }
 
 type workPage struct {
-	Filter     workFilter
-	Query      template.URL // the filter as a query string
-	Report     *followup.Report
-	Sites      []siteOption
-	Milestones []registry.Milestone
-	Statuses   []string
-	Today      string
+	Filter workFilter
+	Query  template.URL // the filter as a query string, without the page
+	Report *followup.Report
+	// Shown is the page's slice of Report.Items; First and Last number its rows (from 1),
+	// Prev and Next are the neighbouring pages' numbers, 0 when there is none.
+	Shown             []followup.Item
+	First, Last       int
+	Prev, Next, Pages int
+	Sites             []siteOption
+	Milestones        []registry.Milestone
+	Statuses          []string
+	Today             string
 }
 
 func (p *Pages) work(c echo.Context) error {
@@ -161,9 +174,20 @@ func (p *Pages) work(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return p.page(c, http.StatusOK, "work", pageData{Title: "My work list", Nav: "work", Data: workPage{
-		Filter: f, Query: template.URL(f.encode()), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
-		Statuses: followup.OpenStatuses, Today: p.d.Clock().In(time.UTC).Format(time.DateOnly)}})
+	wp := workPage{Filter: f, Query: template.URL(f.encode()), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
+		Statuses: followup.OpenStatuses, Today: p.d.Clock().In(time.UTC).Format(time.DateOnly)}
+	size := p.cfg.WorkListPageSize
+	wp.Pages = max(1, (len(rep.Items)+size-1)/size)
+	from := min((f.Page-1)*size, len(rep.Items))
+	to := min(from+size, len(rep.Items))
+	wp.Shown, wp.First, wp.Last = rep.Items[from:to], from+1, to
+	if f.Page > 1 {
+		wp.Prev = min(f.Page-1, wp.Pages)
+	}
+	if to < len(rep.Items) {
+		wp.Next = f.Page + 1
+	}
+	return p.page(c, http.StatusOK, "work", pageData{Title: "My work list", Nav: "work", Data: wp})
 }
 
 // workCSV is the work list as shown, for a spreadsheet: a UTF-8 byte-order mark (without it
