@@ -93,6 +93,8 @@ func (pol *Policy) routes() map[string]rule {
 		"POST /work/tasks/:id/visited":    worklist,
 		"POST /work/tasks/:id/reschedule": worklist,
 		"POST /work/patients/:id/lost":    worklist,
+		"POST /work/feed":                 worklist,
+		"POST /work/feed/revoke":          worklist,
 		"GET /patients/:id":               worklist,
 		"GET /outcomes":                   outcomes,
 		"GET /outcomes/response.csv":      outcomes,

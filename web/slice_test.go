@@ -1,7 +1,12 @@
 package web_test
 
 import (
+	"context"
+	"html"
+	"io"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -40,5 +45,100 @@ func TestWorkListIsPaged(t *testing.T) {
 	}
 	if p := b.get("/work?page=0"); p.status != http.StatusBadRequest {
 		t.Errorf("page=0: %d", p.status)
+	}
+}
+
+var feedURLField = regexp.MustCompile(`id="feed-url" readonly aria-label="Calendar link" value="([^"]+)"`)
+
+// getFeed fetches a calendar feed link as a calendar application does: no cookie, no token.
+func getFeed(t *testing.T, link string) (int, string) {
+	t.Helper()
+	res, err := http.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
+}
+
+// A coordinator makes a calendar link on the work list page; a calendar application fetches
+// it without a bearer token and gets their sites' visits only; the read is audited as theirs
+// without the token; a new link revokes the old, and revoking or disabling ends it.
+func TestCalendarFeedLink(t *testing.T) {
+	w := newWorld(t)
+	b := w.browser()
+	b.signIn("cora", password)
+	p := b.get("/work")
+	if !strings.Contains(p.body, `id="new-feed"`) || strings.Contains(p.body, `id="revoke-feed"`) {
+		t.Fatalf("work list without a feed:\n%s", p.body)
+	}
+	made := b.post("/work/feed", nil)
+	m := feedURLField.FindStringSubmatch(made.body)
+	if made.status != http.StatusOK || m == nil {
+		t.Fatalf("making a feed link: %d\n%s", made.status, made.body)
+	}
+	link := html.UnescapeString(m[1])
+	if !strings.HasPrefix(link, w.h.URL+"/worklist.ics?feed=") {
+		t.Fatalf("feed link %q", link)
+	}
+	status, cal := getFeed(t, link)
+	if status != http.StatusOK || !strings.Contains(cal, "BEGIN:VCALENDAR") {
+		t.Fatalf("the feed: %d\n%s", status, cal)
+	}
+	if got := strings.Count(cal, "BEGIN:VEVENT"); got != w.sites[w.site] || strings.Contains(cal, "Okafor R") {
+		t.Errorf("the feed has %d visits (want %d, of cora's site only):\n%s", got, w.sites[w.site], cal)
+	}
+	// Only the feed: the token opens no other route.
+	token := strings.TrimPrefix(link, w.h.URL+"/worklist.ics?feed=")
+	if status, _ := getFeed(t, w.h.URL+"/worklist?feed="+token); status != http.StatusUnauthorized {
+		t.Errorf("the feed token on /worklist: %d", status)
+	}
+	if status, _ := getFeed(t, w.h.URL+"/worklist.ics?feed=not-a-token"); status != http.StatusUnauthorized {
+		t.Errorf("a made-up feed token: %d", status)
+	}
+	if err := w.h.App.Audit.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.h.Count(`SELECT count(*) FROM audit_event WHERE agent_who = 'local|cora' AND event->>'path' = '/worklist.ics' AND outcome = 200`); got != 1 {
+		t.Errorf("%d audited feed reads by cora, want 1", got)
+	}
+	if got := w.h.Count(`SELECT count(*) FROM audit_event WHERE event::text LIKE '%' || $1 || '%'`, token); got != 0 {
+		t.Errorf("the feed token is in %d audit records", got)
+	}
+	if got := w.h.Count(`SELECT count(*) FROM web_feed_token WHERE token_hash = sha256(convert_to($1, 'UTF8'))`, token); got != 1 {
+		t.Errorf("the token is not stored as its SHA-256 (%d rows)", got)
+	}
+	// A new link: the old one stops working.
+	p = b.get("/work")
+	if !strings.Contains(p.body, `id="revoke-feed"`) {
+		t.Errorf("work list with a feed offers no revoke")
+	}
+	again := feedURLField.FindStringSubmatch(b.post("/work/feed", nil).body)
+	if again == nil || again[1] == m[1] {
+		t.Fatalf("a new link: %v", again)
+	}
+	if status, _ := getFeed(t, link); status != http.StatusUnauthorized {
+		t.Errorf("the replaced link: %d, want 401", status)
+	}
+	link = html.UnescapeString(again[1])
+	if status, _ := getFeed(t, link); status != http.StatusOK {
+		t.Errorf("the new link: %d", status)
+	}
+	b.get("/work")
+	if p := b.post("/work/feed/revoke", url.Values{"back": {"/work"}}); p.status != http.StatusSeeOther {
+		t.Fatalf("revoking: %d\n%s", p.status, p.body)
+	}
+	if status, _ := getFeed(t, link); status != http.StatusUnauthorized {
+		t.Errorf("the revoked link: %d, want 401", status)
+	}
+	// Disabling the user ends their link.
+	b.get("/work")
+	link = html.UnescapeString(feedURLField.FindStringSubmatch(b.post("/work/feed", nil).body)[1])
+	if err := w.h.App.Web.Users().DisableUser(context.Background(), "cora"); err != nil {
+		t.Fatal(err)
+	}
+	if status, _ := getFeed(t, link); status != http.StatusUnauthorized {
+		t.Errorf("a disabled user's link: %d, want 401", status)
 	}
 }

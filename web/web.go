@@ -89,6 +89,9 @@ type Deps struct {
 	InSites func(ctx context.Context, resourceType, id string, sites []string) (bool, error)
 	Clock   func() time.Time
 	Logger  *slog.Logger
+	// RootURL is the server's root as people reach it (the token issuer): links to take
+	// elsewhere, such as the calendar feed's, are built on it, never on a request's Host.
+	RootURL string
 }
 
 // Pages are cartreg's web pages.
@@ -145,6 +148,8 @@ func (p *Pages) Register(e *echo.Echo) {
 	add(http.MethodPost, "/work/tasks/:id/visited", p.recordVisit)
 	add(http.MethodPost, "/work/tasks/:id/reschedule", p.reschedule)
 	add(http.MethodPost, "/work/patients/:id/lost", p.markLost)
+	add(http.MethodPost, "/work/feed", p.newFeed)
+	add(http.MethodPost, "/work/feed/revoke", p.revokeFeed)
 	add(http.MethodGet, "/patients/:id", p.timeline)
 	add(http.MethodGet, "/outcomes", p.outcomes)
 	add(http.MethodGet, "/outcomes/response.csv", p.outcomesExport)
@@ -162,9 +167,13 @@ var public = map[string]bool{"GET " + PathSignIn: true, "POST " + PathSignIn: tr
 // IsPage says whether c's route is one of the pages.
 func (p *Pages) IsPage(c echo.Context) bool { return p.paths[c.Path()] }
 
-// SignedIn says whether c is a page request whose session put a principal on it: the bearer
-// token middleware leaves such requests alone, and the access policy judges the principal.
+// SignedIn says whether c is a page request whose session put a principal on it, or the
+// calendar feed opened by a feed token: the bearer token middleware leaves such requests
+// alone, and the access policy judges the principal.
 func (p *Pages) SignedIn(c echo.Context) bool {
+	if isFeed(c) {
+		return true
+	}
 	if !p.IsPage(c) {
 		return false
 	}
@@ -186,6 +195,9 @@ func (p *Pages) Sessions() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if !p.IsPage(c) {
+				if c.Path() == PathFeed && c.QueryParams().Has(FeedParam) && c.Request().Header.Get(echo.HeaderAuthorization) == "" {
+					return p.feed(c, next)
+				}
 				return next(c)
 			}
 			c.Response().Header().Set("Content-Security-Policy", contentSecurityPolicy)

@@ -157,6 +157,7 @@ type workPage struct {
 	Milestones        []registry.Milestone
 	Statuses          []string
 	Today             string
+	HasFeed           bool // the person has a calendar feed link
 }
 
 func (p *Pages) work(c echo.Context) error {
@@ -176,6 +177,9 @@ func (p *Pages) work(c echo.Context) error {
 	}
 	wp := workPage{Filter: f, Query: template.URL(f.encode()), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
 		Statuses: followup.OpenStatuses, Today: p.d.Clock().In(time.UTC).Format(time.DateOnly)}
+	if wp.HasFeed, err = p.users.hasFeedToken(ctx, sessionOf(c).user.Name); err != nil {
+		return err
+	}
 	size := p.cfg.WorkListPageSize
 	wp.Pages = max(1, (len(rep.Items)+size-1)/size)
 	from := min((f.Page-1)*size, len(rep.Items))
