@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cartreg/cartreg/app"
 )
@@ -140,5 +141,43 @@ func TestCalendarFeedLink(t *testing.T) {
 	}
 	if status, _ := getFeed(t, link); status != http.StatusUnauthorized {
 		t.Errorf("a disabled user's link: %d, want 401", status)
+	}
+}
+
+// "Today", for recording a visit and booking one, is the day in the registry's time zone: at
+// 01:00 in Auckland it is already tomorrow there and still today in UTC.
+func TestTodayIsTheRegistrysDay(t *testing.T) {
+	auckland, err := time.LoadLocation("Pacific/Auckland")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	w := newWorld(t, func(c *app.Config) { c.FollowUp.Location = auckland })
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC) // 2026-12-02 01:00 in Auckland
+	w.h.SetNow(now)
+	utcToday, localToday := now.Format(time.DateOnly), now.In(auckland).Format(time.DateOnly)
+	b := w.browser()
+	b.signIn("cora", password)
+	p := b.get("/work?bucket=due")
+	rows := taskRow.FindAllStringSubmatch(p.body, -1)
+	if len(rows) != 1 {
+		t.Fatalf("%d due rows, want 1\n%s", len(rows), p.body)
+	}
+	task := rows[0][1]
+	if start, _ := window(w.taskOf(task)); start > utcToday {
+		t.Fatalf("the window opens %s, after %s", start, utcToday)
+	}
+	// Booking is for a day still to come: yesterday, in Auckland, is past.
+	if p := b.post("/work/tasks/"+task+"/reschedule", url.Values{"date": {utcToday}}); p.status != http.StatusBadRequest {
+		t.Errorf("booking %s when it is %s in the registry's zone: %d", utcToday, localToday, p.status)
+	}
+	if p := b.post("/work/tasks/"+task+"/reschedule", url.Values{"date": {localToday}}); p.status != http.StatusSeeOther {
+		t.Fatalf("booking for today, %s: %d\n%s", localToday, p.status, p.body)
+	}
+	b.get("/work")
+	if p := b.post("/work/tasks/"+task+"/visited", url.Values{"date": {localToday}}); p.status != http.StatusSeeOther {
+		t.Fatalf("recording a visit today, %s (UTC's tomorrow): %d\n%s", localToday, p.status, p.body)
+	}
+	if n := w.h.Count(`SELECT count(*) FROM resource_version WHERE resource_type = 'Encounter' AND body::jsonb#>>'{period,start}' = $1`, localToday); n != 1 {
+		t.Errorf("%d Encounters on %s", n, localToday)
 	}
 }

@@ -176,7 +176,7 @@ func (p *Pages) work(c echo.Context) error {
 		return err
 	}
 	wp := workPage{Filter: f, Query: template.URL(f.encode()), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
-		Statuses: followup.OpenStatuses, Today: p.d.Clock().In(time.UTC).Format(time.DateOnly)}
+		Statuses: followup.OpenStatuses, Today: p.d.FollowUp.Today(p.d.Clock())}
 	if wp.HasFeed, err = p.users.hasFeedToken(ctx, sessionOf(c).user.Name); err != nil {
 		return err
 	}
@@ -443,7 +443,9 @@ func window(body map[string]any) (start, end string) {
 // contact) and marks the Task in progress: the remission assessment, when it is written,
 // completes it.
 func (p *Pages) recordVisit(c echo.Context) error {
-	today := p.d.Clock().UTC().Format(time.DateOnly)
+	// The coordinator's today, in the registry's time zone: a visit this morning in Auckland
+	// is still tomorrow in UTC's calendar.
+	today := p.d.FollowUp.Today(p.d.Clock())
 	return p.taskAction(c, "Visit recorded.", func(pr *auth.Principal, body map[string]any) ([]map[string]any, error) {
 		on, err := readDay(c, "date", "", today)
 		if err != nil {
@@ -462,11 +464,13 @@ func (p *Pages) recordVisit(c echo.Context) error {
 	})
 }
 
-// reschedule books the visit for a day within its window.
+// reschedule books the visit for a day within its window, from today (in the registry's
+// time zone) on: a booking is for a visit still to come.
 func (p *Pages) reschedule(c echo.Context) error {
+	today := p.d.FollowUp.Today(p.d.Clock())
 	return p.taskAction(c, "Visit booked.", func(pr *auth.Principal, body map[string]any) ([]map[string]any, error) {
 		start, end := window(body)
-		on, err := readDay(c, "date", start, end)
+		on, err := readDay(c, "date", max(start, today), end)
 		if err != nil {
 			return nil, err
 		}
@@ -498,7 +502,7 @@ func (p *Pages) markLost(c echo.Context) error {
 			return p.errorPage(c, notFound)
 		}
 	}
-	today := p.d.Clock().UTC().Format(time.DateOnly)
+	today := p.d.FollowUp.Today(p.d.Clock())
 	typ := func(code, display string) map[string]any {
 		return map[string]any{"coding": []any{map[string]any{"system": registry.SystemCartreg, "code": code, "display": display}}}
 	}
