@@ -92,6 +92,7 @@ func (pol *Policy) routes() map[string]rule {
 		"POST /work/tasks/:id/note":       worklist,
 		"POST /work/tasks/:id/visited":    worklist,
 		"POST /work/tasks/:id/reschedule": worklist,
+		"POST /work/tasks/:id/reassign":   worklist,
 		"POST /work/patients/:id/lost":    worklist,
 		"POST /work/feed":                 worklist,
 		"POST /work/feed/revoke":          worklist,

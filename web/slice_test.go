@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"html"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/auth"
 )
 
 // The work list shows a page of visits at a time (CARTREG_WORKLIST_PAGE_SIZE), with links to
@@ -179,5 +181,61 @@ func TestTodayIsTheRegistrysDay(t *testing.T) {
 	}
 	if n := w.h.Count(`SELECT count(*) FROM resource_version WHERE resource_type = 'Encounter' AND body::jsonb#>>'{period,start}' = $1`, localToday); n != 1 {
 		t.Errorf("%d Encounters on %s", n, localToday)
+	}
+}
+
+// Reassign hands a visit to another site the person acts for: the Task's owner, by an
+// ordinary, audited FHIR update; a coordinator cannot hand one to a site not theirs, and the
+// scheduler's later runs keep the new owner.
+func TestReassignAVisit(t *testing.T) {
+	w := newWorld(t)
+	w.addUser("cole", auth.RoleCoordinator, w.site, w.other)
+	b := w.browser()
+	b.signIn("cora", password)
+	p := b.get("/work?bucket=due")
+	task := taskRow.FindStringSubmatch(p.body)[1]
+	if !strings.Contains(p.body, `action="/work/tasks/`+task+`/reassign"`) {
+		t.Fatalf("no reassign form:\n%s", p.body)
+	}
+	before, _ := json.Marshal(w.taskOf(task)["owner"])
+	if p := b.post("/work/tasks/"+task+"/reassign", url.Values{"site": {w.other}}); p.status != http.StatusBadRequest {
+		t.Errorf("cora handing a visit to a site not hers: %d", p.status)
+	}
+	if after, _ := json.Marshal(w.taskOf(task)["owner"]); string(after) != string(before) {
+		t.Errorf("owner after a refused reassign: %s, was %s", after, before)
+	}
+	c := w.browser()
+	c.signIn("cole", password)
+	c.get("/work")
+	if p := c.post("/work/tasks/"+task+"/reassign", url.Values{"site": {w.other}, "back": {"/work"}}); p.status != http.StatusSeeOther {
+		t.Fatalf("cole reassigning: %d\n%s", p.status, p.body)
+	}
+	got := w.taskOf(task)
+	owner, _ := got["owner"].(map[string]any)
+	notes, _ := json.Marshal(got["note"])
+	if owner["reference"] != "Organization/"+w.other || !strings.Contains(string(notes), "Reassigned to Riverside Cancer Centre") {
+		t.Errorf("after reassigning: owner %v, notes %s", owner, notes)
+	}
+	if err := w.h.App.Audit.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The write is recorded in its own transaction, naming the Task and who changed it.
+	if n := w.h.Count(`SELECT count(*) FROM audit_event WHERE agent_who = 'local|cole' AND 'Task/' || $1 = ANY(entities)
+		AND event->>'path' = '/work/tasks/' || $1 || '/reassign'`, task); n != 1 {
+		t.Errorf("%d audit records of cole reassigning Task/%s, want 1", n, task)
+	}
+	// An administrator may hand it to any site; the scheduler, running later, keeps the owner.
+	a := w.browser()
+	a.signIn("ada", password)
+	a.get("/work")
+	if p := a.post("/work/tasks/"+task+"/reassign", url.Values{"site": {w.site}}); p.status != http.StatusSeeOther {
+		t.Fatalf("ada reassigning: %d\n%s", p.status, p.body)
+	}
+	w.h.SetNow(demoNow.AddDate(0, 0, 40))
+	if _, err := w.h.App.FollowUp.Run(auth.WithPrincipal(context.Background(), auth.Operator("test")), w.h.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if owner, _ := w.taskOf(task)["owner"].(map[string]any); owner["reference"] != "Organization/"+w.site {
+		t.Errorf("owner after the scheduler's next run: %v", owner)
 	}
 }

@@ -147,6 +147,7 @@ func (p *Pages) Register(e *echo.Echo) {
 	add(http.MethodPost, "/work/tasks/:id/note", p.addNote)
 	add(http.MethodPost, "/work/tasks/:id/visited", p.recordVisit)
 	add(http.MethodPost, "/work/tasks/:id/reschedule", p.reschedule)
+	add(http.MethodPost, "/work/tasks/:id/reassign", p.reassign)
 	add(http.MethodPost, "/work/patients/:id/lost", p.markLost)
 	add(http.MethodPost, "/work/feed", p.newFeed)
 	add(http.MethodPost, "/work/feed/revoke", p.revokeFeed)

@@ -482,6 +482,33 @@ func (p *Pages) reschedule(c echo.Context) error {
 	})
 }
 
+// reassign hands the visit to another site: the Task's owner becomes that Organization. A
+// coordinator may hand it only to a site they act for, an administrator to any site of the
+// registry; anything else is refused as a site the person does not know.
+func (p *Pages) reassign(c echo.Context) error {
+	ctx := c.Request().Context()
+	pr, _ := auth.FromContext(ctx)
+	site, err := required(c, "site", "the site to hand the visit to")
+	if err != nil {
+		return p.errorPage(c, err)
+	}
+	sites, err := p.sitesOf(ctx, pr)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(sites, func(s siteOption) bool { return s.ID == site })
+	if i < 0 {
+		return p.errorPage(c, fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid,
+			fmt.Sprintf("site %q is not one you may hand visits to", site), "site"))
+	}
+	return p.taskAction(c, "Visit reassigned to "+sites[i].Name+".", func(pr *auth.Principal, body map[string]any) ([]map[string]any, error) {
+		body["owner"] = map[string]any{"reference": "Organization/" + site, "display": sites[i].Name}
+		body["lastModified"] = p.d.Clock().UTC().Format(time.RFC3339)
+		addNote(body, p.note(pr, "Reassigned to "+sites[i].Name))
+		return nil, nil
+	})
+}
+
 // markLost records that the patient is lost to follow-up: a finished follow-up EpisodeOfCare
 // typed lost-to-follow-up, which the follow-up hook reads in the same transaction and cancels
 // the patient's open Tasks for; the scheduler makes no more.
