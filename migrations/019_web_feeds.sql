@@ -10,3 +10,15 @@ CREATE TABLE web_feed_token (
     created_at   timestamptz NOT NULL,
     last_used_at timestamptz
 );
+
+-- Failed sign-ins, one row each, counted by every replica: the limit is the registry's, not
+-- each process's. The key is the SHA-256 of "name:..." or "addr:...", so the names people
+-- mistype (sometimes their password) are not kept. A row is one failure rather than a
+-- counter per fixed window, so the window slides: no burst of twice the allowance across a
+-- window's edge. Refused attempts add no row, so a key has at most the allowance in the window.
+CREATE TABLE web_signin_failure (
+    key_hash  bytea       NOT NULL,
+    failed_at timestamptz NOT NULL
+);
+CREATE INDEX web_signin_failure_key ON web_signin_failure (key_hash, failed_at);
+CREATE INDEX web_signin_failure_at ON web_signin_failure (failed_at);

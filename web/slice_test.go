@@ -6,14 +6,19 @@ import (
 	"html"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/auth"
+	"github.com/cartreg/cartreg/web"
 )
 
 // The work list shows a page of visits at a time (CARTREG_WORKLIST_PAGE_SIZE), with links to
@@ -237,5 +242,44 @@ func TestReassignAVisit(t *testing.T) {
 	}
 	if owner, _ := w.taskOf(task)["owner"].(map[string]any); owner["reference"] != "Organization/"+w.site {
 		t.Errorf("owner after the scheduler's next run: %v", owner)
+	}
+}
+
+// Two replicas on one database share the sign-in allowance: failures at one count at the
+// other, so an attacker does not get it once per replica.
+func TestSignInLimitIsSharedByReplicas(t *testing.T) {
+	w := newWorld(t, func(c *app.Config) { c.Web.SignInAttempts = 3 })
+	a := w.h.App
+	// A second replica: its own pages over the same database, behind its own server.
+	second, err := web.New(web.Config{SignInAttempts: 3}, web.Deps{DB: a.DB, Store: a.Store, FollowUp: a.FollowUp,
+		Registry: a.Registry, Audit: a.Audit, InSites: a.Registry.InSites, Clock: w.h.Now, Logger: apptest.Logger(t), RootURL: w.h.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	e.Use(second.Sessions())
+	second.Register(e)
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	other := w.browser()
+	other.base = srv.URL
+
+	here := w.browser()
+	for i, b := range []*browser{here, here, other} {
+		if p := b.signIn("cora", "not the password"); p.status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d\n%s", i+1, p.status, p.body)
+		}
+	}
+	for name, b := range map[string]*browser{"this replica": here, "the other replica": other} {
+		if p := b.signIn("cora", password); p.status != http.StatusTooManyRequests {
+			t.Errorf("the right password at %s after 3 failures over two replicas: %d", name, p.status)
+		}
+	}
+	if n := w.h.Count(`SELECT count(*) FROM web_signin_failure WHERE key_hash = sha256(convert_to('name:cora', 'UTF8'))`); n != 3 {
+		t.Errorf("%d failures stored for cora, want 3", n)
+	}
+	w.h.SetNow(demoNow.Add(web.DefaultSignInWindow + time.Second))
+	if p := other.signIn("cora", password); p.status != http.StatusSeeOther {
+		t.Errorf("after the window, at the other replica: %d", p.status)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -115,7 +114,7 @@ func New(cfg Config, d Deps) (*Pages, error) {
 	}
 	return &Pages{cfg: cfg, d: d, users: NewUsers(d.DB, d.Clock), tmpl: tmpl,
 		worklist: d.FollowUp.Worklist(d.Store.DB(), d.Clock),
-		limiter:  &limiter{max: cfg.SignInAttempts, window: cfg.SignInWindow, fails: map[string][]time.Time{}},
+		limiter:  &limiter{db: d.DB, max: cfg.SignInAttempts, window: cfg.SignInWindow},
 		paths:    map[string]bool{}}, nil
 }
 
@@ -331,7 +330,11 @@ func (p *Pages) signIn(c echo.Context) error {
 		return p.signInPage(c, http.StatusForbidden, "The sign-in form had expired. Please try again.")
 	}
 	now := p.d.Clock()
-	if !p.limiter.allow(now, "name:"+name, "addr:"+c.RealIP()) {
+	allowed, err := p.limiter.allow(ctx, now, "name:"+name, "addr:"+c.RealIP())
+	if err != nil {
+		return err
+	}
+	if !allowed {
 		ev.Outcome, ev.OutcomeText = http.StatusTooManyRequests, "too many failed sign-ins"
 		p.d.Audit.Log(ev)
 		return p.signInPage(c, http.StatusTooManyRequests, fmt.Sprintf(
@@ -343,7 +346,9 @@ func (p *Pages) signIn(c echo.Context) error {
 		return err
 	}
 	if u == nil {
-		p.limiter.fail(now, "name:"+name, "addr:"+c.RealIP())
+		if err := p.limiter.fail(ctx, now, "name:"+name, "addr:"+c.RealIP()); err != nil {
+			return err
+		}
 		ev.Outcome, ev.OutcomeText = http.StatusUnauthorized, "wrong name or password"
 		p.d.Audit.Log(ev)
 		return p.signInPage(c, http.StatusUnauthorized, "That name and password do not match an active user.")
@@ -375,48 +380,42 @@ func (p *Pages) signOut(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, PathSignIn+"?notice="+url.QueryEscape("You are signed out."))
 }
 
-// limiter counts failed sign-ins per key in a sliding window. It lives in the process: with
-// several replicas an attacker gets the allowance once per replica, still a few guesses an
-// hour against bcrypt.
+// limiter counts failed sign-ins per key in a sliding window, in PostgreSQL, so replicas on
+// one database share one allowance: an attacker gets it once, not once per replica.
 type limiter struct {
-	mu     sync.Mutex
+	db     *pgxpool.Pool
 	max    int
 	window time.Duration
-	fails  map[string][]time.Time
 }
 
-func (l *limiter) recent(now time.Time, key string) []time.Time {
-	kept := l.fails[key][:0]
-	for _, t := range l.fails[key] {
-		if now.Sub(t) < l.window {
-			kept = append(kept, t)
-		}
+func limiterKeys(keys []string) [][]byte {
+	hashes := make([][]byte, len(keys))
+	for i, k := range keys {
+		hashes[i] = hashID(k)
 	}
-	if len(kept) == 0 {
-		delete(l.fails, key)
-		return nil
-	}
-	l.fails[key] = kept
-	return kept
+	return hashes
 }
 
-func (l *limiter) allow(now time.Time, keys ...string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, k := range keys {
-		if len(l.recent(now, k)) >= l.max {
-			return false
-		}
+// allow says whether every key has failed fewer than max times in the window before now.
+func (l *limiter) allow(ctx context.Context, now time.Time, keys ...string) (bool, error) {
+	var most int
+	err := l.db.QueryRow(ctx, `SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM web_signin_failure
+		WHERE key_hash = ANY($1) AND failed_at > $2 GROUP BY key_hash) AS f`, limiterKeys(keys), now.Add(-l.window)).Scan(&most)
+	if err != nil {
+		return false, fmt.Errorf("counting failed sign-ins: %w", err)
 	}
-	return true
+	return most < l.max, nil
 }
 
-func (l *limiter) fail(now time.Time, keys ...string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, k := range keys {
-		l.fails[k] = append(l.recent(now, k), now)
+// fail counts a failure against every key, and forgets failures that have left the window.
+func (l *limiter) fail(ctx context.Context, now time.Time, keys ...string) error {
+	_, err := l.db.Exec(ctx, `WITH gone AS (DELETE FROM web_signin_failure WHERE failed_at <= $3)
+		INSERT INTO web_signin_failure (key_hash, failed_at) SELECT k, $2 FROM unnest($1::bytea[]) AS k`,
+		limiterKeys(keys), now, now.Add(-l.window))
+	if err != nil {
+		return fmt.Errorf("counting a failed sign-in: %w", err)
 	}
+	return nil
 }
 
 // errorPage shows a client's mistake on a page: pages answer people, not FHIR clients, but
