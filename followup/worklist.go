@@ -182,11 +182,9 @@ const worklistSQL = `WITH plan AS (
 		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb, note jsonb)
 	WHERE (t.written_version <> r.version_id OR t.status = ANY($5::text[]))
 		AND j.status = ANY($5::text[])
-		-- The patient and site filters again, on the scheduler's own columns, so that one
-		-- patient's or one site's list parses only their Tasks, not every open one.
+		-- The patient filter again, on the scheduler's own column (indexed), so that one
+		-- patient's list reads only their Tasks, not every open one.
 		AND (cardinality($9::text[]) = 0 OR t.patient_id = ANY($9::text[]))
-		AND (cardinality($8::text[]) = 0 OR EXISTS (SELECT 1 FROM registry_infusion si
-			WHERE si.resource_type = t.infusion_type AND si.resource_id = t.infusion_id AND si.effective_site_id = ANY($8::text[])))
 ), dated AS (
 	SELECT task.*, i.infused_on, i.product_label, i.effective_site_id, p.target_day,
 		coalesce(CASE WHEN length(task_start) >= 10 THEN left(task_start, 10)::date END,
