@@ -150,7 +150,7 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 		return nil, err
 	}
 	pages, err := web.New(cfg.Web, web.Deps{DB: db, Store: store, FollowUp: followUp, Registry: reg, Audit: recorder,
-		InSites: reg.InSites, Clock: clock, Logger: logger})
+		InSites: reg.InSites, Clock: clock, Logger: logger, RootURL: cfg.Auth.Issuer})
 	if err != nil {
 		identity.Close()
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/cartreg/cartreg/audit"
 	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/web"
 )
 
 // requestAudit is what the audit middleware knows of a request, shared with the write hook
@@ -49,7 +50,7 @@ func (a *App) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			RequestID:   c.Response().Header().Get(echo.HeaderXRequestID),
 			Method:      req.Method,
 			Path:        req.URL.Path,
-			Query:       req.URL.RawQuery,
+			Query:       web.RedactFeedToken(req.URL.RawQuery),
 			Entities:    entitiesOf(c),
 			Patients:    patientsOf(c),
 		}}

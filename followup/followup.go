@@ -308,6 +308,10 @@ func (s *Tracker) day(at time.Time) time.Time {
 	return time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
 }
 
+// Today is the calendar day (YYYY-MM-DD) at falls on in the registry's time zone: the day a
+// coordinator's "today" means, which near midnight is not UTC's.
+func (s *Tracker) Today(at time.Time) string { return s.day(at).Format(time.DateOnly) }
+
 // ReasonLost is the statusReason of the Tasks cancelled because their patient was lost to
 // follow-up (an EpisodeOfCare typed CodeLostToFollowUp).
 const ReasonLost = "the patient is lost to follow-up"

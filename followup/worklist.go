@@ -182,6 +182,9 @@ const worklistSQL = `WITH plan AS (
 		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb, note jsonb)
 	WHERE (t.written_version <> r.version_id OR t.status = ANY($5::text[]))
 		AND j.status = ANY($5::text[])
+		-- The patient filter again, on the scheduler's own column (indexed), so that one
+		-- patient's list reads only their Tasks, not every open one.
+		AND (cardinality($9::text[]) = 0 OR t.patient_id = ANY($9::text[]))
 ), dated AS (
 	SELECT task.*, i.infused_on, i.product_label, i.effective_site_id, p.target_day,
 		coalesce(CASE WHEN length(task_start) >= 10 THEN left(task_start, 10)::date END,

@@ -16,8 +16,12 @@
 //
 // Every POST carries a CSRF token: on the sign-in form a double-submit cookie, afterwards an
 // HMAC of the session id, which only the browser holding the cookie can know. Failed
-// sign-ins are limited per name and per address, and an unknown name costs the same bcrypt
-// comparison as a known one.
+// sign-ins are limited per name and per address, counted in PostgreSQL so that replicas share
+// the allowance, and an unknown name costs the same bcrypt comparison as a known one.
+//
+// A calendar application cannot sign in or send a bearer token, so a person's calendar link
+// carries a token of its own (web_feed_token, hashed): it opens /worklist.ics, and nothing
+// else, as that person, until it is replaced or revoked or the person disabled.
 //
 // # Writes
 //
@@ -26,7 +30,7 @@
 // Subscriptions and the audit trail see them as they see the API's: marking a visit missed
 // fails its Task with the reason, a note is a Task.note, booking a visit accepts the Task,
 // recording a visit adds a finished Encounter and puts the Task in progress until the
-// assessment completes it, and lost to follow-up is a finished follow-up EpisodeOfCare typed
+// assessment completes it, reassigning makes another site's Organization the Task's owner, and lost to follow-up is a finished follow-up EpisodeOfCare typed
 // cartreg#lost-to-follow-up. A coordinator reaches only their sites' Tasks and patients,
 // checked as the API checks them.
 //

@@ -13,6 +13,7 @@ import (
 var funcs = template.FuncMap{
 	"list":       func(s ...string) []string { return s },
 	"trimPrefix": strings.TrimPrefix,
+	"max":        func(a, b string) string { return max(a, b) },
 	"add":        func(a, b int) int { return a + b },
 	"deref": func(v any) any {
 		switch x := v.(type) {

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,6 +43,9 @@ type Config struct {
 	// SignInWindow before the next is refused until the window has passed.
 	SignInAttempts int
 	SignInWindow   time.Duration
+	// WorkListPageSize is how many visits one page of the work list shows; the rest are on
+	// the next pages. A page of every open visit of a large network is megabytes of HTML.
+	WorkListPageSize int
 }
 
 // The defaults: a coordinator's tablet left on a ward signs out within half an hour.
@@ -52,6 +54,7 @@ const (
 	DefaultSessionLifetime    = 12 * time.Hour
 	DefaultSignInAttempts     = 5
 	DefaultSignInWindow       = 15 * time.Minute
+	DefaultWorkListPageSize   = 100
 )
 
 func (c *Config) defaults() {
@@ -66,6 +69,9 @@ func (c *Config) defaults() {
 	}
 	if c.SignInWindow <= 0 {
 		c.SignInWindow = DefaultSignInWindow
+	}
+	if c.WorkListPageSize <= 0 {
+		c.WorkListPageSize = DefaultWorkListPageSize
 	}
 }
 
@@ -82,6 +88,9 @@ type Deps struct {
 	InSites func(ctx context.Context, resourceType, id string, sites []string) (bool, error)
 	Clock   func() time.Time
 	Logger  *slog.Logger
+	// RootURL is the server's root as people reach it (the token issuer): links to take
+	// elsewhere, such as the calendar feed's, are built on it, never on a request's Host.
+	RootURL string
 }
 
 // Pages are cartreg's web pages.
@@ -105,7 +114,7 @@ func New(cfg Config, d Deps) (*Pages, error) {
 	}
 	return &Pages{cfg: cfg, d: d, users: NewUsers(d.DB, d.Clock), tmpl: tmpl,
 		worklist: d.FollowUp.Worklist(d.Store.DB(), d.Clock),
-		limiter:  &limiter{max: cfg.SignInAttempts, window: cfg.SignInWindow, fails: map[string][]time.Time{}},
+		limiter:  &limiter{db: d.DB, max: cfg.SignInAttempts, window: cfg.SignInWindow},
 		paths:    map[string]bool{}}, nil
 }
 
@@ -137,7 +146,10 @@ func (p *Pages) Register(e *echo.Echo) {
 	add(http.MethodPost, "/work/tasks/:id/note", p.addNote)
 	add(http.MethodPost, "/work/tasks/:id/visited", p.recordVisit)
 	add(http.MethodPost, "/work/tasks/:id/reschedule", p.reschedule)
+	add(http.MethodPost, "/work/tasks/:id/reassign", p.reassign)
 	add(http.MethodPost, "/work/patients/:id/lost", p.markLost)
+	add(http.MethodPost, "/work/feed", p.newFeed)
+	add(http.MethodPost, "/work/feed/revoke", p.revokeFeed)
 	add(http.MethodGet, "/patients/:id", p.timeline)
 	add(http.MethodGet, "/outcomes", p.outcomes)
 	add(http.MethodGet, "/outcomes/response.csv", p.outcomesExport)
@@ -155,9 +167,13 @@ var public = map[string]bool{"GET " + PathSignIn: true, "POST " + PathSignIn: tr
 // IsPage says whether c's route is one of the pages.
 func (p *Pages) IsPage(c echo.Context) bool { return p.paths[c.Path()] }
 
-// SignedIn says whether c is a page request whose session put a principal on it: the bearer
-// token middleware leaves such requests alone, and the access policy judges the principal.
+// SignedIn says whether c is a page request whose session put a principal on it, or the
+// calendar feed opened by a feed token: the bearer token middleware leaves such requests
+// alone, and the access policy judges the principal.
 func (p *Pages) SignedIn(c echo.Context) bool {
+	if isFeed(c) {
+		return true
+	}
 	if !p.IsPage(c) {
 		return false
 	}
@@ -179,6 +195,9 @@ func (p *Pages) Sessions() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if !p.IsPage(c) {
+				if c.Path() == PathFeed && c.QueryParams().Has(FeedParam) && c.Request().Header.Get(echo.HeaderAuthorization) == "" {
+					return p.feed(c, next)
+				}
 				return next(c)
 			}
 			c.Response().Header().Set("Content-Security-Policy", contentSecurityPolicy)
@@ -311,7 +330,11 @@ func (p *Pages) signIn(c echo.Context) error {
 		return p.signInPage(c, http.StatusForbidden, "The sign-in form had expired. Please try again.")
 	}
 	now := p.d.Clock()
-	if !p.limiter.allow(now, "name:"+name, "addr:"+c.RealIP()) {
+	allowed, err := p.limiter.allow(ctx, now, "name:"+name, "addr:"+c.RealIP())
+	if err != nil {
+		return err
+	}
+	if !allowed {
 		ev.Outcome, ev.OutcomeText = http.StatusTooManyRequests, "too many failed sign-ins"
 		p.d.Audit.Log(ev)
 		return p.signInPage(c, http.StatusTooManyRequests, fmt.Sprintf(
@@ -323,7 +346,9 @@ func (p *Pages) signIn(c echo.Context) error {
 		return err
 	}
 	if u == nil {
-		p.limiter.fail(now, "name:"+name, "addr:"+c.RealIP())
+		if err := p.limiter.fail(ctx, now, "name:"+name, "addr:"+c.RealIP()); err != nil {
+			return err
+		}
 		ev.Outcome, ev.OutcomeText = http.StatusUnauthorized, "wrong name or password"
 		p.d.Audit.Log(ev)
 		return p.signInPage(c, http.StatusUnauthorized, "That name and password do not match an active user.")
@@ -355,48 +380,42 @@ func (p *Pages) signOut(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, PathSignIn+"?notice="+url.QueryEscape("You are signed out."))
 }
 
-// limiter counts failed sign-ins per key in a sliding window. It lives in the process: with
-// several replicas an attacker gets the allowance once per replica, still a few guesses an
-// hour against bcrypt.
+// limiter counts failed sign-ins per key in a sliding window, in PostgreSQL, so replicas on
+// one database share one allowance: an attacker gets it once, not once per replica.
 type limiter struct {
-	mu     sync.Mutex
+	db     *pgxpool.Pool
 	max    int
 	window time.Duration
-	fails  map[string][]time.Time
 }
 
-func (l *limiter) recent(now time.Time, key string) []time.Time {
-	kept := l.fails[key][:0]
-	for _, t := range l.fails[key] {
-		if now.Sub(t) < l.window {
-			kept = append(kept, t)
-		}
+func limiterKeys(keys []string) [][]byte {
+	hashes := make([][]byte, len(keys))
+	for i, k := range keys {
+		hashes[i] = hashID(k)
 	}
-	if len(kept) == 0 {
-		delete(l.fails, key)
-		return nil
-	}
-	l.fails[key] = kept
-	return kept
+	return hashes
 }
 
-func (l *limiter) allow(now time.Time, keys ...string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, k := range keys {
-		if len(l.recent(now, k)) >= l.max {
-			return false
-		}
+// allow says whether every key has failed fewer than max times in the window before now.
+func (l *limiter) allow(ctx context.Context, now time.Time, keys ...string) (bool, error) {
+	var most int
+	err := l.db.QueryRow(ctx, `SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM web_signin_failure
+		WHERE key_hash = ANY($1) AND failed_at > $2 GROUP BY key_hash) AS f`, limiterKeys(keys), now.Add(-l.window)).Scan(&most)
+	if err != nil {
+		return false, fmt.Errorf("counting failed sign-ins: %w", err)
 	}
-	return true
+	return most < l.max, nil
 }
 
-func (l *limiter) fail(now time.Time, keys ...string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, k := range keys {
-		l.fails[k] = append(l.recent(now, k), now)
+// fail counts a failure against every key, and forgets failures that have left the window.
+func (l *limiter) fail(ctx context.Context, now time.Time, keys ...string) error {
+	_, err := l.db.Exec(ctx, `WITH gone AS (DELETE FROM web_signin_failure WHERE failed_at <= $3)
+		INSERT INTO web_signin_failure (key_hash, failed_at) SELECT k, $2 FROM unnest($1::bytea[]) AS k`,
+		limiterKeys(keys), now, now.Add(-l.window))
+	if err != nil {
+		return fmt.Errorf("counting a failed sign-in: %w", err)
 	}
+	return nil
 }
 
 // errorPage shows a client's mistake on a page: pages answer people, not FHIR clients, but

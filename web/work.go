@@ -27,11 +27,12 @@ import (
 type workFilter struct {
 	Site, Milestone, Bucket, Status, Search string
 	Within                                  int
+	Page                                    int // 1 is the first
 }
 
 func readWorkFilter(c echo.Context) (workFilter, error) {
 	f := workFilter{Site: c.QueryParam("site"), Milestone: c.QueryParam("milestone"), Bucket: c.QueryParam("bucket"),
-		Status: c.QueryParam("status"), Search: strings.TrimSpace(c.QueryParam("q")), Within: followup.WithinLeadTime}
+		Status: c.QueryParam("status"), Search: strings.TrimSpace(c.QueryParam("q")), Within: followup.WithinLeadTime, Page: 1}
 	bad := func(param, format string, args ...any) (workFilter, error) {
 		return f, fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, fmt.Sprintf(format, args...), param)
 	}
@@ -50,6 +51,13 @@ func readWorkFilter(c echo.Context) (workFilter, error) {
 			return bad("within", "within=%s: want a number of days from 0 to 366", w)
 		}
 		f.Within = n
+	}
+	if pg := c.QueryParam("page"); pg != "" {
+		n, err := strconv.Atoi(pg)
+		if err != nil || n < 1 || n > 1_000_000 {
+			return bad("page", "page=%s: want a page number from 1", pg)
+		}
+		f.Page = n
 	}
 	return f, nil
 }
@@ -137,13 +145,19 @@ func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter) 
 }
 
 type workPage struct {
-	Filter     workFilter
-	Query      template.URL // the filter as a query string
-	Report     *followup.Report
-	Sites      []siteOption
-	Milestones []registry.Milestone
-	Statuses   []string
-	Today      string
+	Filter workFilter
+	Query  template.URL // the filter as a query string, without the page
+	Report *followup.Report
+	// Shown is the page's slice of Report.Items; First and Last number its rows (from 1),
+	// Prev and Next are the neighbouring pages' numbers, 0 when there is none.
+	Shown             []followup.Item
+	First, Last       int
+	Prev, Next, Pages int
+	Sites             []siteOption
+	Milestones        []registry.Milestone
+	Statuses          []string
+	Today             string
+	HasFeed           bool // the person has a calendar feed link
 }
 
 func (p *Pages) work(c echo.Context) error {
@@ -161,9 +175,23 @@ func (p *Pages) work(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return p.page(c, http.StatusOK, "work", pageData{Title: "My work list", Nav: "work", Data: workPage{
-		Filter: f, Query: template.URL(f.encode()), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
-		Statuses: followup.OpenStatuses, Today: p.d.Clock().In(time.UTC).Format(time.DateOnly)}})
+	wp := workPage{Filter: f, Query: template.URL(f.encode()), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
+		Statuses: followup.OpenStatuses, Today: p.d.FollowUp.Today(p.d.Clock())}
+	if wp.HasFeed, err = p.users.hasFeedToken(ctx, sessionOf(c).user.Name); err != nil {
+		return err
+	}
+	size := p.cfg.WorkListPageSize
+	wp.Pages = max(1, (len(rep.Items)+size-1)/size)
+	from := min((f.Page-1)*size, len(rep.Items))
+	to := min(from+size, len(rep.Items))
+	wp.Shown, wp.First, wp.Last = rep.Items[from:to], from+1, to
+	if f.Page > 1 {
+		wp.Prev = min(f.Page-1, wp.Pages)
+	}
+	if to < len(rep.Items) {
+		wp.Next = f.Page + 1
+	}
+	return p.page(c, http.StatusOK, "work", pageData{Title: "My work list", Nav: "work", Data: wp})
 }
 
 // workCSV is the work list as shown, for a spreadsheet: a UTF-8 byte-order mark (without it
@@ -415,7 +443,9 @@ func window(body map[string]any) (start, end string) {
 // contact) and marks the Task in progress: the remission assessment, when it is written,
 // completes it.
 func (p *Pages) recordVisit(c echo.Context) error {
-	today := p.d.Clock().UTC().Format(time.DateOnly)
+	// The coordinator's today, in the registry's time zone: a visit this morning in Auckland
+	// is still tomorrow in UTC's calendar.
+	today := p.d.FollowUp.Today(p.d.Clock())
 	return p.taskAction(c, "Visit recorded.", func(pr *auth.Principal, body map[string]any) ([]map[string]any, error) {
 		on, err := readDay(c, "date", "", today)
 		if err != nil {
@@ -434,11 +464,13 @@ func (p *Pages) recordVisit(c echo.Context) error {
 	})
 }
 
-// reschedule books the visit for a day within its window.
+// reschedule books the visit for a day within its window, from today (in the registry's
+// time zone) on: a booking is for a visit still to come.
 func (p *Pages) reschedule(c echo.Context) error {
+	today := p.d.FollowUp.Today(p.d.Clock())
 	return p.taskAction(c, "Visit booked.", func(pr *auth.Principal, body map[string]any) ([]map[string]any, error) {
 		start, end := window(body)
-		on, err := readDay(c, "date", start, end)
+		on, err := readDay(c, "date", max(start, today), end)
 		if err != nil {
 			return nil, err
 		}
@@ -446,6 +478,33 @@ func (p *Pages) reschedule(c echo.Context) error {
 		delete(body, "statusReason")
 		body["lastModified"] = p.d.Clock().UTC().Format(time.RFC3339)
 		addNote(body, p.note(pr, "Visit booked for "+on))
+		return nil, nil
+	})
+}
+
+// reassign hands the visit to another site: the Task's owner becomes that Organization. A
+// coordinator may hand it only to a site they act for, an administrator to any site of the
+// registry; anything else is refused as a site the person does not know.
+func (p *Pages) reassign(c echo.Context) error {
+	ctx := c.Request().Context()
+	pr, _ := auth.FromContext(ctx)
+	site, err := required(c, "site", "the site to hand the visit to")
+	if err != nil {
+		return p.errorPage(c, err)
+	}
+	sites, err := p.sitesOf(ctx, pr)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(sites, func(s siteOption) bool { return s.ID == site })
+	if i < 0 {
+		return p.errorPage(c, fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid,
+			fmt.Sprintf("site %q is not one you may hand visits to", site), "site"))
+	}
+	return p.taskAction(c, "Visit reassigned to "+sites[i].Name+".", func(pr *auth.Principal, body map[string]any) ([]map[string]any, error) {
+		body["owner"] = map[string]any{"reference": "Organization/" + site, "display": sites[i].Name}
+		body["lastModified"] = p.d.Clock().UTC().Format(time.RFC3339)
+		addNote(body, p.note(pr, "Reassigned to "+sites[i].Name))
 		return nil, nil
 	})
 }
@@ -470,7 +529,7 @@ func (p *Pages) markLost(c echo.Context) error {
 			return p.errorPage(c, notFound)
 		}
 	}
-	today := p.d.Clock().UTC().Format(time.DateOnly)
+	today := p.d.FollowUp.Today(p.d.Clock())
 	typ := func(code, display string) map[string]any {
 		return map[string]any{"coding": []any{map[string]any{"system": registry.SystemCartreg, "code": code, "display": display}}}
 	}

@@ -98,7 +98,8 @@ func defaultConfig() Config {
 		FollowUp: defaultFollowUp(),
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
 		Web: web.Config{SessionIdleTimeout: web.DefaultSessionIdleTimeout, SessionLifetime: web.DefaultSessionLifetime,
-			SignInAttempts: web.DefaultSignInAttempts, SignInWindow: web.DefaultSignInWindow},
+			SignInAttempts: web.DefaultSignInAttempts, SignInWindow: web.DefaultSignInWindow,
+			WorkListPageSize: web.DefaultWorkListPageSize},
 	}
 }
 

@@ -24,6 +24,7 @@ func (c *Config) registerWebFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&w.SessionLifetime, "session-lifetime", w.SessionLifetime, "a web page session ends this long after sign-in, however busy")
 	fs.IntVar(&w.SignInAttempts, "signin-attempts", w.SignInAttempts, "failed sign-ins allowed per name, and per address, in -signin-window; then 429 until it passes")
 	fs.DurationVar(&w.SignInWindow, "signin-window", w.SignInWindow, "the window -signin-attempts counts in")
+	fs.IntVar(&w.WorkListPageSize, "worklist-page-size", w.WorkListPageSize, "visits on one page of the web work list (1 to 1000)")
 }
 
 // validateWeb refuses settings that would read as "no limit".
@@ -34,6 +35,9 @@ func (c *Config) validateWeb() error {
 	}
 	if w.SignInAttempts < 1 || w.SignInWindow <= 0 {
 		return fmt.Errorf("-signin-attempts (%d) must be at least 1 and -signin-window (%s) positive", w.SignInAttempts, w.SignInWindow)
+	}
+	if w.WorkListPageSize < 1 || w.WorkListPageSize > 1000 {
+		return fmt.Errorf("-worklist-page-size (%d) must be from 1 to 1000", w.WorkListPageSize)
 	}
 	return nil
 }

@@ -1,0 +1,116 @@
+package web_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cartreg/cartreg/app"
+	"github.com/cartreg/cartreg/app/apptest"
+	"github.com/cartreg/cartreg/auth"
+	"github.com/cartreg/cartreg/registry/synth"
+	"github.com/cartreg/cartreg/web"
+)
+
+// benchAsOf is the synthetic cohort's cut-off and the benchmarks' today.
+var benchAsOf = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+
+// bench100k is cartreg with a synthetic cohort written straight into its tables, its
+// follow-up Tasks made by a first scheduler run, and a coordinator, a researcher and an
+// administrator signed in.
+type bench100k struct {
+	h        *apptest.Harness
+	browsers map[string]*browser
+}
+
+func newBench100k(b *testing.B) *bench100k {
+	if testing.Short() {
+		b.Skip("loads 100,000 patients")
+	}
+	patients := 100_000
+	if n, err := strconv.Atoi(os.Getenv("BENCH_PATIENTS")); err == nil && n > 0 {
+		patients = n
+	}
+	cohort, err := synth.Generate(synth.Options{Patients: patients, Seed: 2026, AsOf: benchAsOf})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := apptest.New(b, apptest.WithConfig(func(c *app.Config) { c.FollowUp.LeadDays = 14 }))
+	h.SetNow(benchAsOf)
+	ctx := auth.WithPrincipal(context.Background(), auth.Operator("bench"))
+	start := time.Now()
+	if err := synth.LoadDirect(ctx, h.DB, cohort, h.App.Registry.Terminology()); err != nil {
+		b.Fatal(err)
+	}
+	if err := h.App.Registry.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	s, err := h.App.FollowUp.Run(ctx, benchAsOf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A settled database, as autovacuum keeps a live one.
+	if _, err := h.DB.Exec(ctx, `VACUUM ANALYZE`); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("loaded %d patients and made %d Tasks in %s", patients, s.Created, time.Since(start).Round(time.Millisecond))
+	bb := &bench100k{h: h, browsers: map[string]*browser{}}
+	for _, u := range []struct {
+		name  string
+		role  auth.Role
+		sites []string
+	}{{"cora", auth.RoleCoordinator, []string{"s0"}}, {"rhea", auth.RoleResearcher, nil}, {"ada", auth.RoleAdmin, nil}} {
+		if _, _, err := h.App.Web.Users().AddUser(context.Background(), web.NewUser{Name: u.name, Role: u.role, Sites: u.sites, Password: password}); err != nil {
+			b.Fatal(err)
+		}
+		jar, _ := cookiejar.New(nil)
+		br := &browser{t: b, base: h.URL, client: &http.Client{Jar: jar,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+		if p := br.signIn(u.name, password); p.status != http.StatusSeeOther {
+			b.Fatalf("%s signing in: %d", u.name, p.status)
+		}
+		bb.browsers[u.name] = br
+	}
+	return bb
+}
+
+// time GETs path as user b.N times and reports the median.
+func (bb *bench100k) time(b *testing.B, user, path string) {
+	br := bb.browsers[user]
+	took := make([]time.Duration, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if p := br.get(path); p.status != http.StatusOK {
+			b.Fatalf("GET %s as %s: %d\n%.2000s", path, user, p.status, p.body)
+		}
+		took[i] = time.Since(start)
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "median-ms")
+}
+
+// The pages at 100,000 patients (issue 16: under 200 ms each):
+//
+//	go test ./web -run '^$' -bench 100k -benchtime 5x
+func BenchmarkPages100k(b *testing.B) {
+	bb := newBench100k(b)
+	for _, c := range []struct{ name, user, path string }{
+		{"WorkList/coordinator", "cora", "/work"},
+		{"WorkList/coordinator-search", "cora", "/work?q=smith"},
+		{"WorkList/admin-all-sites", "ada", "/work"},
+		{"WorkListCSV/coordinator", "cora", "/work.csv"},
+		{"Patient", "cora", "/patients/p0"},
+		{"Outcomes", "rhea", "/outcomes"},
+		{"Outcomes/by-product", "rhea", "/outcomes?group_by=product"},
+		{"Status", "ada", "/status"},
+	} {
+		b.Run(c.name, func(b *testing.B) { bb.time(b, c.user, c.path) })
+	}
+}
