@@ -68,15 +68,11 @@ type AnalysisFile struct {
 
 // analysisSQL reads every selected course with what its row needs; the survival dates are
 // those survival reads, the milestones' standing is worked out in Go as responseSQL does.
-const analysisSQL = `, ended AS (
-	SELECT DISTINCT ON (patient_id) patient_id, ended_on, reason FROM registry_follow_up_end
-	ORDER BY patient_id, ended_on DESC
-)
+var analysisSQL = `, ` + endedCTE + `
 SELECT c.patient_id, coalesce(i.effective_site_id, ''), c.infused_on, c.death_on, c.last_contact_on, c.progression_on,
 	c.last_progression_free_on, c.first_response_on, c.next_infused_on, coalesce(c.timepoints, '{}'::jsonb),
 	coalesce(i.disease, 'unclassified'), i.product_label, i.targets, i.prior_lines,
-	CASE WHEN p.birth_on IS NULL THEN 'unknown'
-		ELSE (ARRAY['<18', '18–39', '40–64', '65–74', '75+'])[width_bucket(extract(year FROM age(c.infused_on, p.birth_on)), ARRAY[0, 18, 40, 65, 75])] END,
+	` + ageBandSQL("c.infused_on") + `,
 	e.ended_on, e.reason,
 	(SELECT array_agg(a.category) FROM registry_assessment a
 	 WHERE a.infusion_type = c.resource_type AND a.infusion_id = c.resource_id AND a.day >= 0

@@ -26,11 +26,26 @@ var groupings = map[string]string{
 	"target":  `coalesce(nullif(array_to_string(i.targets, '+'), ''), 'unspecified')`,
 	"site":    `coalesce(s.name, 'unknown site')`,
 	// Bands, never single years: an exact age with a site and a date could name a patient.
-	"age_band": `CASE WHEN p.birth_on IS NULL THEN 'unknown'
-		ELSE (ARRAY['<18', '18–39', '40–64', '65–74', '75+'])[width_bucket(extract(year FROM age(i.infused_on, p.birth_on)), ARRAY[0, 18, 40, 65, 75])] END`,
+	"age_band": ageBandSQL("i.infused_on"),
 	"prior_lines": `CASE WHEN i.prior_lines IS NULL THEN 'unknown' WHEN i.prior_lines <= 1 THEN '0–1'
 		WHEN i.prior_lines <= 3 THEN i.prior_lines::text WHEN i.prior_lines <= 5 THEN '4–5' ELSE '6+' END`,
 }
+
+// ageBandSQL is the age band at infusion of the course whose infusion date is infused, its
+// patient's registry_patient row as p: the analysis file's column and the age_band grouping
+// alike.
+func ageBandSQL(infused string) string {
+	return `CASE WHEN p.birth_on IS NULL THEN 'unknown'
+		ELSE (ARRAY['<18', '18–39', '40–64', '65–74', '75+'])[width_bucket(extract(year FROM age(` + infused +
+		`, p.birth_on)), ARRAY[0, 18, 40, 65, 75])] END`
+}
+
+// endedCTE is each patient's latest end of follow-up (registry_follow_up_end), for the
+// queries that count the lost and the withdrawn.
+const endedCTE = `ended AS (
+	SELECT DISTINCT ON (patient_id) patient_id, ended_on, reason FROM registry_follow_up_end
+	ORDER BY patient_id, ended_on DESC
+)`
 
 // ParamError is a query parameter the outcome endpoints cannot take, with the parameter's
 // name for the OperationOutcome's location.

@@ -84,12 +84,9 @@ type ResponseReport struct {
 // classification runs once per class and milestone rather than once per patient and
 // milestone: each day count is replaced by the lowest day of its interval between
 // consecutive bounds ($12, sorted), which compares with every bound as the count itself does.
-const responseSQL = `, plan AS (
+var responseSQL = `, plan AS (
 	SELECT * FROM unnest($7::text[], $8::int[], $9::int[], $10::int[]) AS p(code, target, first_day, last_day)
-), ended AS (
-	SELECT DISTINCT ON (patient_id) patient_id, ended_on, reason FROM registry_follow_up_end
-	ORDER BY patient_id, ended_on DESC
-), class AS (
+), ` + endedCTE + `, class AS (
 	SELECT c.g, c.timepoints, e.reason, count(*) AS n,
 		registry_interval_floor(width_bucket($11::date - c.infused_on, $12::int[]), $12) AS to_now,
 		registry_interval_floor(width_bucket(c.death_on - c.infused_on, $12::int[]), $12) AS to_death,
