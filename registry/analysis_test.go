@@ -155,6 +155,21 @@ func TestAnalysisFileReproducesTheServersFigures(t *testing.T) {
 	if got := tr.count(`SELECT count(*) FROM registry_analysis_export WHERE rows = 600`); got != 2 {
 		t.Errorf("%d exports in the manifest, want 2", got)
 	}
+	// Row-level data, even de-identified, is the researchers' and the administrator's only:
+	// a coordinator or an EHR client is refused, and nothing is recorded for them.
+	for _, role := range []auth.Role{auth.RoleCoordinator, auth.RoleEHR} {
+		var sites []string
+		if role == auth.RoleCoordinator {
+			sites = []string{"some-site"}
+		}
+		tok := tr.h.Token(role, sites...)
+		if r := tr.h.As(tok, "GET", "/registry/export/analysis", nil); r.Status != 403 {
+			t.Errorf("%s takes the analysis file: %d", role, r.Status)
+		}
+	}
+	if got := tr.count(`SELECT count(*) FROM registry_analysis_export`); got != 2 {
+		t.Errorf("%d exports in the manifest after refusals, want 2", got)
+	}
 }
 
 // The file is off unless the setting allows it; its dictionary names every column.
