@@ -94,19 +94,32 @@ func PatientCompartment() *Compartment { return patientCompartment() }
 // compartmentScope limits a search to the members of one compartment: resources whose
 // reference parameters (any of params) point at the owner, Code/ID, on this server.
 type compartmentScope struct {
-	code, id string
-	params   []string
+	code string
+	// ids are the owners whose compartments count; nil is every owner of type code (a bulk
+	// export of all patients' compartments).
+	ids    []string
+	params []string
 }
 
 // condition is the SQL selecting the compartment's members among the resources o stands for.
 // The owner is a member of its own compartment (Patient/1/Patient finds patient 1, and the
 // patients its link parameter joins to it), as $everything starts with the patient.
 func (cs *compartmentScope) condition(b *sqlBuilder, o owner) string {
+	// Every argument made is used: PostgreSQL cannot type a parameter the statement never names.
+	code, ids := b.arg(cs.code), ""
+	target := "s.target_type = " + code
+	if cs.ids != nil {
+		ids = b.arg(cs.ids) + "::text[]"
+		target += " AND s.target_id = ANY(" + ids + ")"
+	}
 	members := o.in(b, "s.resource_type", "s.resource_id", "search_reference s",
-		"s.code = ANY("+b.arg(cs.params)+"::text[]) AND s.target_type = "+b.arg(cs.code)+
-			" AND s.target_id = "+b.arg(cs.id)+" AND "+b.local("s"))
+		"s.code = ANY("+b.arg(cs.params)+"::text[]) AND "+target+" AND "+b.local("s"))
 	if slices.Contains(o.types, cs.code) {
-		members = "(" + members + " OR (" + o.typeExpr + " = " + b.arg(cs.code) + " AND " + o.idExpr + " = " + b.arg(cs.id) + "))"
+		self := o.typeExpr + " = " + code
+		if ids != "" {
+			self += " AND " + o.idExpr + " = ANY(" + ids + ")"
+		}
+		members = "(" + members + " OR (" + self + "))"
 	}
 	return members
 }
@@ -144,5 +157,5 @@ func (a *API) compartmentSearch(c echo.Context) error {
 		return NewOutcome(http.StatusNotFound, NotSupported,
 			fmt.Sprintf("%s is not in the R4 Patient compartment (%s): search it with GET /fhir/%s?…", member, comp.URL, member))
 	}
-	return a.doSearch(c, []string{member}, &compartmentScope{code: comp.Code, id: id, params: params})
+	return a.doSearch(c, []string{member}, &compartmentScope{code: comp.Code, ids: []string{id}, params: params})
 }

@@ -115,28 +115,14 @@ LIMIT ` + b.arg(max(q.Limit, 1))
 
 // exportCompartment is the condition that the resource alias (with resource_type and
 // resource_id columns), of resourceType, is in the Patient compartment of one of patients, or
-// of any patient when patients is nil, as the R4 CompartmentDefinition draws it: the patient
-// itself, or a resource whose compartment parameters (for its type) reference the patient.
-// A type outside the compartment has no member.
+// of any patient when patients is nil: the same condition as a compartment search, from the
+// R4 CompartmentDefinition. A type outside the compartment has no member.
 func exportCompartment(b *sqlBuilder, alias, resourceType string, patients []string) string {
-	var ids string
-	if patients != nil {
-		ids = b.arg(patients) + "::text[]"
-	}
-	if resourceType == "Patient" {
-		if ids == "" {
-			return "true"
-		}
-		return alias + ".resource_id = ANY(" + ids + ")"
-	}
-	params, ok := PatientCompartment().Params(resourceType)
-	if !ok || len(params) == 0 {
+	comp := PatientCompartment()
+	params, ok := comp.Params(resourceType)
+	if !ok {
 		return "false"
 	}
-	target := "s.target_type = 'Patient'"
-	if ids != "" {
-		target += " AND s.target_id = ANY(" + ids + ")"
-	}
-	return "EXISTS (SELECT 1 FROM search_reference s WHERE s.resource_type = " + alias + ".resource_type AND s.resource_id = " +
-		alias + ".resource_id AND s.code = ANY(" + b.arg(params) + "::text[]) AND " + target + " AND " + b.local("s") + ")"
+	scope := &compartmentScope{code: comp.Code, ids: patients, params: params}
+	return scope.condition(b, owner{typeExpr: alias + ".resource_type", idExpr: alias + ".resource_id", types: []string{resourceType}})
 }
