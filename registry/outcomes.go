@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cartreg/cartreg/fhir"
 )
 
 // Filter selects the infusions an outcome query is about. Every list matches any of its
@@ -201,12 +203,20 @@ const analyticWorkMem = "64MB"
 // the cohort the overlap control records come from one snapshot) with analyticWorkMem,
 // planned for its arguments every time: after five runs of a prepared statement PostgreSQL
 // may switch to a generic plan, which cannot drop the filters a query leaves unset ("$1 IS
-// NULL OR …") and made the response report two to three times slower.
+// NULL OR …") and made the response report two to three times slower. Each statement is
+// held to Config.QueryTimeout; one that runs past it is a 422 naming the setting.
 func (r *Registry) analytic(ctx context.Context, query func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, r.read, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+analyticWorkMem+`'; SET LOCAL plan_cache_mode = force_custom_plan`); err != nil {
+	ctx = fhir.WithStatementTimeout(ctx, r.cfg.QueryTimeout, "CARTREG_OUTCOMES_TIMEOUT")
+	timeout := "0"
+	if r.cfg.QueryTimeout > 0 {
+		timeout = fmt.Sprintf("%dms", max(r.cfg.QueryTimeout.Milliseconds(), 1))
+	}
+	err := pgx.BeginTxFunc(ctx, r.read, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('work_mem', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true), set_config('statement_timeout', $2, true)`,
+			analyticWorkMem, timeout); err != nil {
 			return err
 		}
 		return query(tx)
 	})
+	return fhir.StatementTimeoutOutcome(ctx, err)
 }

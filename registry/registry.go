@@ -33,6 +33,11 @@ type Config struct {
 	// aggregate, so releasing it is a data custodian's decision (a data use agreement), not a
 	// default.
 	AnalysisExport bool
+	// QueryTimeout bounds each statement of an outcome query or analysis file (PostgreSQL's
+	// statement_timeout): past it the request is a 422 naming CARTREG_OUTCOMES_TIMEOUT, so one
+	// researcher's unlucky filter cannot hold a connection and a core for minutes. Zero is no
+	// limit.
+	QueryTimeout time.Duration
 	// BaseURL is the server's FHIR base URL, so absolute references to it count as local.
 	BaseURL string
 	// Location is the time zone whose calendar "today" is in, as of which outcomes are counted;

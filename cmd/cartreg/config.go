@@ -94,7 +94,7 @@ func defaultConfig() Config {
 			BundleTimeout: fhir.DefaultBundleTimeout, Search: fhir.DefaultSearchLimits,
 			Limits: fhir.ResourceLimits{MaxPatchOperations: fhir.DefaultMaxPatchOperations,
 				MaxPatchedSize: fhir.DefaultMaxPatchedSize, MaxArrayLength: fhir.DefaultMaxArrayLength}},
-		Registry: registry.Config{FollowUpYears: 5, MinCell: 5, RoundTo: 5, OverlapWindow: 30 * 24 * time.Hour},
+		Registry: registry.Config{FollowUpYears: 5, MinCell: 5, RoundTo: 5, OverlapWindow: 30 * 24 * time.Hour, QueryTimeout: time.Minute},
 		FollowUp: defaultFollowUp(),
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
 		Web: web.Config{SessionIdleTimeout: web.DefaultSessionIdleTimeout, SessionLifetime: web.DefaultSessionLifetime,
@@ -191,6 +191,8 @@ func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
 		"researchers' outcome counts are rounded to a multiple of this, and rates computed from the rounded counts; 1 shows exact counts")
 	fs.DurationVar(&c.Registry.OverlapWindow, "outcomes-overlap-window", c.Registry.OverlapWindow,
 		"how long each user's outcome queries are remembered: one whose patients differ from a remembered one's by 1 to min-cell-1 is refused (0: off)")
+	fs.DurationVar(&c.Registry.QueryTimeout, "outcomes-timeout", c.Registry.QueryTimeout,
+		"longest a statement of a researcher's outcome query or analysis file may run; past it the request is a 422 (0: no limit)")
 	fs.BoolVar(&c.Registry.AnalysisExport, "analysis-export", c.Registry.AnalysisExport,
 		"let researchers download the row-level de-identified analysis file (/registry/export/analysis); a data custodian's decision, off by default")
 	c.registerFollowUpFlags(fs)
