@@ -197,8 +197,15 @@ func run(ctx context.Context, o options) (*Results, error) {
 	c := newClient(srv.base, 32, creds)
 	step("ingest: %d transaction Bundles from %d clients", len(cohort), ingestClients)
 	done := prof.start(ctx, "ingest", 30*time.Second)
+	cpu, err := srv.cpuMeter()
+	if err != nil {
+		return nil, err
+	}
 	loaded, err := ingest(ctx, c, cohort)
 	if err != nil {
+		return nil, err
+	}
+	if res.IngestCPU, err = cpu(loaded.figures.Resources); err != nil {
 		return nil, err
 	}
 	if err := done(); err != nil {
@@ -208,7 +215,13 @@ func run(ctx context.Context, o options) (*Results, error) {
 
 	step("small transactions: %d clients for %s", smallTxClients, o.duration)
 	done = prof.start(ctx, "small-tx", o.duration)
+	if cpu, err = srv.cpuMeter(); err != nil {
+		return nil, err
+	}
 	if res.SmallTx, err = smallTransactions(ctx, c, o.duration); err != nil {
+		return nil, err
+	}
+	if res.SmallTxCPU, err = cpu(res.SmallTx.Operations); err != nil {
 		return nil, err
 	}
 	if err := done(); err != nil {
@@ -217,7 +230,13 @@ func run(ctx context.Context, o options) (*Results, error) {
 
 	step("read by id: %d clients for %s", readClients, o.duration)
 	done = prof.start(ctx, "read", o.duration)
+	if cpu, err = srv.cpuMeter(); err != nil {
+		return nil, err
+	}
 	if res.Read, err = reads(ctx, c, loaded.locations, readClients, o.duration); err != nil {
+		return nil, err
+	}
+	if res.ReadCPU, err = cpu(res.Read.Operations); err != nil {
 		return nil, err
 	}
 	if err := done(); err != nil {
