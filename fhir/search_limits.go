@@ -168,6 +168,17 @@ func setStatementTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error 
 	return nil
 }
 
+// beginOptions begins a transaction with the context's statement limit, if any, set in the
+// same round trip as BEGIN (a simple-protocol query may hold two statements): a write is a
+// dozen round trips, and this was one of them.
+func beginOptions(ctx context.Context) pgx.TxOptions {
+	st, ok := ctx.Value(statementTimeoutKey{}).(statementTimeout)
+	if !ok {
+		return pgx.TxOptions{}
+	}
+	return pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL statement_timeout = %d", max(st.d.Milliseconds(), 1))}
+}
+
 // applyStatementTimeout sets the context's statement limit, if any, on tx.
 func applyStatementTimeout(ctx context.Context, tx pgx.Tx) error {
 	if st, ok := ctx.Value(statementTimeoutKey{}).(statementTimeout); ok {

@@ -78,10 +78,7 @@ func (v *Version) Path() string { return v.Type + "/" + v.ID }
 func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-			if err := applyStatementTimeout(ctx, tx); err != nil {
-				return err
-			}
+		err = pgx.BeginTxFunc(ctx, s.db, beginOptions(ctx), func(tx pgx.Tx) error {
 			t := &trackedTx{Tx: tx}
 			if err := fn(t); err != nil {
 				return err
