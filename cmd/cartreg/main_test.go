@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -207,6 +208,16 @@ func TestServeOnTheEmbeddedDatabaseSurvivesStopsAndKills(t *testing.T) {
 
 	first := startCartreg(t, env, "serve")
 	first.waitReady(time.Minute) // initdb included
+	// The postmaster runs with the embedded settings (autovacuum_naptime: see embeddedSettings).
+	var postmaster string
+	for _, pid := range processesIn(pgdata) {
+		if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(cmdline, []byte("-D\x00")) {
+			postmaster = string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+		}
+	}
+	if !strings.Contains(postmaster, "autovacuum_naptime=10s") {
+		t.Errorf("the embedded postmaster's command line %q does not set autovacuum_naptime=10s", postmaster)
+	}
 	if err := first.stop(syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, first.logs())
 	}
