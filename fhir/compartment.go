@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/cartreg/cartreg/fhir/searchparam"
 )
 
 // The R4 CompartmentDefinition of the Patient compartment, as HL7 publishes it (source and
@@ -91,6 +93,26 @@ var patientCompartment = sync.OnceValue(func() *Compartment {
 // PatientCompartment is the R4 Patient compartment, as its CompartmentDefinition draws it.
 func PatientCompartment() *Compartment { return patientCompartment() }
 
+// storedCompartmentParams are the index codes through which a resource of resourceType
+// belongs to a compartment of ownerType, given the compartment's parameters of that type: a
+// derived parameter (see searchparam.Derived) is read from its sources, whose rows pointing
+// at ownerType are exactly its own; one narrowed to another type can never point at the
+// owner, and is left out. The store indexes with the default registry, so it is asked here.
+func storedCompartmentParams(resourceType, ownerType string, params []string) []string {
+	var out []string
+	for _, p := range params {
+		d, ok := searchparam.Default().Derived(resourceType, p)
+		switch {
+		case !ok:
+			out = append(out, p)
+		case d.TargetType == "" || d.TargetType == ownerType:
+			out = append(out, d.From...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // compartmentScope limits a search to the members of one compartment: resources whose
 // reference parameters (any of params) point at the owner, Code/ID, on this server.
 type compartmentScope struct {
@@ -157,5 +179,5 @@ func (a *API) compartmentSearch(c echo.Context) error {
 		return NewOutcome(http.StatusNotFound, NotSupported,
 			fmt.Sprintf("%s is not in the R4 Patient compartment (%s): search it with GET /fhir/%s?…", member, comp.URL, member))
 	}
-	return a.doSearch(c, []string{member}, &compartmentScope{code: comp.Code, ids: []string{id}, params: params})
+	return a.doSearch(c, []string{member}, &compartmentScope{code: comp.Code, ids: []string{id}, params: storedCompartmentParams(member, comp.Code, params)})
 }

@@ -125,7 +125,7 @@ func everythingMembers() (types, params []string) {
 			continue
 		}
 		ps, _ := comp.Params(t)
-		for _, p := range ps {
+		for _, p := range storedCompartmentParams(t, comp.Code, ps) {
 			types, params = append(types, t), append(params, p)
 		}
 	}

@@ -123,6 +123,6 @@ func exportCompartment(b *sqlBuilder, alias, resourceType string, patients []str
 	if !ok {
 		return "false"
 	}
-	scope := &compartmentScope{code: comp.Code, ids: patients, params: params}
+	scope := &compartmentScope{code: comp.Code, ids: patients, params: storedCompartmentParams(resourceType, comp.Code, params)}
 	return scope.condition(b, owner{typeExpr: alias + ".resource_type", idExpr: alias + ".resource_id", types: []string{resourceType}})
 }

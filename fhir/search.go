@@ -27,6 +27,9 @@ type Params interface {
 	Extractor
 	Lookup(resourceType, code string) (*searchparam.Definition, bool)
 	ForType(resourceType string) []*searchparam.Definition
+	// Derived says which parameters are answered from others' index rows (the store does
+	// not index them: see searchparam.Derived).
+	Derived(resourceType, code string) (searchparam.Derived, bool)
 }
 
 // Searcher runs searches over the index tables.
@@ -162,8 +165,8 @@ func (s *Searcher) sortColumns(b *sqlBuilder, types []string, keys []sortKey) ([
 		if !k.desc {
 			sentinel = map[string]string{"text": "chr(1114111)", "timestamptz": "'infinity'::timestamptz", "float8": "'Infinity'::float8"}[cast]
 		}
-		expr := "COALESCE((SELECT " + agg + "(x." + column + ") FROM " + indexTable[kind] + " x WHERE x.resource_type = r.resource_type AND x.resource_id = r.resource_id AND x.code = " +
-			b.arg(k.code) + "), " + sentinel + ")"
+		expr := "COALESCE((SELECT " + agg + "(x." + column + ") FROM " + indexTable[kind] + " x WHERE x.resource_type = r.resource_type AND x.resource_id = r.resource_id AND " +
+			s.codeCondition(b, "x", types, k.code) + "), " + sentinel + ")"
 		cols = append(cols, sortColumn{expr: expr, desc: k.desc, cast: cast})
 	}
 	// The row's identity ends every ordering, so it is total and paging is stable.
@@ -424,12 +427,13 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 			if (round > 0 && !inc.iterate) || len(byType[inc.source]) == 0 {
 				continue
 			}
+			codes, narrowed := s.storedCodes(inc.source, inc.param)
 			pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.target_type, s.target_id FROM search_reference s
-				WHERE s.resource_type = $1 AND s.code = $2 AND s.resource_id = ANY($3::text[]) AND s.target_id <> ''
-				  AND ($4 = '' OR s.target_type = $4)
+				WHERE s.resource_type = $1 AND s.code = ANY($2::text[]) AND s.resource_id = ANY($3::text[]) AND s.target_id <> ''
+				  AND ($4 = '' OR s.target_type = $4) AND ($7 = '' OR s.target_type = $7)
 				  AND local_reference(s.url, $5, s.target_type, s.target_id)
 				LIMIT $6`,
-				inc.source, inc.param, byType[inc.source], inc.target, q.base+"/", limit))
+				inc.source, codes, byType[inc.source], inc.target, q.base+"/", limit, narrowed))
 			if err != nil {
 				return nil, fmt.Errorf("following _include %s:%s: %w", inc.source, inc.param, err)
 			}
@@ -440,11 +444,15 @@ func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches
 				continue
 			}
 			for targetType, ids := range byType {
+				codes, narrowed := s.storedCodes(inc.source, inc.param)
+				if narrowed != "" && narrowed != targetType {
+					continue // the parameter points at narrowed only
+				}
 				pairs, err := collectPairs(db.Query(ctx, `SELECT DISTINCT s.resource_type, s.resource_id FROM search_reference s
-					WHERE s.resource_type = $1 AND s.code = $2 AND s.target_type = $3 AND s.target_id = ANY($4::text[])
+					WHERE s.resource_type = $1 AND s.code = ANY($2::text[]) AND s.target_type = $3 AND s.target_id = ANY($4::text[])
 					  AND local_reference(s.url, $5, s.target_type, s.target_id)
 					LIMIT $6`,
-					inc.source, inc.param, targetType, ids, q.base+"/", limit))
+					inc.source, codes, targetType, ids, q.base+"/", limit))
 				if err != nil {
 					return nil, fmt.Errorf("following _revinclude %s:%s: %w", inc.source, inc.param, err)
 				}

@@ -56,6 +56,60 @@ func unknownParameter(resourceTypes []string, key string) error {
 	return &unknownParameterError{NewOutcome(http.StatusBadRequest, NotSupported, fmt.Sprintf("%s is not a search parameter of %s", key, types))}
 }
 
+// storedCodes are the index rows' codes a parameter of resourceType is read from: its own,
+// or, for a derived parameter (see searchparam.Derived), its sources'; narrowed is the one
+// target type a derived reference parameter's rows must point at, or "".
+func (s *Searcher) storedCodes(resourceType, code string) (codes []string, narrowed string) {
+	if d, ok := s.params.Derived(resourceType, code); ok {
+		return d.From, d.TargetType
+	}
+	return []string{code}, ""
+}
+
+// codeCondition is the SQL selecting, among index rows aliased alias, those of parameter code
+// for resources of types: code's own rows, or a derived parameter's sources' rows (pointing
+// at its one target type, for a narrowed reference). Where the types differ in how code is
+// stored, each type gets its own condition.
+func (s *Searcher) codeCondition(b *sqlBuilder, alias string, types []string, code string) string {
+	type storage struct {
+		codes    string
+		narrowed string
+	}
+	var order []storage
+	byStorage := map[storage][]string{}
+	for _, t := range types {
+		codes, narrowed := s.storedCodes(t, code)
+		st := storage{strings.Join(codes, ","), narrowed}
+		if _, seen := byStorage[st]; !seen {
+			order = append(order, st)
+		}
+		byStorage[st] = append(byStorage[st], t)
+	}
+	render := func(st storage) string {
+		var cond string
+		if codes := strings.Split(st.codes, ","); len(codes) > 1 {
+			cond = alias + ".code = ANY(" + b.arg(codes) + "::text[])"
+		} else {
+			cond = alias + ".code = " + b.arg(codes[0])
+		}
+		if st.narrowed != "" {
+			cond += " AND " + alias + ".target_type = " + b.arg(st.narrowed)
+		}
+		return cond
+	}
+	if len(order) <= 1 {
+		if len(order) == 0 {
+			return alias + ".code = " + b.arg(code)
+		}
+		return "(" + render(order[0]) + ")"
+	}
+	parts := make([]string, len(order))
+	for i, st := range order {
+		parts[i] = "(" + alias + ".resource_type = ANY(" + b.arg(byStorage[st]) + "::text[]) AND " + render(st) + ")"
+	}
+	return "(" + strings.Join(parts, " OR ") + ")"
+}
+
 // lookupAll finds code on every type, and its common type.
 func (s *Searcher) lookupAll(resourceTypes []string, code string) (searchparam.Type, []*searchparam.Definition, bool) {
 	var defs []*searchparam.Definition
@@ -138,8 +192,8 @@ func (s *Searcher) condition(b *sqlBuilder, o owner, key string, values []string
 	if probe {
 		return "", nil
 	}
-	codeArg := b.arg(code)
-	belongs := "s.resource_type = " + o.typeExpr + " AND s.resource_id = " + o.idExpr + " AND s.code = " + codeArg
+	codeCond := s.codeCondition(b, "s", o.types, code)
+	belongs := "s.resource_type = " + o.typeExpr + " AND s.resource_id = " + o.idExpr + " AND " + codeCond
 	if modifier == "missing" {
 		exists := "EXISTS (SELECT 1 FROM " + table + " s WHERE " + belongs + ")"
 		return s.orConditions(values, func(v string) (string, error) {
@@ -161,7 +215,7 @@ func (s *Searcher) condition(b *sqlBuilder, o owner, key string, values []string
 	if modifier == "not" {
 		return "NOT EXISTS (SELECT 1 FROM " + table + " s WHERE " + belongs + " AND (" + match + "))", nil
 	}
-	return o.in(b, "s.resource_type", "s.resource_id", table+" s", "s.code = "+codeArg+" AND ("+match+")"), nil
+	return o.in(b, "s.resource_type", "s.resource_id", table+" s", codeCond+" AND ("+match+")"), nil
 }
 
 // in is the condition that the owner is among the rows of from (alias.resource_type,
@@ -391,7 +445,7 @@ func (s *Searcher) chainCondition(b *sqlBuilder, o owner, defs []*searchparam.De
 	if probe {
 		return "", nil
 	}
-	return o.in(b, "c.resource_type", "c.resource_id", "search_reference c", "c.code = "+b.arg(defs[0].Code)+" AND "+b.local("c")+" AND ("+strings.Join(parts, " OR ")+")"), nil
+	return o.in(b, "c.resource_type", "c.resource_id", "search_reference c", s.codeCondition(b, "c", o.types, defs[0].Code)+" AND "+b.local("c")+" AND ("+strings.Join(parts, " OR ")+")"), nil
 }
 
 // hasCondition: _has:Type:ref:rest=value matches resources that a Type points to through its
@@ -412,7 +466,7 @@ func (s *Searcher) hasCondition(b *sqlBuilder, o owner, key string, values []str
 		return "", err
 	}
 	return "EXISTS (SELECT 1 FROM search_reference " + alias + " WHERE " + alias + ".resource_type = " + b.arg(source) +
-		" AND " + alias + ".code = " + b.arg(ref) + " AND " + alias + ".target_type = " + o.typeExpr +
+		" AND " + s.codeCondition(b, alias, []string{source}, ref) + " AND " + alias + ".target_type = " + o.typeExpr +
 		" AND " + alias + ".target_id = " + o.idExpr + " AND " + b.local(alias) + " AND " + inner + ")", nil
 }
 

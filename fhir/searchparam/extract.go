@@ -17,12 +17,17 @@ import (
 // error means the resource is not of that type or an expression failed to evaluate.
 // Identical values of one parameter are kept once.
 func (r *Registry) Extract(resourceType string, resource map[string]any) (Values, error) {
-	return r.ExtractExcept(resourceType, resource, nil)
+	return r.extract(resourceType, resource, nil, false)
 }
 
-// ExtractExcept is Extract without the parameters whose codes skip holds: those a store
-// answers from columns of its own, whose expressions are then not evaluated at all.
+// ExtractExcept is what a store indexes: Extract without the parameters whose codes skip
+// holds (those a store answers from columns of its own) and without the derived ones (see
+// Derived), whose expressions are then not evaluated at all.
 func (r *Registry) ExtractExcept(resourceType string, resource map[string]any, skip map[string]bool) (Values, error) {
+	return r.extract(resourceType, resource, skip, true)
+}
+
+func (r *Registry) extract(resourceType string, resource map[string]any, skip map[string]bool, skipDerived bool) (Values, error) {
 	tp, ok := r.byType[resourceType]
 	if !ok {
 		return Values{}, fmt.Errorf("searchparam: unknown resource type %q", resourceType)
@@ -37,6 +42,9 @@ func (r *Registry) ExtractExcept(resourceType string, resource map[string]any, s
 	var v Values
 	for i, def := range tp.defs {
 		if skip[def.Code] {
+			continue
+		}
+		if _, derived := tp.derived[def.Code]; derived && skipDerived {
 			continue
 		}
 		nodes, err := tp.exprs[i].EvaluateNode(root)

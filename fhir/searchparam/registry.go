@@ -65,9 +65,10 @@ type Registry struct {
 
 // typeParams are the parameters of one resource type, sorted by code.
 type typeParams struct {
-	defs   []*Definition
-	exprs  []*fhirpath.Expression // exprs[i] is defs[i]'s, narrowed to the type
-	byCode map[string]int
+	defs    []*Definition
+	exprs   []*fhirpath.Expression // exprs[i] is defs[i]'s, narrowed to the type
+	byCode  map[string]int
+	derived map[string]Derived // parameters answered from others' rows, not indexed
 }
 
 // Unsupported is a SearchParameter of the specification that the registry leaves out, for
@@ -143,11 +144,14 @@ func load(sources ...source) (*Registry, error) {
 			return nil, err
 		}
 	}
-	for _, tp := range r.byType {
+	for rt, tp := range r.byType {
 		sort.Sort(byCode(*tp))
+		custom := map[string]bool{}
 		for i, d := range tp.defs {
 			tp.byCode[d.Code] = i
+			custom[d.Code] = strings.HasPrefix(d.URL, CustomBase)
 		}
+		tp.derived = findDerived(rt, tp.defs, custom)
 	}
 	sort.Slice(r.unsupported, func(i, j int) bool { return r.unsupported[i].URL < r.unsupported[j].URL })
 	return r, nil
