@@ -34,8 +34,10 @@
 // them and in one transaction each, so the registry's projection, the follow-up hook,
 // Subscriptions and the audit trail see them as they see the API's: marking a visit missed
 // fails its Task with the reason, a note is a Task.note, booking a visit accepts the Task,
-// recording a visit adds a finished Encounter and puts the Task in progress until the
-// assessment completes it, reassigning makes another site's Organization the Task's owner, and lost to follow-up is a finished follow-up EpisodeOfCare typed
+// recording a visit with its response creates the remission assessment (which the
+// registry counts at the milestone and which completes the Task, checked before commit),
+// recording one whose response is not yet known adds a finished Encounter and puts the Task
+// in progress until the assessment completes it, reassigning makes another site's Organization the Task's owner, and lost to follow-up is a finished follow-up EpisodeOfCare typed
 // cartreg#lost-to-follow-up. A coordinator reaches only their sites' Tasks and patients,
 // checked as the API checks them.
 //
