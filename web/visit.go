@@ -129,8 +129,9 @@ func milestoneOf(body map[string]any) string {
 
 // recordVisit records a visit that happened. With a response category it creates the
 // remission assessment the registry counts at the Task's milestone, and the same transaction
-// completes the Task with the assessment as its output; when an assessment is already
-// recorded at that milestone it is linked instead. Without one it records a finished
+// completes the Task with the assessment as its output. When an assessment is already
+// recorded at that milestone (one that came while the coordinator had failed the Task, say),
+// the Task is completed with it instead. Without either it records a finished
 // Encounter (the patient's last contact) and puts the Task in progress, for the assessment
 // from the EHR to complete. A day outside the window or a category outside the disease's
 // scheme gives the form back with the error, and nothing is written.
@@ -150,9 +151,6 @@ func (p *Pages) recordVisit(c echo.Context) error {
 	// is still tomorrow in UTC's calendar.
 	today := p.d.FollowUp.Today(p.d.Clock())
 	category := c.FormValue("category")
-	if category == "" {
-		return p.recordEncounter(c, pr, body, version, today)
-	}
 	start, end := window(body)
 	patient, infusion, milestone := refOf(body, "for"), refOf(body, "focus"), milestoneOf(body)
 	courses, err := p.d.Registry.Courses(ctx, []string{trimType(patient)})
@@ -164,6 +162,16 @@ func (p *Pages) recordVisit(c echo.Context) error {
 		if courses[i].Infusion == infusion {
 			course = &courses[i]
 		}
+	}
+	if course != nil {
+		for _, a := range course.Assessments {
+			if a.Milestone == milestone && milestone != "" {
+				return p.linkAssessment(c, pr, body, version, a)
+			}
+		}
+	}
+	if category == "" {
+		return p.recordEncounter(c, pr, body, version, today)
 	}
 	page := visitPage{TaskID: id, Version: strconv.Itoa(version), Back: safeNext(c.FormValue("back")),
 		Date: c.FormValue("date"), Category: category}
@@ -207,11 +215,6 @@ func (p *Pages) recordVisit(c echo.Context) error {
 		return formBack(fhir.NewOutcome(http.StatusBadRequest, fhir.IssueType("code-invalid"),
 			fmt.Sprintf("%q is not a response category of the %s scheme, which this patient's disease is assessed by", category,
 				p.d.Registry.Terminology().SchemeNames[page.Form.Scheme]), "category"))
-	}
-	for _, a := range course.Assessments {
-		if a.Milestone == milestone {
-			return p.linkAssessment(c, pr, body, version, a)
-		}
 	}
 	obs, err := p.assessment(ctx, patient, infusion, on, cat, pr)
 	if err != nil {

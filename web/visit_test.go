@@ -113,3 +113,41 @@ func TestRecordVisitCreatesTheAssessment(t *testing.T) {
 		t.Errorf("%d audit records of the assessment by the coordinator, want 1", n)
 	}
 }
+
+// A visit whose assessment is already in the registry (it came from the EHR after the
+// coordinator had given the visit up as missed) is linked to it, not recorded twice.
+func TestRecordVisitLinksAnExistingAssessment(t *testing.T) {
+	w := newWorld(t)
+	b := w.browser()
+	b.signIn("cora", password)
+	rows := taskRow.FindAllStringSubmatch(b.get("/work?bucket=due").body, -1)
+	if len(rows) != 1 {
+		t.Fatalf("%d due rows, want 1", len(rows))
+	}
+	task := rows[0][1]
+	if p := b.post("/work/tasks/"+task+"/missed", url.Values{"reason": {"no answer"}}); p.status != http.StatusSeeOther {
+		t.Fatalf("marking it missed: %d\n%s", p.status, p.body)
+	}
+	tk := w.taskOf(task)
+	obs := w.h.Expect(http.StatusCreated, "POST", "/fhir/Observation", map[string]any{"resourceType": "Observation", "status": "final",
+		"code":    map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "97509-4"}}},
+		"subject": tk["for"], "partOf": []any{tk["focus"]}, "effectiveDateTime": demoNow.Format(time.DateOnly),
+		"valueCodeableConcept": map[string]any{"coding": []any{map[string]any{"system": "http://cartreg.org/fhir/CodeSystem/response-category", "code": "lugano-pmr"}}},
+	}).JSON(t)
+	if got := w.taskOf(task); got["status"] != "failed" {
+		t.Fatalf("the coordinator's failed Task: %v", got["status"])
+	}
+	observations := w.h.Count(`SELECT count(*) FROM resource WHERE resource_type = 'Observation'`)
+	if p := b.post("/work/tasks/"+task+"/visited", url.Values{"date": {demoNow.Format(time.DateOnly)}}); p.status != http.StatusSeeOther {
+		t.Fatalf("recording the visit: %d\n%s", p.status, p.body)
+	}
+	got := w.taskOf(task)
+	outputs, _ := got["output"].([]any)
+	if got["status"] != "completed" || len(outputs) != 1 ||
+		outputs[0].(map[string]any)["valueReference"].(map[string]any)["reference"] != "Observation/"+obs["id"].(string) {
+		t.Errorf("the Task after the visit: %v %v", got["status"], got["output"])
+	}
+	if n := w.h.Count(`SELECT count(*) FROM resource WHERE resource_type = 'Observation'`); n != observations {
+		t.Errorf("%d Observations written, want none", n-observations)
+	}
+}
