@@ -149,9 +149,9 @@ func (p *Pages) oidcCallback(c echo.Context) error {
 		return refuse(http.StatusBadRequest, "OIDC state does not match",
 			"The answer from the sign-in service does not belong to the sign-in this browser started."+again)
 	}
-	if e := c.QueryParam("error"); e != "" {
+	if e := clip(c.QueryParam("error"), 100); e != "" {
 		return refuse(http.StatusUnauthorized, "OIDC provider refused: "+e, fmt.Sprintf("%s did not sign you in (%s%s).%s",
-			p.cfg.OIDC.Name, e, prefixed(": ", c.QueryParam("error_description")), again))
+			p.cfg.OIDC.Name, e, prefixed(": ", clip(c.QueryParam("error_description"), 300)), again))
 	}
 	code := c.QueryParam("code")
 	if code == "" {
@@ -215,6 +215,15 @@ func (p *Pages) oidcCallback(c echo.Context) error {
 	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: raw, Path: "/", HttpOnly: true,
 		Secure: c.IsTLS() || c.Scheme() == "https", SameSite: http.SameSiteLaxMode})
 	return c.Redirect(http.StatusSeeOther, safeNext(f.Next))
+}
+
+// clip keeps what a provider's redirect says about an error to a sensible length, in whole
+// characters, for the page and the audit trail.
+func clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
 }
 
 func prefixed(prefix, s string) string {

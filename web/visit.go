@@ -201,6 +201,10 @@ func (p *Pages) recordVisit(c echo.Context) error {
 		return formBack(fhir.NewOutcome(http.StatusUnprocessableEntity, fhir.BusinessRule,
 			"the registry has not classified the disease this infusion treats, so it knows no response scheme for it: record the assessment in the EHR", "category"))
 	}
+	if today < start {
+		return formBack(fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, fmt.Sprintf(
+			"this visit's window opens on %s: its response can be recorded from then", start), "date"))
+	}
 	on, err := readDay(c, "date", start, last)
 	if err != nil {
 		return formBack(err)
