@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -173,16 +174,8 @@ func (b *browser) abs(rawURL string) page {
 		b.t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var sb strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := res.Body.Read(buf)
-		sb.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return page{status: res.StatusCode, location: res.Header.Get("Location"), header: res.Header, body: sb.String()}
+	raw, _ := io.ReadAll(res.Body)
+	return page{status: res.StatusCode, location: res.Header.Get("Location"), header: res.Header, body: string(raw)}
 }
 
 // toProvider starts a sign-in and returns the URL the provider sends the browser back to.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,13 +59,10 @@ func defaultVisitDay(start, end, today string) string {
 	return today
 }
 
+// trimType is a reference's id: "Patient/7" is 7.
 func trimType(ref string) string {
-	for i := range ref {
-		if ref[i] == '/' {
-			return ref[i+1:]
-		}
-	}
-	return ref
+	_, id, _ := cutRef(ref)
+	return id
 }
 
 // schemesOf maps each infusion of the patients ("Procedure/7") to the response scheme of its
@@ -326,13 +324,12 @@ func (p *Pages) assessment(ctx context.Context, patient, infusion, on string, ca
 	return obs, nil
 }
 
+// cutRef splits "Procedure/7" into its type and id; a bare id has no type.
 func cutRef(ref string) (typ, id string, ok bool) {
-	for i := range ref {
-		if ref[i] == '/' {
-			return ref[:i], ref[i+1:], true
-		}
+	if typ, id, ok = strings.Cut(ref, "/"); !ok {
+		return "", ref, false
 	}
-	return "", ref, false
+	return typ, id, true
 }
 
 // linkAssessment completes the Task with an assessment already recorded at its milestone.
