@@ -60,6 +60,8 @@ var Public = []string{
 	"POST /auth/token", "GET /auth/jwks.json",
 	// The web pages' sign-in form and their styles and script (package web).
 	"GET /signin", "POST /signin", "GET /static/*",
+	// Signing in with the hospital's OpenID Connect provider: off to it, and back.
+	"GET /signin/oidc", "GET /signin/oidc/callback",
 }
 
 // IsPublic says whether c's route needs no token.

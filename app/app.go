@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -149,8 +150,12 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	if err != nil {
 		return nil, err
 	}
+	if err := webOIDC(&cfg); err != nil {
+		identity.Close()
+		return nil, err
+	}
 	pages, err := web.New(cfg.Web, web.Deps{DB: db, Store: store, FollowUp: followUp, Registry: reg, Audit: recorder,
-		InSites: reg.InSites, Clock: clock, Logger: logger, RootURL: cfg.Auth.Issuer})
+		InSites: reg.InSites, Clock: clock, Logger: logger, RootURL: cfg.Auth.Issuer, Identity: identity})
 	if err != nil {
 		identity.Close()
 		return nil, err
@@ -165,6 +170,26 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 		Auth: identity, Audit: recorder, Access: access.New(reg.InSites), Web: pages, Export: exporter,
 		Clock: clock, Logger: logger,
 	}, nil
+}
+
+// webOIDC checks that the pages' OpenID Connect sign-in names a provider the identity layer
+// trusts, whose ID tokens are then checked like its bearer tokens, and makes the provider's
+// audience the client id unless another is given: the client registered with the provider.
+func webOIDC(cfg *Config) error {
+	w := &cfg.Web.OIDC
+	if w.Issuer == "" {
+		return nil
+	}
+	for _, p := range cfg.Auth.OIDC {
+		if strings.TrimRight(p.Issuer, "/") == strings.TrimRight(w.Issuer, "/") {
+			w.Issuer = p.Issuer
+			if w.ClientID == "" {
+				w.ClientID = p.Audience
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("the pages' OpenID Connect sign-in names %q, which is not a configured OpenID Connect provider", w.Issuer)
 }
 
 // cohortOf resolves a Group defined by a registry cohort with the outcome queries' filter.

@@ -2,10 +2,12 @@ package auth
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -144,26 +146,46 @@ func (s *Service) ownPrincipal(ctx context.Context, v verifiedToken) (*Principal
 	return &Principal{Kind: KindClient, Subject: v.subject, Name: st.name, Role: v.role, Sites: v.sites, Scopes: v.scopes}, nil
 }
 
-// oidcProvider is a configured provider with the key URL found by discovery.
+// oidcProvider is a configured provider with what discovery found of it.
 type oidcProvider struct {
 	OIDCProvider
 
 	mu       sync.Mutex
-	jwksURL  string
+	doc      *Discovery
 	failedAt time.Time
 }
 
 // oidcToken checks an ID or access token of a configured OpenID Connect provider.
 func (s *Service) oidcToken(ctx context.Context, p *oidcProvider, raw string) (*Principal, error) {
-	url, err := s.providerKeys(ctx, p)
+	keysURL, err := s.providerKeys(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := s.parse(ctx, raw, verifier{algs: oidcAlgs, keys: s.remote.source(url)},
+	tok, err := s.parse(ctx, raw, verifier{algs: oidcAlgs, keys: s.remote.source(keysURL)},
 		jwt.WithIssuer(p.Issuer), jwt.WithAudience(p.Audience))
 	if err != nil {
 		return nil, err
 	}
+	pr, err := p.principal(tok)
+	var re *RoleError
+	if errors.As(err, &re) {
+		return nil, refuse("%s", re.Reason)
+	}
+	return pr, err
+}
+
+// RoleError is a person the provider vouched for, to whom the role mapping gives no role
+// here (or several): known, but not let in.
+type RoleError struct {
+	Subject string // the principal's subject, "iss|sub"
+	Reason  string
+}
+
+func (e *RoleError) Error() string { return e.Reason }
+
+// principal maps a verified token of the provider to the person it names: one role from the
+// role claim, and for a coordinator the sites of the site claim.
+func (p *oidcProvider) principal(tok jwt.Token) (*Principal, error) {
 	sub, _ := tok.Subject()
 	roles := map[Role]bool{}
 	values := claimStrings(tok, p.RoleClaim)
@@ -175,14 +197,15 @@ func (s *Service) oidcToken(ctx context.Context, p *oidcProvider, raw string) (*
 	var role Role
 	switch len(roles) {
 	case 0:
-		return nil, refuse("%s has no role here: its %q claim (%s) holds no value this server maps to a role",
-			sub, p.RoleClaim, strings.Join(values, ", "))
+		return nil, &RoleError{Subject: p.Issuer + "|" + sub, Reason: fmt.Sprintf(
+			"%s has no role here: its %q claim (%s) holds no value this server maps to a role", sub, p.RoleClaim, strings.Join(values, ", "))}
 	case 1:
 		for r := range roles {
 			role = r
 		}
 	default:
-		return nil, refuse("%s has several roles here (its %q claim maps to more than one); give them one", sub, p.RoleClaim)
+		return nil, &RoleError{Subject: p.Issuer + "|" + sub, Reason: fmt.Sprintf(
+			"%s has several roles here (its %q claim maps to more than one); give them one", sub, p.RoleClaim)}
 	}
 	pr := &Principal{Kind: KindUser, Subject: p.Issuer + "|" + sub, Role: role, Scopes: DefaultScopes(role)}
 	if role == RoleCoordinator && p.SiteClaim != "" {
@@ -200,61 +223,146 @@ func (s *Service) oidcToken(ctx context.Context, p *oidcProvider, raw string) (*
 	return pr, nil
 }
 
-// providerKeys returns the provider's JWKS URL, discovering it from the provider's OpenID
-// configuration the first time. A failed discovery is retried at most once per missReload.
+// VerifyIDToken checks an ID token that issuer's token endpoint gave for an authorization
+// code (OpenID Connect Core §3.1.3.7): signed by a key the provider publishes with an
+// algorithm of its kind, issued by issuer, for clientID (and, when it names several
+// audiences, authorized for clientID by azp), not expired, and carrying nonce, the value the
+// sign-in sent. It returns the person as a bearer token of the provider would make them:
+// the same role mapping and site claim. A refused token is a *TokenError, a person with no
+// role (or several) a *RoleError; any other error is the server's.
+func (s *Service) VerifyIDToken(ctx context.Context, issuer, clientID, raw, nonce string) (*Principal, error) {
+	p := s.oidc[issuer]
+	if p == nil {
+		return nil, fmt.Errorf("OpenID Connect provider %q is not configured", issuer)
+	}
+	if nonce == "" {
+		return nil, refuse("the sign-in has no nonce to check the ID token against")
+	}
+	keysURL, err := s.providerKeys(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := s.parse(ctx, raw, verifier{algs: oidcAlgs, keys: s.remote.source(keysURL)},
+		jwt.WithIssuer(p.Issuer), jwt.WithAudience(clientID))
+	if err != nil {
+		return nil, err
+	}
+	var got string
+	if err := tok.Get("nonce", &got); err != nil || subtle.ConstantTimeCompare([]byte(got), []byte(nonce)) != 1 {
+		return nil, refuse("the ID token's nonce is not the one this sign-in sent")
+	}
+	if aud, _ := tok.Audience(); len(aud) > 1 {
+		var azp string
+		if err := tok.Get("azp", &azp); err != nil || azp != clientID {
+			return nil, refuse("the ID token names several audiences but is not authorized for %q (azp)", clientID)
+		}
+	}
+	return p.principal(tok)
+}
+
+// Discovery is what a provider's OpenID configuration says of where to find it.
+type Discovery struct {
+	AuthorizationEndpoint string // where a browser is sent to sign in
+	TokenEndpoint         string // where an authorization code is exchanged
+	JWKSURI               string // the provider's public keys
+}
+
+// Discover returns the configured provider's endpoints from issuer/.well-known/openid-configuration,
+// read once and kept. A failed discovery is retried at most once per missReload.
+func (s *Service) Discover(ctx context.Context, issuer string) (*Discovery, error) {
+	p := s.oidc[issuer]
+	if p == nil {
+		return nil, fmt.Errorf("OpenID Connect provider %q is not configured", issuer)
+	}
+	return s.discovery(ctx, p)
+}
+
+// providerKeys returns the provider's JWKS URL: the configured one, or the one discovery finds.
 func (s *Service) providerKeys(ctx context.Context, p *oidcProvider) (string, error) {
 	if p.JWKSURL != "" {
 		return p.JWKSURL, nil
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.jwksURL != "" {
-		return p.jwksURL, nil
-	}
-	if s.now().Sub(p.failedAt) < missReload {
-		return "", fmt.Errorf("the OpenID configuration of %s could not be read just now", p.Issuer)
-	}
-	url, err := s.discover(ctx, p.Issuer)
+	d, err := s.discovery(ctx, p)
 	if err != nil {
-		p.failedAt = s.now()
 		return "", err
 	}
-	p.jwksURL = url
-	return url, nil
+	return d.JWKSURI, nil
 }
 
-func (s *Service) discover(ctx context.Context, issuer string) (string, error) {
+func (s *Service) discovery(ctx context.Context, p *oidcProvider) (*Discovery, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.doc != nil {
+		return p.doc, nil
+	}
+	if s.now().Sub(p.failedAt) < missReload {
+		return nil, fmt.Errorf("the OpenID configuration of %s could not be read just now", p.Issuer)
+	}
+	d, err := s.discover(ctx, p.Issuer)
+	if err != nil {
+		p.failedAt = s.now()
+		return nil, err
+	}
+	p.doc = d
+	return d, nil
+}
+
+func (s *Service) discover(ctx context.Context, issuer string) (*Discovery, error) {
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 	where := issuer + "/.well-known/openid-configuration"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, where, nil)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", where, err)
+		return nil, fmt.Errorf("reading %s: %w", where, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("reading %s: status %s", where, resp.Status)
+		return nil, fmt.Errorf("reading %s: status %s", where, resp.Status)
 	}
 	var doc struct {
-		Issuer  string `json:"issuer"`
-		JWKSURI string `json:"jwks_uri"`
+		Issuer                string `json:"issuer"`
+		JWKSURI               string `json:"jwks_uri"`
+		AuthorizationEndpoint string `json:"authorization_endpoint"`
+		TokenEndpoint         string `json:"token_endpoint"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&doc); err != nil {
-		return "", fmt.Errorf("reading %s: %w", where, err)
+		return nil, fmt.Errorf("reading %s: %w", where, err)
 	}
 	// OpenID Connect Discovery §4.3: the document must name the issuer it was fetched for.
 	if doc.Issuer != issuer {
-		return "", fmt.Errorf("%s names issuer %q, not %q", where, doc.Issuer, issuer)
+		return nil, fmt.Errorf("%s names issuer %q, not %q", where, doc.Issuer, issuer)
 	}
 	if err := checkURL(doc.JWKSURI, true); err != nil {
-		return "", fmt.Errorf("%s: jwks_uri %q: %w", where, doc.JWKSURI, err)
+		return nil, fmt.Errorf("%s: jwks_uri %q: %w", where, doc.JWKSURI, err)
 	}
-	return doc.JWKSURI, nil
+	// The endpoints of the code flow are needed only by the pages' sign-in, which checks that
+	// they are there; a provider that only issues bearer tokens may leave them out.
+	for name, u := range map[string]string{"authorization_endpoint": doc.AuthorizationEndpoint, "token_endpoint": doc.TokenEndpoint} {
+		if u != "" {
+			if err := checkEndpoint(u); err != nil {
+				return nil, fmt.Errorf("%s: %s %q: %w", where, name, u, err)
+			}
+		}
+	}
+	return &Discovery{AuthorizationEndpoint: doc.AuthorizationEndpoint, TokenEndpoint: doc.TokenEndpoint, JWKSURI: doc.JWKSURI}, nil
+}
+
+// checkEndpoint accepts a provider's endpoint: https (http only to a loopback host), which
+// may carry a query (some providers put a tenant there) but no fragment.
+func checkEndpoint(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Host == "" || u.Fragment != "" || (u.Scheme != "https" && (u.Scheme != "http" || !isLoopback(u.Hostname()))) {
+		return errors.New("want an absolute https URL without fragment (http only to localhost)")
+	}
+	return nil
 }
 
 // claimStrings reads a claim holding a string or an array of strings. A name with dots that

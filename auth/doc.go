@@ -17,7 +17,9 @@
 //
 // People sign in elsewhere: tokens of configured OpenID Connect providers are accepted,
 // checked against the provider's published keys (cached, and fetched again when a token
-// names a new key), and a claim mapped to a role; a person with no mapped role is refused.
+// names a new key), and a claim mapped to a role; a person with no mapped role is refused. The
+// ID tokens of the pages' sign-in (the provider's code flow) are checked by the same keys and
+// mapped by the same rule (VerifyIDToken), with the nonce of the sign-in that asked for them.
 //
 // The JOSE work (parsing, signatures, key sets) is github.com/lestrrat-go/jwx's; this
 // package decides which algorithms and keys are acceptable before jwx verifies anything,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -160,5 +161,46 @@ func TestBrowserResearcher(t *testing.T) {
 	}
 	if got.Status != 200 || !strings.Contains(got.Disposition, "attachment") || !strings.Contains(got.Body, "Universitätsklinikum Nord") {
 		t.Errorf("the CSV download: %d %q\n%s", got.Status, got.Disposition, got.Body)
+	}
+}
+
+// A coordinator signs in with the hospital's provider, lands on their work list, and records
+// the due visit with its response: the Task in FHIR is completed by the assessment.
+func TestBrowserOIDCSignInAndRecordVisit(t *testing.T) {
+	var idp *provider
+	var w *world
+	idp = newProvider(t, func() time.Time { return w.h.Now() })
+	w = newWorld(t, idp.config)
+	idp.signsIn(map[string]any{"sub": "u-17", "name": "Nadia Haddad", "groups": []string{"cart-coordinators"}, "sites": []string{w.site}}, nil)
+	ctx := browsertest.New(t)
+	shots := t.TempDir()
+	do(t, ctx, chromedp.Navigate(w.h.URL+"/"), chromedp.WaitVisible(css(`a.button`)))
+	browsertest.Screenshot(t, ctx, shots, "1-sign-in")
+	do(t, ctx, chromedp.Click(css(`a.button`)), chromedp.WaitVisible(css(`table.work`)))
+	browsertest.Screenshot(t, ctx, shots, "2-work-list")
+	if loc, who := location(t, ctx), text(t, ctx, ".who"); !strings.HasSuffix(loc, "/work") || who != "Nadia Haddad (coordinator)" {
+		t.Fatalf("after the provider's sign-in: %s, %q", loc, who)
+	}
+	if rows := text(t, ctx, "table.work tbody"); !strings.Contains(rows, "Universitätsklinikum Nord") || strings.Contains(rows, "Riverside") {
+		t.Errorf("the coordinator's rows are not only their site's:\n%s", rows)
+	}
+	id, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`tr.due`), "id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, ctx,
+		chromedp.Click(css(`tr.due details summary`)),
+		chromedp.SetValue(css(`tr.due select[name=category]`), "lugano-cmr"))
+	browsertest.Screenshot(t, ctx, shots, "3-record-visit")
+	do(t, ctx,
+		chromedp.Click(css(`tr.due form[action$="/visited"] button`)),
+		chromedp.WaitVisible(css(`p.notice`)))
+	browsertest.Screenshot(t, ctx, shots, "4-after-visit")
+	if got := text(t, ctx, "#count-due"); got != "0" {
+		t.Errorf("due count after recording the visit: %q, want 0", got)
+	}
+	task := w.taskOf(strings.TrimPrefix(id.Value, "task-"))
+	if outputs, _ := task["output"].([]any); task["status"] != "completed" || len(outputs) != 1 {
+		t.Errorf("the Task in FHIR: %v %v", task["status"], task["output"])
 	}
 }

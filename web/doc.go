@@ -10,9 +10,14 @@
 // sign-out, by the idle timeout and by its lifetime. The Sessions middleware turns it into the
 // same auth.Principal a bearer token gives (kind user, subject "local|name", the user's role
 // and sites, the role's default scopes), so the access policy (package access) judges pages by
-// the same rules as the API, and the audit trail records pages like any other request. A
-// person signed in through the hospital's OpenID Connect provider can later get a session the
-// same way: a session names a principal, not a password.
+// the same rules as the API, and the audit trail records pages like any other request.
+//
+// People of the hospital's OpenID Connect provider sign in by its authorization code flow
+// with PKCE (oidc.go): state, nonce and verifier ride in a short-lived cookie, the code is
+// exchanged by golang.org/x/oauth2, and the ID token is verified by package auth, which maps
+// it to a role and sites exactly as it maps the provider's bearer tokens. Such a person is a
+// web_user row named by their subject ("iss|sub", without a password), rewritten at each
+// sign-in, so sessions, feed links and `cartreg user disable` work for them as for anyone.
 //
 // Every POST carries a CSRF token: on the sign-in form a double-submit cookie, afterwards an
 // HMAC of the session id, which only the browser holding the cookie can know. Failed
@@ -29,8 +34,10 @@
 // them and in one transaction each, so the registry's projection, the follow-up hook,
 // Subscriptions and the audit trail see them as they see the API's: marking a visit missed
 // fails its Task with the reason, a note is a Task.note, booking a visit accepts the Task,
-// recording a visit adds a finished Encounter and puts the Task in progress until the
-// assessment completes it, reassigning makes another site's Organization the Task's owner, and lost to follow-up is a finished follow-up EpisodeOfCare typed
+// recording a visit with its response creates the remission assessment (which the
+// registry counts at the milestone and which completes the Task, checked before commit),
+// recording one whose response is not yet known adds a finished Encounter and puts the Task
+// in progress until the assessment completes it, reassigning makes another site's Organization the Task's owner, and lost to follow-up is a finished follow-up EpisodeOfCare typed
 // cartreg#lost-to-follow-up. A coordinator reaches only their sites' Tasks and patients,
 // checked as the API checks them.
 //

@@ -12,6 +12,7 @@ import (
 // funcs are the templates' helpers: how the pages write figures that may be missing.
 var funcs = template.FuncMap{
 	"list":       func(s ...string) []string { return s },
+	"visitArgs":  visitArgs,
 	"trimPrefix": strings.TrimPrefix,
 	"max":        func(a, b string) string { return max(a, b) },
 	"add":        func(a, b int) int { return a + b },

@@ -53,10 +53,24 @@ func (e *InvalidUserError) Error() string { return "invalid user: " + e.Reason }
 // issuer prefixes theirs, so the audit trail tells the two apart.
 const LocalIssuer = "local"
 
+// Issuer is who vouches for the user: LocalIssuer for a local password, else the OpenID
+// Connect provider whose sign-in made them. A person of a provider is kept under their
+// subject, "iss|sub", as the name; local names never hold a '|', so the two never meet.
+func (u *User) Issuer() string {
+	if iss, _, ok := strings.Cut(u.Name, "|"); ok {
+		return iss
+	}
+	return LocalIssuer
+}
+
 // Principal is the user as the access policy and the audit trail see them: the same roles,
 // sites and default scopes as a person signed in through OpenID Connect.
 func (u *User) Principal() *auth.Principal {
-	return &auth.Principal{Kind: auth.KindUser, Subject: LocalIssuer + "|" + u.Name, Name: u.DisplayName,
+	subject := LocalIssuer + "|" + u.Name
+	if u.Issuer() != LocalIssuer {
+		subject = u.Name
+	}
+	return &auth.Principal{Kind: auth.KindUser, Subject: subject, Name: u.DisplayName,
 		Role: u.Role, Sites: u.Sites, Scopes: auth.DefaultScopes(u.Role)}
 }
 
@@ -181,7 +195,9 @@ func (us *Users) checkPassword(ctx context.Context, name, password string) (*Use
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("reading user %s: %w", name, err)
 	}
-	if hash == "" || u.Disabled {
+	// A person of an OpenID Connect provider has no password here: their name is refused as
+	// an unknown one, at the same cost.
+	if hash == "" || u.Disabled || u.Issuer() != LocalIssuer {
 		dummyHashOnce.Do(func() { dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost) })
 		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
 		return nil, nil
@@ -206,18 +222,53 @@ func hashID(raw string) []byte {
 
 // startSession stores a new session for the user and returns its id, the cookie's value.
 func (us *Users) startSession(ctx context.Context, name string, lifetime time.Duration) (string, error) {
+	return newSession(ctx, us.db, name, us.now(), lifetime)
+}
+
+func newSession(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, name string, now time.Time, lifetime time.Duration) (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
 	raw := base64.RawURLEncoding.EncodeToString(b)
-	now := us.now()
-	_, err := us.db.Exec(ctx, `INSERT INTO web_session (id_hash, user_name, created_at, last_seen_at, expires_at)
+	_, err := db.Exec(ctx, `INSERT INTO web_session (id_hash, user_name, created_at, last_seen_at, expires_at)
 		VALUES ($1, $2, $3, $3, $4)`, hashID(raw), name, now, now.Add(lifetime))
 	if err != nil {
 		return "", fmt.Errorf("starting a session: %w", err)
 	}
 	return raw, nil
+}
+
+// oidcPasswordHash stands in the password column for a person of an OpenID Connect
+// provider: no bcrypt hash, so no password ever matches it.
+const oidcPasswordHash = "!oidc"
+
+// startPersonSession records a person an OpenID Connect provider signed in, with the name,
+// role and sites its ID token gave them this time, and starts a session for them, in one
+// transaction. A person the operator disabled (cartreg user disable 'iss|sub') gets none.
+func (us *Users) startPersonSession(ctx context.Context, pr *auth.Principal, lifetime time.Duration) (raw string, disabled bool, err error) {
+	sites := pr.Sites
+	if sites == nil {
+		sites = []string{}
+	}
+	now := us.now()
+	err = pgx.BeginFunc(ctx, us.db, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `INSERT INTO web_user (name, display_name, role, sites, password_hash, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name, role = excluded.role, sites = excluded.sites
+			RETURNING disabled_at IS NOT NULL`, pr.Subject, pr.Name, string(pr.Role), sites, oidcPasswordHash, now).Scan(&disabled)
+		if err != nil {
+			return fmt.Errorf("recording %s: %w", pr.Subject, err)
+		}
+		if disabled {
+			return nil
+		}
+		raw, err = newSession(ctx, tx, pr.Subject, now, lifetime)
+		return err
+	})
+	return raw, disabled, err
 }
 
 // session finds the live session raw names, touching its last use. A session idle longer than

@@ -46,6 +46,8 @@ type Config struct {
 	// WorkListPageSize is how many visits one page of the work list shows; the rest are on
 	// the next pages. A page of every open visit of a large network is megabytes of HTML.
 	WorkListPageSize int
+	// OIDC offers people the hospital's OpenID Connect provider on the sign-in page.
+	OIDC OIDCSignIn
 }
 
 // The defaults: a coordinator's tablet left on a ward signs out within half an hour.
@@ -73,6 +75,16 @@ func (c *Config) defaults() {
 	if c.WorkListPageSize <= 0 {
 		c.WorkListPageSize = DefaultWorkListPageSize
 	}
+	if c.OIDC.Timeout <= 0 {
+		c.OIDC.Timeout = DefaultOIDCSignInTimeout
+	}
+	if c.OIDC.Name == "" {
+		if u, err := url.Parse(c.OIDC.Issuer); err == nil && u.Host != "" {
+			c.OIDC.Name = u.Hostname()
+		} else {
+			c.OIDC.Name = "your organisation's sign-in"
+		}
+	}
 }
 
 // Deps are the parts of cartreg the pages work through: the same store, hooks, work list,
@@ -88,6 +100,11 @@ type Deps struct {
 	InSites func(ctx context.Context, resourceType, id string, sites []string) (bool, error)
 	Clock   func() time.Time
 	Logger  *slog.Logger
+	// Identity verifies the ID tokens of the OpenID Connect sign-in, and finds the provider's
+	// endpoints; nil offers no such sign-in.
+	Identity *auth.Service
+	// HTTPClient reaches the provider's token endpoint; nil is a client with a 15 s timeout.
+	HTTPClient *http.Client
 	// RootURL is the server's root as people reach it (the token issuer): links to take
 	// elsewhere, such as the calendar feed's, are built on it, never on a request's Host.
 	RootURL string
@@ -108,6 +125,9 @@ type Pages struct {
 // New returns the pages over d.
 func New(cfg Config, d Deps) (*Pages, error) {
 	cfg.defaults()
+	if d.HTTPClient == nil {
+		d.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+	}
 	tmpl, err := template.New("").Funcs(funcs).ParseFS(templateFiles, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parsing the page templates: %w", err)
@@ -140,6 +160,8 @@ func (p *Pages) Register(e *echo.Echo) {
 	add(http.MethodGet, PathSignIn, p.signInForm)
 	add(http.MethodPost, PathSignIn, p.signIn)
 	add(http.MethodPost, PathSignOut, p.signOut)
+	add(http.MethodGet, PathOIDCSignIn, p.oidcStart)
+	add(http.MethodGet, PathOIDCCallback, p.oidcCallback)
 	add(http.MethodGet, PathWork, p.work)
 	add(http.MethodGet, PathWork+".csv", p.workCSV)
 	add(http.MethodPost, "/work/tasks/:id/missed", p.markMissed)
@@ -162,7 +184,8 @@ func (p *Pages) Register(e *echo.Echo) {
 }
 
 // public are the pages anyone may open: signing in needs no session.
-var public = map[string]bool{"GET " + PathSignIn: true, "POST " + PathSignIn: true, "GET " + PathStatic: true}
+var public = map[string]bool{"GET " + PathSignIn: true, "POST " + PathSignIn: true, "GET " + PathStatic: true,
+	"GET " + PathOIDCSignIn: true, "GET " + PathOIDCCallback: true}
 
 // IsPage says whether c's route is one of the pages.
 func (p *Pages) IsPage(c echo.Context) bool { return p.paths[c.Path()] }
@@ -305,8 +328,7 @@ func (p *Pages) signInPage(c echo.Context, status int, message string) error {
 	token := base64.RawURLEncoding.EncodeToString(b)
 	c.SetCookie(&http.Cookie{Name: signInCSRFCookie, Value: token, Path: PathSignIn, HttpOnly: true,
 		Secure: c.IsTLS() || c.Scheme() == "https", SameSite: http.SameSiteStrictMode, MaxAge: 3600})
-	return p.page(c, status, "signin", pageData{Title: "Sign in", CSRF: token, Message: message,
-		Data: map[string]string{"Next": safeNext(c.FormValue("next")), "Name": c.FormValue("name")}})
+	return p.page(c, status, "signin", pageData{Title: "Sign in", CSRF: token, Message: message, Data: p.signInOptions(c)})
 }
 
 // safeNext keeps a post-sign-in destination on this server: a path, never another origin.
@@ -375,7 +397,7 @@ func (p *Pages) signOut(c echo.Context) error {
 	pr := s.user.Principal()
 	p.d.Audit.Log(audit.Event{Interaction: "logout", Action: "E", Outcome: http.StatusSeeOther, Source: c.RealIP(),
 		Method: http.MethodPost, Path: PathSignOut, RequestID: c.Response().Header().Get(echo.HeaderXRequestID),
-		Agent: audit.Agent{Kind: audit.KindUser, Who: pr.Subject, Issuer: LocalIssuer, Name: pr.Name, Role: string(pr.Role), Sites: pr.Sites}})
+		Agent: audit.Agent{Kind: audit.KindUser, Who: pr.Subject, Issuer: s.user.Issuer(), Name: pr.Name, Role: string(pr.Role), Sites: pr.Sites}})
 	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true})
 	return c.Redirect(http.StatusSeeOther, PathSignIn+"?notice="+url.QueryEscape("You are signed out."))
 }

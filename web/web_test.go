@@ -193,6 +193,16 @@ func TestSignInSessionsAndSignOut(t *testing.T) {
 	} else if csp := p.header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 		t.Errorf("sign-in page CSP %q", csp)
 	}
+	// Without an OpenID Connect provider, passwords are all there is.
+	if p := b.get("/signin"); strings.Contains(p.body, "Sign in with") {
+		t.Error("the sign-in page offers a provider none configured")
+	}
+	if p := b.get("/signin/oidc"); p.status != http.StatusNotFound || !strings.Contains(p.body, "CARTREG_OIDC_ISSUER") {
+		t.Errorf("GET /signin/oidc without a provider: %d\n%s", p.status, p.body)
+	}
+	if p := b.get("/signin/oidc/callback?code=x&state=y"); p.status != http.StatusNotFound {
+		t.Errorf("GET /signin/oidc/callback without a provider: %d", p.status)
+	}
 	// The sign-in form's own token: without it, even the right password is refused.
 	if p := b.do(http.MethodPost, "/signin", url.Values{"name": {"cora"}, "password": {password}}); p.status != http.StatusForbidden {
 		t.Errorf("sign-in without its CSRF token: %d", p.status)

@@ -158,6 +158,8 @@ type workPage struct {
 	Statuses          []string
 	Today             string
 	HasFeed           bool // the person has a calendar feed link
+	// Visits is each shown row's "record visit" form, by Task id.
+	Visits map[string]visitForm
 }
 
 func (p *Pages) work(c echo.Context) error {
@@ -185,6 +187,9 @@ func (p *Pages) work(c echo.Context) error {
 	from := min((f.Page-1)*size, len(rep.Items))
 	to := min(from+size, len(rep.Items))
 	wp.Shown, wp.First, wp.Last = rep.Items[from:to], from+1, to
+	if wp.Visits, err = p.visitForms(ctx, wp.Shown, wp.Today); err != nil {
+		return err
+	}
 	if f.Page > 1 {
 		wp.Prev = min(f.Page-1, wp.Pages)
 	}
@@ -437,31 +442,6 @@ func window(body map[string]any) (start, end string) {
 	start, _ = period["start"].(string)
 	end, _ = period["end"].(string)
 	return start, end
-}
-
-// recordVisit records a visit that happened as a finished Encounter (the patient's last
-// contact) and marks the Task in progress: the remission assessment, when it is written,
-// completes it.
-func (p *Pages) recordVisit(c echo.Context) error {
-	// The coordinator's today, in the registry's time zone: a visit this morning in Auckland
-	// is still tomorrow in UTC's calendar.
-	today := p.d.FollowUp.Today(p.d.Clock())
-	return p.taskAction(c, "Visit recorded.", func(pr *auth.Principal, body map[string]any) ([]map[string]any, error) {
-		on, err := readDay(c, "date", "", today)
-		if err != nil {
-			return nil, err
-		}
-		patient, _ := body["for"].(map[string]any)
-		enc := map[string]any{"resourceType": "Encounter", "status": "finished",
-			"class":   map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
-			"subject": patient, "period": map[string]any{"start": on, "end": on},
-			"reasonCode": []any{map[string]any{"text": "CAR-T follow-up visit"}}}
-		body["status"] = "in-progress"
-		delete(body, "statusReason")
-		body["lastModified"] = p.d.Clock().UTC().Format(time.RFC3339)
-		addNote(body, p.note(pr, "Visit on "+on+"; the remission assessment will complete this visit"))
-		return []map[string]any{enc}, nil
-	})
 }
 
 // reschedule books the visit for a day within its window, from today (in the registry's

@@ -49,6 +49,7 @@ type Config struct {
 	FollowUp        FollowUpConfig
 	Identity        IdentityConfig
 	Web             web.Config
+	WebOIDC         WebOIDCConfig
 	// SubscriptionEndpoints is the comma-separated allow-list of rest-hook endpoints, read
 	// into subscriptionEndpoints by Validate.
 	SubscriptionEndpoints string
@@ -99,7 +100,8 @@ func defaultConfig() Config {
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
 		Web: web.Config{SessionIdleTimeout: web.DefaultSessionIdleTimeout, SessionLifetime: web.DefaultSessionLifetime,
 			SignInAttempts: web.DefaultSignInAttempts, SignInWindow: web.DefaultSignInWindow,
-			WorkListPageSize: web.DefaultWorkListPageSize},
+			WorkListPageSize: web.DefaultWorkListPageSize, OIDC: web.OIDCSignIn{Timeout: web.DefaultOIDCSignInTimeout}},
+		WebOIDC: WebOIDCConfig{Enabled: true},
 	}
 }
 

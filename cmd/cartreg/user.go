@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,6 +26,19 @@ func (c *Config) registerWebFlags(fs *flag.FlagSet) {
 	fs.IntVar(&w.SignInAttempts, "signin-attempts", w.SignInAttempts, "failed sign-ins allowed per name, and per address, in -signin-window; then 429 until it passes")
 	fs.DurationVar(&w.SignInWindow, "signin-window", w.SignInWindow, "the window -signin-attempts counts in")
 	fs.IntVar(&w.WorkListPageSize, "worklist-page-size", w.WorkListPageSize, "visits on one page of the web work list (1 to 1000)")
+	o := &c.WebOIDC
+	fs.BoolVar(&o.Enabled, "web-oidc", o.Enabled, "offer -oidc-issuer's sign-in on the pages' sign-in page (the authorization code flow); false offers passwords only")
+	fs.StringVar(&o.ClientID, "web-oidc-client-id", o.ClientID, "the client id cartreg's pages are registered with at the provider (default: -oidc-audience)")
+	fs.StringVar(&o.ClientSecretFile, "web-oidc-client-secret-file", o.ClientSecretFile, "file holding that client's secret (default: none, a public client protected by PKCE)")
+	fs.StringVar(&w.OIDC.Name, "web-oidc-name", w.OIDC.Name, `how the sign-in page names the provider, "Sign in with NAME" (default: the issuer's host name)`)
+	fs.DurationVar(&w.OIDC.Timeout, "web-oidc-signin-timeout", w.OIDC.Timeout, "how long a person may take at the provider before the sign-in is refused (at most 1h)")
+}
+
+// WebOIDCConfig is how the pages offer the OpenID Connect provider (-oidc-issuer) to people.
+type WebOIDCConfig struct {
+	Enabled          bool
+	ClientID         string
+	ClientSecretFile string
 }
 
 // validateWeb refuses settings that would read as "no limit".
@@ -38,6 +52,30 @@ func (c *Config) validateWeb() error {
 	}
 	if w.WorkListPageSize < 1 || w.WorkListPageSize > 1000 {
 		return fmt.Errorf("-worklist-page-size (%d) must be from 1 to 1000", w.WorkListPageSize)
+	}
+	if w.OIDC.Timeout <= 0 || w.OIDC.Timeout > time.Hour {
+		return fmt.Errorf("-web-oidc-signin-timeout (%s) must be positive and at most 1h", w.OIDC.Timeout)
+	}
+	o := c.WebOIDC
+	if !o.Enabled || c.Identity.OIDCIssuer == "" {
+		if o.ClientID != "" || o.ClientSecretFile != "" {
+			return errors.New("-web-oidc-client-id and -web-oidc-client-secret-file need -oidc-issuer and -web-oidc")
+		}
+		c.Web.OIDC.Issuer = ""
+		return nil
+	}
+	c.Web.OIDC.Issuer, c.Web.OIDC.ClientID = c.Identity.OIDCIssuer, o.ClientID
+	if c.Web.OIDC.ClientID == "" {
+		c.Web.OIDC.ClientID = c.Identity.OIDCAudience
+	}
+	if o.ClientSecretFile != "" {
+		raw, err := os.ReadFile(o.ClientSecretFile)
+		if err != nil {
+			return fmt.Errorf("-web-oidc-client-secret-file: %w", err)
+		}
+		if c.Web.OIDC.ClientSecret = strings.TrimSpace(string(raw)); c.Web.OIDC.ClientSecret == "" {
+			return fmt.Errorf("-web-oidc-client-secret-file %s is empty", o.ClientSecretFile)
+		}
 	}
 	return nil
 }

@@ -5,13 +5,16 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	neturl "net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cartreg/cartreg/postgres/pgtest"
+	"github.com/cartreg/cartreg/web"
 )
 
 // The web pages' session and sign-in limits are read from flags and the environment, and a
@@ -83,5 +86,60 @@ func TestUserAddAndSignIn(t *testing.T) {
 		if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/" {
 			t.Errorf("%s signing in: %d %s", name, res.StatusCode, res.Header.Get("Location"))
 		}
+	}
+}
+
+// The pages offer the API's OpenID Connect provider, as the client the API's audience names
+// unless told otherwise, with a secret read from a file; -web-oidc=false offers passwords only.
+func TestWebOIDCSettings(t *testing.T) {
+	clearCartregEnv(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("pages-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	provider := []string{"-oidc-issuer", "https://login.example/realms/staff", "-oidc-audience", "cartreg",
+		"-oidc-role-claim", "groups", "-oidc-roles", "cart=coordinator"}
+	cfg, err := parseServe(t, provider...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if o := cfg.Web.OIDC; o.Issuer != "https://login.example/realms/staff" || o.ClientID != "cartreg" || o.ClientSecret != "" || o.Timeout != web.DefaultOIDCSignInTimeout {
+		t.Errorf("defaults: %+v", o)
+	}
+	t.Setenv("CARTREG_WEB_OIDC_CLIENT_SECRET_FILE", secret)
+	cfg, err = parseServe(t, append(provider, "-web-oidc-client-id", "cartreg-pages", "-web-oidc-name", "St Elsewhere")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if o := cfg.Web.OIDC; o.ClientID != "cartreg-pages" || o.ClientSecret != "pages-secret" || o.Name != "St Elsewhere" {
+		t.Errorf("given: %+v", o)
+	}
+	cfg, err = parseServe(t, append(provider, "-web-oidc=false")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "-web-oidc-client-secret-file") {
+		t.Errorf("a secret for a sign-in turned off: %v", err)
+	}
+	t.Setenv("CARTREG_WEB_OIDC_CLIENT_SECRET_FILE", "")
+	cfg, err = parseServe(t, append(provider, "-web-oidc=false")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil || cfg.Web.OIDC.Issuer != "" {
+		t.Errorf("-web-oidc=false: %v, issuer %q", err, cfg.Web.OIDC.Issuer)
+	}
+	cfg, err = parseServe(t, append(provider, "-web-oidc-signin-timeout", "2h")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "-web-oidc-signin-timeout") {
+		t.Errorf("a two-hour sign-in: %v", err)
 	}
 }
