@@ -332,3 +332,60 @@ func TestDefinitionsArePublished(t *testing.T) {
 		t.Errorf("%d CodeSystems published", n)
 	}
 }
+
+// A write for a patient waits for the patient's lock, and what it derives includes what the
+// lock's holder committed: the registry's rows of one patient are re-derived by one writer at
+// a time, each seeing the last one's commit.
+func TestAWriterWaitsForThePatientsLockAndSeesItsHoldersCommit(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	r := tr.expect(200, "POST", "/fhir", transaction(
+		post("urn:uuid:site", organization("Site")),
+		post("urn:uuid:pat", patient("urn:uuid:site")),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C90.00")),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2022-01-10", "cilta-cel")),
+	))
+	patientRef, infusionRef := location(t, r, 1), location(t, r, 3)
+	patientID := patientRef[strings.LastIndex(patientRef, "/")+1:]
+
+	ctx := context.Background()
+	holder, err := tr.db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('cartreg.registry.patient:' || $1, 0))`, patientID); err != nil {
+		t.Fatal(err)
+	}
+	// What the holder knows, which the waiting writer must derive from.
+	if _, err := holder.Exec(ctx, `UPDATE registry_patient SET deceased_on = '2022-06-01' WHERE patient_id = $1`, patientID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int, 1)
+	go func() {
+		done <- tr.do("POST", "/fhir/Observation", assessment(patientRef, infusionRef, "2022-02-10", "imwg-sd")).status
+	}()
+	select {
+	case status := <-done:
+		t.Fatalf("the write finished (%d) while another transaction held the patient's lock", status)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case status := <-done:
+		if status != 201 {
+			t.Fatalf("the write: status %d", status)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the write did not finish once the lock was released")
+	}
+	var death *time.Time
+	if err := tr.db.QueryRow(ctx, `SELECT death_on FROM registry_infusion`).Scan(&death); err != nil {
+		t.Fatal(err)
+	}
+	if death == nil || death.Format(time.DateOnly) != "2022-06-01" {
+		t.Errorf("the infusion's death_on is %v: the writer derived from facts read before the holder's commit", death)
+	}
+}

@@ -67,11 +67,6 @@ type assessmentRow struct {
 // business rules against them. changed names the resources this transaction wrote, so that an
 // issue blames the resource the client sent where it can.
 func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, changed map[string]bool) ([]fhir.Issue, error) {
-	// One writer at a time per patient: derived rows are computed from all of the patient's
-	// facts, so a concurrent writer must see this one's facts before computing its own.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('cartreg.registry.patient:' || $1, 0))`, patient); err != nil {
-		return nil, err
-	}
 	f, err := loadFacts(ctx, tx, patient)
 	if err != nil {
 		return nil, err
@@ -86,9 +81,17 @@ func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, cha
 	return nil, p.store(ctx, tx, patient, f)
 }
 
+// patientLockSQL takes the transaction's lock on one patient's registry rows.
+const patientLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('cartreg.registry.patient:' || $1, 0))`
+
 func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, error) {
 	f := &patientFacts{diseases: map[string]string{}}
 	batch := &pgx.Batch{}
+	// One writer at a time per patient: derived rows are computed from all of the patient's
+	// facts, so a concurrent writer must see this one's facts before computing its own. The
+	// lock goes first in the batch: the reads after it run once it is held, each with a fresh
+	// snapshot (read committed), so they see the last holder's commit.
+	batch.Queue(patientLockSQL, patient)
 	batch.Queue(`SELECT deceased_on, deceased_until, managing_org FROM registry_patient WHERE patient_id = $1`, patient).QueryRow(func(row pgx.Row) error {
 		err := row.Scan(&f.deceasedOn, &f.deceasedUntil, &f.managingOrg)
 		if err == pgx.ErrNoRows {
