@@ -1,0 +1,105 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cartreg/cartreg/app/apptest"
+	"github.com/cartreg/cartreg/postgres/pgtest"
+)
+
+// roundTrips counts what a connection sends PostgreSQL while on: each statement on its own,
+// each batch (pipelined statements) and each COPY is one round trip.
+type roundTrips struct {
+	mu    sync.Mutex
+	on    bool
+	sent  []string
+	batch int
+}
+
+func (r *roundTrips) record(what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.on {
+		r.sent = append(r.sent, what)
+	}
+}
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.record(strings.Join(strings.Fields(d.SQL), " "))
+	return ctx
+}
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	r.record(fmt.Sprintf("a batch of %d", d.Batch.Len()))
+	return ctx
+}
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+func (r *roundTrips) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceCopyFromStartData) context.Context {
+	r.record(fmt.Sprintf("COPY %v", d.TableName))
+	return ctx
+}
+func (r *roundTrips) TraceCopyFromEnd(context.Context, *pgx.Conn, pgx.TraceCopyFromEndData) {}
+
+// maxWriteRoundTrips is what a transaction Bundle of new resources may cost in round trips to
+// PostgreSQL, whatever its size: each is a wait of both processes, the cost issue 20 measured
+// as ten round trips per small transaction, now as many counting BEGIN and COMMIT.
+const maxWriteRoundTrips = 10
+
+// A transaction Bundle costs the same round trips with one Observation as with twenty: its
+// writes are batched per table and per step, never sent one resource at a time.
+func TestATransactionsRoundTripsDoNotGrowWithItsSize(t *testing.T) {
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trace := &roundTrips{}
+	cfg.ConnConfig.Tracer = trace
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	h := apptest.New(t, apptest.WithDatabase(pool))
+
+	bundle := func(n, observations int) string {
+		patient := fmt.Sprintf("urn:uuid:00000000-0000-4000-8000-%012d", n)
+		entries := []string{fmt.Sprintf(`{"fullUrl":%q,"resource":{"resourceType":"Patient",
+			"identifier":[{"system":"http://example.org/mrn","value":"rt-%d"}],"name":[{"family":"Trip"}],"birthDate":"1960-01-02"},
+			"request":{"method":"POST","url":"Patient"}}`, patient, n)}
+		for i := range observations {
+			entries = append(entries, fmt.Sprintf(`{"resource":{"resourceType":"Observation","status":"final",
+				"category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],
+				"code":{"coding":[{"system":"http://loinc.org","code":"29463-7"}]},"subject":{"reference":%q},
+				"effectiveDateTime":"2026-11-%02dT09:00:00Z","valueQuantity":{"value":%d,"unit":"kg","system":"http://unitsofmeasure.org","code":"kg"}},
+				"request":{"method":"POST","url":"Observation"}}`, patient, 1+i%28, 60+i))
+		}
+		return `{"resourceType":"Bundle","type":"transaction","entry":[` + strings.Join(entries, ",") + `]}`
+	}
+	sent := func(n, observations int) []string {
+		t.Helper()
+		trace.mu.Lock()
+		trace.on, trace.sent = true, nil
+		trace.mu.Unlock()
+		h.Expect(200, "POST", "/fhir/", []byte(bundle(n, observations)))
+		trace.mu.Lock()
+		defer trace.mu.Unlock()
+		trace.on = false
+		return trace.sent
+	}
+	sent(0, 1) // the first write of a connection prepares its statements
+	small, large := sent(1, 1), sent(2, 20)
+	if len(small) > maxWriteRoundTrips {
+		t.Errorf("a Patient and an Observation took %d round trips, more than %d:\n%s", len(small), maxWriteRoundTrips, strings.Join(small, "\n"))
+	}
+	if len(large) != len(small) {
+		t.Errorf("a Patient and 20 Observations took %d round trips, one Observation %d:\n%s", len(large), len(small), strings.Join(large, "\n"))
+	}
+}
