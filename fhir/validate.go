@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
@@ -33,14 +32,9 @@ import (
 // "invariant"), such as pat-1 or bdl-7.
 const Invariant IssueType = "invariant"
 
-// validateJSON returns the problems in body, a resource that google/fhir has parsed.
-func validateJSON(body []byte) []Issue {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var root map[string]any
-	if err := dec.Decode(&root); err != nil {
-		return nil // google/fhir has said what is wrong with it
-	}
+// validateJSON returns the problems in root, a resource that google/fhir has parsed, decoded
+// from JSON with json.Decoder.UseNumber.
+func validateJSON(root map[string]any) []Issue {
 	v := &validator{}
 	if err := fhirpath.Walk(root, v.visit); err != nil {
 		return nil // an unknown resourceType: google/fhir has said so too

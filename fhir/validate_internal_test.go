@@ -19,7 +19,11 @@ func BenchmarkValidateJSON(b *testing.B) {
 	}
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if issues := validateJSON(body); hasErrors(issues) {
+		res, err := decodeResource(body) // decoded here too, as Parse decodes the body once for it
+		if err != nil {
+			b.Fatal(err)
+		}
+		if issues := validateJSON(res.Body); hasErrors(issues) {
 			b.Fatal(issues)
 		}
 	}
