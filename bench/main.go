@@ -19,6 +19,9 @@
 //	memory       the server's peak RSS over the whole run
 //
 // Every request is checked: a failed one stops the run, so a figure is never made of errors.
+//
+// -only export runs the export step alone, on a database filled to -export-resources (see
+// exportOnly), and writes its figures beside the full run's (results-export.json).
 package main
 
 import (
