@@ -19,6 +19,9 @@
 //	memory       the server's peak RSS over the whole run
 //
 // Every request is checked: a failed one stops the run, so a figure is never made of errors.
+//
+// -only export runs the export step alone, on a database filled to -export-resources (see
+// exportOnly), and writes its figures beside the full run's (results-export.json).
 package main
 
 import (
@@ -48,6 +51,10 @@ type options struct {
 	profile    string
 	serverArgs []string
 
+	only            string
+	exportResources int
+	exportSeed      int
+
 	attack       time.Duration
 	attackOut    string
 	attackRSS    float64
@@ -74,6 +81,9 @@ func main() {
 	flag.StringVar(&o.attackOut, "attack-out", "", "where to write the soak's results as JSON (empty: nowhere)")
 	flag.Float64Var(&o.attackRSS, "attack-rss", 500, "the soak fails if the server's RSS reaches this many MB")
 	flag.Float64Var(&o.attackKillMB, "attack-kill-rss", 3000, "the soak kills the server if its RSS passes this many MB, to spare the machine")
+	flag.StringVar(&o.only, "only", "", "run one step alone instead of every phase: export (a $export of -export-resources resources; see exportonly.go)")
+	flag.IntVar(&o.exportResources, "export-resources", 1_000_000, "with -only export: resources in the database the export reads")
+	flag.IntVar(&o.exportSeed, "export-seed-patients", 1000, "with -only export: patients ingested through the API, whose resources are then copied up to -export-resources")
 	flag.Parse()
 	var err error
 	if o.asOf, err = time.Parse(time.DateOnly, asOf); err != nil {
@@ -85,6 +95,27 @@ func main() {
 	defer stop()
 	if o.attack > 0 {
 		os.Exit(runSoak(ctx, o))
+	}
+	switch o.only {
+	case "":
+	case "export":
+		res, err := exportOnly(ctx, o)
+		if err != nil {
+			fatalf("%v", err)
+		}
+		printExportRun(res)
+		// Its figures are not the whole run's: they go beside them, and the README's table of
+		// the last full run is left as it is.
+		if o.out != "" {
+			out := strings.TrimSuffix(o.out, ".json") + "-export.json"
+			if err := writeExportJSON(out, res); err != nil {
+				fatalf("%v", err)
+			}
+			fmt.Printf("\nwrote %s (README's table is the full run's, and was left alone)\n", out)
+		}
+		return
+	default:
+		fatalf("-only %q: the step that runs alone is export", o.only)
 	}
 	res, err := run(ctx, o)
 	if err != nil {

@@ -95,3 +95,24 @@ func TestQuantilesAndThousands(t *testing.T) {
 		}
 	}
 }
+
+// The $export step runs alone (-only export) on a database filled by copies of an ingested
+// cohort, and exports every resource once: the copies carry ids of their own.
+func TestExportStepRunsAlone(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "cartreg")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/cartreg").CombinedOutput(); err != nil {
+		t.Fatalf("building cartreg: %v\n%s", err, out)
+	}
+	o := options{bin: bin, seed: 5, asOf: time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC), work: pgtest.ReachableDir(t),
+		only: "export", exportResources: 3000, exportSeed: 15}
+	res, err := exportOnly(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ingested == 0 || res.Copies < 1 || res.Resources < 3000 || res.Resources > 3000+res.Ingested {
+		t.Errorf("seeding: %d ingested, %d copies, %d resources; want just over 3,000", res.Ingested, res.Copies, res.Resources)
+	}
+	if e := res.Export; e.Resources != res.Resources || e.Files == 0 || e.ResourcesPerSecond <= 0 || res.ServerPeakMB <= 0 {
+		t.Errorf("$export %+v of %d resources, server peak %.0f MB", e, res.Resources, res.ServerPeakMB)
+	}
+}

@@ -60,12 +60,6 @@ func AnalysisColumns(plan Plan) []AnalysisColumn {
 	return out
 }
 
-// AnalysisFile is one export: its rows in the dictionary's column order.
-type AnalysisFile struct {
-	Columns []AnalysisColumn
-	Rows    [][]string
-}
-
 // analysisSQL reads every selected course with what its row needs; the survival dates are
 // those survival reads, the milestones' standing is worked out in Go as responseSQL does.
 var analysisSQL = `, ` + endedCTE + `
@@ -91,17 +85,20 @@ LEFT JOIN registry_patient p ON p.patient_id = c.patient_id
 LEFT JOIN ended e ON e.patient_id = c.patient_id AND e.ended_on >= c.infused_on
 ORDER BY c.infused_on, c.patient_id`
 
-// Analysis builds the de-identified analysis file of the selected courses as of asOf: one
-// row per course (each patient's first infusion in the selection), dates as days from the
-// infusion, patients and sites under pseudonyms keyed anew for this export.
-func (r *Registry) Analysis(ctx context.Context, f Filter, asOf time.Time) (*AnalysisFile, error) {
+// Analysis writes the de-identified analysis file of the selected courses as of asOf to emit,
+// a row at a time in the order of AnalysisColumns(plan): one row per course (each patient's
+// first infusion in the selection), dates as days from the infusion, patients and sites under
+// pseudonyms keyed anew for this export. Rows are read from the database as emit takes them,
+// so memory does not grow with the cohort: emit must not keep row, which the next one reuses.
+// It returns how many rows emit took; an error from emit ends the export with it.
+func (r *Registry) Analysis(ctx context.Context, f Filter, asOf time.Time, emit func(row []string) error) (int, error) {
 	with, err := courses("", f)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
-		return nil, err
+		return 0, err
 	}
 	pseudonym := func(kind, id string) string {
 		mac := hmac.New(sha256.New, key)
@@ -112,7 +109,8 @@ func (r *Registry) Analysis(ctx context.Context, f Filter, asOf time.Time) (*Ana
 		asOf = asOf.In(r.cfg.Location)
 	}
 	today := time.Date(asOf.Year(), asOf.Month(), asOf.Day(), 0, 0, 0, 0, time.UTC)
-	file := &AnalysisFile{Columns: AnalysisColumns(r.cfg.Plan)}
+	n := 0
+	var row []string
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, with+analysisSQL, f.args()...)
 		if err != nil {
@@ -136,9 +134,9 @@ func (r *Registry) Analysis(ctx context.Context, f Filter, asOf time.Time) (*Ana
 			os, _ := c.observation(EndpointOS)
 			pfs, _ := c.observation(EndpointPFS)
 			relapse := c.competing(IncidenceRelapse, nil)
-			row := []string{pseudonym("patient", patient), "", strconv.Itoa(c.infused.Year()), disease, product,
+			row = append(row[:0], pseudonym("patient", patient), "", strconv.Itoa(c.infused.Year()), disease, product,
 				joinPlus(targets), ageBand, optInt(priorLines),
-				num(os.Time), flag(os.Event), num(pfs.Time), flag(pfs.Event), strconv.Itoa(relapse.Cause)}
+				num(os.Time), flag(os.Event), num(pfs.Time), flag(pfs.Event), strconv.Itoa(relapse.Cause))
 			if site != "" {
 				row[1] = pseudonym("site", site)
 			}
@@ -173,14 +171,17 @@ func (r *Registry) Analysis(ctx context.Context, f Filter, asOf time.Time) (*Ana
 			for _, m := range r.cfg.Plan.Milestones {
 				row = append(row, milestoneStanding(m, c, timepoints, ended, endReason, today))
 			}
-			file.Rows = append(file.Rows, row)
+			if err := emit(row); err != nil {
+				return err
+			}
+			n++
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("analysis file: %w", err)
+		return n, fmt.Errorf("analysis file: %w", err)
 	}
-	return file, nil
+	return n, nil
 }
 
 // milestoneStanding is one course's entry at milestone m, by the rules of responseSQL: the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -304,4 +305,73 @@ func readRTable(t *testing.T, path string) []map[string]string {
 		out = append(out, row)
 	}
 	return out
+}
+
+// The analysis file is written as it is read: what the server holds while writing it does not
+// grow with the rows already written. The live heap at the last of 2,000 rows is compared
+// with that at the 100th; building the file whole first, as the server once did, holds every
+// row (about 1 MB here) by the end.
+func TestAnalysisFileIsStreamedInBoundedMemory(t *testing.T) {
+	// Not parallel: the heap is the process's, and other tests' allocations would be counted.
+	tr := newTestRegistryWith(t, func(c *app.Config) { c.Registry = registry.Config{MinCell: 1, AnalysisExport: true} })
+	loadCohortDirect(t, tr, generate(t, 2000, 29))
+	live := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	var early, late uint64
+	rows := 0
+	n, err := tr.reg.Analysis(context.Background(), registry.Filter{}, tr.now, func(row []string) error {
+		rows++
+		switch rows {
+		case 100:
+			early = live()
+		case 2000:
+			late = live()
+		}
+		return nil
+	})
+	if err != nil || n != 2000 {
+		t.Fatalf("%d rows, %v", n, err)
+	}
+	if grown := int64(late) - int64(early); grown > 256<<10 {
+		t.Errorf("the live heap grew by %d KB between the 100th and the 2,000th row: rows are being kept", grown>>10)
+	} else {
+		t.Logf("live heap at row 100: %d KB; at row 2,000: %d KB", early>>10, late>>10)
+	}
+}
+
+// A selection with no course gives the CSV's header line alone, and its record says 0 rows; an
+// error before the first row is still an OperationOutcome, and leaves no record.
+func TestAnEmptyAnalysisFileHasItsHeaderAndARecord(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistryWith(t, func(c *app.Config) { c.Registry = registry.Config{MinCell: 1, AnalysisExport: true} })
+	loadCohortDirect(t, tr, generate(t, 20, 31))
+	researcher := tr.h.Token(auth.RoleResearcher)
+	r := tr.h.As(researcher, "GET", "/registry/export/analysis?disease=sle", nil)
+	recs, err := csv.NewReader(strings.NewReader(string(r.Body))).ReadAll()
+	if r.Status != 200 || err != nil || len(recs) != 1 || recs[0][0] != "study_id" {
+		t.Fatalf("an empty selection: %d %v %q", r.Status, err, r.Body)
+	}
+	if r := tr.h.As(researcher, "GET", "/registry/export/analysis?_format=ndjson&disease=sle", nil); r.Status != 200 || len(r.Body) != 0 {
+		t.Errorf("an empty NDJSON file: %d %q", r.Status, r.Body)
+	}
+	if got := tr.count(`SELECT count(*) FROM registry_analysis_export WHERE rows = 0`); got != 2 {
+		t.Errorf("%d records of empty exports, want 2", got)
+	}
+	if r := tr.h.As(researcher, "GET", "/registry/export/analysis?_format=xml", nil); r.Status != 400 {
+		t.Errorf("an unknown format: %d %s", r.Status, r.Body)
+	}
+	// NDJSON rows carry every column by name.
+	r = tr.h.As(researcher, "GET", "/registry/export/analysis?_format=ndjson", nil)
+	lines := strings.Split(strings.TrimSpace(string(r.Body)), "\n")
+	var first map[string]string
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil || first["study_id"] == "" || len(lines) != 20 {
+		t.Errorf("NDJSON file: %d lines, %v, %v", len(lines), err, first)
+	}
+	if got := tr.count(`SELECT count(*) FROM registry_analysis_export`); got != 3 {
+		t.Errorf("%d records, want 3 (the refused format is not one)", got)
+	}
 }

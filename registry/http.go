@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,39 +67,110 @@ func (r *Registry) getAnalysis(c echo.Context) error {
 		return badRequest(fmt.Errorf("_format=%s: want csv or ndjson", format), "_format")
 	}
 	ctx := c.Request().Context()
-	file, err := r.Analysis(ctx, f, r.now())
-	if err != nil {
-		return err
-	}
-	names := make([]string, len(file.Columns))
-	for i, col := range file.Columns {
+	columns := AnalysisColumns(r.cfg.Plan)
+	names := make([]string, len(columns))
+	for i, col := range columns {
 		names[i] = col.Name
 	}
-	who := principalKey(ctx)
 	if format == "" {
 		format = "csv"
 	}
-	if _, err := r.db.Exec(ctx, `INSERT INTO registry_analysis_export (principal, exported_at, query, format, rows, columns)
-		VALUES ($1, $2, $3, $4, $5, $6)`, who, r.now(), c.QueryString(), format, len(file.Rows), names); err != nil {
+	// Recorded before a row leaves, on its own connection and before the export's read
+	// transaction takes another (two at once could starve the pool); its count is set once
+	// the rows are written, and the record dropped if none was.
+	var manifest int64
+	if err := r.db.QueryRow(ctx, `INSERT INTO registry_analysis_export (principal, exported_at, query, format, rows, columns)
+		VALUES ($1, $2, $3, $4, 0, $5) RETURNING id`, principalKey(ctx), r.now(), c.QueryString(), format, names).Scan(&manifest); err != nil {
 		return fmt.Errorf("recording the analysis export: %w", err)
 	}
-	if format == "ndjson" {
-		c.Response().Header().Set(echo.HeaderContentType, "application/x-ndjson")
-		c.Response().Header().Set(echo.HeaderContentDisposition, `attachment; filename="analysis.ndjson"`)
-		c.Response().WriteHeader(http.StatusOK)
-		enc := json.NewEncoder(c.Response())
-		for _, row := range file.Rows {
-			obj := make(map[string]any, len(row))
-			for i, v := range row {
-				obj[names[i]] = v
-			}
-			if err := enc.Encode(obj); err != nil {
-				return err
-			}
+	w := &analysisWriter{c: c, format: format, names: names}
+	n, err := r.Analysis(ctx, f, r.now(), w.row)
+	if err == nil {
+		err = w.finish()
+	}
+	// The count is what was written, whether or not the client read it all.
+	record := context.WithoutCancel(ctx)
+	if !c.Response().Committed {
+		if _, derr := r.db.Exec(record, `DELETE FROM registry_analysis_export WHERE id = $1`, manifest); derr != nil {
+			r.logger.Error("dropping the record of an analysis export that failed", "error", derr)
 		}
+		return err
+	}
+	if _, uerr := r.db.Exec(record, `UPDATE registry_analysis_export SET rows = $2 WHERE id = $1`, manifest, n); uerr != nil && err == nil {
+		err = fmt.Errorf("recording the analysis export: %w", uerr)
+	}
+	if err != nil && ctx.Err() == nil {
+		// Part of the file is sent and a status can no longer say it failed: the connection
+		// is cut, so the client sees an incomplete download rather than a shorter file.
+		r.logger.Error("analysis file failed while it was written", "error", err, "rows", n)
+		panic(http.ErrAbortHandler)
+	}
+	return err
+}
+
+// analysisWriter writes the analysis file's rows as they come, CSV (a header line first) or
+// NDJSON, starting the response at the first row so that a failure before it is still an
+// OperationOutcome.
+type analysisWriter struct {
+	c      echo.Context
+	format string
+	names  []string
+	out    *bufio.Writer
+	csv    *csvx.Writer
+	enc    *json.Encoder
+	obj    map[string]string
+}
+
+func (w *analysisWriter) start() error {
+	h := w.c.Response().Header()
+	if w.format == "ndjson" {
+		h.Set(echo.HeaderContentType, "application/x-ndjson")
+		h.Set(echo.HeaderContentDisposition, `attachment; filename="analysis.ndjson"`)
+	} else {
+		h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
+		h.Set(echo.HeaderContentDisposition, `attachment; filename="analysis.csv"`)
+	}
+	w.c.Response().WriteHeader(http.StatusOK)
+	w.out = bufio.NewWriterSize(w.c.Response(), 32<<10)
+	if w.format == "ndjson" {
+		w.enc = json.NewEncoder(w.out)
+		w.obj = make(map[string]string, len(w.names))
 		return nil
 	}
-	return writeCSV(c, "analysis", append([][]string{names}, file.Rows...))
+	w.csv = csvx.NewWriter(w.out)
+	return w.csv.Write(w.names)
+}
+
+func (w *analysisWriter) row(row []string) error {
+	if w.out == nil {
+		if err := w.start(); err != nil {
+			return err
+		}
+	}
+	if w.enc != nil {
+		for i, v := range row {
+			w.obj[w.names[i]] = v
+		}
+		return w.enc.Encode(w.obj)
+	}
+	return w.csv.Write(row)
+}
+
+// finish writes what is buffered: with no row, the header line alone (or nothing, for
+// NDJSON).
+func (w *analysisWriter) finish() error {
+	if w.out == nil {
+		if err := w.start(); err != nil {
+			return err
+		}
+	}
+	if w.csv != nil {
+		w.csv.Flush()
+		if err := w.csv.Error(); err != nil {
+			return err
+		}
+	}
+	return w.out.Flush()
 }
 
 func badRequest(err error, param string) error {

@@ -259,9 +259,24 @@ func (c *Config) validateExport() error {
 		return fmt.Errorf("-export-retention (%s) must be positive, -export-page-size (%d) and -export-max-jobs (%d) at least 1",
 			e.Retention, e.PageSize, e.MaxJobs)
 	}
-	if c.Export.Dir == "" {
-		c.Export.Dir = filepath.Join(c.DataDir, "export")
+	// Absolute, whatever the directory the server starts in: a job resumed after a restart
+	// must find the files it began, and with -database-url nothing else settles the data dir.
+	dir := c.Export.Dir
+	if dir == "" {
+		data := c.DataDir
+		if data == "" {
+			var err error
+			if data, err = defaultDataDir(); err != nil {
+				return fmt.Errorf("no folder for $export files: %w", err)
+			}
+		}
+		dir = filepath.Join(data, "export")
 	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("-export-dir %q: %w", dir, err)
+	}
+	c.Export.Dir = abs
 	return nil
 }
 

@@ -212,6 +212,29 @@ func TestExportSettings(t *testing.T) {
 	if e := cfg.appConfig().Export; e.Dir != "/srv/cartreg/export" || e.Retention != 48*time.Hour || e.MaxJobs != 2 || e.PageSize != 1000 {
 		t.Errorf("export settings %+v", e)
 	}
+	// With a database URL and no data dir, the files still go to the per-user data dir, never
+	// to a folder relative to wherever the server happens to start.
+	t.Setenv("XDG_DATA_HOME", "/home/someone/.data")
+	cfg, err = parseServe(t, "-database-url", "postgres://db.example/cartreg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if e := cfg.appConfig().Export; e.Dir != "/home/someone/.data/cartreg/export" {
+		t.Errorf("export folder with a database URL: %q", e.Dir)
+	}
+	cfg, err = parseServe(t, "-database-url", "postgres://db.example/cartreg", "-export-dir", "exports")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if e := cfg.appConfig().Export; !filepath.IsAbs(e.Dir) {
+		t.Errorf("a relative -export-dir is left relative: %q", e.Dir)
+	}
 	cfg, err = parseServe(t, "-export-page-size", "0")
 	if err != nil {
 		t.Fatal(err)

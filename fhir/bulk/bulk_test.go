@@ -752,3 +752,34 @@ func TestCapabilityStatementNamesTheExportOperations(t *testing.T) {
 		}
 	}
 }
+
+// A job resumed where its files are not (the export folder was lost, or the server restarted
+// with another one) writes them again rather than padding them with zero bytes up to what
+// its rows recorded, or listing files that are gone.
+func TestAResumedExportWhoseFilesAreGoneWritesThemAgain(t *testing.T) {
+	h := newHarness(t)
+	loadExamples(t, h)
+	want := dbCounts(t, h)
+	status := kickOff(t, h, "GET", "/fhir/$export", nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	h.App.Export.OnPage = func(job, typ string, count int64) {
+		if typ == "Observation" && count == 6 {
+			cancel()
+		}
+	}
+	if _, err := h.App.Export.Work(ctx); err != nil {
+		t.Fatalf("the interrupted worker: %v", err)
+	}
+	h.App.Export.OnPage = nil
+	if n := h.Count(`SELECT count(*) FROM bulk_export_file WHERE done AND count > 0`); n == 0 {
+		t.Fatal("no type was finished before Observation: the test needs one")
+	}
+
+	// The server restarts with an empty export folder.
+	restarted := apptest.New(t, apptest.WithDatabase(h.DB), apptest.WithConfig(func(c *app.Config) {
+		c.Export = bulk.Config{Dir: t.TempDir(), PageSize: 3}
+	}))
+	files := download(t, restarted, finish(t, restarted, status))
+	sameCounts(t, counts(files), want)
+}

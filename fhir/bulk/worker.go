@@ -145,7 +145,7 @@ func (x *Exporter) runLocked(ctx context.Context, id string) error {
 				return x.stopped(ctx, fmt.Errorf("recording an export file: %w", err))
 			}
 		}
-		if f.Done {
+		if f.Done && (f.Kind == "error" || f.Count == 0 || x.intact(j.ID, f)) {
 			continue
 		}
 		if err := x.exportType(ctx, j, &f); err != nil {
@@ -202,6 +202,19 @@ func (x *Exporter) exportType(ctx context.Context, j *job, f *file) error {
 		return fmt.Errorf("opening %s: %w", f.Name, err)
 	}
 	defer fd.Close()
+	if st, err := fd.Stat(); err != nil {
+		return fmt.Errorf("reading %s: %w", f.Name, err)
+	} else if st.Size() < f.Bytes {
+		// Pages recorded as written are not on disk (the files were lost, or the export
+		// folder is not the one this job began in): cutting the file "back" would pad it
+		// with zero bytes, so the type is written again from its start instead.
+		x.logger.Warn("export file shorter than recorded: writing it again", "job", j.ID, "file", f.Name,
+			"recorded_bytes", f.Bytes, "bytes", st.Size())
+		f.Cursor, f.Count, f.Bytes = "", 0, 0
+		if err := x.record(ctx, j.ID, f, false); err != nil {
+			return err
+		}
+	}
 	// A page written after the last recorded one (the worker stopped before recording it)
 	// is cut off: it will be read and written again.
 	if err := fd.Truncate(f.Bytes); err != nil {
@@ -257,6 +270,12 @@ func (x *Exporter) exportType(ctx context.Context, j *job, f *file) error {
 		_ = os.Remove(path)
 	}
 	return nil
+}
+
+// intact reports whether a finished file still holds every byte recorded of it.
+func (x *Exporter) intact(jobID string, f file) bool {
+	st, err := os.Stat(filepath.Join(x.jobDir(jobID), f.Name))
+	return err == nil && st.Size() >= f.Bytes
 }
 
 // record writes how far a file got; errGone when its job was deleted meanwhile.
