@@ -13,7 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/httpx"
 	"github.com/cartreg/cartreg/registry"
 )
@@ -81,7 +84,17 @@ type Query struct {
 	Statuses []string // Task statuses; OpenStatuses when empty
 	// Within is how many days ahead an upcoming window may open; 0 lists only overdue and due,
 	// WithinLeadTime as far as Tasks are made ahead.
-	Within int
+	Within     int
+	Milestones []string // milestone codes of the follow-up plan
+	// Search is words each of which must be part of the patient's name or of an identifier
+	// (the MRN), whatever the case and accents.
+	Search string
+	// Urgency narrows the list to one urgency (UrgencyOverdue, ...); Report.Counts still
+	// counts every urgency.
+	Urgency string
+	// Offset and Limit page the list: Items are the Tasks from Offset on, at most Limit of
+	// them (every one when Limit is 0).
+	Offset, Limit int
 }
 
 // Urgencies, most urgent first.
@@ -157,56 +170,78 @@ type Report struct {
 	overdueHorizon int // days overdue beyond which the calendar shows a visit on today
 }
 
-// worklistSQL reads the current version of every follow-up Task in one of the statuses ($5),
-// with its infusion, site and patient. A Task whose current version is the one the scheduler
-// wrote has the status followup_task records, so closed Tasks nobody touched are skipped
-// without parsing them. The window is the Task's restriction.period (its date part), else the
-// plan's. No regular expressions: PostgreSQL's cost several times the JSON parsing per row.
-// $1–$4: the plan (codes, target, first and last day); $6: the last day an upcoming window may
-// open; $7: LIKE patterns for Task.owner ("Practitioner/7" and "%/Practitioner/7"); $8, $9:
-// site and patient ids. An empty filter selects everything.
-const worklistSQL = `WITH plan AS (
+// worklistFrom selects the listed Tasks from followup_task alone, whose columns mirror each
+// Task's current version (status, owner, window) and its infusion's site, so that a site's
+// open Tasks are one scan of the index on (current_status, site_id) and no Task is parsed to
+// decide whether it is listed. rank is the urgency as of today: 0 overdue, 1 due, 2 upcoming.
+// A Task without a window of its own has the plan's, from its infusion (looked up only then).
+//
+// $1–$4: the plan (codes, target, first and last day); $5: the statuses; $6: today; $7: the
+// last day an upcoming window may open; $8: LIKE patterns for Task.owner ("Practitioner/7" and
+// "%/Practitioner/7"); $9, $10, $11: site ids, patient ids, milestone codes; $12: LIKE
+// patterns each of which the patient's name or an identifier must match. An empty filter
+// selects everything.
+const worklistFrom = `WITH plan AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS p(code, target_day, first_day, last_day)
-), task AS (
-	SELECT t.task_id, t.milestone, r.version_id, r.last_updated, j.status, coalesce(j.description, '') AS description,
-		coalesce(CASE WHEN j."for"->>'reference' LIKE 'Patient/%' THEN substr(j."for"->>'reference', 9) END,
-			t.patient_id) AS patient_id,
-		coalesce(j.owner->>'reference', '') AS owner,
-		coalesce(j."statusReason"->>'text', j."statusReason"#>>'{coding,0,display}', '') AS status_reason,
-		j.code, coalesce(j."businessStatus"#>>'{coding,0,code}', '') AS business_status, j.note,
-		j.restriction#>>'{period,start}' AS task_start, j.restriction#>>'{period,end}' AS task_end,
-		t.infusion_type, t.infusion_id
+), windowed AS (
+	SELECT t.task_id, t.milestone, t.patient_id, t.site_id, t.infusion_type, t.infusion_id,
+		coalesce(t.window_start, (SELECT coalesce(i.infused_on + p.first_day, i.infused_on) FROM registry_infusion i
+			LEFT JOIN plan p ON p.code = t.milestone
+			WHERE i.resource_type = t.infusion_type AND i.resource_id = t.infusion_id)) AS window_start,
+		coalesce(t.window_end, (SELECT i.infused_on + p.last_day FROM registry_infusion i
+			LEFT JOIN plan p ON p.code = t.milestone
+			WHERE i.resource_type = t.infusion_type AND i.resource_id = t.infusion_id)) AS window_end
 	FROM followup_task t
-	JOIN ` + fhir.CurrentRelation + ` r ON r.resource_type = 'Task' AND r.resource_id = t.task_id
-	CROSS JOIN LATERAL jsonb_to_record(r.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
-		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb, note jsonb)
-	WHERE (t.written_version <> r.version_id OR t.status = ANY($5::text[]))
-		AND j.status = ANY($5::text[])
-		-- The patient filter again, on the scheduler's own column (indexed), so that one
-		-- patient's list reads only their Tasks, not every open one.
-		AND (cardinality($9::text[]) = 0 OR t.patient_id = ANY($9::text[]))
-), dated AS (
-	SELECT task.*, i.infused_on, i.product_label, i.effective_site_id, p.target_day,
-		coalesce(CASE WHEN length(task_start) >= 10 THEN left(task_start, 10)::date END,
-			i.infused_on + p.first_day, i.infused_on) AS window_start,
-		coalesce(CASE WHEN length(task_end) >= 10 THEN left(task_end, 10)::date END,
-			i.infused_on + p.last_day) AS window_end
-	FROM task
-	LEFT JOIN registry_infusion i ON i.resource_type = task.infusion_type AND i.resource_id = task.infusion_id
-	LEFT JOIN plan p ON p.code = task.milestone
+	WHERE t.current_status = ANY($5::text[])
+		AND (cardinality($8::text[]) = 0 OR t.owner LIKE ANY($8::text[]))
+		AND (cardinality($9::text[]) = 0 OR t.site_id = ANY($9::text[]))
+		AND (cardinality($10::text[]) = 0 OR t.patient_id = ANY($10::text[]))
+		AND (cardinality($11::text[]) = 0 OR t.milestone = ANY($11::text[]))
+		AND NOT EXISTS (SELECT 1 FROM unnest($12::text[]) AS q(pattern)
+			WHERE NOT EXISTS (SELECT 1 FROM ` + fhir.StringIndexRelation + ` n WHERE n.resource_type = 'Patient'
+				AND n.resource_id = t.patient_id AND n.code = 'name' AND n.normalized LIKE q.pattern)
+			AND NOT EXISTS (SELECT 1 FROM ` + fhir.TokenIndexRelation + ` k WHERE k.resource_type = 'Patient'
+				AND k.resource_id = t.patient_id AND k.code = 'identifier' AND lower(k.value) LIKE q.pattern))
+), listed AS (
+	SELECT w.*, CASE WHEN w.window_start > $6::date THEN 2 WHEN w.window_end < $6::date THEN 0 ELSE 1 END AS rank
+	FROM windowed w WHERE w.window_start <= $7::date
+)`
+
+// worklistCountsSQL counts the listed Tasks by urgency.
+const worklistCountsSQL = worklistFrom + `
+SELECT rank, count(*) FROM listed GROUP BY rank`
+
+// worklistOrder is the work list's order: most urgent first; overdue by the day the window
+// closed (most days late first), due by the day it closes (soonest first, no end last),
+// upcoming by the day it opens; ties by patient, then Task. (The page's rows are read back in
+// the same order.)
+const worklistOrder = `rank, CASE rank WHEN 2 THEN window_start ELSE window_end END NULLS LAST, patient_id, task_id`
+
+// worklistPageSQL reads one page of the listed Tasks ($13: the urgency rank, -1 for all; $14
+// and $15: LIMIT, NULL for all, and OFFSET), and only then the page's Tasks, infusions,
+// sites and patients. A Task's patient is its Task.for, else followup_task's.
+const worklistPageSQL = worklistFrom + `, page AS MATERIALIZED (
+	SELECT * FROM listed WHERE $13::int < 0 OR rank = $13::int
+	ORDER BY ` + worklistOrder + ` LIMIT $14 OFFSET $15
 )
-SELECT d.task_id, d.version_id, d.last_updated, d.status, d.status_reason, d.business_status, d.description,
-	d.patient_id, d.owner, coalesce(d.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
-	d.infused_on + d.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(d.product_label, ''), d.infused_on,
-	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pr.body, d.note,
+SELECT d.task_id, r.version_id, r.last_updated, j.status,
+	coalesce(j."statusReason"->>'text', j."statusReason"#>>'{coding,0,display}', ''),
+	coalesce(j."businessStatus"#>>'{coding,0,code}', ''), coalesce(j.description, ''),
+	coalesce(CASE WHEN j."for"->>'reference' LIKE 'Patient/%' THEN substr(j."for"->>'reference', 9) END, d.patient_id),
+	coalesce(j.owner->>'reference', ''), coalesce(j.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
+	i.infused_on + p.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(i.product_label, ''), i.infused_on,
+	d.site_id, coalesce(s.name, ''), pr.body, j.note,
 	(SELECT rp.last_contact_on FROM registry_patient rp WHERE rp.patient_id = d.patient_id)
-FROM dated d
-LEFT JOIN registry_site s ON s.organization_id = d.effective_site_id
-LEFT JOIN ` + fhir.CurrentRelation + ` pr ON pr.resource_type = 'Patient' AND pr.resource_id = d.patient_id
-WHERE d.window_start <= $6::date
-	AND (cardinality($7::text[]) = 0 OR d.owner LIKE ANY($7::text[]))
-	AND (cardinality($8::text[]) = 0 OR d.effective_site_id = ANY($8::text[]))
-	AND (cardinality($9::text[]) = 0 OR d.patient_id = ANY($9::text[]))`
+FROM page d
+JOIN ` + fhir.CurrentRelation + ` r ON r.resource_type = 'Task' AND r.resource_id = d.task_id
+CROSS JOIN LATERAL jsonb_to_record(r.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
+	code jsonb, "businessStatus" jsonb, "statusReason" jsonb, note jsonb)
+LEFT JOIN registry_infusion i ON i.resource_type = d.infusion_type AND i.resource_id = d.infusion_id
+LEFT JOIN plan p ON p.code = d.milestone
+LEFT JOIN registry_site s ON s.organization_id = d.site_id
+LEFT JOIN ` + fhir.CurrentRelation + ` pr ON pr.resource_type = 'Patient'
+	AND pr.resource_id = coalesce(CASE WHEN j."for"->>'reference' LIKE 'Patient/%' THEN substr(j."for"->>'reference', 9) END, d.patient_id)
+ORDER BY d.rank, CASE d.rank WHEN 2 THEN d.window_start ELSE d.window_end END NULLS LAST, d.patient_id, d.task_id`
 
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
@@ -215,7 +250,8 @@ func (w *Worklist) today() time.Time { return w.s.day(w.now()) }
 
 // List returns the work list as of the clock's today, most urgent first: overdue (most days
 // overdue first), then due (closing soonest first), then upcoming (opening soonest first);
-// ties by patient name, then Task id.
+// ties by patient id, then Task id. Counts are by urgency before q.Urgency narrows the list;
+// Total is how many q selects, of which Items holds those from q.Offset, at most q.Limit.
 func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 	today := w.today()
 	if q.Within < 0 {
@@ -245,15 +281,38 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 		o = likeEscaper.Replace(o)
 		owners = append(owners, o, "%/"+o)
 	}
-	rows, err := w.db.Query(ctx, worklistSQL, codes, targets, starts, ends, statuses,
-		today.AddDate(0, 0, q.Within), owners, nonNil(q.Sites), nonNil(q.Patients))
+	args := []any{codes, targets, starts, ends, statuses, today, today.AddDate(0, 0, q.Within), owners,
+		nonNil(q.Sites), nonNil(q.Patients), nonNil(q.Milestones), searchPatterns(q.Search)}
+	rep := &Report{AsOf: day(today), WithinDays: q.Within, LeadDays: w.s.cfg.LeadDays, Items: []Item{},
+		today: today, overdueHorizon: w.s.cfg.overdueHorizon(),
+		Counts: map[string]int{UrgencyOverdue: 0, UrgencyDue: 0, UrgencyUpcoming: 0}}
+	rows, err := w.db.Query(ctx, worklistCountsSQL, args...)
+	if err != nil {
+		return nil, fmt.Errorf("counting the work list: %w", err)
+	}
+	urgencies := []string{UrgencyOverdue, UrgencyDue, UrgencyUpcoming}
+	var rank, n int
+	if _, err := pgx.ForEachRow(rows, []any{&rank, &n}, func() error {
+		rep.Counts[urgencies[rank]] = n
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("counting the work list: %w", err)
+	}
+	rank = slices.Index(urgencies, q.Urgency) // -1 for every urgency
+	if rank < 0 {
+		rep.Total = rep.Counts[UrgencyOverdue] + rep.Counts[UrgencyDue] + rep.Counts[UrgencyUpcoming]
+	} else {
+		rep.Total = rep.Counts[q.Urgency]
+	}
+	var limit *int
+	if q.Limit > 0 {
+		limit = &q.Limit
+	}
+	rows, err = w.db.Query(ctx, worklistPageSQL, append(args, rank, limit, max(q.Offset, 0))...)
 	if err != nil {
 		return nil, fmt.Errorf("reading the work list: %w", err)
 	}
 	defer rows.Close()
-	rep := &Report{AsOf: day(today), WithinDays: q.Within, LeadDays: w.s.cfg.LeadDays, Items: []Item{},
-		today: today, overdueHorizon: w.s.cfg.overdueHorizon(),
-		Counts: map[string]int{UrgencyOverdue: 0, UrgencyDue: 0, UrgencyUpcoming: 0}}
 	for rows.Next() {
 		var it Item
 		var code []byte
@@ -288,15 +347,24 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 			it.LastContact = day(*lastContact)
 		}
 		it.urgency(today)
-		rep.Counts[it.Urgency]++
 		rep.Items = append(rep.Items, it)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading the work list: %w", err)
 	}
-	slices.SortStableFunc(rep.Items, compareItems)
-	rep.Total = len(rep.Items)
 	return rep, nil
+}
+
+// searchPatterns turns a search by name or MRN into LIKE patterns, one per word, each of which
+// must be part of one of the patient's names or identifiers: "ada love" finds Ada Lovelace,
+// "0001" MRN-0001. Words are compared as the search index keeps names (lower case, accents
+// removed), so "muller" finds Müller.
+func searchPatterns(search string) []string {
+	out := []string{}
+	for _, w := range strings.Fields(searchparam.NormalizeString(search)) {
+		out = append(out, "%"+likeEscaper.Replace(w)+"%")
+	}
+	return out
 }
 
 // urgency places the item as of today.
@@ -317,38 +385,6 @@ func (it *Item) urgency(today time.Time) {
 			it.DaysLeft = &n
 		}
 	}
-}
-
-var urgencyRank = map[string]int{UrgencyOverdue: 0, UrgencyDue: 1, UrgencyUpcoming: 2}
-
-func compareItems(a, b Item) int {
-	if c := urgencyRank[a.Urgency] - urgencyRank[b.Urgency]; c != 0 {
-		return c
-	}
-	var c int
-	switch a.Urgency {
-	case UrgencyOverdue:
-		c = b.DaysOverdue - a.DaysOverdue
-	case UrgencyDue: // closing soonest first; a window without an end last
-		switch {
-		case a.end.IsZero() != b.end.IsZero():
-			if a.end.IsZero() {
-				return 1
-			}
-			return -1
-		default:
-			c = a.end.Compare(b.end)
-		}
-	case UrgencyUpcoming:
-		c = a.start.Compare(b.start)
-	}
-	if c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.Patient.Name, b.Patient.Name); c != 0 {
-		return c
-	}
-	return strings.Compare(a.TaskID, b.TaskID)
 }
 
 // milestoneOf reads the milestone from the Task's code, else the followup_task row; the label

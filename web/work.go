@@ -99,9 +99,10 @@ func (p *Pages) sitesOf(ctx context.Context, pr *auth.Principal) ([]siteOption, 
 }
 
 // workList is the work list the principal may see, filtered; counts are per bucket before the
-// bucket filter, so each bucket's link says what it holds.
-func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter) (*followup.Report, error) {
-	q := followup.Query{Within: f.Within}
+// bucket filter, so each bucket's link says what it holds. limit and offset page it (limit 0:
+// every visit).
+func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter, offset, limit int) (*followup.Report, error) {
+	q := followup.Query{Within: f.Within, Search: f.Search, Urgency: f.Bucket, Offset: offset, Limit: limit}
 	if f.Site != "" {
 		q.Sites = []string{f.Site}
 	}
@@ -119,29 +120,10 @@ func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter) 
 	if f.Status != "" {
 		q.Statuses = []string{f.Status}
 	}
-	rep, err := p.worklist.List(ctx, q)
-	if err != nil {
-		return nil, err
+	if f.Milestone != "" {
+		q.Milestones = []string{f.Milestone}
 	}
-	search := strings.ToLower(f.Search)
-	kept := rep.Items[:0]
-	counts := map[string]int{followup.Overdue: 0, followup.Due: 0, followup.Upcoming: 0}
-	for _, it := range rep.Items {
-		if f.Milestone != "" && it.Milestone.Code != f.Milestone {
-			continue
-		}
-		if search != "" && !strings.Contains(strings.ToLower(it.Patient.Name), search) &&
-			!strings.Contains(strings.ToLower(it.Patient.Identifier), search) {
-			continue
-		}
-		counts[it.Urgency]++
-		if f.Bucket != "" && it.Urgency != f.Bucket {
-			continue
-		}
-		kept = append(kept, it)
-	}
-	rep.Items, rep.Counts, rep.Total = kept, counts, len(kept)
-	return rep, nil
+	return p.worklist.List(ctx, q)
 }
 
 type workPage struct {
@@ -167,7 +149,8 @@ func (p *Pages) work(c echo.Context) error {
 	if err != nil {
 		return p.errorPage(c, err)
 	}
-	rep, err := p.workList(ctx, pr, f)
+	size := p.cfg.WorkListPageSize
+	rep, err := p.workList(ctx, pr, f, (f.Page-1)*size, size)
 	if err != nil {
 		return err
 	}
@@ -180,15 +163,14 @@ func (p *Pages) work(c echo.Context) error {
 	if wp.HasFeed, err = p.users.hasFeedToken(ctx, sessionOf(c).user.Name); err != nil {
 		return err
 	}
-	size := p.cfg.WorkListPageSize
-	wp.Pages = max(1, (len(rep.Items)+size-1)/size)
-	from := min((f.Page-1)*size, len(rep.Items))
-	to := min(from+size, len(rep.Items))
-	wp.Shown, wp.First, wp.Last = rep.Items[from:to], from+1, to
+	wp.Pages = max(1, (rep.Total+size-1)/size)
+	from := min((f.Page-1)*size, rep.Total)
+	to := from + len(rep.Items)
+	wp.Shown, wp.First, wp.Last = rep.Items, from+1, to
 	if f.Page > 1 {
 		wp.Prev = min(f.Page-1, wp.Pages)
 	}
-	if to < len(rep.Items) {
+	if to < rep.Total {
 		wp.Next = f.Page + 1
 	}
 	return p.page(c, http.StatusOK, "work", pageData{Title: "My work list", Nav: "work", Data: wp})
@@ -203,7 +185,7 @@ func (p *Pages) workCSV(c echo.Context) error {
 	if err != nil {
 		return p.errorPage(c, err)
 	}
-	rep, err := p.workList(ctx, pr, f)
+	rep, err := p.workList(ctx, pr, f, 0, 0)
 	if err != nil {
 		return err
 	}
