@@ -3,7 +3,6 @@ package web
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -18,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/cartreg/cartreg/auth"
+	"github.com/cartreg/cartreg/csvx"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
@@ -176,8 +176,8 @@ func (p *Pages) work(c echo.Context) error {
 	return p.page(c, http.StatusOK, "work", pageData{Title: "My work list", Nav: "work", Data: wp})
 }
 
-// workCSV is the work list as shown, for a spreadsheet: a UTF-8 byte-order mark (without it
-// Excel reads "Universitätsklinikum" as Latin-1), human column names, and no ids unless ids=1.
+// workCSV is the work list as shown, for a spreadsheet: the API's CSV (followup.Report.CSV,
+// written by csvx with a UTF-8 byte-order mark), with no ids unless ids=1.
 func (p *Pages) workCSV(c echo.Context) error {
 	ctx := c.Request().Context()
 	pr, _ := auth.FromContext(ctx)
@@ -189,53 +189,14 @@ func (p *Pages) workCSV(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ids := c.QueryParam("ids") == "1"
-	header := []string{"Bucket", "Days late", "Days left", "Opens in (days)", "Patient", "MRN", "Birth date", "Phone",
-		"Site", "Product", "Milestone", "Window opens", "Window closes", "Target date", "Last contact", "Status",
-		"Status reason", "Notes"}
-	if ids {
-		header = append(header, "Patient id", "Task id")
-	}
-	optional := func(n *int) string {
-		if n == nil {
-			return ""
-		}
-		return strconv.Itoa(*n)
-	}
 	var buf bytes.Buffer
-	buf.WriteString("\uFEFF")
-	w := csv.NewWriter(&buf)
-	_ = w.Write(header)
-	for _, it := range rep.Items {
-		late := ""
-		if it.Urgency == followup.Overdue {
-			late = strconv.Itoa(it.DaysOverdue)
-		}
-		row := []string{it.Urgency, late, optional(it.DaysLeft), optional(it.DaysUntilOpen), cell(it.Patient.Name),
-			cell(it.Patient.Identifier), it.Patient.BirthDate, cell(it.Patient.Phone), cell(it.Site.Name), cell(it.Product),
-			cell(it.Milestone.Label), it.WindowStart, it.WindowEnd, it.TargetDate, it.LastContact, it.Status,
-			cell(it.StatusReason), cell(strings.Join(it.Notes, "; "))}
-		if ids {
-			row = append(row, strings.TrimPrefix(it.Patient.Reference, "Patient/"), it.TaskID)
-		}
-		_ = w.Write(row)
-	}
-	w.Flush()
-	if err := w.Error(); err != nil {
+	if err := csvx.NewSpreadsheetWriter(&buf).WriteAll(rep.CSV(c.QueryParam("ids") == "1")); err != nil {
 		return fmt.Errorf("writing the work list as CSV: %w", err)
 	}
 	h := c.Response().Header()
 	h.Set(echo.HeaderContentDisposition, `attachment; filename="work-list-`+rep.AsOf+`.csv"`)
 	h.Set("Cache-Control", "no-store")
 	return c.Blob(http.StatusOK, "text/csv; charset=utf-8", buf.Bytes())
-}
-
-// cell defuses free text a spreadsheet would run as a formula (OWASP's CSV injection advice).
-func cell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
 }
 
 // followUpTask reads a follow-up Task the principal may change: a coordinator's sites' only
