@@ -3,6 +3,7 @@ package followup_test
 import (
 	"context"
 	"encoding/json"
+	"io/fs"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cartreg/cartreg/followup"
+	"github.com/cartreg/cartreg/migrations"
 )
 
 // unmirrored counts the followup_task rows whose work-list columns disagree with the current
@@ -108,6 +110,26 @@ func TestWorklistFollowsEveryWrite(t *testing.T) {
 	}
 	if it := c.list("?patient=" + c.patients["Hopper"]).Items; len(it) != 1 || it[0].WindowEnd != "2025-02-20" {
 		t.Errorf("Hopper's rescheduled visit: %+v", it)
+	}
+
+	// Migration 023 fills the columns of a registry's existing rows the same way.
+	if _, err := c.db.Exec(context.Background(), `UPDATE followup_task SET site_id = '', current_status = NULL, owner = '',
+		window_start = NULL, window_end = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := fs.ReadFile(migrations.Files, "023_followup_worklist.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range strings.Split(string(raw), "\n\n") { // one statement per paragraph
+		if stmt = strings.TrimSpace(stmt); strings.HasPrefix(stmt, "UPDATE") {
+			if _, err := c.db.Exec(context.Background(), stmt); err != nil {
+				t.Fatalf("%v\n%s", err, stmt)
+			}
+		}
+	}
+	if n := c.unmirrored(); n != 0 {
+		t.Errorf("after migration 023's backfill, %d followup_task rows disagree with their Tasks", n)
 	}
 }
 
