@@ -213,9 +213,10 @@ const worklistFrom = `WITH plan AS (
 	FROM windowed w WHERE w.window_start <= $7::date
 )`
 
-// worklistCountsSQL counts the listed Tasks by urgency.
+// worklistCountsSQL counts the listed Tasks by urgency: for a page with no rows, which
+// cannot carry them.
 const worklistCountsSQL = worklistFrom + `
-SELECT rank, count(*) FROM listed GROUP BY rank`
+SELECT count(*) FILTER (WHERE rank = 0), count(*) FILTER (WHERE rank = 1), count(*) FILTER (WHERE rank = 2) FROM listed`
 
 // worklistOrder is the work list's order: most urgent first; overdue by the day the window
 // closed (most days late first), due by the day it closes (soonest first, no end last),
@@ -225,8 +226,14 @@ const worklistOrder = `rank, CASE rank WHEN 2 THEN window_start ELSE window_end 
 
 // worklistPageSQL reads one page of the listed Tasks ($13: the urgency rank, -1 for all; $14
 // and $15: LIMIT, NULL for all, and OFFSET), and only then the page's Tasks, infusions,
-// sites and patients. A Task's patient is its Task.for, else followup_task's.
-const worklistPageSQL = worklistFrom + `, page AS MATERIALIZED (
+// sites and patients. A Task's patient is its Task.for, else followup_task's. Every row
+// carries the counts by urgency (as worklistCountsSQL), from the same single pass over the
+// listed Tasks, which PostgreSQL keeps (materialises) for both.
+const worklistPageSQL = worklistFrom + `, counted AS (
+	SELECT count(*) FILTER (WHERE rank = 0) AS overdue, count(*) FILTER (WHERE rank = 1) AS due,
+		count(*) FILTER (WHERE rank = 2) AS upcoming
+	FROM listed
+), page AS MATERIALIZED (
 	SELECT * FROM listed WHERE $13::int < 0 OR rank = $13::int
 	ORDER BY ` + worklistOrder + ` LIMIT $14 OFFSET $15
 )
@@ -237,8 +244,10 @@ SELECT d.task_id, r.version_id, r.last_updated, j.status,
 	coalesce(j.owner->>'reference', ''), coalesce(j.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
 	i.infused_on + p.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(i.product_label, ''), i.infused_on,
 	d.site_id, coalesce(s.name, ''), pr.body, j.note,
-	(SELECT rp.last_contact_on FROM registry_patient rp WHERE rp.patient_id = d.patient_id)
+	(SELECT rp.last_contact_on FROM registry_patient rp WHERE rp.patient_id = d.patient_id),
+	c.overdue, c.due, c.upcoming
 FROM page d
+CROSS JOIN counted c
 JOIN ` + fhir.CurrentRelation + ` r ON r.resource_type = 'Task' AND r.resource_id = d.task_id
 CROSS JOIN LATERAL jsonb_to_record(r.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
 	code jsonb, "businessStatus" jsonb, "statusReason" jsonb, note jsonb)
@@ -268,7 +277,9 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 	// In a transaction of its own, for SET LOCAL: the queries' cost estimates count the plan's
 	// window lookups for every row (they run only for a Task without a window of its own) and
 	// pass the threshold at which PostgreSQL compiles a query first, which then takes longer
-	// than running it (170 ms of 190 at 20,000 patients).
+	// than running it (170 ms of 190 at 20,000 patients). Over a caller's transaction this is
+	// a savepoint, and JIT stays off until that transaction ends: only the scheduler's dry
+	// run lists in a transaction of its own, which it rolls back.
 	var rep *Report
 	err := pgx.BeginFunc(ctx, begin, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
@@ -315,29 +326,14 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 	rep := &Report{AsOf: day(today), WithinDays: q.Within, LeadDays: w.s.cfg.LeadDays, Items: []Item{},
 		today: today, overdueHorizon: w.s.cfg.overdueHorizon(),
 		Counts: map[string]int{UrgencyOverdue: 0, UrgencyDue: 0, UrgencyUpcoming: 0}}
-	rows, err := db.Query(ctx, worklistCountsSQL, args...)
-	if err != nil {
-		return nil, fmt.Errorf("counting the work list: %w", err)
-	}
 	urgencies := []string{UrgencyOverdue, UrgencyDue, UrgencyUpcoming}
-	var rank, n int
-	if _, err := pgx.ForEachRow(rows, []any{&rank, &n}, func() error {
-		rep.Counts[urgencies[rank]] = n
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("counting the work list: %w", err)
-	}
-	rank = slices.Index(urgencies, q.Urgency) // -1 for every urgency
-	if rank < 0 {
-		rep.Total = rep.Counts[UrgencyOverdue] + rep.Counts[UrgencyDue] + rep.Counts[UrgencyUpcoming]
-	} else {
-		rep.Total = rep.Counts[q.Urgency]
-	}
+	rank := slices.Index(urgencies, q.Urgency) // -1 for every urgency
 	var limit *int
 	if q.Limit > 0 {
 		limit = &q.Limit
 	}
-	rows, err = db.Query(ctx, worklistPageSQL, append(args, rank, limit, max(q.Offset, 0))...)
+	var counts [3]int
+	rows, err := db.Query(ctx, worklistPageSQL, append(args, rank, limit, max(q.Offset, 0))...)
 	if err != nil {
 		return nil, fmt.Errorf("reading the work list: %w", err)
 	}
@@ -353,7 +349,7 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 		var lastContact *time.Time
 		if err := rows.Scan(&it.TaskID, &it.Version, &it.LastUpdated, &it.Status, &it.StatusReason, &it.BusinessStatus, &it.Description,
 			&patient, &it.Owner, &code, &milestone, &start, &end, &target, &it.Infusion, &it.Product, &infused,
-			&siteID, &it.Site.Name, &patientBody, &notes, &lastContact); err != nil {
+			&siteID, &it.Site.Name, &patientBody, &notes, &lastContact, &counts[0], &counts[1], &counts[2]); err != nil {
 			return nil, fmt.Errorf("reading the work list: %w", err)
 		}
 		it.Task = "Task/" + it.TaskID
@@ -380,6 +376,19 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading the work list: %w", err)
+	}
+	if len(rep.Items) == 0 { // no row to carry the counts: a list or a filter with nothing, a page past the end
+		if err := db.QueryRow(ctx, worklistCountsSQL, args...).Scan(&counts[0], &counts[1], &counts[2]); err != nil {
+			return nil, fmt.Errorf("counting the work list: %w", err)
+		}
+	}
+	for i, u := range urgencies {
+		rep.Counts[u] = counts[i]
+	}
+	if rank < 0 {
+		rep.Total = counts[0] + counts[1] + counts[2]
+	} else {
+		rep.Total = counts[rank]
 	}
 	return rep, nil
 }
