@@ -592,8 +592,8 @@ type taskColumns struct {
 	start, end    *time.Time // the date part of restriction.period; nil when absent
 }
 
-// columnsOf reads taskColumns from a Task body, as the work list's query once read them from
-// the stored JSON: a period bound shorter than a full date (a year, a month) counts as absent.
+// columnsOf reads taskColumns from a Task body. A period bound shorter than a full date (a
+// year, a month) counts as absent, and the work list uses the plan's window there instead.
 func columnsOf(body map[string]any) taskColumns {
 	var c taskColumns
 	c.status, _ = body["status"].(string)
