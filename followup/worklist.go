@@ -197,7 +197,9 @@ const worklistFrom = `WITH plan AS (
 	FROM followup_task t
 	WHERE t.current_status = ANY($5::text[])
 		AND (cardinality($8::text[]) = 0 OR t.owner LIKE ANY($8::text[]))
-		AND (cardinality($9::text[]) = 0 OR t.site_id = ANY($9::text[]))
+		-- '' is no site: a coordinator's list narrowed to no site (noSite) shows nothing, not
+		-- the visits of infusions without one.
+		AND (cardinality($9::text[]) = 0 OR (t.site_id = ANY($9::text[]) AND t.site_id <> ''))
 		AND (cardinality($10::text[]) = 0 OR t.patient_id = ANY($10::text[]))
 		AND (cardinality($11::text[]) = 0 OR t.milestone = ANY($11::text[]))
 		-- Each pattern of a search matches a name or an identifier of the patient: index

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/migrations"
+	"github.com/cartreg/cartreg/registry"
 )
 
 // unmirrored counts the followup_task rows whose work-list columns disagree with the current
@@ -186,5 +187,22 @@ func TestWorklistPagesAndSearch(t *testing.T) {
 	}
 	if rep := list(followup.Query{Urgency: followup.Due, Within: followup.WithinLeadTime}); rep.Counts[followup.Overdue] != 3 || rep.Counts[followup.Upcoming] != 2 {
 		t.Errorf("counts under an urgency filter: %v", rep.Counts)
+	}
+
+	// An infusion with no site (none named, no managing organization): its visits are on the
+	// whole list, and on no site's, not even the empty filter a coordinator of no site gets.
+	ids := c.post(
+		map[string]any{"resourceType": "Patient", "name": []any{map[string]any{"given": []any{"Nobody"}, "family": "Nowhere"}}},
+		map[string]any{"resourceType": "Condition", "subject": ref(urn(0)), "code": cc(registry.SystemICD10CM, "C83.30")},
+		map[string]any{"resourceType": "Procedure", "status": "completed", "code": cc(registry.SystemCartreg, "cart-infusion"),
+			"subject": ref(urn(0)), "performedDateTime": "2025-01-25", "usedCode": []any{cc(registry.SystemProduct, "axi-cel")},
+			"reasonReference": []any{ref(urn(1))}},
+	)
+	c.run(c.now)
+	if got := list(followup.Query{Patients: []string{idOf(ids[0])}}); got.Total != 1 || got.Items[0].Site.ID != "" {
+		t.Fatalf("the site-less infusion's visit: %+v", got)
+	}
+	if got := list(followup.Query{Sites: []string{""}, Within: followup.WithinLeadTime}); got.Total != 0 {
+		t.Errorf("a list of no site has %d visits: %v", got.Total, families(got.Items))
 	}
 }
