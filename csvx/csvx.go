@@ -24,14 +24,35 @@ import (
 
 // Writer writes CSV records with every cell defused.
 type Writer struct {
-	w *csv.Writer
+	w   *csv.Writer
+	out io.Writer
+	bom bool // the byte-order mark is still to be written
 }
 
 // NewWriter writes CSV to w; call Flush (or use WriteAll) when done.
-func NewWriter(w io.Writer) *Writer { return &Writer{w: csv.NewWriter(w)} }
+func NewWriter(w io.Writer) *Writer { return &Writer{w: csv.NewWriter(w), out: w} }
+
+// BOM is the UTF-8 byte-order mark.
+const BOM = "\uFEFF"
+
+// NewSpreadsheetWriter is NewWriter for a file people open in a spreadsheet: it starts with
+// the UTF-8 byte-order mark, without which Excel reads a CSV file in the computer's legacy
+// code page and "Universitätsklinikum" comes out as "UniversitÃ¤tsklinikum". Programs that
+// read CSV (R, pandas, encoding/csv) see the mark as part of the first header: a file for
+// them is written by NewWriter.
+func NewSpreadsheetWriter(w io.Writer) *Writer {
+	return &Writer{w: csv.NewWriter(w), out: w, bom: true}
+}
 
 // Write writes one record, each cell passed through Defuse.
 func (w *Writer) Write(record []string) error {
+	if w.bom {
+		// Straight to the destination: nothing is buffered before the first record.
+		w.bom = false
+		if _, err := io.WriteString(w.out, BOM); err != nil {
+			return err
+		}
+	}
 	safe := make([]string, len(record))
 	for i, cell := range record {
 		safe[i] = Defuse(cell)

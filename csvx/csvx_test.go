@@ -51,3 +51,23 @@ func TestWriterRoundTrips(t *testing.T) {
 		t.Errorf("read back %q, want %q", got, want)
 	}
 }
+
+// A spreadsheet's CSV starts with the UTF-8 byte-order mark, once, before the header; a
+// program's has none.
+func TestSpreadsheetWriterWritesTheByteOrderMarkFirst(t *testing.T) {
+	records := [][]string{{"Site", "Patient"}, {"Universitätsklinikum", "=1+1"}}
+	var sheet, plain bytes.Buffer
+	if err := NewSpreadsheetWriter(&sheet).WriteAll(records); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewWriter(&plain).WriteAll(records); err != nil {
+		t.Fatal(err)
+	}
+	want := "\uFEFFSite,Patient\nUniversitätsklinikum,'=1+1\n"
+	if sheet.String() != want {
+		t.Errorf("spreadsheet CSV %q, want %q", sheet.String(), want)
+	}
+	if plain.String() != want[len(BOM):] {
+		t.Errorf("plain CSV %q", plain.String())
+	}
+}

@@ -28,6 +28,15 @@ const (
 	// resource_id, version_id and body (NULL for a deletion). Its key is (resource_type,
 	// resource_id, version_id), so the latest version of one resource is one index probe.
 	VersionRelation = `(SELECT resource_type, resource_id, version_id, body FROM resource_version)`
+
+	// StringIndexRelation is the string search index of current resources: columns
+	// resource_type, resource_id, code (the search parameter) and normalized (lower-case,
+	// accents removed, as searchparam.NormalizeString). One resource's rows are an index probe.
+	StringIndexRelation = `(SELECT resource_type, resource_id, code, normalized FROM search_string)`
+
+	// TokenIndexRelation is the token search index of current resources: columns
+	// resource_type, resource_id, code, system and value. One resource's rows are an index probe.
+	TokenIndexRelation = `(SELECT resource_type, resource_id, code, system, value FROM search_token)`
 )
 
 // Current returns the current versions of the resources of one type named by ids, keyed by

@@ -39,6 +39,18 @@
 // episode with the second type cartreg#lost-to-follow-up: follow-up ends the same way, but
 // the cancelled Tasks and the patient's Status say the patient was lost rather than withdrew.
 //
+// # The work list reads followup_task
+//
+// A site's page of the work list must not cost the registry's every open Task, so
+// followup_task carries what the list filters and orders by: the current Task version's
+// status, owner and window (restriction.period), and the infusion's site. The scheduler
+// records them as it writes a Task; the write hook records them for any other write of a
+// follow-up Task (a coordinator's status, owner or window through the FHIR API or the web
+// pages, a deletion) in that write's transaction, and a run or a write that moves an
+// infusion to another site files its Tasks under the new one. Worklist.List is then an index
+// scan of (current_status, site_id), ordered by urgency in the database, and reads and parses
+// only the Tasks and patients of the page it returns.
+//
 // # Telling coordinators
 //
 // A Task that is new, or newly overdue, leaves a notice (followup_notice) in the same

@@ -98,6 +98,7 @@ const chunk = 2000
 // with other work (PostgreSQL's two backends and the renderer contend for the cores), and
 // hold twice the memory.
 func (s *Tracker) Run(ctx context.Context, at time.Time) (Summary, error) {
+	ctx = context.WithValue(ctx, recordedKey{}, true)
 	var sum Summary
 	after := [2]string{"", ""}
 	for {
@@ -184,6 +185,7 @@ type visit struct {
 
 type recorded struct {
 	id, status, businessStatus, output string
+	site                               string // followup_task.site_id: the site the work list files it under
 	written, current                   int
 	// currentStatus is the status of the current version, when a coordinator wrote it.
 	currentStatus string
@@ -247,7 +249,7 @@ const visitsSQL = `WITH infusion AS MATERIALIZED (
 )
 SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, i.site, i.infused_on,
 	p.ord::int, coalesce(a.observation_id, ''), i.dead, i.withdrawn, i.lost, i.superseded,
-	t.task_id, t.status, t.business_status, t.output_id, t.written_version, t.current,
+	t.task_id, t.status, t.business_status, t.output_id, t.written_version, t.current, t.site_id,
 	CASE WHEN t.current <> t.written_version THEN (SELECT v.body::jsonb->>'status' FROM ` + fhir.VersionRelation + ` v
 		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = t.current) END
 FROM infusion i CROSS JOIN plan p
@@ -275,18 +277,18 @@ func (s *Tracker) visits(ctx context.Context, tx pgx.Tx, today time.Time, creati
 	for rows.Next() {
 		v := &visit{}
 		var ord int
-		var taskID, status, business, output, currentStatus *string
+		var taskID, status, business, output, site, currentStatus *string
 		var written, current *int
 		if err := rows.Scan(&v.infusionType, &v.infusionID, &v.patient, &v.product, &v.site, &v.infused, &ord,
 			&v.assessment, &v.dead, &v.withdrawn, &v.lost, &v.superseded, &taskID, &status, &business, &output, &written, &current,
-			&currentStatus); err != nil {
+			&site, &currentStatus); err != nil {
 			return nil, err
 		}
 		v.milestone = s.plan.Milestones[ord-1]
 		v.opens = v.infused.AddDate(0, 0, v.milestone.WindowStart)
 		v.closes = v.infused.AddDate(0, 0, v.milestone.WindowEnd)
 		if taskID != nil {
-			v.task = &recorded{id: *taskID, status: *status, businessStatus: *business, output: *output, written: *written}
+			v.task = &recorded{id: *taskID, status: *status, businessStatus: *business, output: *output, written: *written, site: *site}
 			if current != nil {
 				v.task.current = *current
 			}
@@ -337,6 +339,9 @@ type write struct {
 // apply writes the Tasks that differ from what they should be; creating says whether visits
 // without a Task get one.
 func (s *Tracker) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits []*visit, creating bool, sum *Summary) error {
+	if err := syncSites(ctx, tx, visits); err != nil {
+		return err
+	}
 	creates, updates, takeovers := s.decide(s.day(at), visits, creating, sum)
 	for i := range updates {
 		updates[i].res = s.task(updates[i].v, updates[i].v.task.id, at)
@@ -368,7 +373,7 @@ func (s *Tracker) apply(ctx context.Context, tx pgx.Tx, at time.Time, visits []*
 		}
 		var rec records
 		for i, w := range updates[:n] {
-			rec.add(w.v, w.v.task.id, versions[i].VersionID)
+			rec.add(w.v, w.res, versions[i].VersionID)
 			if w.v.business == Overdue && w.v.task.businessStatus != Overdue {
 				rec.notice(w, "overdue")
 			}
@@ -455,7 +460,7 @@ func (s *Tracker) create(ctx context.Context, tx pgx.Tx, at time.Time, creates [
 			}
 			var rec records
 			for i, w := range p.ws {
-				rec.add(w.v, w.res.ID, versions[i].VersionID)
+				rec.add(w.v, w.res, versions[i].VersionID)
 				reason := "new"
 				if w.v.business == Overdue { // made late (a history loaded today): it is overdue news
 					reason = "overdue"
@@ -561,17 +566,74 @@ type records struct {
 	// followup_task
 	infusionTypes, infusionIDs, milestones, taskIDs, patients, statuses, business, outputs []string
 	versions                                                                               []int32
+	// followup_task, what the work list reads: of the Task as written (a coordinator's
+	// owner and window stay when the scheduler closes their Task)
+	sites, currentStatuses, taskOwners []string
+	starts, ends                       []*time.Time
 	// followup_notice
 	owners, noticed, reasons []string
 }
 
 // add notes what the scheduler wrote, so the next run can tell its own version from a
-// coordinator's.
-func (r *records) add(v *visit, taskID string, version int) {
+// coordinator's, and the work list can find the Task without reading it.
+func (r *records) add(v *visit, res *fhir.Resource, version int) {
 	r.infusionTypes, r.infusionIDs = append(r.infusionTypes, v.infusionType), append(r.infusionIDs, v.infusionID)
-	r.milestones, r.taskIDs, r.patients = append(r.milestones, v.milestone.Code), append(r.taskIDs, taskID), append(r.patients, v.patient)
+	r.milestones, r.taskIDs, r.patients = append(r.milestones, v.milestone.Code), append(r.taskIDs, res.ID), append(r.patients, v.patient)
 	r.statuses, r.business = append(r.statuses, v.status), append(r.business, v.business)
 	r.outputs, r.versions = append(r.outputs, v.assessment), append(r.versions, int32(version))
+	c := columnsOf(res.Body)
+	r.sites, r.currentStatuses, r.taskOwners = append(r.sites, v.site), append(r.currentStatuses, c.status), append(r.taskOwners, c.owner)
+	r.starts, r.ends = append(r.starts, c.start), append(r.ends, c.end)
+}
+
+// taskColumns are the columns of followup_task that mirror the current Task version.
+type taskColumns struct {
+	status, owner string
+	start, end    *time.Time // the date part of restriction.period; nil when absent
+}
+
+// columnsOf reads taskColumns from a Task body. A period bound shorter than a full date (a
+// year, a month) counts as absent, and the work list uses the plan's window there instead.
+func columnsOf(body map[string]any) taskColumns {
+	var c taskColumns
+	c.status, _ = body["status"].(string)
+	owner, _ := body["owner"].(map[string]any)
+	c.owner, _ = owner["reference"].(string)
+	restriction, _ := body["restriction"].(map[string]any)
+	period, _ := restriction["period"].(map[string]any)
+	date := func(key string) *time.Time {
+		s, _ := period[key].(string)
+		if len(s) < 10 {
+			return nil
+		}
+		t, err := time.Parse(time.DateOnly, s[:10])
+		if err != nil {
+			return nil
+		}
+		return &t
+	}
+	c.start, c.end = date("start"), date("end")
+	return c
+}
+
+// syncSites files the Tasks of visits whose infusion's site has changed (the infusion names
+// another Organization, or the patient's managing organization changed) under the new one.
+func syncSites(ctx context.Context, tx pgx.Tx, visits []*visit) error {
+	var ids, sites []string
+	for _, v := range visits {
+		if v.task != nil && v.task.site != v.site {
+			ids, sites = append(ids, v.task.id), append(sites, v.site)
+			v.task.site = v.site
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE followup_task t SET site_id = u.site
+		FROM unnest($1::text[], $2::text[]) AS u(task_id, site) WHERE t.task_id = u.task_id`, ids, sites); err != nil {
+		return fmt.Errorf("filing follow-up Tasks under their site: %w", err)
+	}
+	return nil
 }
 
 // notice remembers that a Task's owner must hear of it (new, or newly overdue) in the next
@@ -591,15 +653,19 @@ func (r *records) write(ctx context.Context, tx pgx.Tx, existing bool, at time.T
 	if existing {
 		// Few, and each found by its key: a statement each keeps that lookup certain.
 		for i := range r.taskIDs {
-			batch.Queue(`UPDATE followup_task SET status = $4, business_status = $5, output_id = $6, written_version = $7
+			batch.Queue(`UPDATE followup_task SET status = $4, business_status = $5, output_id = $6, written_version = $7,
+				site_id = $8, current_status = $9, owner = $10, window_start = $11, window_end = $12
 				WHERE infusion_type = $1 AND infusion_id = $2 AND milestone = $3`,
-				r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.statuses[i], r.business[i], r.outputs[i], r.versions[i])
+				r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.statuses[i], r.business[i], r.outputs[i], r.versions[i],
+				r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i])
 		}
 	} else {
 		batch.Queue(`INSERT INTO followup_task (infusion_type, infusion_id, milestone, task_id, patient_id, status,
-			business_status, output_id, written_version)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[])`,
-			r.infusionTypes, r.infusionIDs, r.milestones, r.taskIDs, r.patients, r.statuses, r.business, r.outputs, r.versions)
+			business_status, output_id, written_version, site_id, current_status, owner, window_start, window_end)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
+				$10::text[], $11::text[], $12::text[], $13::date[], $14::date[])`,
+			r.infusionTypes, r.infusionIDs, r.milestones, r.taskIDs, r.patients, r.statuses, r.business, r.outputs, r.versions,
+			r.sites, r.currentStatuses, r.taskOwners, r.starts, r.ends)
 	}
 	if len(r.noticed) > 0 {
 		batch.Queue(`INSERT INTO followup_notice (owner, task_id, reason, noticed_at)

@@ -34,6 +34,9 @@ type hook struct {
 }
 
 func (h *hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Change) error {
+	if err := recordTasks(ctx, tx, changes); err != nil {
+		return err
+	}
 	var observations, infusionTypes, infusionIDs, patients []string
 	for _, c := range changes {
 		switch c.Type {
@@ -66,6 +69,46 @@ func (h *hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Chang
 	}
 	_, err = h.s.RunPatients(ctx, tx, h.now(), ids)
 	return err
+}
+
+// recordedKey marks the context of a scheduler's run, which records every Task it writes in
+// followup_task itself (records.add): the hook need not read them back.
+type recordedKey struct{}
+
+// recordTasks mirrors written Tasks' status, owner and window into their followup_task rows,
+// which is what the work list filters and orders by: a coordinator's change through the FHIR
+// API or the web pages shows at once. A version the scheduler wrote (written_version) is
+// already recorded, and a Task that is no follow-up visit has no row.
+func recordTasks(ctx context.Context, tx pgx.Tx, changes []fhir.Change) error {
+	if recorded, _ := ctx.Value(recordedKey{}).(bool); recorded {
+		return nil
+	}
+	var ids, statuses, owners []string
+	var versions []int32
+	var starts, ends []*time.Time
+	for _, c := range changes {
+		if c.Type != "Task" {
+			continue
+		}
+		var col taskColumns // a deletion's: no status, which is stored as NULL
+		if c.Body != nil {
+			col = columnsOf(c.Body)
+		}
+		ids, versions = append(ids, c.ID), append(versions, int32(c.VersionID))
+		statuses, owners = append(statuses, col.status), append(owners, col.owner)
+		starts, ends = append(starts, col.start), append(ends, col.end)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE followup_task t SET current_status = nullif(u.status, ''), owner = u.owner,
+			window_start = u.start, window_end = u."end"
+		FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::date[], $6::date[]) AS u(task_id, version, status, owner, start, "end")
+		WHERE t.task_id = u.task_id AND t.written_version <> u.version`,
+		ids, versions, statuses, owners, starts, ends); err != nil {
+		return fmt.Errorf("follow-up: recording Tasks for the work list: %w", err)
+	}
+	return nil
 }
 
 // patientsWithTasksSQL: the patients of the written assessments ($1), infusions ($2, $3) and

@@ -13,7 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/cartreg/cartreg/fhir"
+	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/httpx"
 	"github.com/cartreg/cartreg/registry"
 )
@@ -81,7 +84,20 @@ type Query struct {
 	Statuses []string // Task statuses; OpenStatuses when empty
 	// Within is how many days ahead an upcoming window may open; 0 lists only overdue and due,
 	// WithinLeadTime as far as Tasks are made ahead.
-	Within int
+	Within     int
+	Milestones []string // milestone codes of the follow-up plan
+	// Search is words each of which must be part of the patient's name or of an identifier
+	// (the MRN), whatever the case and accents.
+	Search string
+	// Urgency narrows the list to one urgency (UrgencyOverdue, ...); Report.Counts still
+	// counts every urgency.
+	Urgency string
+	// Offset and Limit page the list: Items are the Tasks from Offset on, at most Limit of
+	// them (every one when Limit is 0).
+	Offset, Limit int
+	// IDs adds the patient's and the Task's ids to a CSV (Report.CSV), which has none by
+	// default; it selects nothing.
+	IDs bool
 }
 
 // Urgencies, most urgent first.
@@ -157,56 +173,92 @@ type Report struct {
 	overdueHorizon int // days overdue beyond which the calendar shows a visit on today
 }
 
-// worklistSQL reads the current version of every follow-up Task in one of the statuses ($5),
-// with its infusion, site and patient. A Task whose current version is the one the scheduler
-// wrote has the status followup_task records, so closed Tasks nobody touched are skipped
-// without parsing them. The window is the Task's restriction.period (its date part), else the
-// plan's. No regular expressions: PostgreSQL's cost several times the JSON parsing per row.
-// $1–$4: the plan (codes, target, first and last day); $6: the last day an upcoming window may
-// open; $7: LIKE patterns for Task.owner ("Practitioner/7" and "%/Practitioner/7"); $8, $9:
-// site and patient ids. An empty filter selects everything.
-const worklistSQL = `WITH plan AS (
+// worklistFrom selects the listed Tasks from followup_task alone, whose columns mirror each
+// Task's current version (status, owner, window) and its infusion's site, so that a site's
+// open Tasks are one scan of the index on (current_status, site_id) and no Task is parsed to
+// decide whether it is listed. rank is the urgency as of today: 0 overdue, 1 due, 2 upcoming.
+// A Task without a window of its own has the plan's, from its infusion (looked up only then).
+//
+// $1–$4: the plan (codes, target, first and last day); $5: the statuses; $6: today; $7: the
+// last day an upcoming window may open; $8: LIKE patterns for Task.owner ("Practitioner/7" and
+// "%/Practitioner/7"); $9, $10, $11: site ids, patient ids, milestone codes; $12: LIKE
+// patterns each of which the patient's name or an identifier must match. An empty filter
+// selects everything.
+const worklistFrom = `WITH plan AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS p(code, target_day, first_day, last_day)
-), task AS (
-	SELECT t.task_id, t.milestone, r.version_id, r.last_updated, j.status, coalesce(j.description, '') AS description,
-		coalesce(CASE WHEN j."for"->>'reference' LIKE 'Patient/%' THEN substr(j."for"->>'reference', 9) END,
-			t.patient_id) AS patient_id,
-		coalesce(j.owner->>'reference', '') AS owner,
-		coalesce(j."statusReason"->>'text', j."statusReason"#>>'{coding,0,display}', '') AS status_reason,
-		j.code, coalesce(j."businessStatus"#>>'{coding,0,code}', '') AS business_status, j.note,
-		j.restriction#>>'{period,start}' AS task_start, j.restriction#>>'{period,end}' AS task_end,
-		t.infusion_type, t.infusion_id
+), windowed AS (
+	SELECT t.task_id, t.milestone, t.patient_id, t.site_id, t.infusion_type, t.infusion_id,
+		coalesce(t.window_start, (SELECT coalesce(i.infused_on + p.first_day, i.infused_on) FROM registry_infusion i
+			LEFT JOIN plan p ON p.code = t.milestone
+			WHERE i.resource_type = t.infusion_type AND i.resource_id = t.infusion_id)) AS window_start,
+		coalesce(t.window_end, (SELECT i.infused_on + p.last_day FROM registry_infusion i
+			LEFT JOIN plan p ON p.code = t.milestone
+			WHERE i.resource_type = t.infusion_type AND i.resource_id = t.infusion_id)) AS window_end
 	FROM followup_task t
-	JOIN ` + fhir.CurrentRelation + ` r ON r.resource_type = 'Task' AND r.resource_id = t.task_id
-	CROSS JOIN LATERAL jsonb_to_record(r.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
-		code jsonb, "businessStatus" jsonb, "statusReason" jsonb, restriction jsonb, note jsonb)
-	WHERE (t.written_version <> r.version_id OR t.status = ANY($5::text[]))
-		AND j.status = ANY($5::text[])
-		-- The patient filter again, on the scheduler's own column (indexed), so that one
-		-- patient's list reads only their Tasks, not every open one.
-		AND (cardinality($9::text[]) = 0 OR t.patient_id = ANY($9::text[]))
-), dated AS (
-	SELECT task.*, i.infused_on, i.product_label, i.effective_site_id, p.target_day,
-		coalesce(CASE WHEN length(task_start) >= 10 THEN left(task_start, 10)::date END,
-			i.infused_on + p.first_day, i.infused_on) AS window_start,
-		coalesce(CASE WHEN length(task_end) >= 10 THEN left(task_end, 10)::date END,
-			i.infused_on + p.last_day) AS window_end
-	FROM task
-	LEFT JOIN registry_infusion i ON i.resource_type = task.infusion_type AND i.resource_id = task.infusion_id
-	LEFT JOIN plan p ON p.code = task.milestone
+	WHERE t.current_status = ANY($5::text[])
+		AND (cardinality($8::text[]) = 0 OR t.owner LIKE ANY($8::text[]))
+		-- '' is no site: a coordinator's list narrowed to no site (noSite) shows nothing, not
+		-- the visits of infusions without one.
+		AND (cardinality($9::text[]) = 0 OR (t.site_id = ANY($9::text[]) AND t.site_id <> ''))
+		AND (cardinality($10::text[]) = 0 OR t.patient_id = ANY($10::text[]))
+		AND (cardinality($11::text[]) = 0 OR t.milestone = ANY($11::text[]))
+		-- Each pattern of a search matches a name or an identifier of the patient: index
+		-- probes by the patient's id, made only for the rows the filters above kept, and not
+		-- at all without a search (the OR stops at its first arm).
+		AND (cardinality($12::text[]) = 0 OR NOT EXISTS (SELECT 1 FROM unnest($12::text[]) AS q(pattern)
+			WHERE NOT EXISTS (SELECT 1 FROM ` + fhir.StringIndexRelation + ` n WHERE n.resource_type = 'Patient'
+				AND n.resource_id = t.patient_id AND n.code = 'name' AND n.normalized LIKE q.pattern)
+			AND NOT EXISTS (SELECT 1 FROM ` + fhir.TokenIndexRelation + ` k WHERE k.resource_type = 'Patient'
+				AND k.resource_id = t.patient_id AND k.code = 'identifier' AND lower(k.value) LIKE q.pattern)))
+), listed AS (
+	SELECT w.*, CASE WHEN w.window_start > $6::date THEN 2 WHEN w.window_end < $6::date THEN 0 ELSE 1 END AS rank
+	FROM windowed w WHERE w.window_start <= $7::date
+)`
+
+// worklistCountsSQL counts the listed Tasks by urgency: for a page with no rows, which
+// cannot carry them.
+const worklistCountsSQL = worklistFrom + `
+SELECT count(*) FILTER (WHERE rank = 0), count(*) FILTER (WHERE rank = 1), count(*) FILTER (WHERE rank = 2) FROM listed`
+
+// worklistOrder is the work list's order: most urgent first; overdue by the day the window
+// closed (most days late first), due by the day it closes (soonest first, no end last),
+// upcoming by the day it opens; ties by patient, then Task. (The page's rows are read back in
+// the same order.)
+const worklistOrder = `rank, CASE rank WHEN 2 THEN window_start ELSE window_end END NULLS LAST, patient_id, task_id`
+
+// worklistPageSQL reads one page of the listed Tasks ($13: the urgency rank, -1 for all; $14
+// and $15: LIMIT, NULL for all, and OFFSET), and only then the page's Tasks, infusions,
+// sites and patients. A Task's patient is its Task.for, else followup_task's. Every row
+// carries the counts by urgency (as worklistCountsSQL), from the same single pass over the
+// listed Tasks, which PostgreSQL keeps (materialises) for both.
+const worklistPageSQL = worklistFrom + `, counted AS (
+	SELECT count(*) FILTER (WHERE rank = 0) AS overdue, count(*) FILTER (WHERE rank = 1) AS due,
+		count(*) FILTER (WHERE rank = 2) AS upcoming
+	FROM listed
+), page AS MATERIALIZED (
+	SELECT * FROM listed WHERE $13::int < 0 OR rank = $13::int
+	ORDER BY ` + worklistOrder + ` LIMIT $14 OFFSET $15
 )
-SELECT d.task_id, d.version_id, d.last_updated, d.status, d.status_reason, d.business_status, d.description,
-	d.patient_id, d.owner, coalesce(d.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
-	d.infused_on + d.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(d.product_label, ''), d.infused_on,
-	coalesce(d.effective_site_id, ''), coalesce(s.name, ''), pr.body, d.note,
-	(SELECT rp.last_contact_on FROM registry_patient rp WHERE rp.patient_id = d.patient_id)
-FROM dated d
-LEFT JOIN registry_site s ON s.organization_id = d.effective_site_id
-LEFT JOIN ` + fhir.CurrentRelation + ` pr ON pr.resource_type = 'Patient' AND pr.resource_id = d.patient_id
-WHERE d.window_start <= $6::date
-	AND (cardinality($7::text[]) = 0 OR d.owner LIKE ANY($7::text[]))
-	AND (cardinality($8::text[]) = 0 OR d.effective_site_id = ANY($8::text[]))
-	AND (cardinality($9::text[]) = 0 OR d.patient_id = ANY($9::text[]))`
+SELECT d.task_id, r.version_id, r.last_updated, j.status,
+	coalesce(j."statusReason"->>'text', j."statusReason"#>>'{coding,0,display}', ''),
+	coalesce(j."businessStatus"#>>'{coding,0,code}', ''), coalesce(j.description, ''),
+	coalesce(CASE WHEN j."for"->>'reference' LIKE 'Patient/%' THEN substr(j."for"->>'reference', 9) END, d.patient_id),
+	coalesce(j.owner->>'reference', ''), coalesce(j.code, 'null'::jsonb), d.milestone, d.window_start, d.window_end,
+	i.infused_on + p.target_day, d.infusion_type || '/' || d.infusion_id, coalesce(i.product_label, ''), i.infused_on,
+	d.site_id, coalesce(s.name, ''), pr.body, j.note,
+	(SELECT rp.last_contact_on FROM registry_patient rp WHERE rp.patient_id = d.patient_id),
+	c.overdue, c.due, c.upcoming
+FROM page d
+CROSS JOIN counted c
+JOIN ` + fhir.CurrentRelation + ` r ON r.resource_type = 'Task' AND r.resource_id = d.task_id
+CROSS JOIN LATERAL jsonb_to_record(r.body::jsonb) AS j(status text, description text, "for" jsonb, owner jsonb,
+	code jsonb, "businessStatus" jsonb, "statusReason" jsonb, note jsonb)
+LEFT JOIN registry_infusion i ON i.resource_type = d.infusion_type AND i.resource_id = d.infusion_id
+LEFT JOIN plan p ON p.code = d.milestone
+LEFT JOIN registry_site s ON s.organization_id = d.site_id
+LEFT JOIN ` + fhir.CurrentRelation + ` pr ON pr.resource_type = 'Patient'
+	AND pr.resource_id = coalesce(CASE WHEN j."for"->>'reference' LIKE 'Patient/%' THEN substr(j."for"->>'reference', 9) END, d.patient_id)
+ORDER BY d.rank, CASE d.rank WHEN 2 THEN d.window_start ELSE d.window_end END NULLS LAST, d.patient_id, d.task_id`
 
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
@@ -215,8 +267,34 @@ func (w *Worklist) today() time.Time { return w.s.day(w.now()) }
 
 // List returns the work list as of the clock's today, most urgent first: overdue (most days
 // overdue first), then due (closing soonest first), then upcoming (opening soonest first);
-// ties by patient name, then Task id.
+// ties by patient id, then Task id. Counts are by urgency before q.Urgency narrows the list;
+// Total is how many q selects, of which Items holds those from q.Offset, at most q.Limit.
 func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
+	begin, ok := w.db.(interface {
+		Begin(context.Context) (pgx.Tx, error)
+	})
+	if !ok {
+		return w.list(ctx, w.db, q)
+	}
+	// In a transaction of its own, for SET LOCAL: the queries' cost estimates count the plan's
+	// window lookups for every row (they run only for a Task without a window of its own) and
+	// pass the threshold at which PostgreSQL compiles a query first, which then takes longer
+	// than running it (170 ms of 190 at 20,000 patients). Over a caller's transaction this is
+	// a savepoint, and JIT stays off until that transaction ends: only the scheduler's dry
+	// run lists in a transaction of its own, which it rolls back.
+	var rep *Report
+	err := pgx.BeginFunc(ctx, begin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
+			return fmt.Errorf("reading the work list: %w", err)
+		}
+		var err error
+		rep, err = w.list(ctx, tx, q)
+		return err
+	})
+	return rep, err
+}
+
+func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, error) {
 	today := w.today()
 	if q.Within < 0 {
 		q.Within = w.s.cfg.LeadDays
@@ -245,15 +323,23 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 		o = likeEscaper.Replace(o)
 		owners = append(owners, o, "%/"+o)
 	}
-	rows, err := w.db.Query(ctx, worklistSQL, codes, targets, starts, ends, statuses,
-		today.AddDate(0, 0, q.Within), owners, nonNil(q.Sites), nonNil(q.Patients))
+	args := []any{codes, targets, starts, ends, statuses, today, today.AddDate(0, 0, q.Within), owners,
+		nonNil(q.Sites), nonNil(q.Patients), nonNil(q.Milestones), searchPatterns(q.Search)}
+	rep := &Report{AsOf: day(today), WithinDays: q.Within, LeadDays: w.s.cfg.LeadDays, Items: []Item{},
+		today: today, overdueHorizon: w.s.cfg.overdueHorizon(),
+		Counts: map[string]int{UrgencyOverdue: 0, UrgencyDue: 0, UrgencyUpcoming: 0}}
+	urgencies := []string{UrgencyOverdue, UrgencyDue, UrgencyUpcoming}
+	rank := slices.Index(urgencies, q.Urgency) // -1 for every urgency
+	var limit *int
+	if q.Limit > 0 {
+		limit = &q.Limit
+	}
+	var counts [3]int
+	rows, err := db.Query(ctx, worklistPageSQL, append(args, rank, limit, max(q.Offset, 0))...)
 	if err != nil {
 		return nil, fmt.Errorf("reading the work list: %w", err)
 	}
 	defer rows.Close()
-	rep := &Report{AsOf: day(today), WithinDays: q.Within, LeadDays: w.s.cfg.LeadDays, Items: []Item{},
-		today: today, overdueHorizon: w.s.cfg.overdueHorizon(),
-		Counts: map[string]int{UrgencyOverdue: 0, UrgencyDue: 0, UrgencyUpcoming: 0}}
 	for rows.Next() {
 		var it Item
 		var code []byte
@@ -265,7 +351,7 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 		var lastContact *time.Time
 		if err := rows.Scan(&it.TaskID, &it.Version, &it.LastUpdated, &it.Status, &it.StatusReason, &it.BusinessStatus, &it.Description,
 			&patient, &it.Owner, &code, &milestone, &start, &end, &target, &it.Infusion, &it.Product, &infused,
-			&siteID, &it.Site.Name, &patientBody, &notes, &lastContact); err != nil {
+			&siteID, &it.Site.Name, &patientBody, &notes, &lastContact, &counts[0], &counts[1], &counts[2]); err != nil {
 			return nil, fmt.Errorf("reading the work list: %w", err)
 		}
 		it.Task = "Task/" + it.TaskID
@@ -288,15 +374,37 @@ func (w *Worklist) List(ctx context.Context, q Query) (*Report, error) {
 			it.LastContact = day(*lastContact)
 		}
 		it.urgency(today)
-		rep.Counts[it.Urgency]++
 		rep.Items = append(rep.Items, it)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading the work list: %w", err)
 	}
-	slices.SortStableFunc(rep.Items, compareItems)
-	rep.Total = len(rep.Items)
+	if len(rep.Items) == 0 { // no row to carry the counts: a list or a filter with nothing, a page past the end
+		if err := db.QueryRow(ctx, worklistCountsSQL, args...).Scan(&counts[0], &counts[1], &counts[2]); err != nil {
+			return nil, fmt.Errorf("counting the work list: %w", err)
+		}
+	}
+	for i, u := range urgencies {
+		rep.Counts[u] = counts[i]
+	}
+	if rank < 0 {
+		rep.Total = counts[0] + counts[1] + counts[2]
+	} else {
+		rep.Total = counts[rank]
+	}
 	return rep, nil
+}
+
+// searchPatterns turns a search by name or MRN into LIKE patterns, one per word, each of which
+// must be part of one of the patient's names or identifiers: "ada love" finds Ada Lovelace,
+// "0001" MRN-0001. Words are compared as the search index keeps names (lower case, accents
+// removed), so "muller" finds Müller.
+func searchPatterns(search string) []string {
+	out := []string{}
+	for _, w := range strings.Fields(searchparam.NormalizeString(search)) {
+		out = append(out, "%"+likeEscaper.Replace(w)+"%")
+	}
+	return out
 }
 
 // urgency places the item as of today.
@@ -317,38 +425,6 @@ func (it *Item) urgency(today time.Time) {
 			it.DaysLeft = &n
 		}
 	}
-}
-
-var urgencyRank = map[string]int{UrgencyOverdue: 0, UrgencyDue: 1, UrgencyUpcoming: 2}
-
-func compareItems(a, b Item) int {
-	if c := urgencyRank[a.Urgency] - urgencyRank[b.Urgency]; c != 0 {
-		return c
-	}
-	var c int
-	switch a.Urgency {
-	case UrgencyOverdue:
-		c = b.DaysOverdue - a.DaysOverdue
-	case UrgencyDue: // closing soonest first; a window without an end last
-		switch {
-		case a.end.IsZero() != b.end.IsZero():
-			if a.end.IsZero() {
-				return 1
-			}
-			return -1
-		default:
-			c = a.end.Compare(b.end)
-		}
-	case UrgencyUpcoming:
-		c = a.start.Compare(b.start)
-	}
-	if c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.Patient.Name, b.Patient.Name); c != 0 {
-		return c
-	}
-	return strings.Compare(a.TaskID, b.TaskID)
 }
 
 // milestoneOf reads the milestone from the Task's code, else the followup_task row; the label
@@ -496,17 +572,26 @@ func paramValues(q url.Values, name string) []string {
 }
 
 // ParseQuery reads a work list's parameters: owner, site, patient and status (repeatable or
-// comma-separated), within (30d, 2w; 0d for only overdue and due; by default the lead time)
-// and _format (json, csv, ics). Any other parameter is refused: a mistyped filter must not
+// comma-separated), within (30d, 2w; 0d for only overdue and due; by default the lead time),
+// ids (1: a CSV with the patient's and the Task's ids) and _format (json, csv, ics). Any other parameter is refused: a mistyped filter must not
 // widen a work list. Sites and patients are as the client wrote them (an id, a name, an
 // identifier): Worklist.Resolve turns them into ids.
 func ParseQuery(q url.Values) (Query, string, error) {
 	query := Query{Within: WithinLeadTime}
 	for name := range q {
 		switch name {
-		case "owner", "site", "patient", "status", "within", "_format", "_pretty":
+		case "owner", "site", "patient", "status", "within", "ids", "_format", "_pretty":
 		default:
-			return query, "", badParam(name, "unknown parameter %q: a work list takes owner, site, patient, status, within and _format", name)
+			return query, "", badParam(name, "unknown parameter %q: a work list takes owner, site, patient, status, within, ids and _format", name)
+		}
+	}
+	if vs, ok := q["ids"]; ok {
+		switch strings.Join(vs, ",") {
+		case "1", "true":
+			query.IDs = true
+		case "0", "false":
+		default:
+			return query, "", badParam("ids", "ids=%s: want ids=1 for the patient's and the Task's ids in a CSV (ids=0, the default, for none)", strings.Join(vs, ","))
 		}
 	}
 	for _, o := range paramValues(q, "owner") {

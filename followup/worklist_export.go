@@ -3,36 +3,52 @@ package followup
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	ics "github.com/arran4/golang-ical"
 )
 
-// CSVHeader names the columns of Report.CSV.
-var CSVHeader = []string{"task_id", "task", "version", "status", "status_reason", "business_status", "urgency", "days_overdue",
-	"days_left", "days_until_open", "milestone", "milestone_label", "window_start", "window_end", "target_date",
-	"patient", "patient_name", "patient_identifier", "patient_birth_date", "site_id", "site_name", "owner",
-	"product", "infusion", "infused_on", "description", "last_updated"}
+// CSVColumns name the columns of Report.CSV, for people reading it in a spreadsheet;
+// CSVIDColumns follow them when ids are asked for.
+var (
+	CSVColumns = []string{"Bucket", "Days late", "Days left", "Opens in (days)", "Patient", "MRN", "Birth date", "Phone",
+		"Site", "Product", "Milestone", "Window opens", "Window closes", "Target date", "Last contact", "Status",
+		"Status reason", "Notes"}
+	CSVIDColumns = []string{"Patient id", "Task id"}
+)
 
-// CSV is the work list as rows under CSVHeader, in the same order as Items; csvx defuses
-// any cell a spreadsheet would take for a formula when they are written.
-func (rep *Report) CSV() [][]string {
+// CSV is the work list as a coordinator's spreadsheet: a header of CSVColumns (and
+// CSVIDColumns when ids is true), then a row per item in the order of Items. The web page's
+// download and the API's CSV are both this; csvx defuses any cell a spreadsheet would take
+// for a formula when they are written. Ids are left out unless asked for: people work from
+// names and MRNs, and a column of UUIDs is noise to them.
+func (rep *Report) CSV(ids bool) [][]string {
 	optional := func(n *int) string {
 		if n == nil {
 			return ""
 		}
 		return strconv.Itoa(*n)
 	}
-	rows := [][]string{CSVHeader}
+	header := slices.Clone(CSVColumns)
+	if ids {
+		header = append(header, CSVIDColumns...)
+	}
+	rows := [][]string{header}
 	for _, it := range rep.Items {
-		rows = append(rows, []string{it.TaskID, it.Task, strconv.Itoa(it.Version), it.Status, it.StatusReason, it.BusinessStatus,
-			it.Urgency, strconv.Itoa(it.DaysOverdue), optional(it.DaysLeft), optional(it.DaysUntilOpen),
-			it.Milestone.Code, it.Milestone.Label, it.WindowStart, it.WindowEnd, it.TargetDate,
-			it.Patient.Reference, it.Patient.Name, it.Patient.Identifier, it.Patient.BirthDate,
-			it.Site.ID, it.Site.Name, it.Owner, it.Product, it.Infusion, it.InfusedOn,
-			it.Description, it.LastUpdated.Format(time.RFC3339)})
+		late := ""
+		if it.Urgency == UrgencyOverdue {
+			late = strconv.Itoa(it.DaysOverdue)
+		}
+		row := []string{it.Urgency, late, optional(it.DaysLeft), optional(it.DaysUntilOpen), it.Patient.Name,
+			it.Patient.Identifier, it.Patient.BirthDate, it.Patient.Phone, it.Site.Name, it.Product,
+			it.Milestone.Label, it.WindowStart, it.WindowEnd, it.TargetDate, it.LastContact, it.Status,
+			it.StatusReason, strings.Join(it.Notes, "; ")}
+		if ids {
+			row = append(row, strings.TrimPrefix(it.Patient.Reference, "Patient/"), it.TaskID)
+		}
+		rows = append(rows, row)
 	}
 	return rows
 }

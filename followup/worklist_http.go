@@ -101,8 +101,8 @@ func (w *Worklist) serve(c echo.Context, q Query, format string) error {
 	switch format {
 	case formatCSV:
 		contentType, disposition = "text/csv; charset=utf-8", `attachment; filename="worklist.csv"`
-		cw := csvx.NewWriter(&buf)
-		if err := cw.WriteAll(rep.CSV()); err != nil {
+		cw := csvx.NewSpreadsheetWriter(&buf)
+		if err := cw.WriteAll(rep.CSV(q.IDs)); err != nil {
 			return fmt.Errorf("writing the work list as CSV: %w", err)
 		}
 	case formatCalendar:

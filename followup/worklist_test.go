@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -443,8 +444,9 @@ func TestWorklist(t *testing.T) {
 		}
 	})
 
-	t.Run("CSV has the same rows", func(t *testing.T) {
+	t.Run("CSV has the same rows, for a spreadsheet", func(t *testing.T) {
 		want := c.list("")
+		uuid := regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-`)
 		for _, headers := range [][]string{{"Accept", "text/csv"}, nil} {
 			path := "/worklist"
 			if headers == nil {
@@ -454,12 +456,20 @@ func TestWorklist(t *testing.T) {
 			if ct := r.header.Get("Content-Type"); ct != "text/csv; charset=utf-8" {
 				t.Errorf("Content-Type %q", ct)
 			}
-			records, err := csv.NewReader(bytes.NewReader(r.body)).ReadAll()
+			// Excel reads a CSV file without the UTF-8 byte-order mark in the legacy code page.
+			body, ok := bytes.CutPrefix(r.body, []byte("\uFEFF"))
+			if !ok {
+				t.Errorf("%s: no byte-order mark: %q", path, r.body[:min(len(r.body), 20)])
+			}
+			if uuid.Match(body) {
+				t.Errorf("%s: ids without ids=1:\n%s", path, body)
+			}
+			records, err := csv.NewReader(bytes.NewReader(body)).ReadAll()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(records[0], followup.CSVHeader) || len(records) != len(want.Items)+1 {
-				t.Fatalf("header %v and %d rows, want %d", records[0], len(records)-1, len(want.Items))
+			if !slices.Equal(records[0], followup.CSVColumns) || len(records) != len(want.Items)+1 {
+				t.Fatalf("header %v and %d rows, want %v and %d", records[0], len(records)-1, followup.CSVColumns, len(want.Items))
 			}
 			col := map[string]int{}
 			for i, name := range records[0] {
@@ -467,18 +477,37 @@ func TestWorklist(t *testing.T) {
 			}
 			for i, it := range want.Items {
 				rec := records[i+1]
-				got := []string{rec[col["task_id"]], rec[col["status"]], rec[col["status_reason"]], rec[col["urgency"]], rec[col["days_overdue"]],
-					rec[col["milestone"]], rec[col["window_start"]], rec[col["window_end"]], rec[col["patient_name"]],
-					rec[col["patient_identifier"]], rec[col["site_name"]], rec[col["owner"]], rec[col["description"]]}
-				wantRec := []string{it.TaskID, it.Status, it.StatusReason, it.Urgency, strconv.Itoa(it.DaysOverdue), it.Milestone.Code,
-					it.WindowStart, it.WindowEnd, it.Patient.Name, it.Patient.Identifier, it.Site.Name, it.Owner, it.Description}
+				got := []string{rec[col["Bucket"]], rec[col["Status"]], rec[col["Status reason"]], rec[col["Milestone"]],
+					rec[col["Window opens"]], rec[col["Window closes"]], rec[col["Patient"]], rec[col["MRN"]], rec[col["Site"]]}
+				wantRec := []string{it.Urgency, it.Status, it.StatusReason, it.Milestone.Label,
+					it.WindowStart, it.WindowEnd, it.Patient.Name, it.Patient.Identifier, it.Site.Name}
 				if !slices.Equal(got, wantRec) {
 					t.Errorf("row %d: %q, want %q", i+1, got, wantRec)
 				}
-				if it.Urgency == followup.Due && rec[col["days_left"]] != strconv.Itoa(*it.DaysLeft) {
-					t.Errorf("row %d: days_left %q, want %d", i+1, rec[col["days_left"]], *it.DaysLeft)
+				if it.Urgency == followup.Overdue && rec[col["Days late"]] != strconv.Itoa(it.DaysOverdue) {
+					t.Errorf("row %d: days late %q, want %d", i+1, rec[col["Days late"]], it.DaysOverdue)
+				}
+				if it.Urgency == followup.Due && rec[col["Days left"]] != strconv.Itoa(*it.DaysLeft) {
+					t.Errorf("row %d: days left %q, want %d", i+1, rec[col["Days left"]], *it.DaysLeft)
 				}
 			}
+		}
+		// ids=1 adds the patient's and the Task's ids, last.
+		r := c.get("/worklist?_format=csv&ids=1")
+		records, err := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(r.body, []byte("\uFEFF")))).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wantHeader := append(slices.Clone(followup.CSVColumns), "Patient id", "Task id"); !slices.Equal(records[0], wantHeader) {
+			t.Fatalf("ids=1: header %v", records[0])
+		}
+		for i, it := range want.Items {
+			if rec := records[i+1]; rec[len(rec)-2] != idOf(it.Patient.Reference) || rec[len(rec)-1] != it.TaskID {
+				t.Errorf("ids=1, row %d: %q", i+1, rec)
+			}
+		}
+		if r := c.do(http.MethodGet, "/worklist?_format=csv&ids=yes", ""); r.status != http.StatusBadRequest || !bytes.Contains(r.body, []byte(`"ids"`)) {
+			t.Errorf("ids=yes: %d %s", r.status, r.body)
 		}
 	})
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/registry"
@@ -67,13 +68,20 @@ func (p *Pages) outcomes(c echo.Context) error {
 	data := outcomesPage{Query: q, Encoded: template.URL(q.Encode()), Groupings: []string{"disease", "product", "target", "site"}}
 	rq := cloneValues(q)
 	rq.Del("endpoint")
+	// The two reports are independent queries of about the same cost: run at once, on two
+	// of the pool's connections, the page waits for the slower rather than for both.
 	var rep registry.ResponseReport
-	if err := p.registryJSON(c, "/registry/outcomes/response", rq, &rep); err != nil {
-		return p.errorPage(c, err)
-	}
 	var surv registry.SurvivalReport
-	if err := p.registryJSON(c, "/registry/outcomes/survival", q, &surv); err != nil {
-		return p.errorPage(c, err)
+	var repErr, survErr error
+	var g errgroup.Group
+	g.Go(func() error { repErr = p.registryJSON(c, "/registry/outcomes/response", rq, &rep); return nil })
+	g.Go(func() error { survErr = p.registryJSON(c, "/registry/outcomes/survival", q, &surv); return nil })
+	_ = g.Wait() // each report's error is kept apart: the response's is the one shown, as before
+	if repErr != nil {
+		return p.errorPage(c, repErr)
+	}
+	if survErr != nil {
+		return p.errorPage(c, survErr)
 	}
 	data.Report, data.Survival = &rep, &surv
 	noGroup := cloneValues(q)

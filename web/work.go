@@ -3,7 +3,6 @@ package web
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -18,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/cartreg/cartreg/auth"
+	"github.com/cartreg/cartreg/csvx"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/registry"
@@ -99,9 +99,10 @@ func (p *Pages) sitesOf(ctx context.Context, pr *auth.Principal) ([]siteOption, 
 }
 
 // workList is the work list the principal may see, filtered; counts are per bucket before the
-// bucket filter, so each bucket's link says what it holds.
-func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter) (*followup.Report, error) {
-	q := followup.Query{Within: f.Within}
+// bucket filter, so each bucket's link says what it holds. limit and offset page it (limit 0:
+// every visit).
+func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter, offset, limit int) (*followup.Report, error) {
+	q := followup.Query{Within: f.Within, Search: f.Search, Urgency: f.Bucket, Offset: offset, Limit: limit}
 	if f.Site != "" {
 		q.Sites = []string{f.Site}
 	}
@@ -119,29 +120,10 @@ func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter) 
 	if f.Status != "" {
 		q.Statuses = []string{f.Status}
 	}
-	rep, err := p.worklist.List(ctx, q)
-	if err != nil {
-		return nil, err
+	if f.Milestone != "" {
+		q.Milestones = []string{f.Milestone}
 	}
-	search := strings.ToLower(f.Search)
-	kept := rep.Items[:0]
-	counts := map[string]int{followup.Overdue: 0, followup.Due: 0, followup.Upcoming: 0}
-	for _, it := range rep.Items {
-		if f.Milestone != "" && it.Milestone.Code != f.Milestone {
-			continue
-		}
-		if search != "" && !strings.Contains(strings.ToLower(it.Patient.Name), search) &&
-			!strings.Contains(strings.ToLower(it.Patient.Identifier), search) {
-			continue
-		}
-		counts[it.Urgency]++
-		if f.Bucket != "" && it.Urgency != f.Bucket {
-			continue
-		}
-		kept = append(kept, it)
-	}
-	rep.Items, rep.Counts, rep.Total = kept, counts, len(kept)
-	return rep, nil
+	return p.worklist.List(ctx, q)
 }
 
 type workPage struct {
@@ -169,7 +151,8 @@ func (p *Pages) work(c echo.Context) error {
 	if err != nil {
 		return p.errorPage(c, err)
 	}
-	rep, err := p.workList(ctx, pr, f)
+	size := p.cfg.WorkListPageSize
+	rep, err := p.workList(ctx, pr, f, (f.Page-1)*size, size)
 	if err != nil {
 		return err
 	}
@@ -182,25 +165,24 @@ func (p *Pages) work(c echo.Context) error {
 	if wp.HasFeed, err = p.users.hasFeedToken(ctx, sessionOf(c).user.Name); err != nil {
 		return err
 	}
-	size := p.cfg.WorkListPageSize
-	wp.Pages = max(1, (len(rep.Items)+size-1)/size)
-	from := min((f.Page-1)*size, len(rep.Items))
-	to := min(from+size, len(rep.Items))
-	wp.Shown, wp.First, wp.Last = rep.Items[from:to], from+1, to
+	wp.Pages = max(1, (rep.Total+size-1)/size)
+	from := min((f.Page-1)*size, rep.Total)
+	to := from + len(rep.Items)
+	wp.Shown, wp.First, wp.Last = rep.Items, from+1, to
 	if wp.Visits, err = p.visitForms(ctx, wp.Shown, wp.Today); err != nil {
 		return err
 	}
 	if f.Page > 1 {
 		wp.Prev = min(f.Page-1, wp.Pages)
 	}
-	if to < len(rep.Items) {
+	if to < rep.Total {
 		wp.Next = f.Page + 1
 	}
 	return p.page(c, http.StatusOK, "work", pageData{Title: "My work list", Nav: "work", Data: wp})
 }
 
-// workCSV is the work list as shown, for a spreadsheet: a UTF-8 byte-order mark (without it
-// Excel reads "Universitätsklinikum" as Latin-1), human column names, and no ids unless ids=1.
+// workCSV is the work list as shown, for a spreadsheet: the API's CSV (followup.Report.CSV,
+// written by csvx with a UTF-8 byte-order mark), with no ids unless ids=1.
 func (p *Pages) workCSV(c echo.Context) error {
 	ctx := c.Request().Context()
 	pr, _ := auth.FromContext(ctx)
@@ -208,57 +190,18 @@ func (p *Pages) workCSV(c echo.Context) error {
 	if err != nil {
 		return p.errorPage(c, err)
 	}
-	rep, err := p.workList(ctx, pr, f)
+	rep, err := p.workList(ctx, pr, f, 0, 0)
 	if err != nil {
 		return err
 	}
-	ids := c.QueryParam("ids") == "1"
-	header := []string{"Bucket", "Days late", "Days left", "Opens in (days)", "Patient", "MRN", "Birth date", "Phone",
-		"Site", "Product", "Milestone", "Window opens", "Window closes", "Target date", "Last contact", "Status",
-		"Status reason", "Notes"}
-	if ids {
-		header = append(header, "Patient id", "Task id")
-	}
-	optional := func(n *int) string {
-		if n == nil {
-			return ""
-		}
-		return strconv.Itoa(*n)
-	}
 	var buf bytes.Buffer
-	buf.WriteString("\uFEFF")
-	w := csv.NewWriter(&buf)
-	_ = w.Write(header)
-	for _, it := range rep.Items {
-		late := ""
-		if it.Urgency == followup.Overdue {
-			late = strconv.Itoa(it.DaysOverdue)
-		}
-		row := []string{it.Urgency, late, optional(it.DaysLeft), optional(it.DaysUntilOpen), cell(it.Patient.Name),
-			cell(it.Patient.Identifier), it.Patient.BirthDate, cell(it.Patient.Phone), cell(it.Site.Name), cell(it.Product),
-			cell(it.Milestone.Label), it.WindowStart, it.WindowEnd, it.TargetDate, it.LastContact, it.Status,
-			cell(it.StatusReason), cell(strings.Join(it.Notes, "; "))}
-		if ids {
-			row = append(row, strings.TrimPrefix(it.Patient.Reference, "Patient/"), it.TaskID)
-		}
-		_ = w.Write(row)
-	}
-	w.Flush()
-	if err := w.Error(); err != nil {
+	if err := csvx.NewSpreadsheetWriter(&buf).WriteAll(rep.CSV(c.QueryParam("ids") == "1")); err != nil {
 		return fmt.Errorf("writing the work list as CSV: %w", err)
 	}
 	h := c.Response().Header()
 	h.Set(echo.HeaderContentDisposition, `attachment; filename="work-list-`+rep.AsOf+`.csv"`)
 	h.Set("Cache-Control", "no-store")
 	return c.Blob(http.StatusOK, "text/csv; charset=utf-8", buf.Bytes())
-}
-
-// cell defuses free text a spreadsheet would run as a formula (OWASP's CSV injection advice).
-func cell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
 }
 
 // followUpTask reads a follow-up Task the principal may change: a coordinator's sites' only
