@@ -24,8 +24,8 @@ run: postgres build ## run the server on http://localhost:8080 with the embedded
 test: postgres chromium ## run every test, with the race detector, against real PostgreSQL (large data sets trimmed)
 	$(GO) test -race -short -count=1 -timeout 15m ./...
 
-acceptance: postgres ## the full-size data tests: all 81 Synthea Bundles through the API (about a minute)
-	$(GO) test -count=1 -timeout 15m -run 'TestSyntheaBundlesLoadThroughTheAPI' ./fhir/
+acceptance: postgres ## the full-size data tests: all 81 Synthea Bundles through the API, and exported and imported again (a few minutes)
+	$(GO) test -count=1 -timeout 30m -run 'TestSyntheaBundlesLoadThroughTheAPI|TestSyntheaExportRoundTripsThroughTheImportCommand' ./fhir/ ./cmd/cartreg/
 
 lint: ## go vet, staticcheck, and fail on files gofmt would change
 	$(GO) vet ./...
