@@ -17,10 +17,9 @@ import (
 // roundTrips counts what a connection sends PostgreSQL while on: each statement on its own,
 // each batch (pipelined statements) and each COPY is one round trip.
 type roundTrips struct {
-	mu    sync.Mutex
-	on    bool
-	sent  []string
-	batch int
+	mu   sync.Mutex
+	on   bool
+	sent []string
 }
 
 func (r *roundTrips) record(what string) {
