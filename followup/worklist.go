@@ -390,11 +390,9 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 		owners = append(owners, o, "%/"+o)
 	}
 	patients := nonNil(q.Patients)
-	if strings.TrimSpace(q.Search) != "" {
-		found, err := searchPatients(ctx, db, q.Search)
-		if err != nil {
-			return nil, err
-		}
+	if found, searched, err := searchPatients(ctx, db, q.Search); err != nil {
+		return nil, err
+	} else if searched {
 		if len(q.Patients) > 0 {
 			found = slices.DeleteFunc(found, func(id string) bool { return !slices.Contains(q.Patients, id) })
 		}
@@ -522,8 +520,9 @@ SELECT resource_id FROM hit GROUP BY resource_id HAVING count(DISTINCT i) = card
 // case, accents removed), so "muller" finds Müller; identifiers as written, in upper or in
 // lower case (an identifier of mixed case is found by the word as written). Prefixes, not
 // parts anywhere in a name or identifier, so that the lookup is a range of an index whatever
-// the registry's size.
-func searchPatients(ctx context.Context, db fhir.DBTX, search string) ([]string, error) {
+// the registry's size. searched is false for a search with no word to look for, which
+// selects everyone.
+func searchPatients(ctx context.Context, db fhir.DBTX, search string) (ids []string, searched bool, err error) {
 	var words, patterns, idPatterns, lows, highs []string
 	for _, raw := range strings.Fields(search) {
 		w := searchparam.NormalizeString(raw)
@@ -536,17 +535,16 @@ func searchPatients(ctx context.Context, db fhir.DBTX, search string) ([]string,
 		}
 	}
 	if len(words) == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	rows, err := db.Query(ctx, searchPatientsSQL, words, patterns, idPatterns, lows, highs)
 	if err != nil {
-		return nil, fmt.Errorf("searching the work list's patients: %w", err)
+		return nil, true, fmt.Errorf("searching the work list's patients: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("searching the work list's patients: %w", err)
+	if ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, true, fmt.Errorf("searching the work list's patients: %w", err)
 	}
-	return ids, nil
+	return ids, true, nil
 }
 
 // urgency places the item as of today.

@@ -185,6 +185,7 @@ func TestWorklistPagesAndSearch(t *testing.T) {
 		{"a search within a patient filter", followup.Query{Search: "ada", Patients: []string{idOf(c.patients["Turing"])}}, nil, 0},
 		{"a search and its patient", followup.Query{Search: "alan", Patients: []string{idOf(c.patients["Turing"])}}, []string{"Turing"}, 1},
 		{"LIKE's wildcards are letters", followup.Query{Search: "%"}, nil, 0},
+		{"a search with no word to look for", followup.Query{Search: " \u0301 "}, all, 8},
 	} {
 		tc.q.Within = followup.WithinLeadTime
 		rep := list(tc.q)
