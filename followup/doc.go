@@ -49,7 +49,13 @@
 // pages, a deletion) in that write's transaction, and a run or a write that moves an
 // infusion to another site files its Tasks under the new one. Worklist.List is then an index
 // scan of (current_status, site_id), ordered by urgency in the database, and reads and parses
-// only the Tasks and patients of the page it returns.
+// only the Tasks and patients of the page it returns. A list of every site (an
+// administrator's) is read a page per urgency: urgency is the window against today, so each
+// urgency's first rows are a range of the index on (current_status, window_end,
+// window_start), read in order with a LIMIT, and the counts come from that index alone; the
+// few Tasks whose window it cannot place (none of their own, or an end before the start) are
+// read through a partial index of their own. A search by name or MRN finds its patients first,
+// by prefix in the FHIR search index, and the list is filtered by their ids.
 //
 // # Telling coordinators
 //

@@ -86,8 +86,9 @@ type Query struct {
 	// WithinLeadTime as far as Tasks are made ahead.
 	Within     int
 	Milestones []string // milestone codes of the follow-up plan
-	// Search is words each of which must be part of the patient's name or of an identifier
-	// (the MRN), whatever the case and accents.
+	// Search is words each of which must begin one of the patient's names, whatever the
+	// case and accents, or one of the patient's identifiers (the MRN), as written or in
+	// upper or lower case.
 	Search string
 	// Urgency narrows the list to one urgency (UrgencyOverdue, ...); Report.Counts still
 	// counts every urgency.
@@ -173,21 +174,29 @@ type Report struct {
 	overdueHorizon int // days overdue beyond which the calendar shows a visit on today
 }
 
-// worklistFrom selects the listed Tasks from followup_task alone, whose columns mirror each
-// Task's current version (status, owner, window) and its infusion's site, so that a site's
-// open Tasks are one scan of the index on (current_status, site_id) and no Task is parsed to
-// decide whether it is listed. rank is the urgency as of today: 0 overdue, 1 due, 2 upcoming.
-// A Task without a window of its own has the plan's, from its infusion (looked up only then).
-//
-// $1–$4: the plan (codes, target, first and last day); $5: the statuses; $6: today; $7: the
-// last day an upcoming window may open; $8: LIKE patterns for Task.owner ("Practitioner/7" and
-// "%/Practitioner/7"); $9, $10, $11: site ids, patient ids, milestone codes; $12: LIKE
-// patterns each of which the patient's name or an identifier must match. An empty filter
-// selects everything.
-const worklistFrom = `WITH plan AS (
+// worklistFilters are the filters of a work list other than status and urgency, on the
+// followup_task row t. $8: LIKE patterns for Task.owner ("Practitioner/7" and
+// "%/Practitioner/7"); $9, $10, $11: site ids, patient ids, milestone codes. An empty filter
+// selects everything. An empty site id is no site: a coordinator's list narrowed to no site (noSite) shows
+// nothing, not the visits of infusions without one.
+const worklistFilters = `(cardinality($8::text[]) = 0 OR t.owner LIKE ANY($8::text[]))
+		AND (cardinality($9::text[]) = 0 OR (t.site_id = ANY($9::text[]) AND t.site_id <> ''))
+		AND (cardinality($10::text[]) = 0 OR t.patient_id = ANY($10::text[]))
+		AND (cardinality($11::text[]) = 0 OR t.milestone = ANY($11::text[]))`
+
+// worklistPlan is the follow-up plan as a relation: $1–$4, its milestones' codes, target,
+// first and last days.
+const worklistPlan = `WITH plan AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS p(code, target_day, first_day, last_day)
-), windowed AS (
-	SELECT t.task_id, t.milestone, t.patient_id, t.site_id, t.infusion_type, t.infusion_id,
+)`
+
+// worklistWindowed is the windowed Tasks of the followup_task rows t that where selects: a
+// Task without a window of its own has the plan's, from its infusion (looked up only then),
+// and rank is its urgency as of today ($6): 0 overdue, 1 due, 2 upcoming. Only windows that
+// open by $7, the last day an upcoming one may, are listed.
+func worklistWindowed(where string) string {
+	return `SELECT w.*, CASE WHEN w.window_start > $6::date THEN 2 WHEN w.window_end < $6::date THEN 0 ELSE 1 END AS rank
+	FROM (SELECT t.task_id, t.milestone, t.patient_id, t.site_id, t.infusion_type, t.infusion_id,
 		coalesce(t.window_start, (SELECT coalesce(i.infused_on + p.first_day, i.infused_on) FROM registry_infusion i
 			LEFT JOIN plan p ON p.code = t.milestone
 			WHERE i.resource_type = t.infusion_type AND i.resource_id = t.infusion_id)) AS window_start,
@@ -195,29 +204,21 @@ const worklistFrom = `WITH plan AS (
 			LEFT JOIN plan p ON p.code = t.milestone
 			WHERE i.resource_type = t.infusion_type AND i.resource_id = t.infusion_id)) AS window_end
 	FROM followup_task t
-	WHERE t.current_status = ANY($5::text[])
-		AND (cardinality($8::text[]) = 0 OR t.owner LIKE ANY($8::text[]))
-		-- '' is no site: a coordinator's list narrowed to no site (noSite) shows nothing, not
-		-- the visits of infusions without one.
-		AND (cardinality($9::text[]) = 0 OR (t.site_id = ANY($9::text[]) AND t.site_id <> ''))
-		AND (cardinality($10::text[]) = 0 OR t.patient_id = ANY($10::text[]))
-		AND (cardinality($11::text[]) = 0 OR t.milestone = ANY($11::text[]))
-		-- Each pattern of a search matches a name or an identifier of the patient: index
-		-- probes by the patient's id, made only for the rows the filters above kept, and not
-		-- at all without a search (the OR stops at its first arm).
-		AND (cardinality($12::text[]) = 0 OR NOT EXISTS (SELECT 1 FROM unnest($12::text[]) AS q(pattern)
-			WHERE NOT EXISTS (SELECT 1 FROM ` + fhir.StringIndexRelation + ` n WHERE n.resource_type = 'Patient'
-				AND n.resource_id = t.patient_id AND n.code = 'name' AND n.normalized LIKE q.pattern)
-			AND NOT EXISTS (SELECT 1 FROM ` + fhir.TokenIndexRelation + ` k WHERE k.resource_type = 'Patient'
-				AND k.resource_id = t.patient_id AND k.code = 'identifier' AND lower(k.value) LIKE q.pattern)))
-), listed AS (
-	SELECT w.*, CASE WHEN w.window_start > $6::date THEN 2 WHEN w.window_end < $6::date THEN 0 ELSE 1 END AS rank
-	FROM windowed w WHERE w.window_start <= $7::date
+	WHERE ` + where + `) w
+	WHERE w.window_start <= $7::date`
+}
+
+// worklistFrom selects the listed Tasks from followup_task alone, whose columns mirror each
+// Task's current version (status, owner, window) and its infusion's site, so that a site's
+// open Tasks are one scan of the index on (current_status, site_id) and no Task is parsed to
+// decide whether it is listed. $5: the statuses; the filters as worklistFilters.
+var worklistFrom = worklistPlan + `, listed AS (
+	` + worklistWindowed(`t.current_status = ANY($5::text[]) AND `+worklistFilters) + `
 )`
 
 // worklistCountsSQL counts the listed Tasks by urgency: for a page with no rows, which
 // cannot carry them.
-const worklistCountsSQL = worklistFrom + `
+var worklistCountsSQL = worklistFrom + `
 SELECT count(*) FILTER (WHERE rank = 0), count(*) FILTER (WHERE rank = 1), count(*) FILTER (WHERE rank = 2) FROM listed`
 
 // worklistOrder is the work list's order: most urgent first; overdue by the day the window
@@ -226,19 +227,11 @@ SELECT count(*) FILTER (WHERE rank = 0), count(*) FILTER (WHERE rank = 1), count
 // the same order.)
 const worklistOrder = `rank, CASE rank WHEN 2 THEN window_start ELSE window_end END NULLS LAST, patient_id, task_id`
 
-// worklistPageSQL reads one page of the listed Tasks ($13: the urgency rank, -1 for all; $14
-// and $15: LIMIT, NULL for all, and OFFSET), and only then the page's Tasks, infusions,
-// sites and patients. A Task's patient is its Task.for, else followup_task's. Every row
-// carries the counts by urgency (as worklistCountsSQL), from the same single pass over the
-// listed Tasks, which PostgreSQL keeps (materialises) for both.
-const worklistPageSQL = worklistFrom + `, counted AS (
-	SELECT count(*) FILTER (WHERE rank = 0) AS overdue, count(*) FILTER (WHERE rank = 1) AS due,
-		count(*) FILTER (WHERE rank = 2) AS upcoming
-	FROM listed
-), page AS MATERIALIZED (
-	SELECT * FROM listed WHERE $13::int < 0 OR rank = $13::int
-	ORDER BY ` + worklistOrder + ` LIMIT $14 OFFSET $15
-)
+// worklistRowsSQL reads the page's Tasks, infusions, sites and patients, given the relations
+// page (the page's followup_task rows, windowed and ranked) and counted (the counts by
+// urgency, one row). A Task's patient is its Task.for, else followup_task's. Every row carries
+// the counts.
+const worklistRowsSQL = `
 SELECT d.task_id, r.version_id, r.last_updated, j.status,
 	coalesce(j."statusReason"->>'text', j."statusReason"#>>'{coding,0,display}', ''),
 	coalesce(j."businessStatus"#>>'{coding,0,code}', ''), coalesce(j.description, ''),
@@ -259,6 +252,79 @@ LEFT JOIN registry_site s ON s.organization_id = d.site_id
 LEFT JOIN ` + fhir.CurrentRelation + ` pr ON pr.resource_type = 'Patient'
 	AND pr.resource_id = coalesce(CASE WHEN j."for"->>'reference' LIKE 'Patient/%' THEN substr(j."for"->>'reference', 9) END, d.patient_id)
 ORDER BY d.rank, CASE d.rank WHEN 2 THEN d.window_start ELSE d.window_end END NULLS LAST, d.patient_id, d.task_id`
+
+// worklistPageSQL reads one page of the listed Tasks ($12: the urgency rank, -1 for all; $13
+// and $14: LIMIT, NULL for all, and OFFSET), and only then the page's Tasks and what goes
+// with them. The counts come from the same single pass over the listed Tasks, which
+// PostgreSQL keeps (materialises) for both. For a list narrowed by site or patient, which an
+// index on either finds.
+var worklistPageSQL = worklistFrom + `, counted AS (
+	SELECT count(*) FILTER (WHERE rank = 0) AS overdue, count(*) FILTER (WHERE rank = 1) AS due,
+		count(*) FILTER (WHERE rank = 2) AS upcoming
+	FROM listed
+), page AS MATERIALIZED (
+	SELECT * FROM listed WHERE $12::int < 0 OR rank = $12::int
+	ORDER BY ` + worklistOrder + ` LIMIT $13 OFFSET $14
+)` + worklistRowsSQL
+
+// regularWindow is a followup_task row whose window the index on (current_status, window_end,
+// window_start) places (migration 025): both days its own, the end not before the start. The
+// rest, irregularWindow, are few and found by a partial index of their own.
+const (
+	regularWindow   = `t.window_start IS NOT NULL AND t.window_end IS NOT NULL AND t.window_end >= t.window_start`
+	irregularWindow = `(t.window_start IS NULL OR t.window_end IS NULL OR t.window_end < t.window_start)`
+)
+
+// worklistByUrgencyArm is the first $15 Tasks of one urgency (rank) whose window is regular,
+// in the list's order, for each status on its own: a range of the urgency index read in
+// order, stopped by the LIMIT. Skipped whole when the page asks for another urgency ($12).
+func worklistByUrgencyArm(rank, where, order string) string {
+	return `SELECT x.* FROM unnest($5::text[]) AS st(status) CROSS JOIN LATERAL (
+		SELECT t.task_id, t.milestone, t.patient_id, t.site_id, t.infusion_type, t.infusion_id, t.window_start,
+			t.window_end, ` + rank + ` AS rank
+		FROM followup_task t
+		WHERE t.current_status = st.status AND ` + where + ` AND ` + regularWindow + ` AND ` + worklistFilters + `
+		ORDER BY ` + order + `, t.patient_id, t.task_id LIMIT $15) x
+	WHERE $12::int IN (-1, ` + rank + `)`
+}
+
+// worklistByUrgencySQL is worklistPageSQL for a list of every site and patient (an
+// administrator's), which no site or patient index narrows: the page is picked from the first
+// LIMIT+OFFSET ($15, NULL for all) of each urgency's regular windows and every irregular one,
+// instead of from every open Task, and the counts are read from the urgency index.
+var worklistByUrgencySQL = worklistByUrgencyCounted + `, page AS MATERIALIZED (
+	SELECT * FROM (
+		` + worklistByUrgencyArm("0", `t.window_end < $6::date`, `t.window_end`) + `
+		UNION ALL
+		` + worklistByUrgencyArm("1", `t.window_end >= $6::date AND t.window_start <= $6::date`, `t.window_end`) + `
+		UNION ALL
+		` + worklistByUrgencyArm("2", `t.window_end > $6::date AND t.window_start > $6::date AND t.window_start <= $7::date`, `t.window_start`) + `
+		UNION ALL
+		SELECT * FROM irregular WHERE $12::int < 0 OR rank = $12::int
+	) u
+	ORDER BY ` + worklistOrder + ` LIMIT $13 OFFSET $14
+)` + worklistRowsSQL
+
+// worklistByUrgencyCountsSQL is worklistByUrgencySQL's counts alone, for a page with no rows.
+var worklistByUrgencyCountsSQL = worklistByUrgencyCounted + `
+SELECT overdue, due, upcoming FROM counted`
+
+// worklistByUrgencyCounted counts by urgency the regular windows from the urgency index alone
+// and the irregular ones as worklistFrom does.
+var worklistByUrgencyCounted = worklistPlan + `, irregular AS MATERIALIZED (
+	` + worklistWindowed(`t.current_status = ANY($5::text[]) AND `+irregularWindow+` AND `+worklistFilters) + `
+), counted AS (
+	SELECT sum(overdue)::bigint AS overdue, sum(due)::bigint AS due, sum(upcoming)::bigint AS upcoming FROM (
+		SELECT count(*) FILTER (WHERE t.window_end < $6::date) AS overdue,
+			count(*) FILTER (WHERE t.window_start <= $6::date AND t.window_end >= $6::date) AS due,
+			count(*) FILTER (WHERE t.window_start > $6::date) AS upcoming
+		FROM followup_task t
+		WHERE t.current_status = ANY($5::text[]) AND t.window_start <= $7::date AND ` + regularWindow + ` AND ` + worklistFilters + `
+		UNION ALL
+		SELECT count(*) FILTER (WHERE rank = 0), count(*) FILTER (WHERE rank = 1), count(*) FILTER (WHERE rank = 2)
+		FROM irregular
+	) n
+)`
 
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
@@ -323,8 +389,19 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 		o = likeEscaper.Replace(o)
 		owners = append(owners, o, "%/"+o)
 	}
+	patients := nonNil(q.Patients)
+	if found, searched, err := searchPatients(ctx, db, q.Search); err != nil {
+		return nil, err
+	} else if searched {
+		if len(q.Patients) > 0 {
+			found = slices.DeleteFunc(found, func(id string) bool { return !slices.Contains(q.Patients, id) })
+		}
+		if patients = found; len(patients) == 0 {
+			patients = noPatient
+		}
+	}
 	args := []any{codes, targets, starts, ends, statuses, today, today.AddDate(0, 0, q.Within), owners,
-		nonNil(q.Sites), nonNil(q.Patients), nonNil(q.Milestones), searchPatterns(q.Search)}
+		nonNil(q.Sites), patients, nonNil(q.Milestones)}
 	rep := &Report{AsOf: day(today), WithinDays: q.Within, LeadDays: w.s.cfg.LeadDays, Items: []Item{},
 		today: today, overdueHorizon: w.s.cfg.overdueHorizon(),
 		Counts: map[string]int{UrgencyOverdue: 0, UrgencyDue: 0, UrgencyUpcoming: 0}}
@@ -334,8 +411,21 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 	if q.Limit > 0 {
 		limit = &q.Limit
 	}
+	// A list narrowed to sites or patients is read through their indexes, whole; one of every
+	// site and patient by urgency, a page's worth of each.
+	pageSQL, countsSQL := worklistPageSQL, worklistCountsSQL
+	pageArgs := append(slices.Clone(args), rank, limit, max(q.Offset, 0))
+	if len(q.Sites) == 0 && len(patients) == 0 {
+		pageSQL, countsSQL = worklistByUrgencySQL, worklistByUrgencyCountsSQL
+		var need *int // each urgency's first rows that the page can hold
+		if limit != nil {
+			n := *limit + max(q.Offset, 0)
+			need = &n
+		}
+		pageArgs = append(pageArgs, need)
+	}
 	var counts [3]int
-	rows, err := db.Query(ctx, worklistPageSQL, append(args, rank, limit, max(q.Offset, 0))...)
+	rows, err := db.Query(ctx, pageSQL, pageArgs...)
 	if err != nil {
 		return nil, fmt.Errorf("reading the work list: %w", err)
 	}
@@ -380,7 +470,7 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 		return nil, fmt.Errorf("reading the work list: %w", err)
 	}
 	if len(rep.Items) == 0 { // no row to carry the counts: a list or a filter with nothing, a page past the end
-		if err := db.QueryRow(ctx, worklistCountsSQL, args...).Scan(&counts[0], &counts[1], &counts[2]); err != nil {
+		if err := db.QueryRow(ctx, countsSQL, args...).Scan(&counts[0], &counts[1], &counts[2]); err != nil {
 			return nil, fmt.Errorf("counting the work list: %w", err)
 		}
 	}
@@ -395,16 +485,66 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 	return rep, nil
 }
 
-// searchPatterns turns a search by name or MRN into LIKE patterns, one per word, each of which
-// must be part of one of the patient's names or identifiers: "ada love" finds Ada Lovelace,
-// "0001" MRN-0001. Words are compared as the search index keeps names (lower case, accents
-// removed), so "muller" finds Müller.
-func searchPatterns(search string) []string {
-	out := []string{}
-	for _, w := range strings.Fields(searchparam.NormalizeString(search)) {
-		out = append(out, "%"+likeEscaper.Replace(w)+"%")
+// noPatient is a patient filter that matches nothing: a search that found no one.
+var noPatient = []string{""}
+
+// searchPatientsSQL finds the patients a search names, from the FHIR search index alone: each
+// word ($1, as the index keeps names: lower case, accents removed) must begin one of the
+// patient's names (a given or family name, as the name parameter indexes them), through the
+// name index's range of that prefix ($2: the word's LIKE pattern), or begin one of the
+// patient's identifiers, as written or in upper or lower case ($3: those three prefixes, three
+// to a word, as LIKE patterns, and $4, $5: the range of each in the token index). Both
+// partitions of each index table are read, the oversized ones by scanning their few rows.
+const searchPatientsSQL = `WITH word AS (
+	SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(word, pattern, i)
+), ident AS (
+	SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS d(pattern, low, high, n)
+), hit AS (
+	-- Each word's and each prefix's own range of the index (OFFSET 0 keeps each lateral a scan
+	-- per word: joined flat, the planner reads the whole Patient identifier range instead).
+	SELECT w.i, n.resource_id FROM word w CROSS JOIN LATERAL (
+		SELECT n.resource_id FROM ` + fhir.StringIndexRelation + ` n WHERE n.resource_type = 'Patient' AND n.code = 'name'
+			AND n.normalized ~>=~ w.word AND n.normalized ~<~ (w.word || chr(1114111)) AND n.normalized LIKE w.pattern
+		OFFSET 0) n
+	UNION
+	SELECT (d.n + 2) / 3, k.resource_id FROM ident d CROSS JOIN LATERAL (
+		SELECT k.resource_id FROM ` + fhir.TokenIndexRelation + ` k WHERE k.resource_type = 'Patient' AND k.code = 'identifier'
+			AND k.value >= d.low AND k.value < d.high AND k.value LIKE d.pattern
+		OFFSET 0) k
+)
+SELECT resource_id FROM hit GROUP BY resource_id HAVING count(DISTINCT i) = cardinality($1::text[])`
+
+// searchPatients returns the ids of the patients whose names or identifiers a search by name
+// or MRN matches: each word must begin a name or an identifier ("ada love" finds Ada
+// Lovelace, "mrn-00" MRN-0001). Names are compared as the search index keeps them (lower
+// case, accents removed), so "muller" finds Müller; identifiers as written, in upper or in
+// lower case (an identifier of mixed case is found by the word as written). Prefixes, not
+// parts anywhere in a name or identifier, so that the lookup is a range of an index whatever
+// the registry's size. searched is false for a search with no word to look for, which
+// selects everyone.
+func searchPatients(ctx context.Context, db fhir.DBTX, search string) (ids []string, searched bool, err error) {
+	var words, patterns, idPatterns, lows, highs []string
+	for _, raw := range strings.Fields(search) {
+		w := searchparam.NormalizeString(raw)
+		if w == "" {
+			continue
+		}
+		words, patterns = append(words, w), append(patterns, likeEscaper.Replace(w)+"%")
+		for _, v := range []string{raw, strings.ToUpper(raw), strings.ToLower(raw)} {
+			idPatterns, lows, highs = append(idPatterns, likeEscaper.Replace(v)+"%"), append(lows, v), append(highs, v+"\U0010FFFF")
+		}
 	}
-	return out
+	if len(words) == 0 {
+		return nil, false, nil
+	}
+	rows, err := db.Query(ctx, searchPatientsSQL, words, patterns, idPatterns, lows, highs)
+	if err != nil {
+		return nil, true, fmt.Errorf("searching the work list's patients: %w", err)
+	}
+	if ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, true, fmt.Errorf("searching the work list's patients: %w", err)
+	}
+	return ids, true, nil
 }
 
 // urgency places the item as of today.

@@ -176,8 +176,16 @@ func TestWorklistPagesAndSearch(t *testing.T) {
 		{"a family name, any case", followup.Query{Search: "LOVEL"}, []string{"Lovelace"}, 1},
 		{"given and family", followup.Query{Search: "donald knu"}, []string{"Knuth", "Knuth"}, 2},
 		{"words must all match", followup.Query{Search: "donald hopper"}, nil, 0},
-		{"part of an MRN", followup.Query{Search: "mrn-0003"}, []string{"Turing"}, 1},
+		{"an MRN in lower case", followup.Query{Search: "mrn-0003"}, []string{"Turing"}, 1},
+		{"the start of an MRN", followup.Query{Search: "MRN-000"}, all, 8},
+		{"accents are ignored", followup.Query{Search: "Lövelace"}, []string{"Lovelace"}, 1},
+		// Each word begins a name or an identifier: the lookup is a range of the search index.
+		{"not the middle of a name", followup.Query{Search: "velace"}, nil, 0},
+		{"not the middle of an MRN", followup.Query{Search: "0003"}, nil, 0},
+		{"a search within a patient filter", followup.Query{Search: "ada", Patients: []string{idOf(c.patients["Turing"])}}, nil, 0},
+		{"a search and its patient", followup.Query{Search: "alan", Patients: []string{idOf(c.patients["Turing"])}}, []string{"Turing"}, 1},
 		{"LIKE's wildcards are letters", followup.Query{Search: "%"}, nil, 0},
+		{"a search with no word to look for", followup.Query{Search: " \u0301 "}, all, 8},
 	} {
 		tc.q.Within = followup.WithinLeadTime
 		rep := list(tc.q)

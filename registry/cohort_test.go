@@ -95,7 +95,11 @@ func TestDirectLoadMatchesTheAPI(t *testing.T) {
 // BenchmarkOutcomes100k runs researchers' queries over a 100,000-patient synthetic cohort
 // (about 300,000 assessments), loaded directly into the registry tables.
 func BenchmarkOutcomes100k(b *testing.B) {
-	cohort := generate(b, 100_000, 2026)
+	patients := 100_000
+	if n, err := strconv.Atoi(os.Getenv("BENCH_PATIENTS")); err == nil && n > 0 {
+		patients = n // a quicker look
+	}
+	cohort := generate(b, patients, 2026)
 	// As served: rounding, and the overlap control remembering each query's patients.
 	cfg := served
 	if os.Getenv("BENCH_OVERLAP") == "off" {

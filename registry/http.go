@@ -370,6 +370,21 @@ func (r *Registry) survivalFor(c echo.Context) (*SurvivalReport, error) {
 	return report, nil
 }
 
+// ResponseFor is the report GET /registry/outcomes/response answers the request c with,
+// its parameters checked and its cohorts passed through the overlap control as the endpoint's
+// are: for a caller in this process that shows the report (the web pages) rather than sends
+// it, which then neither writes nor reads it as JSON.
+func (r *Registry) ResponseFor(c echo.Context) (*ResponseReport, error) {
+	f, groupBy, err := r.query(c)
+	if err != nil {
+		return nil, err
+	}
+	return r.answerResponse(c, f, groupBy)
+}
+
+// SurvivalFor is ResponseFor's counterpart for GET /registry/outcomes/survival.
+func (r *Registry) SurvivalFor(c echo.Context) (*SurvivalReport, error) { return r.survivalFor(c) }
+
 // answerResponse is the response report for the request, once its cohorts pass the overlap
 // control.
 func (r *Registry) answerResponse(c echo.Context, f Filter, groupBy string) (*ResponseReport, error) {

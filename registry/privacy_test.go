@@ -195,6 +195,9 @@ func TestDifferencingAttackRecoversNothing(t *testing.T) {
 	}
 	// The same patients asked again, another way, are answered: they give nothing new.
 	tr.expect(200, "GET", "/registry/outcomes/response?infused_from=2023-06&infused_to=2024-01&group_by=disease", nil)
+	// A cohort remembered is not compared again when asked again; one near it still is.
+	tr.expect(200, "GET", "/registry/outcomes/survival?infused_to=2024-01", nil)
+	tr.expect(422, "GET", "/registry/outcomes/survival?infused_to=2024-02", nil)
 
 	// Another researcher who asks for the eleven first is refused the ten.
 	other := tr.h.Token(auth.RoleResearcher)

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -69,13 +68,21 @@ func (p *Pages) outcomes(c echo.Context) error {
 	rq := cloneValues(q)
 	rq.Del("endpoint")
 	// The two reports are independent queries of about the same cost: run at once, on two
-	// of the pool's connections, the page waits for the slower rather than for both.
-	var rep registry.ResponseReport
-	var surv registry.SurvivalReport
+	// of the pool's connections, the page waits for the slower rather than for both. They
+	// come as the registry's own structs, not as its JSON decoded again (a fifth of the
+	// page's time at 20,000 patients went to decoding the survival curves).
+	var rep *registry.ResponseReport
+	var surv *registry.SurvivalReport
 	var repErr, survErr error
 	var g errgroup.Group
-	g.Go(func() error { repErr = p.registryJSON(c, "/registry/outcomes/response", rq, &rep); return nil })
-	g.Go(func() error { survErr = p.registryJSON(c, "/registry/outcomes/survival", q, &surv); return nil })
+	g.Go(func() error {
+		rep, repErr = p.d.Registry.ResponseFor(p.registryContext(c, "/registry/outcomes/response", rq))
+		return nil
+	})
+	g.Go(func() error {
+		surv, survErr = p.d.Registry.SurvivalFor(p.registryContext(c, "/registry/outcomes/survival", q))
+		return nil
+	})
 	_ = g.Wait() // each report's error is kept apart: the response's is the one shown, as before
 	if repErr != nil {
 		return p.errorPage(c, repErr)
@@ -83,11 +90,11 @@ func (p *Pages) outcomes(c echo.Context) error {
 	if survErr != nil {
 		return p.errorPage(c, survErr)
 	}
-	data.Report, data.Survival = &rep, &surv
+	data.Report, data.Survival = rep, surv
 	noGroup := cloneValues(q)
 	noGroup.Del("group_by")
 	data.Response = template.URL(noGroup.Encode())
-	data.Hidden = hidden(&rep, &surv)
+	data.Hidden = hidden(rep, surv)
 	return p.page(c, http.StatusOK, "outcomes", pageData{Title: "Outcomes", Nav: "outcomes", Data: data})
 }
 
@@ -99,15 +106,14 @@ func cloneValues(v url.Values) url.Values {
 	return out
 }
 
-func (p *Pages) registryJSON(c echo.Context, path string, q url.Values, into any) error {
-	rec, err := p.fromRegistry(c, path, q)
-	if err != nil {
-		return err
-	}
-	if rec.Code != http.StatusOK {
-		return fmt.Errorf("%s answered %d", path, rec.Code)
-	}
-	return json.Unmarshal(rec.Body.Bytes(), into)
+// registryContext is the request c as a request of the registry's endpoint path with query
+// q, for the registry's report methods (Registry.ResponseFor), which read its parameters and
+// its principal.
+func (p *Pages) registryContext(c echo.Context, path string, q url.Values) echo.Context {
+	req := c.Request().Clone(c.Request().Context())
+	req.URL = &url.URL{Path: path, RawQuery: q.Encode()}
+	req.RequestURI = req.URL.RequestURI()
+	return p.e.NewContext(req, httptest.NewRecorder())
 }
 
 // hidden says in words what the small-cell rules left out of the reports.
