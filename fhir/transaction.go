@@ -397,6 +397,17 @@ func (b *BundleProcessor) runTransaction(ctx context.Context, tx pgx.Tx, entries
 	if err := b.store.Flush(ctx, tx); err != nil {
 		return placeIssues(err, ordered)
 	}
+	// An entry answers with its resource as it will be committed: a write hook may have
+	// written it again (a requested Subscription is stored active).
+	for _, e := range ordered {
+		if e.version != nil && e.method != http.MethodGet && e.method != http.MethodHead {
+			v, err := b.store.settle(ctx, tx, e.version)
+			if err != nil {
+				return e.atEntry(err)
+			}
+			e.version = v
+		}
+	}
 	for _, e := range ordered {
 		if e.method == http.MethodGet || e.method == http.MethodHead {
 			if err := b.readEntry(ctx, tx, e, base); err != nil {
@@ -518,6 +529,11 @@ func (b *BundleProcessor) runBatchEntry(ctx context.Context, e *entry, base stri
 		if b.config.ReferentialIntegrity {
 			if _, err := b.checkReferences(ctx, tx, []*entry{c}); err != nil {
 				return err // located below, with the entry's other failures
+			}
+		}
+		if c.version != nil { // as it will be committed, after the write hooks (see runTransaction)
+			if c.version, err = b.store.settle(ctx, tx, c.version); err != nil {
+				return err
 			}
 		}
 		done = c

@@ -254,3 +254,31 @@ func TestWriteAnswersWithTheStoredStatus(t *testing.T) {
 		t.Errorf("the update answered with version %v, the store has %v", sub["meta"], cur["meta"])
 	}
 }
+
+// A Subscription written in a transaction or batch Bundle is answered as it is stored: active,
+// in the version the hook wrote, as a plain POST answers it.
+func TestASubscriptionInABundleIsAnsweredActive(t *testing.T) {
+	h := newHooked(t, nil)
+	sub := func() map[string]any {
+		return map[string]any{"resourceType": "Subscription", "status": "requested", "reason": "in a Bundle",
+			"criteria": "Task?owner=Practitioner/7",
+			"channel":  map[string]any{"type": "rest-hook", "endpoint": h.receiver.URL + "/hook", "payload": "application/fhir+json"}}
+	}
+	for _, kind := range []string{"transaction", "batch"} {
+		status, out := h.send("POST", "", map[string]any{"resourceType": "Bundle", "type": kind, "entry": []any{
+			map[string]any{"resource": sub(), "request": map[string]any{"method": "POST", "url": "Subscription"}}}})
+		if status != http.StatusOK {
+			t.Fatalf("%s: %d %v", kind, status, out)
+		}
+		resp := out["entry"].([]any)[0].(map[string]any)["response"].(map[string]any)
+		location, _ := resp["location"].(string)
+		parts := strings.Split(location, "/")
+		if resp["etag"] != `W/"2"` || len(parts) < 4 || parts[len(parts)-1] != "2" {
+			t.Errorf("%s: the entry answers etag %v, location %v; want the version the hook wrote, 2", kind, resp["etag"], location)
+			continue
+		}
+		if _, cur := h.send("GET", "/Subscription/"+parts[len(parts)-3], nil); cur["status"] != "active" {
+			t.Errorf("%s: stored %v", kind, cur["status"])
+		}
+	}
+}
