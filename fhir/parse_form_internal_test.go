@@ -1,9 +1,7 @@
 package fhir
 
 import (
-	"compress/gzip"
 	"encoding/json"
-	"io"
 	"os"
 	"reflect"
 	"testing"
@@ -27,19 +25,7 @@ func TestTheParsedFormIsTheBodyAsSent(t *testing.T) {
 	}
 	histories := shareddata.Glob(t, "synthea/hiv-bundles/*.json.gz")
 	for _, f := range histories[:min(5, len(histories))] {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(fh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(zr)
-		fh.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := shareddata.ReadGzip(t, f)
 		var bundle struct {
 			Entry []struct{ Resource json.RawMessage }
 		}

@@ -1,12 +1,9 @@
 package fhir_test
 
 import (
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,19 +17,7 @@ func syntheaBundles(t testing.TB) (batches, transactions [][]byte) {
 	t.Helper()
 	files := shareddata.Glob(t, "synthea/hiv-bundles/*.json.gz")
 	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(fh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := io.ReadAll(zr)
-		fh.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		raw := shareddata.ReadGzip(t, f)
 		if strings.Contains(filepath.Base(f), "Information") {
 			batches = append(batches, raw)
 		} else {

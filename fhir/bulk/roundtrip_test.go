@@ -1,9 +1,7 @@
 package bulk_test
 
 import (
-	"compress/gzip"
 	"context"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,20 +32,7 @@ func TestSyntheaExportRoundTripsThroughImport(t *testing.T) {
 	sort.Slice(patients, func(i, j int) bool { return size(patients[i]) < size(patients[j]) })
 	h := newHarness(t)
 	for _, f := range append(batches, patients[:3]...) {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(fh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := io.ReadAll(zr)
-		fh.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Expect(http.StatusOK, "POST", "/fhir", raw)
+		h.Expect(http.StatusOK, "POST", "/fhir", shareddata.ReadGzip(t, f))
 	}
 	want := dbCounts(t, h)
 	if want["Patient"] < 3 || want["Observation"] == 0 {

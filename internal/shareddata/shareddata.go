@@ -9,6 +9,8 @@
 package shareddata
 
 import (
+	"compress/gzip"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -69,6 +71,29 @@ func File(t TB, rel string) string {
 		Missing(t, rel)
 	}
 	return path
+}
+
+// ReadGzip returns the decompressed content of a gzipped file (a Synthea export's Bundles are
+// stored so); a file that cannot be read ends the test.
+func ReadGzip(t TB, path string) []byte {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("%v", err)
+		return nil
+	}
+	defer fh.Close()
+	zr, err := gzip.NewReader(fh)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+		return nil
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+		return nil
+	}
+	return raw
 }
 
 // Missing ends the test for want of what (a path or pattern inside the shared folder): a skip,
