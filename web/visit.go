@@ -135,15 +135,10 @@ func milestoneOf(body map[string]any) string {
 // scheme gives the form back with the error, and nothing is written.
 func (p *Pages) recordVisit(c echo.Context) error {
 	ctx := c.Request().Context()
-	pr, _ := auth.FromContext(ctx)
 	id := c.Param("id")
-	v, body, err := p.followUpTask(ctx, pr, id)
+	pr, _, body, version, err := p.formTask(c)
 	if err != nil {
 		return p.errorPage(c, err)
-	}
-	version, err := strconv.Atoi(c.FormValue("version"))
-	if err != nil {
-		version = v.VersionID
 	}
 	// The coordinator's today, in the registry's time zone: a visit this morning in Auckland
 	// is still tomorrow in UTC's calendar.

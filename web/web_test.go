@@ -421,6 +421,14 @@ func TestResearcherDashboard(t *testing.T) {
 	if p := b.get("/patients/" + "x"); p.status != http.StatusForbidden {
 		t.Errorf("researcher, a patient's page: %d", p.status)
 	}
+	// Recording a visit writes patient data (an assessment): refused before any Task is read.
+	versions := w.h.Count(`SELECT count(*) FROM resource_version`)
+	if p := b.post("/work/tasks/x/visited", url.Values{"date": {"2026-01-01"}, "category": {"lugano-cmr"}}); p.status != http.StatusForbidden {
+		t.Errorf("researcher, recording a visit: %d", p.status)
+	}
+	if n := w.h.Count(`SELECT count(*) FROM resource_version`); n != versions {
+		t.Errorf("a researcher's refused visit wrote %d versions", n-versions)
+	}
 }
 
 func TestAdminStatusPage(t *testing.T) {

@@ -289,18 +289,29 @@ func (p *Pages) write(ctx context.Context, creates []map[string]any, update map[
 	})
 }
 
-// taskAction runs change on a follow-up Task and writes it, then returns to the list.
-func (p *Pages) taskAction(c echo.Context, done string, change func(pr *auth.Principal, body map[string]any) ([]map[string]any, error)) error {
+// formTask reads the follow-up Task a row's form acts on (the :id of the route), as the
+// signed-in principal may see it, and the version the page showed: the form's, else the
+// Task's current one.
+func (p *Pages) formTask(c echo.Context) (*auth.Principal, *fhir.Version, map[string]any, int, error) {
 	ctx := c.Request().Context()
 	pr, _ := auth.FromContext(ctx)
-	id := c.Param("id")
-	v, body, err := p.followUpTask(ctx, pr, id)
+	v, body, err := p.followUpTask(ctx, pr, c.Param("id"))
 	if err != nil {
-		return p.errorPage(c, err)
+		return nil, nil, nil, 0, err
 	}
 	version, err := strconv.Atoi(c.FormValue("version"))
 	if err != nil {
 		version = v.VersionID
+	}
+	return pr, v, body, version, nil
+}
+
+// taskAction runs change on a follow-up Task and writes it, then returns to the list.
+func (p *Pages) taskAction(c echo.Context, done string, change func(pr *auth.Principal, body map[string]any) ([]map[string]any, error)) error {
+	ctx := c.Request().Context()
+	pr, _, body, version, err := p.formTask(c)
+	if err != nil {
+		return p.errorPage(c, err)
 	}
 	creates, err := change(pr, body)
 	if err != nil {
