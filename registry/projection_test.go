@@ -276,13 +276,7 @@ func TestBusinessRulesRejectWithNothingWritten(t *testing.T) {
 func TestConcurrentAssessmentsOfOnePatient(t *testing.T) {
 	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{})
-	r := tr.expect(200, "POST", "/fhir", transaction(
-		post("urn:uuid:site", organization("Site")),
-		post("urn:uuid:pat", patient("urn:uuid:site")),
-		post("urn:uuid:dx", condition("urn:uuid:pat", "C90.00")),
-		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2022-01-10", "cilta-cel")),
-	))
-	patientRef, infusionRef := location(t, r, 1), location(t, r, 3)
+	patientRef, infusionRef := myelomaInfusion(t, tr)
 	start := time.Date(2022, 2, 1, 0, 0, 0, 0, time.UTC)
 	var wg sync.WaitGroup
 	for i := 0; i < 12; i++ {
@@ -339,13 +333,7 @@ func TestDefinitionsArePublished(t *testing.T) {
 func TestAWriterWaitsForThePatientsLockAndSeesItsHoldersCommit(t *testing.T) {
 	t.Parallel()
 	tr := newTestRegistry(t, registry.Config{})
-	r := tr.expect(200, "POST", "/fhir", transaction(
-		post("urn:uuid:site", organization("Site")),
-		post("urn:uuid:pat", patient("urn:uuid:site")),
-		post("urn:uuid:dx", condition("urn:uuid:pat", "C90.00")),
-		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2022-01-10", "cilta-cel")),
-	))
-	patientRef, infusionRef := location(t, r, 1), location(t, r, 3)
+	patientRef, infusionRef := myelomaInfusion(t, tr)
 	patientID := patientRef[strings.LastIndex(patientRef, "/")+1:]
 
 	ctx := context.Background()
@@ -388,4 +376,17 @@ func TestAWriterWaitsForThePatientsLockAndSeesItsHoldersCommit(t *testing.T) {
 	if death == nil || death.Format(time.DateOnly) != "2022-06-01" {
 		t.Errorf("the infusion's death_on is %v: the writer derived from facts read before the holder's commit", death)
 	}
+}
+
+// myelomaInfusion loads one site, patient, myeloma diagnosis and cilta-cel infusion (on
+// 2022-01-10) and returns the patient's and the infusion's references.
+func myelomaInfusion(t *testing.T, tr *testRegistry) (patientRef, infusionRef string) {
+	t.Helper()
+	r := tr.expect(200, "POST", "/fhir", transaction(
+		post("urn:uuid:site", organization("Site")),
+		post("urn:uuid:pat", patient("urn:uuid:site")),
+		post("urn:uuid:dx", condition("urn:uuid:pat", "C90.00")),
+		post("urn:uuid:inf", infusion("urn:uuid:pat", "urn:uuid:dx", "urn:uuid:site", "2022-01-10", "cilta-cel")),
+	))
+	return location(t, r, 1), location(t, r, 3)
 }

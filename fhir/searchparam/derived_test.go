@@ -3,6 +3,7 @@ package searchparam
 import (
 	"fmt"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -13,52 +14,26 @@ import (
 	"github.com/cartreg/cartreg/migrations"
 )
 
-// rowsOf renders the index values of code, without the code, one string per row, sorted and
-// without repeats: what a search on code can match.
+// rowsOf renders the index values of codes, without the code, one string per row, sorted and
+// without repeats: what a search on those codes can match. With targetType, only references
+// pointing at that type count.
 func rowsOf(v Values, codes []string, targetType string) []string {
 	var out []string
-	add := func(code, row string) {
-		if slices.Contains(codes, code) {
-			out = append(out, row)
+	for _, list := range []any{v.Strings, v.Tokens, v.Dates, v.References, v.Numbers, v.Quantities, v.URIs} {
+		values := reflect.ValueOf(list)
+		for i := range values.Len() {
+			row := reflect.New(values.Type().Elem()).Elem()
+			row.Set(values.Index(i))
+			code := row.FieldByName("Code")
+			if !slices.Contains(codes, code.String()) {
+				continue
+			}
+			if ref, ok := row.Interface().(ReferenceValue); ok && targetType != "" && ref.Type != targetType {
+				continue
+			}
+			code.SetString("")
+			out = append(out, fmt.Sprintf("%+v", row.Interface()))
 		}
-	}
-	for _, x := range v.Strings {
-		x2 := x
-		x2.Code = ""
-		add(x.Code, fmt.Sprintf("%+v", x2))
-	}
-	for _, x := range v.Tokens {
-		x2 := x
-		x2.Code = ""
-		add(x.Code, fmt.Sprintf("%+v", x2))
-	}
-	for _, x := range v.Dates {
-		x2 := x
-		x2.Code = ""
-		add(x.Code, fmt.Sprintf("%+v", x2))
-	}
-	for _, x := range v.References {
-		if targetType != "" && x.Type != targetType {
-			continue
-		}
-		x2 := x
-		x2.Code = ""
-		add(x.Code, fmt.Sprintf("%+v", x2))
-	}
-	for _, x := range v.Numbers {
-		x2 := x
-		x2.Code = ""
-		add(x.Code, fmt.Sprintf("%+v", x2))
-	}
-	for _, x := range v.Quantities {
-		x2 := x
-		x2.Code = ""
-		add(x.Code, fmt.Sprintf("%+v", x2))
-	}
-	for _, x := range v.URIs {
-		x2 := x
-		x2.Code = ""
-		add(x.Code, fmt.Sprintf("%+v", x2))
 	}
 	sort.Strings(out)
 	return slices.Compact(out)
