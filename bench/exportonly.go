@@ -39,20 +39,11 @@ func exportOnly(ctx context.Context, o options) (*ExportRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	work := o.work
-	if work == "" {
-		if work, err = os.MkdirTemp("", "cartreg-bench-export-"); err != nil {
-			return nil, err
-		}
-		if !o.keep {
-			defer os.RemoveAll(work)
-		} else {
-			defer fmt.Fprintf(os.Stderr, "kept %s\n", work)
-		}
-	}
-	if err := os.Chmod(work, 0o755); err != nil {
+	work, cleanUp, err := workDir(o, "cartreg-bench-export-")
+	if err != nil {
 		return nil, err
 	}
+	defer cleanUp()
 	res := &ExportRun{Started: time.Now().UTC(), Machine: describeMachine(), Version: binaryVersion(bin)}
 	seedStart := time.Now()
 

@@ -162,27 +162,38 @@ func fatalf(format string, args ...any) {
 	os.Exit(1)
 }
 
+// workDir is the folder for a run's cohort and database: o.work, else a new temporary one,
+// which done removes unless o.keep. The embedded database runs as another user when we are
+// root, so it must be able to reach the folder.
+func workDir(o options, prefix string) (work string, done func(), err error) {
+	done = func() {}
+	if work = o.work; work == "" {
+		if work, err = os.MkdirTemp("", prefix); err != nil {
+			return "", nil, err
+		}
+		done = func() { os.RemoveAll(work) }
+		if o.keep {
+			done = func() { fmt.Fprintf(os.Stderr, "kept %s\n", work) }
+		}
+	}
+	if err := os.Chmod(work, 0o755); err != nil {
+		done()
+		return "", nil, err
+	}
+	return work, done, nil
+}
+
 // run does every phase and returns the figures.
 func run(ctx context.Context, o options) (*Results, error) {
 	bin, err := filepath.Abs(o.bin)
 	if err != nil {
 		return nil, err
 	}
-	work := o.work
-	if work == "" {
-		if work, err = os.MkdirTemp("", "cartreg-bench-"); err != nil {
-			return nil, err
-		}
-		if !o.keep {
-			defer os.RemoveAll(work)
-		} else {
-			defer fmt.Fprintf(os.Stderr, "kept %s\n", work)
-		}
-	}
-	// The embedded database runs as another user when we are root: it must reach its folder.
-	if err := os.Chmod(work, 0o755); err != nil {
+	work, cleanUp, err := workDir(o, "cartreg-bench-")
+	if err != nil {
 		return nil, err
 	}
+	defer cleanUp()
 	res := &Results{Started: time.Now().UTC(), Machine: describeMachine(), Version: binaryVersion(bin)}
 
 	cohortDir := filepath.Join(work, "cohort")
