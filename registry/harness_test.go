@@ -39,7 +39,12 @@ func newTestRegistryWith(t testing.TB, configure func(*app.Config), opts ...appt
 	t.Helper()
 	tr := &testRegistry{t: t, now: time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)}
 	h := apptest.New(t, append([]apptest.Option{apptest.WithMaxBody("64M"),
-		apptest.WithConfig(configure),
+		apptest.WithConfig(func(c *app.Config) {
+			configure(c)
+			if c.Registry.ReportCacheMB == 0 {
+				c.Registry.ReportCacheMB = 64 // as served: every test's reports go through the cache
+			}
+		}),
 		apptest.WithClock(func() time.Time { return tr.now })}, opts...)...)
 	tr.url, tr.db, tr.reg, tr.h = h.URL, h.DB, h.App.Registry, h
 	return tr

@@ -147,6 +147,17 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	if batch.Len() == 0 {
 		return nil
 	}
+	// The data version moves with any change the outcome reports can see: sites and ends of
+	// follow-up here, since they re-derive no patient; a patient's rows in the first refresh
+	// below, so that an Observation that is no assessment moves nothing.
+	bumped := false
+	for _, c := range changes {
+		if c.Type == "Organization" || c.Type == "EpisodeOfCare" {
+			batch.Queue(bumpDataVersionSQL)
+			bumped = true
+			break
+		}
+	}
 	if err := p.sendCollecting(ctx, tx, batch, touched); err != nil {
 		return err
 	}
@@ -157,8 +168,8 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	}
 	sort.Strings(patients) // a fixed lock order: two writers never wait on each other in a cycle
 	var issues []fhir.Issue
-	for _, id := range patients {
-		found, err := p.refresh(ctx, tx, id, changed)
+	for i, id := range patients {
+		found, err := p.refresh(ctx, tx, id, changed, i == 0 && !bumped)
 		if err != nil {
 			return err
 		}

@@ -65,8 +65,9 @@ type assessmentRow struct {
 
 // refresh re-derives one patient's registry rows from the patient's facts and checks the
 // business rules against them. changed names the resources this transaction wrote, so that an
-// issue blames the resource the client sent where it can.
-func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, changed map[string]bool) ([]fhir.Issue, error) {
+// issue blames the resource the client sent where it can. bumpVersion moves the registry's
+// data version with the patient's rows (a transaction does it once).
+func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, changed map[string]bool, bumpVersion bool) ([]fhir.Issue, error) {
 	f, err := loadFacts(ctx, tx, patient)
 	if err != nil {
 		return nil, err
@@ -78,7 +79,7 @@ func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, cha
 	if len(issues) > 0 {
 		return issues, nil
 	}
-	return nil, p.store(ctx, tx, patient, f)
+	return nil, p.store(ctx, tx, patient, f, bumpVersion)
 }
 
 // patientLockSQL takes the transaction's lock on one patient's registry rows.
@@ -482,9 +483,12 @@ var (
 	collectTimepointsForAll     = collectTimepoints("true")
 )
 
-func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *patientFacts) error {
+func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *patientFacts, bumpVersion bool) error {
 	last := f.lastContact()
 	batch := &pgx.Batch{}
+	if bumpVersion {
+		batch.Queue(bumpDataVersionSQL)
+	}
 	// A dose whose role changed moves between registry_infusion (a course's first dose, which
 	// has follow-up) and registry_dose (a later dose of a course), before the derived columns
 	// are written.
@@ -548,6 +552,9 @@ func (p *Projection) ApplyPlan(ctx context.Context, store *fhir.Store) error {
 		}
 		if current == p.plan.Digest() {
 			return nil
+		}
+		if err := DataChanged(ctx, tx); err != nil {
+			return err
 		}
 		codes, targets, starts, ends := p.plan.columns()
 		if _, err := tx.Exec(ctx, assignMilestones, codes, targets, starts, ends); err != nil {

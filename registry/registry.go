@@ -38,6 +38,10 @@ type Config struct {
 	// researcher's unlucky filter cannot hold a connection and a core for minutes. Zero is no
 	// limit.
 	QueryTimeout time.Duration
+	// ReportCacheMB is how much memory the response and survival reports researchers ask for
+	// most may keep, with their cohorts, to be served again until the registry's data change
+	// (reportCache). Zero turns the cache off.
+	ReportCacheMB int
 	// BaseURL is the server's FHIR base URL, so absolute references to it count as local.
 	BaseURL string
 	// Location is the time zone whose calendar "today" is in, as of which outcomes are counted;
@@ -57,6 +61,7 @@ type Registry struct {
 	store      *fhir.Store
 	terms      *Terminology
 	projection *Projection
+	reports    *reportCache // nil: off
 	now        func() time.Time
 	logger     *slog.Logger
 }
@@ -78,8 +83,12 @@ func New(cfg Config, db *pgxpool.Pool, store *fhir.Store, now func() time.Time, 
 	if err := cfg.Plan.Validate(); err != nil {
 		return nil, err
 	}
+	reports, err := newReportCache(int64(cfg.ReportCacheMB) << 20)
+	if err != nil {
+		return nil, err
+	}
 	r := &Registry{cfg: cfg, db: db, read: db, store: store, terms: terms, now: now, logger: logger,
-		projection: NewProjection(terms, cfg.Plan, cfg.BaseURL)}
+		projection: NewProjection(terms, cfg.Plan, cfg.BaseURL), reports: reports}
 	return r, nil
 }
 

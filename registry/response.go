@@ -132,7 +132,14 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 	counts := map[key]map[string]int{} // status or "cat:"+category -> patients
 	groupSize := map[string]int{}
 	var members map[string]cohort
+	cacheKey := reportKey("response", f, groupBy, date(asOfDay))
+	var version int64
+	var cached *cachedReport
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		var err error
+		if version, cached, err = r.reports.lookup(ctx, tx, cacheKey, withCohorts); err != nil || cached != nil {
+			return err
+		}
 		if withCohorts {
 			var err error
 			if members, err = cohorts(ctx, tx, with, f.args()); err != nil {
@@ -167,6 +174,9 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 	if err != nil {
 		return nil, nil, fmt.Errorf("response query: %w", err)
 	}
+	if cached != nil {
+		return cached.report.(*ResponseReport), cached.cohorts, nil
+	}
 
 	report := &ResponseReport{AsOf: date(asOfDay), GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []ResponseGroup{}}
 	var published []cohort
@@ -188,6 +198,7 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 		}
 		return *g.N
 	}, func(g ResponseGroup) string { return g.Group })
+	r.reports.add(cacheKey, version, report, published, withCohorts)
 	return report, published, nil
 }
 

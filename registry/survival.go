@@ -150,7 +150,14 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 	}
 	byGroup := map[string][]courseDates{}
 	members := map[string]cohort{}
+	key := reportKey("survival", f, groupBy, endpoint)
+	var version int64
+	var cached *cachedReport
 	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		var err error
+		if version, cached, err = r.reports.lookup(ctx, tx, key, true); err != nil || cached != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, with+survivalSQL, f.args()...)
 		if err != nil {
 			return err
@@ -170,6 +177,9 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("survival query: %w", err)
+	}
+	if cached != nil {
+		return cached.report.(*SurvivalReport), cached.cohorts, nil
 	}
 
 	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []SurvivalGroup{}}
@@ -213,6 +223,7 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 			report.LogRank = &LogRank{ChiSquare: lr.ChiSquare, DF: lr.DF, P: number(lr.P)}
 		}
 	}
+	r.reports.add(key, version, report, published, true)
 	return report, published, nil
 }
 

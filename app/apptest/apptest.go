@@ -27,6 +27,7 @@ import (
 	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/postgres/pgtest"
+	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/server"
 )
 
@@ -87,6 +88,7 @@ func DefaultConfig() app.Config {
 	return app.Config{
 		FHIR: fhir.APIConfig{DefaultCount: 10, MaxCount: 500,
 			Bundles: fhir.BundleConfig{MaxEntries: 5000, ReferentialIntegrity: true}},
+		Registry: registry.Config{ReportCacheMB: 64},
 		Jobs: app.JobsConfig{FollowUpSchedule: "off", Location: time.UTC,
 			DeliveryInterval: time.Second, DeliveryRetention: time.Hour},
 	}

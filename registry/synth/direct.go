@@ -89,6 +89,9 @@ func LoadDirect(ctx context.Context, db *pgxpool.Pool, c *Cohort, terms *registr
 				return fmt.Errorf("%s: %w", t.table, err)
 			}
 		}
+		if err := registry.DataChanged(ctx, tx); err != nil {
+			return err
+		}
 		// The plan's timepoints are assigned the way a changed plan is applied at start-up.
 		_, err := tx.Exec(ctx, `DELETE FROM registry_state WHERE key = 'plan'`)
 		return err
