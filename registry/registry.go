@@ -42,6 +42,10 @@ type Config struct {
 	// most may keep, with their cohorts, to be served again until the registry's data change
 	// (reportCache). Zero turns the cache off.
 	ReportCacheMB int
+	// ReportMaxStale is how long after it was computed a kept report may still be served
+	// when the data have changed since: the most the figures researchers see may lag the
+	// data. Zero serves a kept report only while the data are exactly as it saw them.
+	ReportMaxStale time.Duration
 	// BaseURL is the server's FHIR base URL, so absolute references to it count as local.
 	BaseURL string
 	// Location is the time zone whose calendar "today" is in, as of which outcomes are counted;
@@ -83,7 +87,7 @@ func New(cfg Config, db *pgxpool.Pool, store *fhir.Store, now func() time.Time, 
 	if err := cfg.Plan.Validate(); err != nil {
 		return nil, err
 	}
-	reports, err := newReportCache(int64(cfg.ReportCacheMB) << 20)
+	reports, err := newReportCache(int64(cfg.ReportCacheMB)<<20, cfg.ReportMaxStale, now)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +117,15 @@ func (r *Registry) Start(ctx context.Context) error {
 		r.logger.Info("registry definitions published", "updated", n)
 	}
 	return r.projection.ApplyPlan(ctx, r.store)
+}
+
+// MaxStale is how far behind the data the outcome reports may be (Config.ReportMaxStale);
+// zero when they are always current.
+func (r *Registry) MaxStale() time.Duration {
+	if r.reports == nil {
+		return 0
+	}
+	return r.cfg.ReportMaxStale
 }
 
 // Plan is the follow-up plan in force.

@@ -34,22 +34,31 @@ func DataChanged(ctx context.Context, tx pgx.Tx) error {
 // The reports depend on the filter, the grouping, the report's own parameters and the day
 // they are counted as of, which together are the key; not on who asks, since researchers all
 // see the whole registry through the same suppression.
+//
+// With maxStale, a report computed at an earlier version is still served while it is younger
+// than that: a registry that EHRs write to all day would otherwise compute its dashboard again
+// for nearly every researcher. Its figures are then at most maxStale behind the data, as a
+// read replica's are behind by its lag.
 type reportCache struct {
-	entries *otter.Cache[string, cachedReport]
+	entries  *otter.Cache[string, cachedReport]
+	maxStale time.Duration
+	now      func() time.Time
 }
 
 type cachedReport struct {
-	version int64
-	report  any
+	version    int64
+	computedAt time.Time
+	report     any
 	// cohorts are the published groups' patients, when hasCohorts: a report computed for a
 	// caller without the overlap control may not have them.
 	cohorts    []cohort
 	hasCohorts bool
 }
 
-// newReportCache holds up to maxBytes of reports and cohorts (estimated); nil when maxBytes
-// is zero or less, which turns caching off.
-func newReportCache(maxBytes int64) (*reportCache, error) {
+// newReportCache holds up to maxBytes of reports and cohorts (estimated), served up to
+// maxStale after they were computed by the clock now, or exactly while the data have not
+// changed if maxStale is zero; nil when maxBytes is zero or less, which turns caching off.
+func newReportCache(maxBytes int64, maxStale time.Duration, now func() time.Time) (*reportCache, error) {
 	if maxBytes <= 0 {
 		return nil, nil
 	}
@@ -60,7 +69,7 @@ func newReportCache(maxBytes int64) (*reportCache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outcome report cache: %w", err)
 	}
-	return &reportCache{entries: c}, nil
+	return &reportCache{entries: c, maxStale: maxStale, now: now}, nil
 }
 
 // weight estimates an entry's bytes: its cohorts (8 bytes a patient, the bulk of it at scale)
@@ -86,8 +95,8 @@ func dataVersion(ctx context.Context, tx pgx.Tx) (int64, error) {
 }
 
 // lookup reads the data version in tx's snapshot and the report cached under key at that
-// version, if any; withCohorts asks for an entry that kept its cohorts. A nil cache finds
-// nothing and reads nothing.
+// version, or at an earlier one while it is younger than maxStale; withCohorts asks for an
+// entry that kept its cohorts. A nil cache finds nothing and reads nothing.
 func (c *reportCache) lookup(ctx context.Context, tx pgx.Tx, key string, withCohorts bool) (version int64, hit *cachedReport, err error) {
 	if c == nil {
 		return 0, nil, nil
@@ -96,7 +105,12 @@ func (c *reportCache) lookup(ctx context.Context, tx pgx.Tx, key string, withCoh
 		return 0, nil, err
 	}
 	e, ok := c.entries.GetIfPresent(key)
-	if !ok || e.version != version || (withCohorts && !e.hasCohorts) {
+	if !ok || (withCohorts && !e.hasCohorts) {
+		return version, nil, nil
+	}
+	// A version above the snapshot's is a report of data this snapshot does not see yet
+	// (a replica behind the one that computed it): served only as stale, if at all.
+	if e.version != version && (c.maxStale <= 0 || c.now().Sub(e.computedAt) > c.maxStale) {
 		return version, nil, nil
 	}
 	return version, &e, nil
@@ -109,7 +123,7 @@ func (c *reportCache) add(key string, version int64, report any, cohorts []cohor
 	if c == nil {
 		return
 	}
-	c.entries.Set(key, cachedReport{version: version, report: report, cohorts: cohorts, hasCohorts: withCohorts})
+	c.entries.Set(key, cachedReport{version: version, computedAt: c.now(), report: report, cohorts: cohorts, hasCohorts: withCohorts})
 }
 
 // reportKey names a report by everything it is computed from.

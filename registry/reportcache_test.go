@@ -191,3 +191,32 @@ func TestEveryWriteKeepsTheCachedReportsExact(t *testing.T) {
 	}
 	check("a heart rate")
 }
+
+// With a maximum staleness, a kept report is served after a write until it is that old, and
+// then computed again: figures lag the data by no more than the setting.
+func TestAKeptReportLagsTheDataNoLongerThanMaxStale(t *testing.T) {
+	t.Parallel()
+	cfg := exact
+	cfg.ReportMaxStale = time.Minute
+	tr := newTestRegistry(t, cfg)
+	outcomeCohort(t, tr)
+	kept := tr.served(t, "survival")
+	computed := tr.now
+
+	p1 := tr.expect(200, "GET", "/fhir/Patient?identifier=urn:test|P1", nil).json(t)["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
+	p1["deceasedDateTime"] = "2025-06-01"
+	tr.expect(200, "PUT", "/fhir/Patient/"+p1["id"].(string), p1)
+	if uncached(t, tr, "survival") == kept {
+		t.Fatal("the death does not change the survival report: the test shows nothing")
+	}
+	for _, after := range []time.Duration{0, 30 * time.Second, time.Minute} {
+		tr.now = computed.Add(after)
+		if got := tr.served(t, "survival"); got != kept {
+			t.Errorf("%s after it was computed, the kept report was not served:\n%s", after, got)
+		}
+	}
+	tr.now = computed.Add(time.Minute + time.Second)
+	if got, want := tr.served(t, "survival"), uncached(t, tr, "survival"); got != want {
+		t.Errorf("past the maximum staleness, served\n%s\nwant\n%s", got, want)
+	}
+}

@@ -30,6 +30,7 @@ var funcs = template.FuncMap{
 		return ""
 	},
 	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+	"span":  span,
 	// count is a count the small-cell rules may have hidden.
 	"count": func(n *int, min int) string {
 		if n == nil {
@@ -78,4 +79,22 @@ var funcs = template.FuncMap{
 		f.Bucket = bucket
 		return template.URL(f.encode())
 	},
+}
+
+// span says a setting's duration in words: "1 minute", "90 seconds", "2 hours".
+func span(d time.Duration) string {
+	unit := func(n int64, name string) string {
+		if n == 1 {
+			return "1 " + name
+		}
+		return fmt.Sprintf("%d %ss", n, name)
+	}
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return unit(int64(d/time.Hour), "hour")
+	case d >= time.Minute && d%time.Minute == 0:
+		return unit(int64(d/time.Minute), "minute")
+	default:
+		return unit(int64(d.Round(time.Second)/time.Second), "second")
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"golang.org/x/sync/errgroup"
@@ -57,6 +58,7 @@ type outcomesPage struct {
 	Survival  *registry.SurvivalReport
 	Hidden    []string // what the small-cell rules hid, in words
 	Groupings []string
+	MaxStale  time.Duration // how far the figures may lag the data (CARTREG_OUTCOMES_MAX_STALE)
 }
 
 func (p *Pages) outcomes(c echo.Context) error {
@@ -64,7 +66,8 @@ func (p *Pages) outcomes(c echo.Context) error {
 	if e := q.Get("endpoint"); e != "" && !slices.Contains([]string{"os", "pfs", "dor"}, e) {
 		return p.errorPage(c, fhir.NewOutcome(http.StatusBadRequest, fhir.Invalid, "endpoint="+e+": want os, pfs or dor", "endpoint"))
 	}
-	data := outcomesPage{Query: q, Encoded: template.URL(q.Encode()), Groupings: []string{"disease", "product", "target", "site"}}
+	data := outcomesPage{Query: q, Encoded: template.URL(q.Encode()), Groupings: []string{"disease", "product", "target", "site"},
+		MaxStale: p.d.Registry.MaxStale()}
 	rq := cloneValues(q)
 	rq.Del("endpoint")
 	// The two reports are independent queries of about the same cost: run at once, on two

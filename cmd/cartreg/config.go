@@ -95,7 +95,7 @@ func defaultConfig() Config {
 			BundleTimeout: fhir.DefaultBundleTimeout, Search: fhir.DefaultSearchLimits,
 			Limits: fhir.ResourceLimits{MaxPatchOperations: fhir.DefaultMaxPatchOperations,
 				MaxPatchedSize: fhir.DefaultMaxPatchedSize, MaxArrayLength: fhir.DefaultMaxArrayLength}},
-		Registry: registry.Config{FollowUpYears: 5, MinCell: 5, RoundTo: 5, OverlapWindow: 30 * 24 * time.Hour, QueryTimeout: time.Minute, ReportCacheMB: 64},
+		Registry: registry.Config{FollowUpYears: 5, MinCell: 5, RoundTo: 5, OverlapWindow: 30 * 24 * time.Hour, QueryTimeout: time.Minute, ReportCacheMB: 64, ReportMaxStale: time.Minute},
 		FollowUp: defaultFollowUp(),
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
 		Web: web.Config{SessionIdleTimeout: web.DefaultSessionIdleTimeout, SessionLifetime: web.DefaultSessionLifetime,
@@ -197,6 +197,8 @@ func (c *Config) registerRegistryFlags(fs *flag.FlagSet) {
 		"longest a statement of a researcher's outcome query or analysis file may run; past it the request is a 422 (0: no limit)")
 	fs.IntVar(&c.Registry.ReportCacheMB, "outcomes-cache-mb", c.Registry.ReportCacheMB,
 		"memory for the response and survival reports asked for most, served again until the registry's data change (0: off)")
+	fs.DurationVar(&c.Registry.ReportMaxStale, "outcomes-max-stale", c.Registry.ReportMaxStale,
+		"how long after it was computed a kept outcome report may still be served once the data have changed: the most researchers' figures lag the data (0: always current)")
 	fs.BoolVar(&c.Registry.AnalysisExport, "analysis-export", c.Registry.AnalysisExport,
 		"let researchers download the row-level de-identified analysis file (/registry/export/analysis); a data custodian's decision, off by default")
 	c.registerFollowUpFlags(fs)
