@@ -85,8 +85,13 @@ func startServer(ctx context.Context, bin, dataDir, logPath string, extra []stri
 
 // cleanEnv is the environment without CARTREG_ settings, so that the server and the commands
 // use the fresh embedded database, not one the caller configured.
+// cleanEnv is the harness's environment without its own CARTREG_ settings, and with the
+// outcome report cache off: the outcomes phase asks each query 20 times and times the
+// registry computing it, which a kept report would hide after the first (the web pages'
+// benchmark times the cache). An older build ignores the variable.
 func cleanEnv() []string {
-	return slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CARTREG_") })
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "CARTREG_") })
+	return append(env, "CARTREG_OUTCOMES_CACHE_MB=0")
 }
 
 func freeAddr() (string, error) {
