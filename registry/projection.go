@@ -51,6 +51,7 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	batch := &pgx.Batch{}
 	touched := map[string]bool{}
 	changed := map[string]bool{}
+	fresh := map[string][]*assessmentFact{} // by patient: assessments this transaction writes
 	for _, c := range changes {
 		if !watched[c.Type] {
 			continue
@@ -105,11 +106,11 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			if c.Body == nil {
 				continue
 			}
+			// Written by store with its derived columns, once they are known: one write
+			// of the row instead of an insert and the updates that complete it.
 			if f := r.assessment(c.ID, c.Body); f != nil && f.Patient != "" && f.Category != "" {
 				touched[f.Patient] = true
-				batch.Queue(`INSERT INTO registry_assessment (observation_id, patient_id, assessed_on, category, condition_id,
-					infusion_ref, mrd_negative) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-					f.ID, f.Patient, f.On, f.Category, nullable(f.Condition), nullable(f.InfusionRef), f.MRDNegative)
+				fresh[f.Patient] = append(fresh[f.Patient], f)
 			}
 		case "AdverseEvent":
 			batch.Queue(`DELETE FROM registry_toxicity WHERE adverse_event_id = $1 RETURNING patient_id`, c.ID)
@@ -158,7 +159,7 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	sort.Strings(patients) // a fixed lock order: two writers never wait on each other in a cycle
 	var issues []fhir.Issue
 	for _, id := range patients {
-		found, err := p.refresh(ctx, tx, id, changed)
+		found, err := p.refresh(ctx, tx, id, changed, fresh[id])
 		if err != nil {
 			return err
 		}
