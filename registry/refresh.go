@@ -574,7 +574,9 @@ func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *pa
 		}
 	}
 	// Each row is written once, with its final values, and only when they changed: a
-	// patient's new fact changes little of what was derived from the others.
+	// patient's new fact changes little of what was derived from the others. The updates
+	// name the patient, so that even the generic plan a connection keeps from a new, empty
+	// table reads the patient's rows by index rather than the whole table.
 	if len(f.infusions) > 0 {
 		n := len(f.infusions)
 		types, ids, timepoints := make([]string, n), make([]string, n), make([]string, n)
@@ -596,12 +598,12 @@ func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *pa
 			progression_on = u.progression, last_progression_free_on = u.last_pfs, timepoints = u.timepoints::jsonb
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::date[], $7::date[], $8::date[], $9::date[],
 			$10::date[], $11::text[]) AS u(type, id, disease, site, sequence, next, death, first_response, progression, last_pfs, timepoints)
-		WHERE i.resource_type = u.type AND i.resource_id = u.id
+		WHERE i.patient_id = $13 AND i.resource_type = u.type AND i.resource_id = u.id
 		AND (i.disease, i.effective_site_id, i.sequence, i.next_infused_on, i.death_on, i.last_contact_on, i.first_response_on,
 			i.progression_on, i.last_progression_free_on, i.timepoints)
 		IS DISTINCT FROM (u.disease, u.site, u.sequence, u.next, u.death, $12::date, u.first_response, u.progression, u.last_pfs,
 			u.timepoints::jsonb)`,
-			types, ids, diseases, sites, sequences, next, death, first, progression, lastPFS, timepoints, last)
+			types, ids, diseases, sites, sequences, next, death, first, progression, lastPFS, timepoints, last, patient)
 	}
 	if len(f.toxicities) > 0 {
 		ids, onsets := make([]string, len(f.toxicities)), make([]time.Time, len(f.toxicities))
@@ -610,7 +612,7 @@ func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *pa
 		}
 		batch.Queue(`UPDATE registry_toxicity t SET onset_imputed_on = u.onset
 			FROM unnest($1::text[], $2::date[]) AS u(id, onset)
-			WHERE t.adverse_event_id = u.id AND t.onset_imputed_on IS DISTINCT FROM u.onset`, ids, onsets)
+			WHERE t.patient_id = $3 AND t.adverse_event_id = u.id AND t.onset_imputed_on IS DISTINCT FROM u.onset`, ids, onsets, patient)
 	}
 	var stored, fresh assessmentColumns
 	for _, a := range f.assessments {
@@ -625,10 +627,10 @@ func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *pa
 			milestone = u.milestone, counted = u.counted
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bool[])
 			AS u(id, infusion_type, infusion_id, day, milestone, counted)
-		WHERE a.observation_id = u.id
+		WHERE a.patient_id = $7 AND a.observation_id = u.id
 		AND (a.infusion_type, a.infusion_id, a.day, a.milestone, a.counted)
 		IS DISTINCT FROM (u.infusion_type, u.infusion_id, u.day, u.milestone, u.counted)`,
-			stored.ids, stored.infusionTypes, stored.infusionIDs, stored.days, stored.milestones, stored.counted)
+			stored.ids, stored.infusionTypes, stored.infusionIDs, stored.days, stored.milestones, stored.counted, patient)
 	}
 	if len(fresh.ids) > 0 {
 		batch.Queue(`INSERT INTO registry_assessment (observation_id, infusion_type, infusion_id, day, milestone, counted,
