@@ -57,14 +57,22 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			continue
 		}
 		changed[c.Type+"/"+c.ID] = true
+		// A resource's first version has no registry row from an earlier one to remove.
+		first := c.VersionID == 1
 		switch c.Type {
 		case "Patient":
-			touched[c.ID] = true
 			if c.Body == nil {
+				touched[c.ID] = true
 				batch.Queue(`DELETE FROM registry_patient WHERE patient_id = $1`, c.ID)
 				continue
 			}
 			f := r.patient(c.ID, c.Body)
+			// A new Patient alone has nothing to derive but a death's day as its last
+			// contact: without one, the row written here is the whole of it. A fact of the
+			// Patient in the same transaction touches it.
+			if !first || f.DeceasedOn != nil {
+				touched[c.ID] = true
+			}
 			batch.Queue(`INSERT INTO registry_patient (patient_id, deceased_on, deceased_until, managing_org, birth_on) VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (patient_id) DO UPDATE SET deceased_on = excluded.deceased_on, deceased_until = excluded.deceased_until,
 					managing_org = excluded.managing_org, birth_on = excluded.birth_on`,
@@ -81,7 +89,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			batch.Queue(`INSERT INTO registry_site (organization_id, name) VALUES ($1, $2)
 				ON CONFLICT (organization_id) DO UPDATE SET name = excluded.name`, c.ID, name)
 		case "Condition":
-			batch.Queue(`DELETE FROM registry_condition WHERE condition_id = $1 RETURNING patient_id`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_condition WHERE condition_id = $1 RETURNING patient_id`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -90,8 +100,10 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 				batch.Queue(`INSERT INTO registry_condition (condition_id, patient_id, disease) VALUES ($1, $2, $3)`, f.ID, f.Patient, f.Disease)
 			}
 		case "Procedure", "MedicationAdministration":
-			batch.Queue(`DELETE FROM registry_infusion WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
-			batch.Queue(`DELETE FROM registry_dose WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_infusion WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
+				batch.Queue(`DELETE FROM registry_dose WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -102,7 +114,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 					f.Type, f.ID, f.Patient, f.On, f.Product, f.ProductLabel, nonNil(f.Targets), nonNil(f.Conditions), nullable(f.Site), f.PriorLines)
 			}
 		case "Observation":
-			batch.Queue(`DELETE FROM registry_assessment WHERE observation_id = $1 RETURNING patient_id`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_assessment WHERE observation_id = $1 RETURNING patient_id`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -113,7 +127,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 				fresh[f.Patient] = append(fresh[f.Patient], f)
 			}
 		case "AdverseEvent":
-			batch.Queue(`DELETE FROM registry_toxicity WHERE adverse_event_id = $1 RETURNING patient_id`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_toxicity WHERE adverse_event_id = $1 RETURNING patient_id`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -123,7 +139,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 					VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.ID, f.Patient, f.Kind, f.Grade, f.On, f.Until, nullable(f.InfusionRef))
 			}
 		case "EpisodeOfCare":
-			batch.Queue(`DELETE FROM registry_follow_up_end WHERE episode_id = $1`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_follow_up_end WHERE episode_id = $1`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -132,7 +150,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 					f.ID, f.Patient, f.On, f.Reason)
 			}
 		case "Encounter":
-			batch.Queue(`DELETE FROM registry_contact WHERE encounter_id = $1 RETURNING patient_id`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_contact WHERE encounter_id = $1 RETURNING patient_id`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -145,11 +165,10 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	if len(r.issues) > 0 {
 		return &fhir.Outcome{Status: http.StatusUnprocessableEntity, Issues: r.issues}
 	}
-	if batch.Len() == 0 {
-		return nil
-	}
-	if err := p.sendCollecting(ctx, tx, batch, touched); err != nil {
-		return err
+	if batch.Len() > 0 {
+		if err := p.sendCollecting(ctx, tx, batch, touched); err != nil {
+			return err
+		}
 	}
 
 	patients := make([]string, 0, len(touched))

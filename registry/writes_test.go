@@ -231,3 +231,31 @@ func lineDiff(a, b string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A new Patient on its own is not re-derived (it has no facts), except for what a death alone
+// gives: the day counted as its last contact.
+func TestANewPatientAloneKeepsItsDeathAsLastContact(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, registry.Config{})
+	lastContact := func(body map[string]any) string {
+		t.Helper()
+		id, _ := tr.expect(201, "POST", "/fhir/Patient", body).json(t)["id"].(string)
+		var on *string
+		if err := tr.db.QueryRow(context.Background(), `SELECT last_contact_on::text FROM registry_patient WHERE patient_id = $1`,
+			id).Scan(&on); err != nil {
+			t.Fatal(err)
+		}
+		if on == nil {
+			return "none"
+		}
+		return *on
+	}
+	if got := lastContact(patient("")); got != "none" {
+		t.Errorf("a living new patient's last contact is %s, want none", got)
+	}
+	dead := patient("")
+	dead["deceasedDateTime"] = "2025-03-04"
+	if got := lastContact(dead); got != "2025-03-04" {
+		t.Errorf("a new patient who died on 2025-03-04 has last contact %s", got)
+	}
+}
