@@ -50,8 +50,8 @@ func (r *roundTrips) TraceCopyFromEnd(context.Context, *pgx.Conn, pgx.TraceCopyF
 // maxWriteRoundTrips is what a transaction Bundle of new resources may cost in round trips to
 // PostgreSQL, whatever its size: each is a wait of both processes. A new Patient with no
 // registry facts costs the registry's projection one (its row), not the three of reading and
-// re-deriving the patient's facts.
-const maxWriteRoundTrips = 8
+// re-deriving the patient's facts; references to what the Bundle wrote are not looked up.
+const maxWriteRoundTrips = 7
 
 // A transaction Bundle costs the same round trips with one Observation as with twenty: its
 // writes are batched per table and per step, never sent one resource at a time.
