@@ -48,9 +48,10 @@ func (r *roundTrips) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, d pgx.
 func (r *roundTrips) TraceCopyFromEnd(context.Context, *pgx.Conn, pgx.TraceCopyFromEndData) {}
 
 // maxWriteRoundTrips is what a transaction Bundle of new resources may cost in round trips to
-// PostgreSQL, whatever its size: each is a wait of both processes, the cost issue 20 measured
-// as ten round trips per small transaction, now as many counting BEGIN and COMMIT.
-const maxWriteRoundTrips = 10
+// PostgreSQL, whatever its size: each is a wait of both processes. A new Patient with no
+// registry facts costs the registry's projection one (its row), not the three of reading and
+// re-deriving the patient's facts; references to what the Bundle wrote are not looked up.
+const maxWriteRoundTrips = 7
 
 // A transaction Bundle costs the same round trips with one Observation as with twenty: its
 // writes are batched per table and per step, never sent one resource at a time.

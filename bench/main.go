@@ -52,6 +52,7 @@ type options struct {
 	serverArgs []string
 
 	only            string
+	statements      int
 	exportResources int
 	exportSeed      int
 
@@ -81,7 +82,8 @@ func main() {
 	flag.StringVar(&o.attackOut, "attack-out", "", "where to write the soak's results as JSON (empty: nowhere)")
 	flag.Float64Var(&o.attackRSS, "attack-rss", 500, "the soak fails if the server's RSS reaches this many MB")
 	flag.Float64Var(&o.attackKillMB, "attack-kill-rss", 3000, "the soak kills the server if its RSS passes this many MB, to spare the machine")
-	flag.StringVar(&o.only, "only", "", "run one step alone instead of every phase: export (a $export of -export-resources resources; see exportonly.go)")
+	flag.StringVar(&o.only, "only", "", "run one step alone instead of every phase: export (a $export of -export-resources resources; see exportonly.go), or writes (ingest and small transactions, for A/B runs of the write path)")
+	flag.IntVar(&o.statements, "statements", 0, "after ingest and small transactions, print this many statements by total time from pg_stat_statements (the server's database must load it)")
 	flag.IntVar(&o.exportResources, "export-resources", 1_000_000, "with -only export: resources in the database the export reads")
 	flag.IntVar(&o.exportSeed, "export-seed-patients", 1000, "with -only export: patients ingested through the API, whose resources are then copied up to -export-resources")
 	flag.Parse()
@@ -97,7 +99,7 @@ func main() {
 		os.Exit(runSoak(ctx, o))
 	}
 	switch o.only {
-	case "":
+	case "", "writes":
 	case "export":
 		res, err := exportOnly(ctx, o)
 		if err != nil {
@@ -115,11 +117,19 @@ func main() {
 		}
 		return
 	default:
-		fatalf("-only %q: the step that runs alone is export", o.only)
+		fatalf("-only %q: the steps that run alone are export and writes", o.only)
 	}
 	res, err := run(ctx, o)
 	if err != nil {
 		fatalf("%v", err)
+	}
+	if o.only == "writes" {
+		// Not the whole run's figures: neither the JSON nor README's table is written.
+		fmt.Printf("ingest: %.0f resources/s; CPU per resource: server %.3f ms, PostgreSQL %.3f ms\n",
+			res.Ingest.ResourcesPerSecond, res.IngestCPU.ServerMS, res.IngestCPU.PostgresMS)
+		fmt.Printf("small transactions: %.0f tx/s, p99 %.1f ms; CPU per transaction: server %.3f ms, PostgreSQL %.3f ms\n",
+			res.SmallTx.PerSecond, res.SmallTx.P99MS, res.SmallTxCPU.ServerMS, res.SmallTxCPU.PostgresMS)
+		return
 	}
 	printTable(os.Stdout, res)
 	if o.out != "" {
@@ -239,6 +249,9 @@ func run(ctx context.Context, o options) (*Results, error) {
 	c := newClient(srv.base, 32, creds)
 	step("ingest: %d transaction Bundles from %d clients", len(cohort), ingestClients)
 	done := prof.start(ctx, "ingest", 30*time.Second)
+	if err := resetStatements(ctx, db, o.statements); err != nil {
+		return nil, err
+	}
 	cpu, err := srv.cpuMeter()
 	if err != nil {
 		return nil, err
@@ -254,9 +267,15 @@ func run(ctx context.Context, o options) (*Results, error) {
 		return nil, err
 	}
 	res.Ingest = loaded.figures
+	if err := printStatements(ctx, db, o.statements, "ingest", loaded.figures.Resources, "resource"); err != nil {
+		return nil, err
+	}
 
 	step("small transactions: %d clients for %s", smallTxClients, o.duration)
 	done = prof.start(ctx, "small-tx", o.duration)
+	if err := resetStatements(ctx, db, o.statements); err != nil {
+		return nil, err
+	}
 	if cpu, err = srv.cpuMeter(); err != nil {
 		return nil, err
 	}
@@ -268,6 +287,12 @@ func run(ctx context.Context, o options) (*Results, error) {
 	}
 	if err := done(); err != nil {
 		return nil, err
+	}
+	if err := printStatements(ctx, db, o.statements, "small transactions", res.SmallTx.Operations, "transaction"); err != nil {
+		return nil, err
+	}
+	if o.only == "writes" {
+		return res, nil
 	}
 
 	step("read by id: %d clients for %s", readClients, o.duration)

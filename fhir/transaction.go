@@ -796,6 +796,14 @@ func (b *BundleProcessor) checkReferences(ctx context.Context, tx DBTX, written 
 		e    *entry
 		path string
 	}
+	// What the Bundle itself wrote exists: only references beyond it are looked up, and a
+	// Bundle that refers to nothing else (a new Patient and its Observations) costs no query.
+	inBundle := map[string]bool{}
+	for _, e := range written {
+		if e.version != nil && !e.version.Deleted && e.method != http.MethodDelete {
+			inBundle[e.version.Path()] = true
+		}
+	}
 	refs := map[string]ref{}
 	for _, e := range written {
 		if e.version == nil || e.version.JSON == nil || e.method == http.MethodDelete {
@@ -808,7 +816,7 @@ func (b *BundleProcessor) checkReferences(ctx context.Context, tx DBTX, written 
 			}
 		}
 		collectLocalReferences(body, e.resourceType, func(target, path string) {
-			if _, seen := refs[target]; !seen {
+			if _, seen := refs[target]; !seen && !inBundle[target] {
 				refs[target] = ref{e, path}
 			}
 		})

@@ -111,6 +111,7 @@ func TestTransactionFailuresNameTheEntry(t *testing.T) {
 	s := newTestServer(t)
 	s.expect(s.do("PUT", "/Patient/known", `{"resourceType":"Patient","id":"known","identifier":[{"system":"urn:mrn","value":"dup"}]}`), http.StatusCreated)
 	s.expect(s.do("PUT", "/Patient/known2", `{"resourceType":"Patient","id":"known2","identifier":[{"system":"urn:mrn","value":"dup"}]}`), http.StatusCreated)
+	s.expect(s.do("PUT", "/Patient/gone", `{"resourceType":"Patient","id":"gone"}`), http.StatusCreated)
 	obs := func(subject string) string {
 		return `{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:aaaaaaaa-0000-0000-0000-000000000001",
 		  "resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"` + subject + `"}},
@@ -125,6 +126,9 @@ func TestTransactionFailuresNameTheEntry(t *testing.T) {
 		{"conditional reference with two matches", obs("Patient?identifier=urn:mrn|dup"), http.StatusPreconditionFailed, "more than one"},
 		{"reference to nothing", obs("Patient/ghost"), http.StatusBadRequest, "neither on the server nor in the Bundle"},
 		{"placeholder to no entry", obs("urn:uuid:bbbbbbbb-0000-0000-0000-000000000009"), http.StatusBadRequest, "to no entry of the Bundle"},
+		// What the Bundle writes is known to exist without a look-up, but not what it deletes.
+		{"reference to what the Bundle deletes", strings.Replace(obs("Patient/gone"), `"entry":[`,
+			`"entry":[{"request":{"method":"DELETE","url":"Patient/gone"}},`, 1), http.StatusBadRequest, "neither on the server nor in the Bundle"},
 		{"stale ifMatch", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient","id":"known"},
 		  "request":{"method":"PUT","url":"Patient/known","ifMatch":"W/\"7\""}}]}`, http.StatusPreconditionFailed, "If-Match"},
 		{"not a transaction", `{"resourceType":"Bundle","type":"collection"}`, http.StatusBadRequest, "transaction or batch"},

@@ -131,6 +131,23 @@ func (p Plan) Milestone(code string) (Milestone, bool) {
 	return Milestone{}, false
 }
 
+// milestoneOn is the milestone whose window holds day, the nearest target first where windows
+// overlap, then the earlier target (assignMilestones' order); false when the day is unscheduled.
+func (p Plan) milestoneOn(day int) (Milestone, bool) {
+	var best Milestone
+	found := false
+	for _, m := range p.Milestones {
+		if day < m.WindowStart || day > m.WindowEnd {
+			continue
+		}
+		if !found || abs(day-m.TargetDay) < abs(day-best.TargetDay) ||
+			abs(day-m.TargetDay) == abs(day-best.TargetDay) && m.TargetDay < best.TargetDay {
+			best, found = m, true
+		}
+	}
+	return best, found
+}
+
 // columns are the plan as parallel arrays, for SQL that joins against it.
 func (p Plan) columns() (codes []string, targets, starts, ends []int32) {
 	for _, m := range p.Milestones {

@@ -51,19 +51,28 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	batch := &pgx.Batch{}
 	touched := map[string]bool{}
 	changed := map[string]bool{}
+	fresh := map[string][]*assessmentFact{} // by patient: assessments this transaction writes
 	for _, c := range changes {
 		if !watched[c.Type] {
 			continue
 		}
 		changed[c.Type+"/"+c.ID] = true
+		// A resource's first version has no registry row from an earlier one to remove.
+		first := c.VersionID == 1
 		switch c.Type {
 		case "Patient":
-			touched[c.ID] = true
 			if c.Body == nil {
+				touched[c.ID] = true
 				batch.Queue(`DELETE FROM registry_patient WHERE patient_id = $1`, c.ID)
 				continue
 			}
 			f := r.patient(c.ID, c.Body)
+			// A new Patient alone has nothing to derive but a death's day as its last
+			// contact: without one, the row written here is the whole of it. A fact of the
+			// Patient in the same transaction touches it.
+			if !first || f.DeceasedOn != nil {
+				touched[c.ID] = true
+			}
 			batch.Queue(`INSERT INTO registry_patient (patient_id, deceased_on, deceased_until, managing_org, birth_on) VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (patient_id) DO UPDATE SET deceased_on = excluded.deceased_on, deceased_until = excluded.deceased_until,
 					managing_org = excluded.managing_org, birth_on = excluded.birth_on`,
@@ -80,7 +89,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			batch.Queue(`INSERT INTO registry_site (organization_id, name) VALUES ($1, $2)
 				ON CONFLICT (organization_id) DO UPDATE SET name = excluded.name`, c.ID, name)
 		case "Condition":
-			batch.Queue(`DELETE FROM registry_condition WHERE condition_id = $1 RETURNING patient_id`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_condition WHERE condition_id = $1 RETURNING patient_id`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -89,8 +100,10 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 				batch.Queue(`INSERT INTO registry_condition (condition_id, patient_id, disease) VALUES ($1, $2, $3)`, f.ID, f.Patient, f.Disease)
 			}
 		case "Procedure", "MedicationAdministration":
-			batch.Queue(`DELETE FROM registry_infusion WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
-			batch.Queue(`DELETE FROM registry_dose WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_infusion WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
+				batch.Queue(`DELETE FROM registry_dose WHERE resource_type = $1 AND resource_id = $2 RETURNING patient_id`, c.Type, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -101,18 +114,22 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 					f.Type, f.ID, f.Patient, f.On, f.Product, f.ProductLabel, nonNil(f.Targets), nonNil(f.Conditions), nullable(f.Site), f.PriorLines)
 			}
 		case "Observation":
-			batch.Queue(`DELETE FROM registry_assessment WHERE observation_id = $1 RETURNING patient_id`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_assessment WHERE observation_id = $1 RETURNING patient_id`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
+			// Written by store with its derived columns, once they are known: one write
+			// of the row instead of an insert and the updates that complete it.
 			if f := r.assessment(c.ID, c.Body); f != nil && f.Patient != "" && f.Category != "" {
 				touched[f.Patient] = true
-				batch.Queue(`INSERT INTO registry_assessment (observation_id, patient_id, assessed_on, category, condition_id,
-					infusion_ref, mrd_negative) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-					f.ID, f.Patient, f.On, f.Category, nullable(f.Condition), nullable(f.InfusionRef), f.MRDNegative)
+				fresh[f.Patient] = append(fresh[f.Patient], f)
 			}
 		case "AdverseEvent":
-			batch.Queue(`DELETE FROM registry_toxicity WHERE adverse_event_id = $1 RETURNING patient_id`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_toxicity WHERE adverse_event_id = $1 RETURNING patient_id`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -122,7 +139,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 					VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.ID, f.Patient, f.Kind, f.Grade, f.On, f.Until, nullable(f.InfusionRef))
 			}
 		case "EpisodeOfCare":
-			batch.Queue(`DELETE FROM registry_follow_up_end WHERE episode_id = $1`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_follow_up_end WHERE episode_id = $1`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -131,7 +150,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 					f.ID, f.Patient, f.On, f.Reason)
 			}
 		case "Encounter":
-			batch.Queue(`DELETE FROM registry_contact WHERE encounter_id = $1 RETURNING patient_id`, c.ID)
+			if !first {
+				batch.Queue(`DELETE FROM registry_contact WHERE encounter_id = $1 RETURNING patient_id`, c.ID)
+			}
 			if c.Body == nil {
 				continue
 			}
@@ -144,12 +165,10 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	if len(r.issues) > 0 {
 		return &fhir.Outcome{Status: http.StatusUnprocessableEntity, Issues: r.issues}
 	}
-	if batch.Len() == 0 {
-		return nil
-	}
 	// The data version moves with any change the outcome reports can see: sites and ends of
 	// follow-up here, since they re-derive no patient; a patient's rows in the first refresh
-	// below, so that an Observation that is no assessment moves nothing.
+	// below, so that an Observation that is no assessment, or a new Patient alone (in no
+	// course yet), moves nothing.
 	bumped := false
 	for _, c := range changes {
 		if c.Type == "Organization" || c.Type == "EpisodeOfCare" {
@@ -158,8 +177,10 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			break
 		}
 	}
-	if err := p.sendCollecting(ctx, tx, batch, touched); err != nil {
-		return err
+	if batch.Len() > 0 {
+		if err := p.sendCollecting(ctx, tx, batch, touched); err != nil {
+			return err
+		}
 	}
 
 	patients := make([]string, 0, len(touched))
@@ -169,7 +190,7 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	sort.Strings(patients) // a fixed lock order: two writers never wait on each other in a cycle
 	var issues []fhir.Issue
 	for i, id := range patients {
-		found, err := p.refresh(ctx, tx, id, changed, i == 0 && !bumped)
+		found, err := p.refresh(ctx, tx, id, changed, fresh[id], i == 0 && !bumped)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -15,6 +16,8 @@ import (
 type patientFacts struct {
 	deceasedOn, deceasedUntil *time.Time // the range of days the death may be on; until nil when one day
 	managingOrg               *string
+	lastContactOn             *time.Time     // as stored
+	patientStored             bool           // whether registry_patient has the patient's row
 	doses                     []*infusionRow // every infusion, in date order
 	infusions                 []*infusionRow // derived: the first dose of each course, in date order
 	assessments               []*assessmentRow
@@ -41,6 +44,7 @@ type infusionRow struct {
 	disease, effectiveSite              *string
 	next, death                         *time.Time
 	firstResponse, progression, lastPFS *time.Time
+	timepoints                          map[string]string // milestone code -> category of the assessment counted there
 }
 
 func (i *infusionRow) ref() string { return i.typ + "/" + i.id }
@@ -59,19 +63,26 @@ type assessmentRow struct {
 	on           time.Time
 	condition    *string
 	infusionRef  *string
+	fresh        *assessmentFact // what this transaction writes, for a row store inserts
 	// derived
-	infusion *infusionRow
+	infusion  *infusionRow
+	day       int     // days after the infusion
+	milestone *string // the plan's timepoint, nil when unscheduled
+	counted   bool    // the assessment that counts at its infusion's milestone
 }
 
 // refresh re-derives one patient's registry rows from the patient's facts and checks the
 // business rules against them. changed names the resources this transaction wrote, so that an
-// issue blames the resource the client sent where it can. bumpVersion moves the registry's
-// data version with the patient's rows (a transaction does it once).
-func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, changed map[string]bool, bumpVersion bool) ([]fhir.Issue, error) {
+// issue blames the resource the client sent where it can.
+// fresh are the patient's assessments this transaction writes, which are not stored yet.
+// bumpVersion moves the registry's data version with the patient's rows (a transaction does
+// it once).
+func (p *Projection) refresh(ctx context.Context, tx pgx.Tx, patient string, changed map[string]bool, fresh []*assessmentFact, bumpVersion bool) ([]fhir.Issue, error) {
 	f, err := loadFacts(ctx, tx, patient)
 	if err != nil {
 		return nil, err
 	}
+	f.addFresh(fresh)
 	if err := f.findOtherParts(ctx, tx); err != nil {
 		return nil, err
 	}
@@ -93,11 +104,12 @@ func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, e
 	// lock goes first in the batch: the reads after it run once it is held, each with a fresh
 	// snapshot (read committed), so they see the last holder's commit.
 	batch.Queue(patientLockSQL, patient)
-	batch.Queue(`SELECT deceased_on, deceased_until, managing_org FROM registry_patient WHERE patient_id = $1`, patient).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&f.deceasedOn, &f.deceasedUntil, &f.managingOrg)
+	batch.Queue(`SELECT deceased_on, deceased_until, managing_org, last_contact_on FROM registry_patient WHERE patient_id = $1`, patient).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&f.deceasedOn, &f.deceasedUntil, &f.managingOrg, &f.lastContactOn)
 		if err == pgx.ErrNoRows {
 			return nil
 		}
+		f.patientStored = err == nil
 		return err
 	})
 	batch.Queue(`SELECT resource_type, resource_id, infused_on, condition_ids, site_id, product, NULL FROM registry_infusion
@@ -164,6 +176,25 @@ func loadFacts(ctx context.Context, tx pgx.Tx, patient string) (*patientFacts, e
 		return nil, fmt.Errorf("loading registry facts of Patient/%s: %w", patient, err)
 	}
 	return f, nil
+}
+
+// addFresh adds the assessments this transaction writes to those loaded, in the order loaded
+// rows come in (date, then id).
+func (f *patientFacts) addFresh(fresh []*assessmentFact) {
+	if len(fresh) == 0 {
+		return
+	}
+	for _, a := range fresh {
+		f.assessments = append(f.assessments, &assessmentRow{id: a.ID, category: a.Category, on: a.On,
+			condition: nullable(a.Condition), infusionRef: nullable(a.InfusionRef), fresh: a})
+	}
+	sort.SliceStable(f.assessments, func(i, j int) bool {
+		a, b := f.assessments[i], f.assessments[j]
+		if !a.on.Equal(b.on) {
+			return a.on.Before(b.on)
+		}
+		return a.id < b.id
+	})
 }
 
 // findOtherParts finds which of the resources the patient's assessments are partOf, and that
@@ -340,7 +371,62 @@ func (p *Projection) derive(patient string, f *patientFacts, changed map[string]
 			inf.lastPFS = &on
 		}
 	}
+	p.assignTimepoints(f)
 	return nil
+}
+
+// assignTimepoints gives each assessment its day and milestone, marks the one that counts at
+// each infusion's milestone, and collects those onto the infusion: what assignMilestones,
+// markCounted and collectTimepoints do in SQL when the plan changes, done here so that a write
+// stores each row once with its final values. The two must agree
+// (TestTimepointsAssignedOnWriteAreThoseAPlanChangeAssigns).
+func (p *Projection) assignTimepoints(f *patientFacts) {
+	for _, inf := range f.infusions {
+		inf.timepoints = map[string]string{}
+	}
+	type slot struct {
+		infusion *infusionRow
+		code     string
+	}
+	counted := map[slot]*assessmentRow{}
+	for _, a := range f.assessments {
+		a.day = int(a.on.Sub(a.infusion.on).Hours() / 24)
+		a.milestone, a.counted = nil, false
+		m, ok := p.plan.milestoneOn(a.day)
+		if !ok {
+			continue
+		}
+		code := m.Code
+		a.milestone = &code
+		k := slot{a.infusion, code}
+		if b := counted[k]; b == nil || countsBefore(a, b, m.TargetDay) {
+			counted[k] = a
+		}
+	}
+	for k, a := range counted {
+		a.counted = true
+		k.infusion.timepoints[k.code] = a.category
+	}
+}
+
+// countsBefore says whether assessment a counts at a milestone rather than b: nearer the
+// target day, the later on a tie, then the first by id (markCounted's order).
+func countsBefore(a, b *assessmentRow, target int) bool {
+	da, db := abs(a.day-target), abs(b.day-target)
+	switch {
+	case da != db:
+		return da < db
+	case a.day != b.day:
+		return a.day > b.day
+	}
+	return a.id < b.id
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // courseDays is how many days after a course's first dose the same product may be given again
@@ -435,7 +521,8 @@ func (f *patientFacts) lastContact() *time.Time {
 
 // assignMilestones sets each assessment's timepoint from its day: the milestone whose window
 // holds the day, the nearest target first where windows overlap; NULL (unscheduled) when none.
-// One statement serves one patient at write time and every row when the plan changes.
+// It, markCounted and collectTimepoints reassign every row when the plan changes; a write
+// computes the same for one patient in Go (assignTimepoints).
 const assignMilestones = `UPDATE registry_assessment a SET milestone = (
 	SELECT p.code FROM unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS p(code, target, first_day, last_day)
 	WHERE a.day BETWEEN p.first_day AND p.last_day
@@ -443,45 +530,27 @@ const assignMilestones = `UPDATE registry_assessment a SET milestone = (
 
 // markCounted marks, for each infusion and milestone, the assessment that counts there: the
 // one nearest the target day, the later one on a tie (CIBMTR reports the contact closest to
-// the timepoint), so outcome queries need no ranking of their own. Run after assignMilestones,
-// on the same rows: scope is the condition on registry_assessment a that picks them.
-//
-// Each scope is a statement of its own, not one statement with "$3 IS NULL OR
-// a.patient_id = $3": PostgreSQL may cache a generic plan for that form, which scans every
-// row however few it needs, and writes run this once per Bundle.
-func markCounted(scope string) string {
-	return `WITH ranked AS (
+// the timepoint), so outcome queries need no ranking of their own. Run after assignMilestones.
+// Ids compare byte by byte (COLLATE "C"), as Go compares them in assignTimepoints, whatever
+// the database's collation.
+const markCounted = `WITH ranked AS (
 	SELECT a.observation_id, a.milestone IS NOT NULL AND row_number() OVER (
 		PARTITION BY a.infusion_type, a.infusion_id, a.milestone
-		ORDER BY abs(a.day - p.target), a.day DESC, a.observation_id) = 1 AS counted
-	FROM registry_assessment a LEFT JOIN unnest($1::text[], $2::int[]) AS p(code, target) ON p.code = a.milestone
-	WHERE ` + scope + `)
+		ORDER BY abs(a.day - p.target), a.day DESC, a.observation_id COLLATE "C") = 1 AS counted
+	FROM registry_assessment a LEFT JOIN unnest($1::text[], $2::int[]) AS p(code, target) ON p.code = a.milestone)
 UPDATE registry_assessment a SET counted = r.counted FROM ranked r
 WHERE a.observation_id = r.observation_id AND a.counted <> r.counted`
-}
 
 // collectTimepoints copies each infusion's counted assessments onto it, milestone by milestone,
-// so the response report reads one row per patient and joins nothing. Run after markCounted;
-// scope is the condition on registry_infusion i that picks the infusions.
-func collectTimepoints(scope string) string {
-	return `UPDATE registry_infusion i SET timepoints = t.timepoints
+// so the response report reads one row per patient and joins nothing. Run after markCounted.
+const collectTimepoints = `UPDATE registry_infusion i SET timepoints = t.timepoints
 FROM (
 	SELECT i.resource_type, i.resource_id, coalesce(jsonb_object_agg(a.milestone, a.category)
 		FILTER (WHERE a.observation_id IS NOT NULL), '{}') AS timepoints
 	FROM registry_infusion i LEFT JOIN registry_assessment a
 		ON a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
-	WHERE ` + scope + `
 	GROUP BY 1, 2) t
 WHERE i.resource_type = t.resource_type AND i.resource_id = t.resource_id AND i.timepoints <> t.timepoints`
-}
-
-// The statements for one patient's rows, the write path's, and for every row, a plan change's.
-var (
-	markCountedForPatient       = markCounted("a.patient_id = $3")
-	markCountedForAll           = markCounted("true")
-	collectTimepointsForPatient = collectTimepoints("i.patient_id = $1")
-	collectTimepointsForAll     = collectTimepoints("true")
-)
 
 func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *patientFacts, bumpVersion bool) error {
 	last := f.lastContact()
@@ -509,33 +578,117 @@ func (p *Projection) store(ctx context.Context, tx pgx.Tx, patient string, f *pa
 				d.typ, d.id, d.course.typ, d.course.id)
 		}
 	}
-	for _, i := range f.infusions {
-		batch.Queue(`UPDATE registry_infusion SET disease = $3, effective_site_id = $4, sequence = $5, next_infused_on = $6,
-			death_on = $7, last_contact_on = $8, first_response_on = $9, progression_on = $10, last_progression_free_on = $11
-			WHERE resource_type = $1 AND resource_id = $2`,
-			i.typ, i.id, i.disease, i.effectiveSite, i.sequence, i.next, i.death, last, i.firstResponse, i.progression, i.lastPFS)
+	// Each row is written once, with its final values, and only when they changed: a
+	// patient's new fact changes little of what was derived from the others. The updates
+	// name the patient, so that even the generic plan a connection keeps from a new, empty
+	// table reads the patient's rows by index rather than the whole table.
+	if len(f.infusions) > 0 {
+		n := len(f.infusions)
+		types, ids, timepoints := make([]string, n), make([]string, n), make([]string, n)
+		diseases, sites := make([]*string, n), make([]*string, n)
+		sequences := make([]int32, n)
+		next, death, first, progression, lastPFS := make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n),
+			make([]*time.Time, n), make([]*time.Time, n)
+		for k, i := range f.infusions {
+			tp, err := json.Marshal(i.timepoints)
+			if err != nil {
+				return err
+			}
+			types[k], ids[k], timepoints[k] = i.typ, i.id, string(tp)
+			diseases[k], sites[k], sequences[k] = i.disease, i.effectiveSite, int32(i.sequence)
+			next[k], death[k], first[k], progression[k], lastPFS[k] = i.next, i.death, i.firstResponse, i.progression, i.lastPFS
+		}
+		batch.Queue(`UPDATE registry_infusion i SET disease = u.disease, effective_site_id = u.site, sequence = u.sequence,
+			next_infused_on = u.next, death_on = u.death, last_contact_on = $12, first_response_on = u.first_response,
+			progression_on = u.progression, last_progression_free_on = u.last_pfs, timepoints = u.timepoints::jsonb
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::date[], $7::date[], $8::date[], $9::date[],
+			$10::date[], $11::text[]) AS u(type, id, disease, site, sequence, next, death, first_response, progression, last_pfs, timepoints)
+		WHERE i.patient_id = $13 AND i.resource_type = u.type AND i.resource_id = u.id
+		AND (i.disease, i.effective_site_id, i.sequence, i.next_infused_on, i.death_on, i.last_contact_on, i.first_response_on,
+			i.progression_on, i.last_progression_free_on, i.timepoints)
+		IS DISTINCT FROM (u.disease, u.site, u.sequence, u.next, u.death, $12::date, u.first_response, u.progression, u.last_pfs,
+			u.timepoints::jsonb)`,
+			types, ids, diseases, sites, sequences, next, death, first, progression, lastPFS, timepoints, last, patient)
 	}
-	for _, t := range f.toxicities {
-		batch.Queue(`UPDATE registry_toxicity SET onset_imputed_on = $2 WHERE adverse_event_id = $1
-			AND onset_imputed_on IS DISTINCT FROM $2`, t.id, t.onset)
+	if len(f.toxicities) > 0 {
+		ids, onsets := make([]string, len(f.toxicities)), make([]time.Time, len(f.toxicities))
+		for k, t := range f.toxicities {
+			ids[k], onsets[k] = t.id, t.onset
+		}
+		batch.Queue(`UPDATE registry_toxicity t SET onset_imputed_on = u.onset
+			FROM unnest($1::text[], $2::date[]) AS u(id, onset)
+			WHERE t.patient_id = $3 AND t.adverse_event_id = u.id AND t.onset_imputed_on IS DISTINCT FROM u.onset`, ids, onsets, patient)
 	}
+	var stored, fresh assessmentColumns
 	for _, a := range f.assessments {
-		day := int(a.on.Sub(a.infusion.on).Hours() / 24)
-		batch.Queue(`UPDATE registry_assessment SET infusion_type = $2, infusion_id = $3, day = $4 WHERE observation_id = $1`,
-			a.id, a.infusion.typ, a.infusion.id, day)
+		if a.fresh != nil {
+			fresh.add(a)
+		} else {
+			stored.add(a)
+		}
 	}
-	if len(f.assessments) > 0 {
-		codes, targets, starts, ends := p.plan.columns()
-		batch.Queue(assignMilestones+` WHERE a.patient_id = $5`, codes, targets, starts, ends, patient)
-		batch.Queue(markCountedForPatient, codes, targets, patient)
+	if len(stored.ids) > 0 {
+		batch.Queue(`UPDATE registry_assessment a SET infusion_type = u.infusion_type, infusion_id = u.infusion_id, day = u.day,
+			milestone = u.milestone, counted = u.counted
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bool[])
+			AS u(id, infusion_type, infusion_id, day, milestone, counted)
+		WHERE a.patient_id = $7 AND a.observation_id = u.id
+		AND (a.infusion_type, a.infusion_id, a.day, a.milestone, a.counted)
+		IS DISTINCT FROM (u.infusion_type, u.infusion_id, u.day, u.milestone, u.counted)`,
+			stored.ids, stored.infusionTypes, stored.infusionIDs, stored.days, stored.milestones, stored.counted, patient)
 	}
-	batch.Queue(collectTimepointsForPatient, patient)
-	batch.Queue(`INSERT INTO registry_patient (patient_id, last_contact_on) VALUES ($1, $2)
-		ON CONFLICT (patient_id) DO UPDATE SET last_contact_on = excluded.last_contact_on`, patient, last)
+	if len(fresh.ids) > 0 {
+		batch.Queue(`INSERT INTO registry_assessment (observation_id, infusion_type, infusion_id, day, milestone, counted,
+			patient_id, assessed_on, category, condition_id, infusion_ref, mrd_negative)
+		SELECT u.id, u.infusion_type, u.infusion_id, u.day, u.milestone, u.counted, $7, a.assessed_on, a.category, a.condition_id, a.infusion_ref, a.mrd_negative
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bool[])
+			WITH ORDINALITY AS u(id, infusion_type, infusion_id, day, milestone, counted, n)
+		JOIN unnest($8::date[], $9::text[], $10::text[], $11::text[], $12::bool[])
+			WITH ORDINALITY AS a(assessed_on, category, condition_id, infusion_ref, mrd_negative, n) USING (n)`,
+			fresh.ids, fresh.infusionTypes, fresh.infusionIDs, fresh.days, fresh.milestones, fresh.counted,
+			patient, fresh.on, fresh.categories, fresh.conditions, fresh.infusionRefs, fresh.mrdNegative)
+	}
+	if !f.patientStored || !sameDay(f.lastContactOn, last) {
+		batch.Queue(`INSERT INTO registry_patient (patient_id, last_contact_on) VALUES ($1, $2)
+			ON CONFLICT (patient_id) DO UPDATE SET last_contact_on = excluded.last_contact_on`, patient, last)
+	}
+	if batch.Len() == 0 {
+		return nil
+	}
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("storing registry rows of Patient/%s: %w", patient, err)
 	}
 	return nil
+}
+
+// assessmentColumns are assessment rows as the parallel arrays store sends.
+type assessmentColumns struct {
+	ids, infusionTypes, infusionIDs []string
+	days                            []int32
+	milestones                      []*string
+	counted                         []bool
+	// the facts of a fresh row
+	on                       []time.Time
+	categories               []string
+	conditions, infusionRefs []*string
+	mrdNegative              []*bool
+}
+
+func (c *assessmentColumns) add(a *assessmentRow) {
+	c.ids, c.infusionTypes, c.infusionIDs = append(c.ids, a.id), append(c.infusionTypes, a.infusion.typ), append(c.infusionIDs, a.infusion.id)
+	c.days, c.milestones, c.counted = append(c.days, int32(a.day)), append(c.milestones, a.milestone), append(c.counted, a.counted)
+	if a.fresh != nil {
+		c.on, c.categories = append(c.on, a.on), append(c.categories, a.category)
+		c.conditions, c.infusionRefs = append(c.conditions, a.condition), append(c.infusionRefs, a.infusionRef)
+		c.mrdNegative = append(c.mrdNegative, a.fresh.MRDNegative)
+	}
+}
+
+func sameDay(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
 }
 
 // ApplyPlan reassigns every stored assessment's timepoint when the plan differs from the one
@@ -560,10 +713,10 @@ func (p *Projection) ApplyPlan(ctx context.Context, store *fhir.Store) error {
 		if _, err := tx.Exec(ctx, assignMilestones, codes, targets, starts, ends); err != nil {
 			return fmt.Errorf("assigning timepoints: %w", err)
 		}
-		if _, err := tx.Exec(ctx, markCountedForAll, codes, targets); err != nil {
+		if _, err := tx.Exec(ctx, markCounted, codes, targets); err != nil {
 			return fmt.Errorf("marking the assessments that count: %w", err)
 		}
-		if _, err := tx.Exec(ctx, collectTimepointsForAll); err != nil {
+		if _, err := tx.Exec(ctx, collectTimepoints); err != nil {
 			return fmt.Errorf("collecting timepoints: %w", err)
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO registry_state (key, value) VALUES ('plan', $1)
