@@ -41,6 +41,12 @@ func (s *Tracker) Digests(ctx context.Context, at time.Time, cfg DigestConfig) (
 	queued := 0
 	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
 		queued = 0
+		if cfg.Webhook == "" && !cfg.Email {
+			if _, err := tx.Exec(ctx, toldSQL, at.UTC().Format(time.RFC3339)); err != nil {
+				return fmt.Errorf("follow-up digests: %w", err)
+			}
+			return nil
+		}
 		rows, err := tx.Query(ctx, `SELECT DISTINCT owner FROM followup_notice WHERE digest_key IS NULL ORDER BY owner`)
 		if err != nil {
 			return fmt.Errorf("follow-up digests: %w", err)
@@ -70,70 +76,68 @@ type digestTask struct {
 }
 
 // digestTasksSQL marks an owner's pending notices ($1) as told by the digest $2 and returns
-// their Tasks, with the reasons and each Task's patient.
+// their Tasks' current versions, with the reasons and each Task's patient (its Patient
+// resource's current version, if the registry has one).
+//
+// Each notice's Task and patient are looked up by their keys, resource's and then
+// resource_version's (OFFSET 0 keeps each lookup a scan of its own). The statistics a first
+// run's digest is planned with predate the Tasks the run made; planned as a join, with those
+// statistics, PostgreSQL hashed all of followup_task for each owner, and read every Task
+// version for each Task (at 30,000 infusions, one owner's 4,041 Tasks took 129 s).
 const digestTasksSQL = `WITH told AS (
 	UPDATE followup_notice SET digest_key = $2 WHERE owner = $1 AND digest_key IS NULL RETURNING task_id, reason
+), notice AS (
+	SELECT task_id, array_agg(reason ORDER BY reason) AS reasons FROM told GROUP BY task_id
 )
-SELECT t.task_id, array_agg(t.reason ORDER BY t.reason), ft.patient_id
-FROM told t
-JOIN followup_task ft ON ft.task_id = t.task_id
-GROUP BY t.task_id, ft.patient_id
-ORDER BY t.task_id`
+SELECT n.task_id, n.reasons, task.body, patient.body
+FROM notice n
+JOIN LATERAL (SELECT ft.patient_id FROM followup_task ft WHERE ft.task_id = n.task_id OFFSET 0) ft ON true
+JOIN LATERAL (SELECT v.body FROM resource_version v WHERE v.resource_type = 'Task' AND v.resource_id = n.task_id
+	AND v.version_id = (SELECT r.version_id FROM resource r WHERE r.resource_type = 'Task' AND r.resource_id = n.task_id AND NOT r.deleted)
+	OFFSET 0) task ON true
+LEFT JOIN LATERAL (SELECT v.body FROM resource_version v WHERE v.resource_type = 'Patient' AND v.resource_id = ft.patient_id
+	AND v.version_id = (SELECT r.version_id FROM resource r WHERE r.resource_type = 'Patient' AND r.resource_id = ft.patient_id AND NOT r.deleted)
+	OFFSET 0) patient ON true
+ORDER BY n.task_id`
 
+// toldSQL marks every pending notice as told, when there is nowhere to send digests.
+const toldSQL = `UPDATE followup_notice SET digest_key = 'digest/' || owner || '/' || $1 WHERE digest_key IS NULL`
+
+// digest queues owner's digest. With nowhere to send it (no webhook, no e-mail) the notices
+// are marked as told by Digests without reading their Tasks.
 func (s *Tracker) digest(ctx context.Context, tx pgx.Tx, at time.Time, owner string, cfg DigestConfig) (int, error) {
 	key := "digest/" + owner + "/" + at.UTC().Format(time.RFC3339)
 	rows, err := tx.Query(ctx, digestTasksSQL, owner, key)
 	if err != nil {
 		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
 	}
-	type told struct {
-		id, patient string
-		reasons     []string
-	}
-	var notices []told
-	var taskIDs, patientIDs []string
-	for rows.Next() {
-		var n told
-		if err := rows.Scan(&n.id, &n.reasons, &n.patient); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		notices = append(notices, n)
-		taskIDs, patientIDs = append(taskIDs, n.id), append(patientIDs, n.patient)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
-	}
-	current, err := s.store.Current(ctx, tx, "Task", taskIDs)
-	if err != nil {
-		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
-	}
-	patients, err := s.store.Current(ctx, tx, "Patient", patientIDs)
-	if err != nil {
-		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
-	}
+	defer rows.Close()
 	var tasks []digestTask
-	for _, n := range notices {
-		task, ok := current[n.id]
-		if !ok {
-			continue // deleted since it was noticed
+	for rows.Next() {
+		var d digestTask
+		var task string
+		var patient *string // the registry may hold no Patient resource for the id
+		if err := rows.Scan(&d.id, &d.reasons, &task, &patient); err != nil {
+			return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
 		}
-		d := digestTask{id: n.id, reasons: n.reasons}
-		if err := json.Unmarshal(task.JSON, &d.body); err != nil {
+		if err := json.Unmarshal([]byte(task), &d.body); err != nil {
 			return 0, fmt.Errorf("follow-up digest: Task/%s: %w", d.id, err)
 		}
 		if !slices.Contains(OpenStatuses, str(d.body, "status")) {
 			continue // closed since it was noticed: nothing to do
 		}
-		d.raw = json.RawMessage(task.JSON)
-		patient := "{}"
-		if p, ok := patients[n.patient]; ok {
-			patient = string(p.JSON)
+		d.raw = json.RawMessage(task)
+		patientJSON := "{}"
+		if patient != nil {
+			patientJSON = *patient
 		}
-		d.patientName = cmp.Or(patientOf("", &patient).Name, "(no name)")
+		d.patientName = cmp.Or(patientOf("", &patientJSON).Name, "(no name)")
 		tasks = append(tasks, d)
 	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("follow-up digest for %s: %w", owner, err)
+	}
+	rows.Close()
 	if len(tasks) == 0 {
 		return 0, nil
 	}
