@@ -98,11 +98,12 @@ type digestFields struct {
 // their Tasks' current versions, with the reasons and each Task's patient (its Patient
 // resource's current version, if the registry has one).
 //
-// Each notice's Task and patient are looked up by their keys, resource's and then
-// resource_version's (OFFSET 0 keeps each lookup a scan of its own). The statistics a first
-// run's digest is planned with predate the Tasks the run made; planned as a join, with those
-// statistics, PostgreSQL hashed all of followup_task for each owner, and read every Task
-// version for each Task (at 30,000 infusions, one owner's 4,041 Tasks took 129 s).
+// Each notice's Task and patient are looked up by key, the current version being the latest
+// in resource_version (a deletion's body is NULL), as visitsSQL reads Tasks: resource has an
+// index on the type alone, which a planner whose statistics predate the run's Tasks finds as
+// good as the key, and then reads every Task for each notice. Planned as a join on those
+// statistics, PostgreSQL also hashed all of followup_task for each owner. At 30,000
+// infusions one owner's digest of 4,041 Tasks took 129 s; at 100,000, over 5 minutes.
 const digestTasksSQL = `WITH told AS (
 	UPDATE followup_notice SET digest_key = $2 WHERE owner = $1 AND digest_key IS NULL RETURNING task_id, reason
 ), notice AS (
@@ -112,11 +113,9 @@ SELECT n.task_id, n.reasons, task.body, patient.body
 FROM notice n
 JOIN LATERAL (SELECT ft.patient_id FROM followup_task ft WHERE ft.task_id = n.task_id OFFSET 0) ft ON true
 JOIN LATERAL (SELECT v.body FROM resource_version v WHERE v.resource_type = 'Task' AND v.resource_id = n.task_id
-	AND v.version_id = (SELECT r.version_id FROM resource r WHERE r.resource_type = 'Task' AND r.resource_id = n.task_id AND NOT r.deleted)
-	OFFSET 0) task ON true
+	ORDER BY v.version_id DESC LIMIT 1) task ON task.body IS NOT NULL
 LEFT JOIN LATERAL (SELECT v.body FROM resource_version v WHERE v.resource_type = 'Patient' AND v.resource_id = ft.patient_id
-	AND v.version_id = (SELECT r.version_id FROM resource r WHERE r.resource_type = 'Patient' AND r.resource_id = ft.patient_id AND NOT r.deleted)
-	OFFSET 0) patient ON true
+	ORDER BY v.version_id DESC LIMIT 1) patient ON true
 ORDER BY n.task_id`
 
 // toldSQL marks every pending notice as told, when there is nowhere to send digests.

@@ -103,10 +103,11 @@ func TestFirstRunDigestsReadEachTaskByItsKey(t *testing.T) {
 	if queued == 0 {
 		t.Fatal("no digest queued")
 	}
-	// A notice's Task and patient by key are a few index pages and a heap page each, marking
-	// it told and queueing the digest a few more (about 40 in all); reading every Task version
-	// for each is thousands.
-	if perNotice := float64(spent) / float64(notices); perNotice > 100 {
+	// A notice's Task and patient by key are a few index pages and a heap page each, and
+	// marking it told and queueing the digest a few more: about 15 in all. The digests read
+	// 156 a notice when they joined with every Task, and 41 when they found the current
+	// version through resource, whose index on the type alone the planner took for the key.
+	if perNotice := float64(spent) / float64(notices); perNotice > 30 {
 		t.Errorf("the digests of %d notices touched %d blocks, %.0f a notice: they do not read each Task by its key", notices, spent, perNotice)
 	} else {
 		t.Logf("the digests of %d notices touched %d blocks, %.1f a notice", notices, spent, perNotice)
