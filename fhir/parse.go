@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -161,30 +162,26 @@ func resourceTypeOf(msg any) string {
 // JSON renders the resource: "resourceType" first, then the other elements in the stable
 // (sorted) order google/fhir's marshaller uses, without HTML escaping.
 func (r *Resource) JSON() ([]byte, error) {
-	rest := make(map[string]any, len(r.Body))
-	for k, v := range r.Body {
+	out := make([]byte, 0, 1024)
+	out = append(out, `{"resourceType":`...)
+	out = appendJSONString(out, r.Type)
+	keys := make([]string, 0, len(r.Body))
+	for k := range r.Body {
 		if k != "resourceType" {
-			rest[k] = v
+			keys = append(keys, k)
 		}
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(rest); err != nil {
-		return nil, err
-	}
-	inner := bytes.TrimSpace(buf.Bytes())
-	typeJSON, _ := json.Marshal(r.Type)
-	out := make([]byte, 0, len(inner)+len(typeJSON)+20)
-	out = append(out, `{"resourceType":`...)
-	out = append(out, typeJSON...)
-	if len(inner) > 2 {
+	slices.Sort(keys)
+	for _, k := range keys {
 		out = append(out, ',')
-		out = append(out, inner[1:]...)
-	} else {
-		out = append(out, '}')
+		out = appendJSONString(out, k)
+		out = append(out, ':')
+		var err error
+		if out, err = appendJSON(out, r.Body[k]); err != nil {
+			return nil, err
+		}
 	}
-	return out, nil
+	return append(out, '}'), nil
 }
 
 // ResourceTypes lists every R4 resource type google/fhir knows, sorted.

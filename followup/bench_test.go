@@ -2,8 +2,10 @@ package followup_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,8 +13,11 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
@@ -26,9 +31,11 @@ import (
 // straight into the registry tables: the first run, which makes every Task the cohort's
 // history calls for, and the daily runs after it, which find little to change. It reports
 // the process's peak RSS during the runs (the counter is reset first, so the cohort generated
-// in memory does not count).
+// in memory does not count), the CPU seconds each run cost this process and PostgreSQL, and
+// the time the digests queued after each run take (the scheduled job's second step).
 //
 //	go test ./followup -run '^$' -bench Run100k -benchtime 1x
+//	go test ./followup -run '^$' -bench Run100k/first -benchtime 1x -args -bench-patients 30000
 func BenchmarkRun100k(b *testing.B) {
 	asOf := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	cohort, err := synth.Generate(synth.Options{Patients: *benchPatients, Seed: 2026, AsOf: asOf})
@@ -54,22 +61,46 @@ func BenchmarkRun100k(b *testing.B) {
 	}
 	cohort = nil
 	planner := followup.New(followup.Config{LeadDays: 14}, store, reg.Plan())
+	// A webhook, so that each owner's digest is made (it is queued, never sent, here): with
+	// nowhere to send them, the notices are only marked as told.
+	digestsTo := followup.DigestConfig{Webhook: "http://127.0.0.1:9/digests"}
 
 	measure := func(b *testing.B, at func(i int) time.Time) {
 		runtime.GC()
 		debug.FreeOSMemory()
 		resetPeakRSS(b)
 		var sum followup.Summary
+		var goSpent, pgSpent, digests float64
+		pgLocal := postgresCPU(b, db) >= 0
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
+			goBefore, pgBefore := goCPU(b), postgresCPU(b, db)
 			s, err := planner.Run(ctx, at(i))
 			if err != nil {
 				b.Fatal(err)
 			}
+			goSpent, pgSpent = goSpent+goCPU(b)-goBefore, pgSpent+postgresCPU(b, db)-pgBefore
 			sum.Created += s.Created
 			sum.Updated += s.Updated
+			if !*benchDigests {
+				continue
+			}
+			// The scheduled job queues the owners' digests after each run; timed apart, as
+			// ns/op has always been the run alone.
+			b.StopTimer()
+			started := time.Now()
+			if _, err := planner.Digests(ctx, at(i), digestsTo); err != nil {
+				b.Fatal(err)
+			}
+			digests += time.Since(started).Seconds()
+			b.StartTimer()
 		}
 		b.StopTimer()
+		b.ReportMetric(goSpent/float64(b.N), "go-cpu-s/run")
+		if pgLocal {
+			b.ReportMetric(pgSpent/float64(b.N), "pg-cpu-s/run")
+		}
+		b.ReportMetric(digests/float64(b.N), "digests-s/run")
 		b.ReportMetric(peakRSSMB(b), "peak-RSS-MB")
 		b.ReportMetric(float64(sum.Created)/float64(b.N), "created/run")
 		b.ReportMetric(float64(sum.Updated)/float64(b.N), "updated/run")
@@ -81,6 +112,84 @@ func BenchmarkRun100k(b *testing.B) {
 		measure(b, func(i int) time.Time { return asOf.AddDate(0, 0, i+1) })
 	})
 }
+
+// goCPU is the user and system time this process has used, in seconds.
+func goCPU(b *testing.B) float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// postgresCPU is the CPU time, in seconds, PostgreSQL's processes have used: the postmaster
+// (the parent of this connection's backend) with the children it has reaped, and its running
+// children, backends and background workers alike. On a shared machine a run's CPU time moves
+// far less than its wall time. It is -1 when the server is not on this machine.
+func postgresCPU(b *testing.B, db *pgxpool.Pool) float64 {
+	var backend int
+	if err := db.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+		b.Fatal(err)
+	}
+	_, postmaster, err := procCPU(backend, false)
+	if err != nil {
+		return -1
+	}
+	total, _, err := procCPU(postmaster, true)
+	if err != nil {
+		return -1
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return -1
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cpu, parent, err := procCPU(pid, false); err == nil && parent == postmaster {
+			total += cpu
+		}
+	}
+	return total
+}
+
+// procCPU is a process's user and system time in seconds (with its reaped children's when
+// children is set) and its parent's pid, from /proc/PID/stat.
+func procCPU(pid int, children bool) (float64, int, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name, in parentheses, may hold spaces; the fields after it are fixed:
+	// state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14), in clock ticks of 1/100 s.
+	end := bytes.LastIndexByte(stat, ')')
+	if end < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(stat[end+1:]))
+	if len(f) < 15 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	parent, _ := strconv.Atoi(f[1])
+	last := 12
+	if children {
+		last = 14
+	}
+	var ticks float64
+	for _, v := range f[11 : last+1] {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return ticks / 100, parent, nil
+}
+
+// benchDigests leaves the digests out, to compare runs alone: -args -bench-digests=false.
+var benchDigests = flag.Bool("bench-digests", true, "queue the owners' digests after each run of BenchmarkRun100k, timed apart")
 
 // benchPatients shrinks the cohort for profiling: -args -bench-patients 10000.
 var benchPatients = flag.Int("bench-patients", 100_000, "patients (one infusion each) in BenchmarkRun100k's cohort")

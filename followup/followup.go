@@ -454,7 +454,7 @@ func (s *Tracker) create(ctx context.Context, tx pgx.Tx, at time.Time, creates [
 	})
 	g.Go(func() error {
 		for p := range prepared {
-			versions, err := s.store.WriteBatch(ctx, tx, p.batch)
+			versions, err := s.store.CopyBatch(ctx, tx, p.batch)
 			if err != nil {
 				return fmt.Errorf("creating follow-up Tasks: %w", err)
 			}
@@ -659,18 +659,24 @@ func (r *records) write(ctx context.Context, tx pgx.Tx, existing bool, at time.T
 				r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.statuses[i], r.business[i], r.outputs[i], r.versions[i],
 				r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i])
 		}
-	} else {
-		batch.Queue(`INSERT INTO followup_task (infusion_type, infusion_id, milestone, task_id, patient_id, status,
-			business_status, output_id, written_version, site_id, current_status, owner, window_start, window_end)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
-				$10::text[], $11::text[], $12::text[], $13::date[], $14::date[])`,
-			r.infusionTypes, r.infusionIDs, r.milestones, r.taskIDs, r.patients, r.statuses, r.business, r.outputs, r.versions,
-			r.sites, r.currentStatuses, r.taskOwners, r.starts, r.ends)
+	} else if len(r.taskIDs) > 0 {
+		// New Tasks, a slice of them: copied, as their resource rows are (fhir.Store.CopyBatch).
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"followup_task"}, []string{"infusion_type", "infusion_id", "milestone",
+			"task_id", "patient_id", "status", "business_status", "output_id", "written_version", "site_id", "current_status",
+			"owner", "window_start", "window_end"}, pgx.CopyFromSlice(len(r.taskIDs), func(i int) ([]any, error) {
+			return []any{r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.taskIDs[i], r.patients[i], r.statuses[i],
+				r.business[i], r.outputs[i], r.versions[i], r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i]}, nil
+		})); err != nil {
+			return fmt.Errorf("recording follow-up Tasks: %w", err)
+		}
 	}
 	if len(r.noticed) > 0 {
 		batch.Queue(`INSERT INTO followup_notice (owner, task_id, reason, noticed_at)
 			SELECT o, t, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS n(o, t, r)
 			ON CONFLICT (task_id, reason) DO NOTHING`, r.owners, r.noticed, r.reasons, at)
+	}
+	if batch.Len() == 0 {
+		return nil
 	}
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("recording follow-up Tasks: %w", err)
