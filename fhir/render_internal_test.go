@@ -95,7 +95,7 @@ func TestAppendJSONIsEncodingJSON(t *testing.T) {
 		"non-ASCII":              "Müller, 北京, 🧬",
 		"keys needing escapes":   map[string]any{"a\"b": 1.0, "\n": true, "é": nil, "": "empty"},
 		"empty and nil":          map[string]any{"m": map[string]any{}, "nm": map[string]any(nil), "s": []any{}, "ns": []any(nil), "n": nil},
-		"numbers":                []any{json.Number("0"), json.Number("-1.50"), json.Number("1e5"), json.Number("2E-7"), json.Number(""), 0.1, 1e21, 1e-7, -0.0, 42.0},
+		"numbers":                []any{json.Number("0"), json.Number("-1.50"), json.Number("1e5"), json.Number("2E-7"), json.Number(""), 0.1, 1e21, 1e-7, math.Copysign(0, -1), 42.0},
 		"bad number":             json.Number("01"),
 		"not a number":           math.NaN(),
 		"other types":            map[string]any{"strings": []string{"a", "<"}, "maps": []map[string]any{{"x": 1}}, "int": 3, "typed": map[string]string{"k": "v"}},
