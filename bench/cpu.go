@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
+
+	"github.com/cartreg/cartreg/internal/procstat"
 )
 
 // CPU is the processor time a phase cost per operation, split between the server process and
@@ -16,10 +14,6 @@ type CPU struct {
 	PostgresMS float64 `json:"postgres_ms"`
 }
 
-// clockTick is Linux's USER_HZ, the unit of /proc/PID/stat's times: 100 on every platform Go
-// supports.
-const clockTick = 100
-
 // cpuSample is the CPU seconds the server and PostgreSQL had used at one moment.
 type cpuSample struct{ server, postgres float64 }
 
@@ -27,82 +21,19 @@ type cpuSample struct{ server, postgres float64 }
 // started (its child), of the backends it has reaped, and of its running children.
 func (s *server) cpuNow() (cpuSample, error) {
 	serverPID := s.cmd.Process.Pid
-	server, _, err := procCPU(serverPID, false)
+	server, _, err := procstat.CPU(serverPID, false)
 	if err != nil {
 		return cpuSample{}, err
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return cpuSample{}, err
-	}
-	type proc struct {
-		cpu    float64
-		parent int
-	}
-	procs := map[int]proc{}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if cpu, parent, err := procCPU(pid, false); err == nil {
-			procs[pid] = proc{cpu, parent}
-		}
-	}
-	postmaster := 0
-	for pid, p := range procs {
-		if p.parent == serverPID {
-			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "postgres" {
-				postmaster = pid
-			}
-		}
-	}
+	postmaster := procstat.ChildNamed(serverPID, "postgres")
 	if postmaster == 0 {
 		return cpuSample{}, fmt.Errorf("no PostgreSQL among the server's child processes")
 	}
-	pg, _, err := procCPU(postmaster, true)
+	pg, err := procstat.TreeCPU(postmaster)
 	if err != nil {
 		return cpuSample{}, err
 	}
-	for _, p := range procs {
-		if p.parent == postmaster {
-			pg += p.cpu
-		}
-	}
 	return cpuSample{server: server, postgres: pg}, nil
-}
-
-// procCPU is a process's user and system time in seconds (with reaped children's when
-// children is set), and its parent's pid, from /proc/PID/stat.
-func procCPU(pid int, children bool) (float64, int, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	// The command name, in parentheses, may hold spaces; the fields after it are fixed.
-	end := bytes.LastIndexByte(stat, ')')
-	if end < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(stat[end+1:]))
-	if len(f) < 15 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	// After the name: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
-	parent, _ := strconv.Atoi(f[1])
-	var ticks float64
-	last := 12
-	if children {
-		last = 14
-	}
-	for _, v := range f[11 : last+1] {
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-		}
-		ticks += n
-	}
-	return ticks / clockTick, parent, nil
 }
 
 // cpuMeter measures one phase: start it, then call it with the number of operations done.

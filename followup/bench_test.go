@@ -2,10 +2,8 @@ package followup_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -22,6 +20,7 @@ import (
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/followup"
+	"github.com/cartreg/cartreg/internal/procstat"
 	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/registry/synth"
@@ -131,61 +130,15 @@ func postgresCPU(b *testing.B, db *pgxpool.Pool) float64 {
 	if err := db.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
 		b.Fatal(err)
 	}
-	_, postmaster, err := procCPU(backend, false)
+	_, postmaster, err := procstat.CPU(backend, false)
 	if err != nil {
 		return -1
 	}
-	total, _, err := procCPU(postmaster, true)
+	total, err := procstat.TreeCPU(postmaster)
 	if err != nil {
 		return -1
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return -1
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if cpu, parent, err := procCPU(pid, false); err == nil && parent == postmaster {
-			total += cpu
-		}
 	}
 	return total
-}
-
-// procCPU is a process's user and system time in seconds (with its reaped children's when
-// children is set) and its parent's pid, from /proc/PID/stat.
-func procCPU(pid int, children bool) (float64, int, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	// The command name, in parentheses, may hold spaces; the fields after it are fixed:
-	// state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14), in clock ticks of 1/100 s.
-	end := bytes.LastIndexByte(stat, ')')
-	if end < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(stat[end+1:]))
-	if len(f) < 15 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	parent, _ := strconv.Atoi(f[1])
-	last := 12
-	if children {
-		last = 14
-	}
-	var ticks float64
-	for _, v := range f[11 : last+1] {
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-		}
-		ticks += n
-	}
-	return ticks / 100, parent, nil
 }
 
 // benchDigests leaves the digests out, to compare runs alone: -args -bench-digests=false.
