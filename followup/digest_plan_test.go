@@ -3,18 +3,13 @@ package followup_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cartreg/cartreg/fhir"
-	"github.com/cartreg/cartreg/fhir/searchparam"
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/postgres/pgtest"
-	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/registry/synth"
 )
 
@@ -41,18 +36,7 @@ func TestFirstRunDigestsReadEachTaskByItsKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	clock := func() time.Time { return asOf }
-	store := fhir.NewStore(db, searchparam.Default(), clock)
-	reg, err := registry.New(registry.Config{}, db, store, clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := synth.LoadDirect(ctx, db, cohort, reg.Terminology()); err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store, reg := loadCohort(t, db, cohort, asOf)
 	// Statistics from before the run, kept so: autovacuum would otherwise analyse the tables
 	// whenever it came by.
 	for _, table := range []string{"resource", "resource_version", "followup_task", "followup_notice"} {
