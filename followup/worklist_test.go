@@ -202,6 +202,16 @@ func (c *worklistCohort) run(at time.Time) followup.Summary {
 	return sum
 }
 
+// report is the work list for q as of the cohort's now, from followup.Worklist itself.
+func (c *worklistCohort) report(q followup.Query) *followup.Report {
+	c.t.Helper()
+	rep, err := c.planner.Worklist(c.db, func() time.Time { return c.now }).List(context.Background(), q)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return rep
+}
+
 func (c *worklistCohort) task(family, milestone string) taskRow {
 	c.t.Helper()
 	row, ok := c.tasks(c.infusions[family])[milestone]

@@ -1,12 +1,10 @@
 package followup_test
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cartreg/cartreg/followup"
 )
@@ -32,14 +30,7 @@ func TestWorklistByUrgencyIsTheSiteList(t *testing.T) {
 	if n := c.count(`SELECT count(*) FROM followup_task WHERE window_start IS NULL OR window_end IS NULL OR window_end < window_start`); n != 3 {
 		t.Fatalf("%d Tasks with an irregular window, want 3", n)
 	}
-	list := func(q followup.Query) *followup.Report {
-		t.Helper()
-		rep, err := c.planner.Worklist(c.db, func() time.Time { return c.now }).List(context.Background(), q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rep
-	}
+	list := c.report
 	render := func(rep *followup.Report) string {
 		return fmt.Sprintf("%s\ncounts %v, total %d", strings.Join(describe(rep.Items), "\n"), rep.Counts, rep.Total)
 	}
