@@ -52,6 +52,9 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	touched := map[string]bool{}
 	changed := map[string]bool{}
 	fresh := map[string][]*assessmentFact{} // by patient: assessments this transaction writes
+	// unattached: rows the outcome reports read (sites, ends of follow-up) changed without
+	// re-deriving any patient, so the data version moves here rather than in a refresh.
+	unattached := false
 	for _, c := range changes {
 		if !watched[c.Type] {
 			continue
@@ -78,6 +81,7 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 					managing_org = excluded.managing_org, birth_on = excluded.birth_on`,
 				f.ID, f.DeceasedOn, f.DeceasedUntil, nullable(f.ManagingOrg), f.BirthOn)
 		case "Organization":
+			unattached = true
 			if c.Body == nil {
 				batch.Queue(`DELETE FROM registry_site WHERE organization_id = $1`, c.ID)
 				continue
@@ -139,6 +143,7 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 					VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.ID, f.Patient, f.Kind, f.Grade, f.On, f.Until, nullable(f.InfusionRef))
 			}
 		case "EpisodeOfCare":
+			unattached = true
 			if !first {
 				batch.Queue(`DELETE FROM registry_follow_up_end WHERE episode_id = $1`, c.ID)
 			}
@@ -165,17 +170,11 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	if len(r.issues) > 0 {
 		return &fhir.Outcome{Status: http.StatusUnprocessableEntity, Issues: r.issues}
 	}
-	// The data version moves with any change the outcome reports can see: sites and ends of
-	// follow-up here, since they re-derive no patient; a patient's rows in the first refresh
-	// below, so that an Observation that is no assessment, or a new Patient alone (in no
-	// course yet), moves nothing.
-	bumped := false
-	for _, c := range changes {
-		if c.Type == "Organization" || c.Type == "EpisodeOfCare" {
-			batch.Queue(bumpDataVersionSQL)
-			bumped = true
-			break
-		}
+	// The data version moves with any change the outcome reports can see, once: here for
+	// unattached rows, else in the first patient's refresh below. An Observation that is no
+	// assessment, or a new Patient alone (in no course yet), moves nothing.
+	if unattached {
+		batch.Queue(bumpDataVersionSQL)
 	}
 	if batch.Len() > 0 {
 		if err := p.sendCollecting(ctx, tx, batch, touched); err != nil {
@@ -190,7 +189,7 @@ func (p *Projection) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 	sort.Strings(patients) // a fixed lock order: two writers never wait on each other in a cycle
 	var issues []fhir.Issue
 	for i, id := range patients {
-		found, err := p.refresh(ctx, tx, id, changed, fresh[id], i == 0 && !bumped)
+		found, err := p.refresh(ctx, tx, id, changed, fresh[id], i == 0 && !unattached)
 		if err != nil {
 			return err
 		}
