@@ -391,6 +391,26 @@ func TestWorkListCSVIsForSpreadsheets(t *testing.T) {
 	}
 }
 
+// With figures that may lag the data, the dashboard says by how much; with exact ones, it
+// says nothing of the kind.
+func TestTheDashboardSaysHowFarItsFiguresMayLag(t *testing.T) {
+	for _, tc := range []struct {
+		maxStale time.Duration
+		want     string
+	}{{90 * time.Second, "in the last 90 seconds"}, {time.Minute, "in the last 1 minute"}, {2 * time.Hour, "in the last 2 hours"}, {0, ""}} {
+		w := newWorld(t, func(c *app.Config) { c.Registry.ReportMaxStale = tc.maxStale })
+		b := w.browser()
+		b.signIn("rhea", password)
+		p := b.get("/outcomes")
+		if p.status != http.StatusOK {
+			t.Fatalf("max stale %s: %d\n%s", tc.maxStale, p.status, p.body)
+		}
+		if has := strings.Contains(p.body, `id="staleness"`); has != (tc.want != "") || !strings.Contains(p.body, tc.want) {
+			t.Errorf("max stale %s: want %q on the page, staleness note shown: %v", tc.maxStale, tc.want, has)
+		}
+	}
+}
+
 func TestResearcherDashboard(t *testing.T) {
 	w := newWorld(t)
 	b := w.browser()
