@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // AnalysisColumn is one column of the de-identified analysis file, as its data dictionary
@@ -61,7 +62,7 @@ func AnalysisColumns(plan Plan) []AnalysisColumn {
 }
 
 // analysisSQL reads every selected course with what its row needs; the survival dates are
-// those survival reads, the milestones' standing is worked out in Go as responseSQL does.
+// those survival reads, the milestones' standing is worked out by standingDays.standing, as the response report's is.
 var analysisSQL = `, ` + endedCTE + `
 SELECT c.patient_id, coalesce(i.effective_site_id, ''), c.infused_on, c.death_on, c.last_contact_on, c.progression_on,
 	c.last_progression_free_on, c.first_response_on, c.next_infused_on, coalesce(c.timepoints, '{}'::jsonb),
@@ -184,28 +185,84 @@ func (r *Registry) Analysis(ctx context.Context, f Filter, asOf time.Time, emit 
 	return n, nil
 }
 
-// milestoneStanding is one course's entry at milestone m, by the rules of responseSQL: the
-// counted assessment's category, else dead before the window closed, not yet due,
-// progressed before it opened, follow-up ended before it closed, pending while it is open,
-// or missing.
+// milestoneStanding is one course's entry at milestone m in the analysis file: the counted
+// assessment's category, else where the course stood (standingDays.standing).
 func milestoneStanding(m Milestone, c courseDates, timepoints map[string]string, ended *time.Time, reason *string, today time.Time) string {
 	if cat, ok := timepoints[m.Code]; ok {
 		return cat
 	}
-	end := float64(m.WindowEnd)
-	switch toNow := days(c.infused, today); {
-	case c.death != nil && days(c.infused, *c.death) <= end:
-		return "dead_before"
-	case toNow < float64(m.WindowStart):
-		return "not_yet_due"
-	case c.progression != nil && days(c.infused, *c.progression) < float64(m.WindowStart):
-		return "progressed_before"
-	case ended != nil && reason != nil && days(c.infused, *ended) <= end:
-		return *reason
-	case toNow <= end:
-		return "pending"
+	since := func(t *time.Time) pgtype.Int4 {
+		if t == nil {
+			return pgtype.Int4{}
+		}
+		return pgtype.Int4{Int32: int32(days(c.infused, *t)), Valid: true}
 	}
-	return "missing"
+	d := standingDays{toNow: int32(days(c.infused, today)), toDeath: since(c.death), toProgression: since(c.progression)}
+	if reason != nil {
+		d.toEnd, d.ended = since(ended), endedAs(*reason)
+	}
+	return d.standing(m).String()
+}
+
+// standingDays are the days from a course's infusion that decide where it stands at a
+// milestone without an assessment that counts there: to the day the figures are as of, and
+// to death, progression and the end of follow-up (with its reason), each invalid when it has
+// not happened.
+type standingDays struct {
+	toNow                         int32
+	toDeath, toProgression, toEnd pgtype.Int4
+	ended                         standing // lost or withdrawn, with toEnd
+}
+
+// standing is where a course stands at a milestone: assessed there, or, without an
+// assessment that counts there, one of the others, as the response report counts them.
+type standing uint8
+
+const (
+	standingAssessed standing = iota
+	standingNotYetDue
+	standingDeadBefore
+	standingProgressedBefore
+	standingLost
+	standingWithdrawn
+	standingPending
+	standingMissing
+	numStandings
+)
+
+// standingNames are the standings' names in the response report and the analysis file.
+var standingNames = [numStandings]string{"assessed", "not_yet_due", "dead_before", "progressed_before", "lost", "withdrawn", "pending", "missing"}
+
+func (s standing) String() string { return standingNames[s] }
+
+// endedAs is the standing of a course whose follow-up ended for reason (lost or withdrawn,
+// registry_follow_up_end's only reasons).
+func endedAs(reason string) standing {
+	if reason == "withdrawn" {
+		return standingWithdrawn
+	}
+	return standingLost
+}
+
+// standing is where a course without a counted assessment at m stands there: dead before
+// the window closed, not yet due, progressed before it opened, follow-up ended before it
+// closed (lost or withdrawn), pending while it is open, or missing. The response report
+// counts these and the analysis file lists them: one rule for both.
+func (d standingDays) standing(m Milestone) standing {
+	first, last := int32(m.WindowStart), int32(m.WindowEnd)
+	switch {
+	case d.toDeath.Valid && d.toDeath.Int32 <= last:
+		return standingDeadBefore
+	case d.toNow < first:
+		return standingNotYetDue
+	case d.toProgression.Valid && d.toProgression.Int32 < first:
+		return standingProgressedBefore
+	case d.toEnd.Valid && d.toEnd.Int32 <= last:
+		return d.ended
+	case d.toNow <= last:
+		return standingPending
+	}
+	return standingMissing
 }
 
 func joinPlus(s []string) string {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 )
 
@@ -157,22 +156,4 @@ func (p Plan) columns() (codes []string, targets, starts, ends []int32) {
 		ends = append(ends, int32(m.WindowEnd))
 	}
 	return
-}
-
-// bounds are the days at which a course's standing at some milestone can change, sorted:
-// each window's first day (due, or progressed before it) and the day after its last (missing,
-// or dead before its end).
-func (p Plan) bounds() []int32 {
-	seen := map[int32]bool{}
-	var out []int32
-	for _, m := range p.Milestones {
-		for _, d := range []int32{int32(m.WindowStart), int32(m.WindowEnd) + 1} {
-			if !seen[d] {
-				seen[d] = true
-				out = append(out, d)
-			}
-		}
-	}
-	slices.Sort(out)
-	return out
 }
