@@ -90,6 +90,10 @@ type Query struct {
 	// case and accents, or one of the patient's identifiers (the MRN), as written or in
 	// upper or lower case.
 	Search string
+	// SearchMax bounds a search: when each of its words begins the names or identifiers of
+	// more than SearchMax patients, List returns a *SearchTooBroadError instead of reading
+	// them all (0: no bound).
+	SearchMax int
 	// Urgency narrows the list to one urgency (UrgencyOverdue, ...); Report.Counts still
 	// counts every urgency.
 	Urgency string
@@ -390,7 +394,7 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 		owners = append(owners, o, "%/"+o)
 	}
 	patients := nonNil(q.Patients)
-	if found, searched, err := searchPatients(ctx, db, q.Search); err != nil {
+	if found, searched, err := searchPatients(ctx, db, q.Search, q.SearchMax); err != nil {
 		return nil, err
 	} else if searched {
 		if len(q.Patients) > 0 {
@@ -488,31 +492,64 @@ func (w *Worklist) list(ctx context.Context, db fhir.DBTX, q Query) (*Report, er
 // noPatient is a patient filter that matches nothing: a search that found no one.
 var noPatient = []string{""}
 
-// searchPatientsSQL finds the patients a search names, from the FHIR search index alone: each
-// word ($1, as the index keeps names: lower case, accents removed) must begin one of the
-// patient's names (a given or family name, as the name parameter indexes them), through the
-// name index's range of that prefix ($2: the word's LIKE pattern), or begin one of the
-// patient's identifiers, as written or in upper or lower case ($3: those three prefixes, three
-// to a word, as LIKE patterns, and $4, $5: the range of each in the token index). Both
-// partitions of each index table are read, the oversized ones by scanning their few rows.
-const searchPatientsSQL = `WITH word AS (
-	SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(word, pattern, i)
-), ident AS (
-	SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS d(pattern, low, high, n)
-), hit AS (
-	-- Each word's and each prefix's own range of the index (OFFSET 0 keeps each lateral a scan
-	-- per word: joined flat, the planner reads the whole Patient identifier range instead).
-	SELECT w.i, n.resource_id FROM word w CROSS JOIN LATERAL (
-		SELECT n.resource_id FROM ` + fhir.StringIndexRelation + ` n WHERE n.resource_type = 'Patient' AND n.code = 'name'
-			AND n.normalized ~>=~ w.word AND n.normalized ~<~ (w.word || chr(1114111)) AND n.normalized LIKE w.pattern
-		OFFSET 0) n
-	UNION
-	SELECT (d.n + 2) / 3, k.resource_id FROM ident d CROSS JOIN LATERAL (
-		SELECT k.resource_id FROM ` + fhir.TokenIndexRelation + ` k WHERE k.resource_type = 'Patient' AND k.code = 'identifier'
-			AND k.value >= d.low AND k.value < d.high AND k.value LIKE d.pattern
-		OFFSET 0) k
-)
-SELECT resource_id FROM hit GROUP BY resource_id HAVING count(DISTINCT i) = cardinality($1::text[])`
+// searchWordSQL finds the patients one word of a search names, from the FHIR search index
+// alone: the word ($1, as the index keeps names: lower case, accents removed) must begin one
+// of the patient's names (a given or family name, as the name parameter indexes them),
+// through the name index's range of that prefix ($2: the word's LIKE pattern), or begin one of
+// the patient's identifiers ($3: the prefixes, as written and in upper and lower case, as LIKE
+// patterns, and $4, $5: the range of each in the token index). Each row says which range it
+// came from (0: names; 1, 2, ...: the identifier prefixes). At most $6 rows of each range are
+// read (NULL: all), so a word that begins half the registry's names costs no more than one
+// that begins $6 of them. Both partitions of each index table are read, the oversized ones by
+// scanning their few rows.
+const searchWordSQL = `(SELECT 0 AS range, n.resource_id FROM ` + fhir.StringIndexRelation + ` n
+	WHERE n.resource_type = 'Patient' AND n.code = 'name'
+		AND n.normalized ~>=~ $1 AND n.normalized ~<~ ($1 || chr(1114111)) AND n.normalized LIKE $2
+	LIMIT $6)
+UNION ALL
+SELECT d.n, k.resource_id FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS d(pattern, low, high, n) CROSS JOIN LATERAL (
+	-- OFFSET 0 keeps each prefix a scan of its own range: joined flat, the planner reads
+	-- the whole Patient identifier range instead.
+	SELECT k.resource_id FROM ` + fhir.TokenIndexRelation + ` k WHERE k.resource_type = 'Patient' AND k.code = 'identifier'
+		AND k.value >= d.low AND k.value < d.high AND k.value LIKE d.pattern
+	LIMIT $6 OFFSET 0) k`
+
+// searchTermsSQL reads the names ($2, as the index keeps them) and identifiers of the
+// patients $1, which a search's first word found, for its other words: through the index on
+// each patient's rows, the one index these conditions can use, whatever the words.
+const searchTermsSQL = `SELECT n.resource_id, n.normalized, true FROM ` + fhir.StringIndexRelation + ` n
+	WHERE n.resource_type = 'Patient' AND n.resource_id = ANY($1::text[]) AND n.code = 'name'
+UNION ALL
+SELECT k.resource_id, k.value, false FROM ` + fhir.TokenIndexRelation + ` k
+	WHERE k.resource_type = 'Patient' AND k.resource_id = ANY($1::text[]) AND k.code = 'identifier'`
+
+// SearchTooBroadError is a work-list search each of whose words begins the names or
+// identifiers of more patients than Query.SearchMax: the person is asked to type more of it.
+type SearchTooBroadError struct {
+	Search string
+	Max    int
+}
+
+func (e *SearchTooBroadError) Error() string {
+	return fmt.Sprintf("more than %d patients have a name or MRN beginning with %q: type more of it", e.Max, e.Search)
+}
+
+// searchWord is one word of a search, as its name prefix and its identifier prefixes.
+type searchWord struct {
+	name string   // as the index keeps names
+	ids  []string // as written, in upper and in lower case, each once
+}
+
+func (w searchWord) matchesName(normalized string) bool { return strings.HasPrefix(normalized, w.name) }
+
+func (w searchWord) matchesIdentifier(value string) bool {
+	for _, p := range w.ids {
+		if strings.HasPrefix(value, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // searchPatients returns the ids of the patients whose names or identifiers a search by name
 // or MRN matches: each word must begin a name or an identifier ("ada love" finds Ada
@@ -522,29 +559,119 @@ SELECT resource_id FROM hit GROUP BY resource_id HAVING count(DISTINCT i) = card
 // parts anywhere in a name or identifier, so that the lookup is a range of an index whatever
 // the registry's size. searched is false for a search with no word to look for, which
 // selects everyone.
-func searchPatients(ctx context.Context, db fhir.DBTX, search string) (ids []string, searched bool, err error) {
-	var words, patterns, idPatterns, lows, highs []string
+//
+// The words are tried in turn until one finds at most max patients (every word, with max
+// 0); the patients it found are then checked against the other words one by one. When every
+// word finds more than max, the search is too broad: a *SearchTooBroadError.
+func searchPatients(ctx context.Context, db fhir.DBTX, search string, max int) (ids []string, searched bool, err error) {
+	var words []searchWord
 	for _, raw := range strings.Fields(search) {
-		w := searchparam.NormalizeString(raw)
-		if w == "" {
+		w := searchWord{name: searchparam.NormalizeString(raw)}
+		if w.name == "" {
 			continue
 		}
-		words, patterns = append(words, w), append(patterns, likeEscaper.Replace(w)+"%")
 		for _, v := range []string{raw, strings.ToUpper(raw), strings.ToLower(raw)} {
-			idPatterns, lows, highs = append(idPatterns, likeEscaper.Replace(v)+"%"), append(lows, v), append(highs, v+"\U0010FFFF")
+			if !slices.Contains(w.ids, v) {
+				w.ids = append(w.ids, v)
+			}
 		}
+		words = append(words, w)
 	}
 	if len(words) == 0 {
 		return nil, false, nil
 	}
-	rows, err := db.Query(ctx, searchPatientsSQL, words, patterns, idPatterns, lows, highs)
+	// The longest word first: it is the likeliest to be the narrowest.
+	slices.SortStableFunc(words, func(a, b searchWord) int { return len(b.name) - len(a.name) })
+	first := -1
+	for i, w := range words {
+		found, broad, err := patientsOfWord(ctx, db, w, max)
+		if err != nil {
+			return nil, true, err
+		}
+		if !broad {
+			first, ids = i, found
+			break
+		}
+	}
+	if first < 0 {
+		return nil, true, &SearchTooBroadError{Search: search, Max: max}
+	}
+	if len(words) == 1 || len(ids) == 0 {
+		return ids, true, nil
+	}
+	// Each found patient's names and identifiers, against the other words.
+	rows, err := db.Query(ctx, searchTermsSQL, ids)
 	if err != nil {
 		return nil, true, fmt.Errorf("searching the work list's patients: %w", err)
 	}
-	if ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+	defer rows.Close()
+	matched := map[string][]bool{} // patient -> which of the other words it matched
+	var id, term string
+	var isName bool
+	for rows.Next() {
+		if err := rows.Scan(&id, &term, &isName); err != nil {
+			return nil, true, fmt.Errorf("searching the work list's patients: %w", err)
+		}
+		for i, w := range words {
+			if i == first || !(isName && w.matchesName(term) || !isName && w.matchesIdentifier(term)) {
+				continue
+			}
+			if matched[id] == nil {
+				matched[id] = make([]bool, len(words))
+			}
+			matched[id][i] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
 		return nil, true, fmt.Errorf("searching the work list's patients: %w", err)
 	}
-	return ids, true, nil
+	return slices.DeleteFunc(ids, func(id string) bool {
+		for i := range words {
+			if i != first && (matched[id] == nil || !matched[id][i]) {
+				return true
+			}
+		}
+		return false
+	}), true, nil
+}
+
+// patientsOfWord is the patients one word of a search finds (searchWordSQL), unless one of
+// its ranges of the index holds more than max rows (max > 0): then broad, and no patients.
+func patientsOfWord(ctx context.Context, db fhir.DBTX, w searchWord, max int) (ids []string, broad bool, err error) {
+	var patterns, lows, highs []string
+	for _, v := range w.ids {
+		patterns, lows, highs = append(patterns, likeEscaper.Replace(v)+"%"), append(lows, v), append(highs, v+"\U0010FFFF")
+	}
+	var limit *int
+	if max > 0 {
+		n := max + 1
+		limit = &n
+	}
+	rows, err := db.Query(ctx, searchWordSQL, w.name, likeEscaper.Replace(w.name)+"%", patterns, lows, highs, limit)
+	if err != nil {
+		return nil, false, fmt.Errorf("searching the work list's patients: %w", err)
+	}
+	defer rows.Close()
+	perRange := map[int64]int{}
+	seen := map[string]bool{}
+	var rangeOf int64
+	var id string
+	for rows.Next() {
+		if err := rows.Scan(&rangeOf, &id); err != nil {
+			return nil, false, fmt.Errorf("searching the work list's patients: %w", err)
+		}
+		if perRange[rangeOf]++; max > 0 && perRange[rangeOf] > max {
+			return nil, true, nil
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("searching the work list's patients: %w", err)
+	}
+	return ids, max > 0 && len(ids) > max, nil
 }
 
 // urgency places the item as of today.

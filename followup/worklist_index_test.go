@@ -3,11 +3,13 @@ package followup_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cartreg/cartreg/followup"
 	"github.com/cartreg/cartreg/migrations"
@@ -178,12 +180,25 @@ func TestWorklistPagesAndSearch(t *testing.T) {
 		{"a search and its patient", followup.Query{Search: "alan", Patients: []string{idOf(c.patients["Turing"])}}, []string{"Turing"}, 1},
 		{"LIKE's wildcards are letters", followup.Query{Search: "%"}, nil, 0},
 		{"a search with no word to look for", followup.Query{Search: " \u0301 "}, all, 8},
+		// Bounded searches: the narrowest word is looked up, the others checked on what it found.
+		{"a bounded search as narrow as its bound", followup.Query{Search: "MRN-000", SearchMax: 8}, all, 8},
+		{"a broad word and a narrow one", followup.Query{Search: "mrn lovel", SearchMax: 2}, []string{"Lovelace"}, 1},
+		{"a narrow word and a broad one that fails it", followup.Query{Search: "mrn-0003 ada", SearchMax: 2}, nil, 0},
+		{"given and family, bounded", followup.Query{Search: "knu donald", SearchMax: 1}, []string{"Knuth", "Knuth"}, 2},
 	} {
 		tc.q.Within = followup.WithinLeadTime
 		rep := list(tc.q)
 		if got := families(rep.Items); !slices.Equal(got, tc.want) || rep.Total != tc.total {
 			t.Errorf("%s: %v (total %d), want %v (%d)", tc.name, got, rep.Total, tc.want, tc.total)
 		}
+	}
+	// A search each of whose words begins more patients' names or MRNs than its bound is
+	// refused, not read whole.
+	_, err := c.planner.Worklist(c.db, func() time.Time { return c.now }).List(context.Background(),
+		followup.Query{Search: "MRN-000 m", SearchMax: 6})
+	var broad *followup.SearchTooBroadError
+	if !errors.As(err, &broad) || broad.Max != 6 || !strings.Contains(err.Error(), "more than 6 patients") {
+		t.Errorf("a search broader than its bound: %v", err)
 	}
 	if rep := list(followup.Query{Urgency: followup.Due, Within: followup.WithinLeadTime}); rep.Counts[followup.Overdue] != 3 || rep.Counts[followup.Upcoming] != 2 {
 		t.Errorf("counts under an urgency filter: %v", rep.Counts)

@@ -46,6 +46,10 @@ type Config struct {
 	// WorkListPageSize is how many visits one page of the work list shows; the rest are on
 	// the next pages. A page of every open visit of a large network is megabytes of HTML.
 	WorkListPageSize int
+	// WorkListSearchMax is how many patients one word of a work-list search by name or MRN
+	// may begin the names or identifiers of before the search asks for more of it: "s", or
+	// the prefix every MRN shares, would otherwise read the whole registry's index.
+	WorkListSearchMax int
 	// OIDC offers people the hospital's OpenID Connect provider on the sign-in page.
 	OIDC OIDCSignIn
 }
@@ -57,6 +61,7 @@ const (
 	DefaultSignInAttempts     = 5
 	DefaultSignInWindow       = 15 * time.Minute
 	DefaultWorkListPageSize   = 100
+	DefaultWorkListSearchMax  = 5000
 )
 
 func (c *Config) defaults() {
@@ -74,6 +79,9 @@ func (c *Config) defaults() {
 	}
 	if c.WorkListPageSize <= 0 {
 		c.WorkListPageSize = DefaultWorkListPageSize
+	}
+	if c.WorkListSearchMax <= 0 {
+		c.WorkListSearchMax = DefaultWorkListSearchMax
 	}
 	if c.OIDC.Timeout <= 0 {
 		c.OIDC.Timeout = DefaultOIDCSignInTimeout

@@ -391,6 +391,35 @@ func TestWorkListCSVIsForSpreadsheets(t *testing.T) {
 	}
 }
 
+// A search whose every word begins more patients' names or MRNs than
+// CARTREG_WORKLIST_SEARCH_MAX lists nothing and says so, instead of reading them all; a word
+// narrow enough finds its patients, checked against the other words.
+func TestABroadSearchAsksForMoreOfTheName(t *testing.T) {
+	w := newWorld(t, func(c *app.Config) { c.Web.WorkListSearchMax = 2 })
+	b := w.browser()
+	b.signIn("cora", password)
+	p := b.get("/work?q=ana")
+	if p.status != http.StatusOK || !strings.Contains(p.body, `id="search-too-broad"`) ||
+		!strings.Contains(p.body, "More than 2 patients") || len(taskRow.FindAllString(p.body, -1)) != 0 {
+		t.Errorf("a search of six patients' given name, at most 2: %d, %d rows\n%s", p.status, len(taskRow.FindAllString(p.body, -1)), p.body)
+	}
+	if !strings.Contains(p.body, `value="ana"`) {
+		t.Errorf("the search box lost what was typed")
+	}
+	// "okafor" begins two patients' family names, one at each site: cora sees hers.
+	p = b.get("/work?q=ana+okafor")
+	if rows := taskRow.FindAllString(p.body, -1); len(rows) != 1 || !strings.Contains(p.body, "Okafor N") || strings.Contains(p.body, "search-too-broad") {
+		t.Errorf("a narrow word with a broad one: %d rows\n%s", len(rows), p.body)
+	}
+	if p := b.get("/work?q=ana+okafor+lindqvist"); len(taskRow.FindAllString(p.body, -1)) != 0 {
+		t.Errorf("every word must match: %s", p.body)
+	}
+	p = b.get("/work.csv?q=ana")
+	if p.status != http.StatusUnprocessableEntity || !strings.Contains(p.body, "CARTREG_WORKLIST_SEARCH_MAX") {
+		t.Errorf("the CSV of a broad search: %d\n%s", p.status, p.body)
+	}
+}
+
 // With figures that may lag the data, the dashboard says by how much; with exact ones, it
 // says nothing of the kind.
 func TestTheDashboardSaysHowFarItsFiguresMayLag(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -102,7 +103,7 @@ func (p *Pages) sitesOf(ctx context.Context, pr *auth.Principal) ([]siteOption, 
 // bucket filter, so each bucket's link says what it holds. limit and offset page it (limit 0:
 // every visit).
 func (p *Pages) workList(ctx context.Context, pr *auth.Principal, f workFilter, offset, limit int) (*followup.Report, error) {
-	q := followup.Query{Within: f.Within, Search: f.Search, Urgency: f.Bucket, Offset: offset, Limit: limit}
+	q := followup.Query{Within: f.Within, Search: f.Search, SearchMax: p.cfg.WorkListSearchMax, Urgency: f.Bucket, Offset: offset, Limit: limit}
 	if f.Site != "" {
 		q.Sites = []string{f.Site}
 	}
@@ -142,6 +143,9 @@ type workPage struct {
 	HasFeed           bool // the person has a calendar feed link
 	// Visits is each shown row's "record visit" form, by Task id.
 	Visits map[string]visitForm
+	// SearchTooBroad says why a search listed nothing: it would have found too many patients
+	// (CARTREG_WORKLIST_SEARCH_MAX).
+	SearchTooBroad string
 }
 
 func (p *Pages) work(c echo.Context) error {
@@ -153,6 +157,12 @@ func (p *Pages) work(c echo.Context) error {
 	}
 	size := p.cfg.WorkListPageSize
 	rep, err := p.workList(ctx, pr, f, (f.Page-1)*size, size)
+	var broad *followup.SearchTooBroadError
+	if errors.As(err, &broad) {
+		// The filters stay as typed, with nothing listed and the reason where the list was.
+		rep, err = &followup.Report{AsOf: p.d.FollowUp.Today(p.d.Clock()), Items: []followup.Item{},
+			Counts: map[string]int{followup.UrgencyOverdue: 0, followup.UrgencyDue: 0, followup.UrgencyUpcoming: 0}}, nil
+	}
 	if err != nil {
 		return err
 	}
@@ -162,6 +172,10 @@ func (p *Pages) work(c echo.Context) error {
 	}
 	wp := workPage{Filter: f, Query: template.URL(f.encode()), Report: rep, Sites: sites, Milestones: p.d.Registry.Plan().Milestones,
 		Statuses: followup.OpenStatuses, Today: p.d.FollowUp.Today(p.d.Clock())}
+	if broad != nil {
+		wp.SearchTooBroad = fmt.Sprintf("More than %d patients have a name or MRN beginning with each word of %q. Type more of the name or MRN.",
+			broad.Max, broad.Search)
+	}
 	if wp.HasFeed, err = p.users.hasFeedToken(ctx, sessionOf(c).user.Name); err != nil {
 		return err
 	}
@@ -191,6 +205,11 @@ func (p *Pages) workCSV(c echo.Context) error {
 		return p.errorPage(c, err)
 	}
 	rep, err := p.workList(ctx, pr, f, 0, 0)
+	var broad *followup.SearchTooBroadError
+	if errors.As(err, &broad) {
+		return p.errorPage(c, fhir.NewOutcome(http.StatusUnprocessableEntity, fhir.TooCostly,
+			broad.Error()+" (CARTREG_WORKLIST_SEARCH_MAX)", "q"))
+	}
 	if err != nil {
 		return err
 	}

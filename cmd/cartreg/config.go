@@ -100,7 +100,7 @@ func defaultConfig() Config {
 		Identity: IdentityConfig{TokenLifetime: 5 * time.Minute, AuditRetention: audit.DefaultRetention},
 		Web: web.Config{SessionIdleTimeout: web.DefaultSessionIdleTimeout, SessionLifetime: web.DefaultSessionLifetime,
 			SignInAttempts: web.DefaultSignInAttempts, SignInWindow: web.DefaultSignInWindow,
-			WorkListPageSize: web.DefaultWorkListPageSize, OIDC: web.OIDCSignIn{Timeout: web.DefaultOIDCSignInTimeout}},
+			WorkListPageSize: web.DefaultWorkListPageSize, WorkListSearchMax: web.DefaultWorkListSearchMax, OIDC: web.OIDCSignIn{Timeout: web.DefaultOIDCSignInTimeout}},
 		WebOIDC: WebOIDCConfig{Enabled: true},
 	}
 }

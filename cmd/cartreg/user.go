@@ -26,6 +26,7 @@ func (c *Config) registerWebFlags(fs *flag.FlagSet) {
 	fs.IntVar(&w.SignInAttempts, "signin-attempts", w.SignInAttempts, "failed sign-ins allowed per name, and per address, in -signin-window; then 429 until it passes")
 	fs.DurationVar(&w.SignInWindow, "signin-window", w.SignInWindow, "the window -signin-attempts counts in")
 	fs.IntVar(&w.WorkListPageSize, "worklist-page-size", w.WorkListPageSize, "visits on one page of the web work list (1 to 1000)")
+	fs.IntVar(&w.WorkListSearchMax, "worklist-search-max", w.WorkListSearchMax, "patients a word of a work-list search by name or MRN may find before it asks for more of the word (1 to 100000)")
 	o := &c.WebOIDC
 	fs.BoolVar(&o.Enabled, "web-oidc", o.Enabled, "offer -oidc-issuer's sign-in on the pages' sign-in page (the authorization code flow); false offers passwords only")
 	fs.StringVar(&o.ClientID, "web-oidc-client-id", o.ClientID, "the client id cartreg's pages are registered with at the provider (default: -oidc-audience)")
@@ -52,6 +53,9 @@ func (c *Config) validateWeb() error {
 	}
 	if w.WorkListPageSize < 1 || w.WorkListPageSize > 1000 {
 		return fmt.Errorf("-worklist-page-size (%d) must be from 1 to 1000", w.WorkListPageSize)
+	}
+	if w.WorkListSearchMax < 1 || w.WorkListSearchMax > 100000 {
+		return fmt.Errorf("-worklist-search-max (%d) must be from 1 to 100000", w.WorkListSearchMax)
 	}
 	if w.OIDC.Timeout <= 0 || w.OIDC.Timeout > time.Hour {
 		return fmt.Errorf("-web-oidc-signin-timeout (%s) must be positive and at most 1h", w.OIDC.Timeout)
