@@ -72,27 +72,46 @@ type Curve struct {
 // usual convention and R's. Observations whose Time is NaN are dropped. An empty input gives a
 // Curve with N = 0 and no steps. A level outside (0, 1) gives NaN limits throughout.
 func KaplanMeier(obs []Observation, level float64) Curve {
-	sorted := make([]Observation, 0, len(obs))
+	// The event times and the censoring times, each sorted as plain numbers and walked
+	// together: BenchmarkKaplanMeier100k: 12.8 to 7.1 ms against sorting the observations (a report
+	// sorts twice, for the curve and for the median follow-up).
+	nEvents := 0
 	for _, o := range obs {
-		if !math.IsNaN(o.Time) {
-			sorted = append(sorted, o)
+		if o.Event {
+			nEvents++
 		}
 	}
-	slices.SortFunc(sorted, func(a, b Observation) int { return cmp.Compare(a.Time, b.Time) })
+	eventTimes, censorTimes := make([]float64, 0, nEvents), make([]float64, 0, len(obs)-nEvents)
+	for _, o := range obs {
+		switch {
+		case math.IsNaN(o.Time):
+		case o.Event:
+			eventTimes = append(eventTimes, o.Time)
+		default:
+			censorTimes = append(censorTimes, o.Time)
+		}
+	}
+	slices.Sort(eventTimes)
+	slices.Sort(censorTimes)
 
-	c := Curve{N: len(sorted), Level: level}
+	c := Curve{N: len(eventTimes) + len(censorTimes), Level: level}
 	z := zQuantile(level)
 	surv, greenwood := 1.0, 0.0
-	atRisk := len(sorted)
-	for i := 0; i < len(sorted); {
-		t := sorted[i].Time
+	atRisk := c.N
+	for e, k := 0, 0; e < len(eventTimes) || k < len(censorTimes); {
+		var t float64
+		switch {
+		case k == len(censorTimes) || e < len(eventTimes) && eventTimes[e] <= censorTimes[k]:
+			t = eventTimes[e]
+		default:
+			t = censorTimes[k]
+		}
 		var events, censored int
-		for ; i < len(sorted) && sorted[i].Time == t; i++ {
-			if sorted[i].Event {
-				events++
-			} else {
-				censored++
-			}
+		for ; e < len(eventTimes) && eventTimes[e] == t; e++ {
+			events++
+		}
+		for ; k < len(censorTimes) && censorTimes[k] == t; k++ {
+			censored++
 		}
 		if events > 0 {
 			n, d := float64(atRisk), float64(events)
