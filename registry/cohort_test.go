@@ -140,7 +140,7 @@ func BenchmarkOutcomes100k(b *testing.B) {
 
 // perPatientResponse is the response report's question asked the slow, obvious way: every
 // patient's first infusion crossed with every milestone, the counting assessment ranked on
-// the spot. It checks the report's shortcuts (counted, timepoints, the collapsed classes).
+// the spot. It checks the report's shortcuts (the counted flag, timepoints, the standings worked out in Go).
 const perPatientResponse = `WITH plan AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS p(code, target, first_day, last_day)
 ), chosen AS (
@@ -173,7 +173,7 @@ func TestResponseAgreesWithAPerPatientCount(t *testing.T) {
 		codes = append(codes, m.Code)
 		targets, starts, ends = append(targets, int32(m.TargetDay)), append(starts, int32(m.WindowStart)), append(ends, int32(m.WindowEnd))
 	}
-	// Cut-offs a day either side of window bounds catch an off-by-one in the collapsed classes.
+	// Cut-offs a day either side of window bounds catch an off-by-one in the standings.
 	for _, asOf := range []time.Time{cohortAsOf, cohortAsOf.AddDate(0, 0, -1), cohortAsOf.AddDate(0, -7, -3), cohortAsOf.AddDate(-2, 0, 0)} {
 		want := map[string]int{}
 		rows, err := tr.db.Query(ctx, perPatientResponse, codes, targets, starts, ends, asOf)

@@ -76,10 +76,19 @@ type LogRank struct {
 	P         *float64 `json:"p"`
 }
 
+// survivalSQL reads each course's dates as days since dayZero: decoding a date into a
+// time.Time normalises a calendar date, a tenth of the report's time in Go, where a day
+// number is an integer the report adds to dayZero.
 const survivalSQL = `
-SELECT c.g, ` + patientHashSQL + `, c.infused_on, c.death_on, c.last_contact_on, c.progression_on, c.last_progression_free_on,
-	c.first_response_on, c.next_infused_on
+SELECT c.g, ` + patientHashSQL + `, c.infused_on - DATE '2000-01-01', c.death_on - DATE '2000-01-01',
+	c.last_contact_on - DATE '2000-01-01', c.progression_on - DATE '2000-01-01', c.last_progression_free_on - DATE '2000-01-01',
+	c.first_response_on - DATE '2000-01-01', c.next_infused_on - DATE '2000-01-01'
 FROM course c`
+
+// dayZero is the day survivalSQL counts days from.
+var dayZero = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func dayNumber(n int32) time.Time { return dayZero.Add(time.Duration(n) * 24 * time.Hour) }
 
 // courseDates are one course's dates, as survival needs them.
 type courseDates struct {
@@ -88,24 +97,29 @@ type courseDates struct {
 	firstResponse, nextInfusion             *time.Time
 }
 
-// courseDateCells receive a course's nullable dates as pgtype.Date, which pgx decodes in
-// place. Scanned straight into *time.Time, each date present was an allocation through a
-// reflective scan plan: a fifth of the survival report's time in Go.
-type courseDateCells [6]pgtype.Date
-
-// targets are the cells for rows.Scan, in survivalSQL's order after infused_on: death,
-// last contact, progression, last progression-free, first response, next infusion.
-func (d *courseDateCells) targets() []any {
-	return []any{&d[0], &d[1], &d[2], &d[3], &d[4], &d[5]}
+// courseDateCells receive a course's dates as day numbers (survivalSQL): the infusion's,
+// then the nullable ones.
+type courseDateCells struct {
+	infused pgtype.Int4
+	dates   [6]pgtype.Int4
+	times   [6]time.Time
 }
 
-// into points c's dates at the cells' own: c is valid only until the cells are scanned into
-// again, which spares an allocation a course.
+// targets are the cells for rows.Scan, in survivalSQL's order after the patient: infusion,
+// death, last contact, progression, last progression-free, first response, next infusion.
+func (d *courseDateCells) targets() []any {
+	return []any{&d.infused, &d.dates[0], &d.dates[1], &d.dates[2], &d.dates[3], &d.dates[4], &d.dates[5]}
+}
+
+// into sets c from the cells, its dates pointing at the cells' own: c is valid only until
+// the cells are scanned into again, which spares an allocation a course.
 func (d *courseDateCells) into(c *courseDates) {
+	c.infused = dayNumber(d.infused.Int32)
 	for i, p := range [6]**time.Time{&c.death, &c.lastContact, &c.progression, &c.lastPF, &c.firstResponse, &c.nextInfusion} {
 		*p = nil
-		if d[i].Valid {
-			*p = &d[i].Time
+		if d.dates[i].Valid {
+			d.times[i] = dayNumber(d.dates[i].Int32)
+			*p = &d.times[i]
 		}
 	}
 }
@@ -195,7 +209,7 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 		var patient int64
 		var c courseDates
 		var cells courseDateCells
-		dest := append([]any{&g, &patient, &c.infused}, cells.targets()...)
+		dest := append([]any{&g, &patient}, cells.targets()...)
 		for rows.Next() {
 			if err := rows.Scan(dest...); err != nil {
 				return err
