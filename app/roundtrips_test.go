@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -101,5 +102,42 @@ func TestATransactionsRoundTripsDoNotGrowWithItsSize(t *testing.T) {
 	}
 	if len(large) != len(small) {
 		t.Errorf("a Patient and 20 Observations took %d round trips, one Observation %d:\n%s", len(large), len(small), strings.Join(large, "\n"))
+	}
+}
+
+// maxSearchRoundTrips is what a search by two parameters may cost in round trips: the one
+// that begins its read-only transaction and sets its time limit, its query, and the commit.
+const maxSearchRoundTrips = 3
+
+func TestASearchIsThreeRoundTrips(t *testing.T) {
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trace := &roundTrips{}
+	cfg.ConnConfig.Tracer = trace
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	h := apptest.New(t, apptest.WithDatabase(pool))
+	h.Expect(201, "POST", "/fhir/Patient", []byte(`{"resourceType":"Patient","name":[{"family":"Trip"}],"birthDate":"1960-01-02"}`))
+	search := func() []string {
+		t.Helper()
+		trace.mu.Lock()
+		trace.on, trace.sent = true, nil
+		trace.mu.Unlock()
+		h.Expect(200, "GET", "/fhir/Patient?name=trip&birthdate=1960-01-02", nil)
+		trace.mu.Lock()
+		defer trace.mu.Unlock()
+		trace.on = false
+		// The audit trail's record of the search is written in the background, in batches
+		// of many requests' records: not the search's own round trip.
+		return slices.DeleteFunc(trace.sent, func(s string) bool { return strings.Contains(s, "audit_event") })
+	}
+	search() // the first search of a connection prepares its statements
+	if sent := search(); len(sent) > maxSearchRoundTrips {
+		t.Errorf("a search took %d round trips, more than %d:\n%s", len(sent), maxSearchRoundTrips, strings.Join(sent, "\n"))
 	}
 }
