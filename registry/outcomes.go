@@ -163,7 +163,8 @@ func courses(groupBy string, f Filter) (string, error) {
 	// cannot type a parameter the statement never uses.
 	return `WITH course AS (
 		SELECT ` + distinct + `i.patient_id, i.resource_type, i.resource_id, i.infused_on, i.death_on, i.last_contact_on,
-			i.progression_on, i.last_progression_free_on, i.first_response_on, i.next_infused_on, i.timepoints, ` + g + ` AS g
+			i.progression_on, i.last_progression_free_on, i.first_response_on, i.next_infused_on, i.timepoints,
+			i.timepoints_text, ` + g + ` AS g
 		FROM registry_infusion i LEFT JOIN registry_site s ON s.organization_id = i.effective_site_id` + patientJoin + `
 		WHERE ($1::text[] IS NULL OR i.disease = ANY($1))
 		  AND ($2::text[] IS NULL OR i.product = ANY($2) OR i.product_label = ANY($2))

@@ -77,15 +77,15 @@ type ResponseReport struct {
 
 // responseSQL reads every selected course with what its standing at each milestone depends
 // on: the days from infusion to asOf ($7), to death, to progression and to the end of
-// follow-up, the end's reason, and the assessments that count (registry_infusion.timepoints,
-// as text: a course's standing is worked out in Go, by standingDays.standing, the rule the
-// analysis file applies too). The patient's hash is the overlap control's cohort, read in the
-// same pass. Counting in SQL grouped on the timepoints, a jsonb whose hashing and comparing
-// cost more than the scan itself: 200 to 260 ms over 100,000 courses, against about 70 for
-// this scan.
+// follow-up, the end's reason, and the assessments that count there (timepoints, read as the
+// text the row keeps of them, migration 028). Each course's standing is worked out in Go, by
+// standingDays.standing, the rule the analysis file applies too, and the patient's hash is
+// the overlap control's cohort, read in the same pass. Counted in SQL instead, grouped on the
+// timepoints, a jsonb whose hashing cost more than the scan itself, the report took 200 to
+// 260 ms over 100,000 courses, and the cohort a second query.
 var responseSQL = `, ` + endedCTE + `
 SELECT c.g, ` + patientHashSQL + `, $7::date - c.infused_on, c.death_on - c.infused_on, c.progression_on - c.infused_on,
-	e.ended_on - c.infused_on, e.reason, c.timepoints::text
+	e.ended_on - c.infused_on, e.reason, c.timepoints_text
 FROM course c LEFT JOIN ended e ON e.patient_id = c.patient_id AND e.ended_on >= c.infused_on`
 
 // Response counts, for each group and each milestone of the plan, where the selected
