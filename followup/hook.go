@@ -41,9 +41,16 @@ func (h *hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Chang
 	for _, c := range changes {
 		switch c.Type {
 		case "Patient":
-			patients = append(patients, c.ID)
+			// A new Patient has no Tasks: the scheduler makes them later, for infusions.
+			if c.VersionID > 1 || c.Body == nil {
+				patients = append(patients, c.ID)
+			}
 		case "Observation":
-			observations = append(observations, c.ID)
+			// A new Observation that is no remission assessment is in none of the registry's
+			// rows that Tasks follow; a changed one may have been one until now.
+			if c.VersionID > 1 || c.Body == nil || registry.IsAssessment(c.Body) {
+				observations = append(observations, c.ID)
+			}
 		case "Procedure", "MedicationAdministration":
 			infusionTypes, infusionIDs = append(infusionTypes, c.Type), append(infusionIDs, c.ID)
 		case "EpisodeOfCare":

@@ -388,9 +388,13 @@ func (r *reader) infusion(resourceType, id string, body map[string]any) *infusio
 	return f
 }
 
-// isAssessment says whether an Observation is a remission assessment: the mCODE disease
-// status code with a registry response category, or the registry's profile.
-func (r *reader) isAssessment(body map[string]any) bool {
+// isAssessment says whether an Observation is a remission assessment (IsAssessment).
+func (r *reader) isAssessment(body map[string]any) bool { return IsAssessment(body) }
+
+// IsAssessment says whether an Observation is a remission assessment, as the registry's
+// projection reads one: the mCODE disease status code with a registry response category, or
+// the registry's profile. Only such an Observation can be in the registry's assessments.
+func IsAssessment(body map[string]any) bool {
 	if hasProfile(body, ProfileAssessment) {
 		return true
 	}
