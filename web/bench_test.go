@@ -177,6 +177,7 @@ func BenchmarkPages100k(b *testing.B) {
 	}{
 		{"WorkList/coordinator", "cora", "/work", nil},
 		{"WorkList/coordinator-search", "cora", "/work?q=smith", nil},
+		{"WorkList/coordinator-search-two-letters", "cora", "/work?q=sm", nil},
 		{"WorkList/coordinator-search-one-letter", "cora", "/work?q=s", nil},
 		{"WorkList/admin-all-sites", "ada", "/work", nil},
 		{"WorkListCSV/coordinator", "cora", "/work.csv", nil},
