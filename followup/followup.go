@@ -68,11 +68,12 @@ type Tracker struct {
 	cfg   Config
 	store *fhir.Store
 	plan  registry.Plan
+	chunk int // infusions a transaction of a run handles: defaultChunk, less in tests
 }
 
 // New returns a scheduler for the registry's plan.
 func New(cfg Config, store *fhir.Store, plan registry.Plan) *Tracker {
-	return &Tracker{cfg: cfg, store: store, plan: plan}
+	return &Tracker{cfg: cfg, store: store, plan: plan, chunk: defaultChunk}
 }
 
 // Summary counts what a run did.
@@ -85,9 +86,9 @@ func (s Summary) String() string {
 		s.Created, s.Updated, s.Completed, s.Cancelled, s.LeftToCoordinator)
 }
 
-// chunk is how many infusions one transaction of a run handles: small enough to keep memory
-// flat over any registry, large enough that round trips do not dominate.
-const chunk = 2000
+// defaultChunk is how many infusions one transaction of a run handles: small enough to keep
+// memory flat over any registry, large enough that round trips do not dominate.
+const defaultChunk = 2000
 
 // Run brings every follow-up Task up to date as of at. It works through the infusions in
 // chunks, each in a transaction of its own: a run cut short leaves consistent Tasks, and the
@@ -112,13 +113,10 @@ func (s *Tracker) Run(ctx context.Context, at time.Time) (Summary, error) {
 			if err != nil || n == 0 {
 				return err
 			}
-			// A chunk's queries are a few milliseconds of index lookups, but their cost
-			// estimates are high enough for PostgreSQL to compile them first, which takes
-			// longer than running them (a tenth of a second each).
-			if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
-				return fmt.Errorf("follow-up chunk: %w", err)
+			if err := planChunk(ctx, tx); err != nil {
+				return err
 			}
-			visits, err := s.visits(ctx, tx, s.day(at), true, byChunk, after[0], after[1], chunk)
+			visits, err := s.visits(ctx, tx, s.day(at), true, byChunk, after[0], after[1], s.chunk)
 			if err != nil {
 				return err
 			}
@@ -128,11 +126,29 @@ func (s *Tracker) Run(ctx context.Context, at time.Time) (Summary, error) {
 		if err != nil {
 			return sum, err
 		}
-		if n < chunk {
+		if n < s.chunk {
 			return sum, nil
 		}
 		after = last
 	}
+}
+
+// planChunk sets how tx's statements are planned for a chunk of a run.
+//
+// Each is planned for its own parameters (force_custom_plan): a chunk is a range of keys, and
+// the generic plan a prepared statement settles on after five runs cannot see how narrow it
+// is. Planned for any range, the selection of a chunk's infusions was a parallel scan and
+// sort of every infusion, once per chunk, and a run's reads grew with the square of the
+// registry. Planning costs a millisecond or two a statement.
+//
+// Without JIT: a chunk's queries are a few milliseconds of index lookups, but their cost
+// estimates are high enough for PostgreSQL to compile them first, which takes longer than
+// running them (a tenth of a second each).
+func planChunk(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true)`); err != nil {
+		return fmt.Errorf("follow-up chunk: %w", err)
+	}
+	return nil
 }
 
 func (sum *Summary) add(o Summary) {
@@ -148,7 +164,7 @@ func (sum *Summary) add(o Summary) {
 func (s *Tracker) lastOfChunk(ctx context.Context, tx pgx.Tx, after [2]string) (last [2]string, n int, err error) {
 	err = tx.QueryRow(ctx, `SELECT resource_type, resource_id, count(*) OVER () FROM (
 		SELECT resource_type, resource_id FROM registry_infusion WHERE (resource_type, resource_id) > ($1, $2)
-		ORDER BY 1, 2 LIMIT $3) c ORDER BY 1 DESC, 2 DESC LIMIT 1`, after[0], after[1], chunk).Scan(&last[0], &last[1], &n)
+		ORDER BY 1, 2 LIMIT $3) c ORDER BY 1 DESC, 2 DESC LIMIT 1`, after[0], after[1], s.chunk).Scan(&last[0], &last[1], &n)
 	if err == pgx.ErrNoRows {
 		return last, 0, nil
 	}
@@ -187,7 +203,7 @@ type recorded struct {
 	id, status, businessStatus, output string
 	site                               string // followup_task.site_id: the site the work list files it under
 	written, current                   int
-	// currentStatus is the status of the current version, when a coordinator wrote it.
+	// currentStatus is the status of the current version ("" once deleted).
 	currentStatus string
 }
 
@@ -220,21 +236,23 @@ const (
 // Task, with what the registry knows of it. The plan comes as arrays ($1 codes, $2 first
 // days, $3 last days); $4 is the lead time in days.
 //
-// Everything else is looked up from the infusions by key: the patient's facts once per
-// infusion, its counted assessments and its Tasks with one index scan each per infusion
+// Everything else is looked up from the infusions by key, as lateral subqueries that stay
+// lookups whatever the statistics and whichever plan: the patient's facts once per
+// infusion, and its counted assessments and its Tasks with one index scan each per infusion
 // (OFFSET 0 keeps each a scan of its own, so the planner cannot turn it into a join that
-// reads every assessment and Task of the registry for each chunk), and a Task's current
-// version, its latest, by the key of the store's versions (fhir.VersionRelation). (The
-// current version in fhir.CurrentRelation is the same; but its table has an index on the
-// type alone too, which looks as good as the key to a planner whose statistics predate the
-// Tasks, as they do right after a first run, and reads every Task for each one.)
+// reads every assessment and Task of the registry for each chunk). As EXISTS tests, the
+// patient's facts were read, under a generic plan, by hashing every dead patient of the
+// registry for each chunk. A Task's current version and its status are followup_task's
+// mirror of them (current_version, current_status, kept by whoever writes the Task), not a
+// lookup in the store's versions for every Task.
 const visitsSQL = `WITH infusion AS MATERIALIZED (
 	SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, coalesce(i.effective_site_id, '') AS site,
-		i.infused_on, i.next_infused_on IS NOT NULL AS superseded,
-		EXISTS (SELECT 1 FROM registry_patient rp WHERE rp.patient_id = i.patient_id AND rp.deceased_on IS NOT NULL) AS dead,
-		EXISTS (SELECT 1 FROM followup_withdrawal w WHERE w.patient_id = i.patient_id) AS withdrawn,
-		EXISTS (SELECT 1 FROM followup_withdrawal w WHERE w.patient_id = i.patient_id AND w.lost) AS lost
+		i.infused_on, i.next_infused_on IS NOT NULL AS superseded, coalesce(rp.dead, false) AS dead, w.withdrawn, w.lost
 	FROM (%s) i
+	LEFT JOIN LATERAL (SELECT rp.deceased_on IS NOT NULL AS dead FROM registry_patient rp
+		WHERE rp.patient_id = i.patient_id OFFSET 0) rp ON true
+	CROSS JOIN LATERAL (SELECT count(*) > 0 AS withdrawn, coalesce(bool_or(w.lost), false) AS lost
+		FROM followup_withdrawal w WHERE w.patient_id = i.patient_id) w
 ), plan AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::int[]) WITH ORDINALITY AS p(code, first_day, last_day, ord)
 ), assessment AS MATERIALIZED (
@@ -242,16 +260,13 @@ const visitsSQL = `WITH infusion AS MATERIALIZED (
 		FROM registry_assessment a WHERE a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
 		OFFSET 0) a
 ), task AS MATERIALIZED (
-	SELECT t.*, (SELECT max(v.version_id) FROM ` + fhir.VersionRelation + ` v
-		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id) AS current
-	FROM infusion i, LATERAL (SELECT * FROM followup_task t
+	SELECT t.* FROM infusion i, LATERAL (SELECT * FROM followup_task t
 		WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id OFFSET 0) t
 )
 SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, i.site, i.infused_on,
 	p.ord::int, coalesce(a.observation_id, ''), i.dead, i.withdrawn, i.lost, i.superseded,
-	t.task_id, t.status, t.business_status, t.output_id, t.written_version, t.current, t.site_id,
-	CASE WHEN t.current <> t.written_version THEN (SELECT v.body::jsonb->>'status' FROM ` + fhir.VersionRelation + ` v
-		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = t.current) END
+	t.task_id, t.status, t.business_status, t.output_id, t.written_version, t.current_version, t.site_id,
+	t.current_status
 FROM infusion i CROSS JOIN plan p
 LEFT JOIN assessment a ON a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id AND a.milestone = p.code
 LEFT JOIN task t ON t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id AND t.milestone = p.code
@@ -654,7 +669,7 @@ func (r *records) write(ctx context.Context, tx pgx.Tx, existing bool, at time.T
 		// Few, and each found by its key: a statement each keeps that lookup certain.
 		for i := range r.taskIDs {
 			batch.Queue(`UPDATE followup_task SET status = $4, business_status = $5, output_id = $6, written_version = $7,
-				site_id = $8, current_status = $9, owner = $10, window_start = $11, window_end = $12
+				current_version = $7, site_id = $8, current_status = $9, owner = $10, window_start = $11, window_end = $12
 				WHERE infusion_type = $1 AND infusion_id = $2 AND milestone = $3`,
 				r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.statuses[i], r.business[i], r.outputs[i], r.versions[i],
 				r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i])
@@ -662,10 +677,10 @@ func (r *records) write(ctx context.Context, tx pgx.Tx, existing bool, at time.T
 	} else if len(r.taskIDs) > 0 {
 		// New Tasks, a slice of them: copied, as their resource rows are (fhir.Store.CopyBatch).
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"followup_task"}, []string{"infusion_type", "infusion_id", "milestone",
-			"task_id", "patient_id", "status", "business_status", "output_id", "written_version", "site_id", "current_status",
-			"owner", "window_start", "window_end"}, pgx.CopyFromSlice(len(r.taskIDs), func(i int) ([]any, error) {
+			"task_id", "patient_id", "status", "business_status", "output_id", "written_version", "current_version",
+			"site_id", "current_status", "owner", "window_start", "window_end"}, pgx.CopyFromSlice(len(r.taskIDs), func(i int) ([]any, error) {
 			return []any{r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.taskIDs[i], r.patients[i], r.statuses[i],
-				r.business[i], r.outputs[i], r.versions[i], r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i]}, nil
+				r.business[i], r.outputs[i], r.versions[i], r.versions[i], r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i]}, nil
 		})); err != nil {
 			return fmt.Errorf("recording follow-up Tasks: %w", err)
 		}
