@@ -99,8 +99,7 @@ type digestFields struct {
 // resource's current version, if the registry has one).
 //
 // Each notice's Task and patient are looked up by key, the current version being the latest
-// in resource_version (a deletion's body is NULL), as visitsSQL reads Tasks: resource has an
-// index on the type alone, which a planner whose statistics predate the run's Tasks finds as
+// in resource_version (a deletion's body is NULL): resource has an index on the type alone, which a planner whose statistics predate the run's Tasks finds as
 // good as the key, and then reads every Task for each notice. Planned as a join on those
 // statistics, PostgreSQL also hashed all of followup_task for each owner. At 30,000
 // infusions one owner's digest of 4,041 Tasks took 129 s; at 100,000, over 5 minutes.

@@ -49,7 +49,9 @@
 // pages, a deletion) in that write's transaction, and a run or a write that moves an
 // infusion to another site files its Tasks under the new one. Worklist.List is then an index
 // scan of (current_status, site_id), ordered by urgency in the database, and reads and parses
-// only the Tasks and patients of the page it returns. A list of every site (an
+// only the Tasks and patients of the page it returns. The same row keeps the current
+// version's number (current_version), which a scheduler run compares with the version it
+// wrote (written_version) to tell a coordinator's Task from its own without reading either. A list of every site (an
 // administrator's) is read a page per urgency: urgency is the window against today, so each
 // urgency's first rows are a range of the index on (current_status, window_end,
 // window_start), read in order with a LIMIT, and the counts come from that index alone; the

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,11 +67,12 @@ type Tracker struct {
 	cfg   Config
 	store *fhir.Store
 	plan  registry.Plan
+	chunk int // infusions a transaction of a run handles: defaultChunk, less in tests
 }
 
 // New returns a scheduler for the registry's plan.
 func New(cfg Config, store *fhir.Store, plan registry.Plan) *Tracker {
-	return &Tracker{cfg: cfg, store: store, plan: plan}
+	return &Tracker{cfg: cfg, store: store, plan: plan, chunk: defaultChunk}
 }
 
 // Summary counts what a run did.
@@ -85,9 +85,9 @@ func (s Summary) String() string {
 		s.Created, s.Updated, s.Completed, s.Cancelled, s.LeftToCoordinator)
 }
 
-// chunk is how many infusions one transaction of a run handles: small enough to keep memory
-// flat over any registry, large enough that round trips do not dominate.
-const chunk = 2000
+// defaultChunk is how many infusions one transaction of a run handles: small enough to keep
+// memory flat over any registry, large enough that round trips do not dominate.
+const defaultChunk = 2000
 
 // Run brings every follow-up Task up to date as of at. It works through the infusions in
 // chunks, each in a transaction of its own: a run cut short leaves consistent Tasks, and the
@@ -112,13 +112,10 @@ func (s *Tracker) Run(ctx context.Context, at time.Time) (Summary, error) {
 			if err != nil || n == 0 {
 				return err
 			}
-			// A chunk's queries are a few milliseconds of index lookups, but their cost
-			// estimates are high enough for PostgreSQL to compile them first, which takes
-			// longer than running them (a tenth of a second each).
-			if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
-				return fmt.Errorf("follow-up chunk: %w", err)
+			if err := planChunk(ctx, tx); err != nil {
+				return err
 			}
-			visits, err := s.visits(ctx, tx, s.day(at), true, byChunk, after[0], after[1], chunk)
+			visits, err := s.visits(ctx, tx, s.day(at), true, byChunk, after[0], after[1], s.chunk)
 			if err != nil {
 				return err
 			}
@@ -128,11 +125,29 @@ func (s *Tracker) Run(ctx context.Context, at time.Time) (Summary, error) {
 		if err != nil {
 			return sum, err
 		}
-		if n < chunk {
+		if n < s.chunk {
 			return sum, nil
 		}
 		after = last
 	}
+}
+
+// planChunk sets how tx's statements are planned for a chunk of a run.
+//
+// Each is planned for its own parameters (force_custom_plan): a chunk is a range of keys, and
+// the generic plan a prepared statement settles on after five runs cannot see how narrow it
+// is. Planned for any range, the selection of a chunk's infusions was a parallel scan and
+// sort of every infusion, once per chunk, and a run's reads grew with the square of the
+// registry. Planning costs a millisecond or two a statement.
+//
+// Without JIT: a chunk's queries are a few milliseconds of index lookups, but their cost
+// estimates are high enough for PostgreSQL to compile them first, which takes longer than
+// running them (a tenth of a second each).
+func planChunk(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true)`); err != nil {
+		return fmt.Errorf("follow-up chunk: %w", err)
+	}
+	return nil
 }
 
 func (sum *Summary) add(o Summary) {
@@ -148,7 +163,7 @@ func (sum *Summary) add(o Summary) {
 func (s *Tracker) lastOfChunk(ctx context.Context, tx pgx.Tx, after [2]string) (last [2]string, n int, err error) {
 	err = tx.QueryRow(ctx, `SELECT resource_type, resource_id, count(*) OVER () FROM (
 		SELECT resource_type, resource_id FROM registry_infusion WHERE (resource_type, resource_id) > ($1, $2)
-		ORDER BY 1, 2 LIMIT $3) c ORDER BY 1 DESC, 2 DESC LIMIT 1`, after[0], after[1], chunk).Scan(&last[0], &last[1], &n)
+		ORDER BY 1, 2 LIMIT $3) c ORDER BY 1 DESC, 2 DESC LIMIT 1`, after[0], after[1], s.chunk).Scan(&last[0], &last[1], &n)
 	if err == pgx.ErrNoRows {
 		return last, 0, nil
 	}
@@ -187,7 +202,7 @@ type recorded struct {
 	id, status, businessStatus, output string
 	site                               string // followup_task.site_id: the site the work list files it under
 	written, current                   int
-	// currentStatus is the status of the current version, when a coordinator wrote it.
+	// currentStatus is the status of the current version ("" once deleted).
 	currentStatus string
 }
 
@@ -207,96 +222,86 @@ func (v *visit) want(today time.Time) (status, business string, ok bool) {
 	}
 }
 
-// The infusions a derivation looks at: a chunk in key order ($6, $7 the last key of the
-// previous chunk, $8 the chunk size), or those of some patients ($6), where only visits that
+// The infusions a derivation looks at: a chunk in key order ($1, $2 the last key of the
+// previous chunk, $3 the chunk size), or those of some patients ($1), where only visits that
 // have a Task already are wanted.
 const (
-	byChunk = `SELECT * FROM registry_infusion WHERE (resource_type, resource_id) > ($6, $7)
-		ORDER BY resource_type, resource_id LIMIT $8`
-	byPatients = `SELECT * FROM registry_infusion WHERE patient_id = ANY($6)`
+	byChunk = `SELECT * FROM registry_infusion WHERE (resource_type, resource_id) > ($1, $2)
+		ORDER BY resource_type, resource_id LIMIT $3`
+	byPatients = `SELECT * FROM registry_infusion WHERE patient_id = ANY($1)`
 )
 
-// visitsSQL lists every (infusion, milestone) whose lead time has begun by $5, or that has a
-// Task, with what the registry knows of it. The plan comes as arrays ($1 codes, $2 first
-// days, $3 last days); $4 is the lead time in days.
+// visitsSQL lists the infusions a selection picks, one row each, with what the registry
+// knows of them: the patient's facts, the counted assessments by milestone and the Tasks by
+// milestone, as arrays. The visits, (infusion, milestone) pairs, are made from them in Go
+// (visits), so that PostgreSQL neither multiplies each infusion by the plan nor joins and
+// sorts the products, and sends each infusion's columns once.
 //
-// Everything else is looked up from the infusions by key: the patient's facts once per
-// infusion, its counted assessments and its Tasks with one index scan each per infusion
-// (OFFSET 0 keeps each a scan of its own, so the planner cannot turn it into a join that
-// reads every assessment and Task of the registry for each chunk), and a Task's current
-// version, its latest, by the key of the store's versions (fhir.VersionRelation). (The
-// current version in fhir.CurrentRelation is the same; but its table has an index on the
-// type alone too, which looks as good as the key to a planner whose statistics predate the
-// Tasks, as they do right after a first run, and reads every Task for each one.)
-const visitsSQL = `WITH infusion AS MATERIALIZED (
-	SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, coalesce(i.effective_site_id, '') AS site,
-		i.infused_on, i.next_infused_on IS NOT NULL AS superseded,
-		EXISTS (SELECT 1 FROM registry_patient rp WHERE rp.patient_id = i.patient_id AND rp.deceased_on IS NOT NULL) AS dead,
-		EXISTS (SELECT 1 FROM followup_withdrawal w WHERE w.patient_id = i.patient_id) AS withdrawn,
-		EXISTS (SELECT 1 FROM followup_withdrawal w WHERE w.patient_id = i.patient_id AND w.lost) AS lost
-	FROM (%s) i
-), plan AS (
-	SELECT * FROM unnest($1::text[], $2::int[], $3::int[]) WITH ORDINALITY AS p(code, first_day, last_day, ord)
-), assessment AS MATERIALIZED (
-	SELECT a.* FROM infusion i, LATERAL (SELECT a.infusion_type, a.infusion_id, a.milestone, a.observation_id
-		FROM registry_assessment a WHERE a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id
-		OFFSET 0) a
-), task AS MATERIALIZED (
-	SELECT t.*, (SELECT max(v.version_id) FROM ` + fhir.VersionRelation + ` v
-		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id) AS current
-	FROM infusion i, LATERAL (SELECT * FROM followup_task t
-		WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id OFFSET 0) t
-)
-SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, i.site, i.infused_on,
-	p.ord::int, coalesce(a.observation_id, ''), i.dead, i.withdrawn, i.lost, i.superseded,
-	t.task_id, t.status, t.business_status, t.output_id, t.written_version, t.current, t.site_id,
-	CASE WHEN t.current <> t.written_version THEN (SELECT v.body::jsonb->>'status' FROM ` + fhir.VersionRelation + ` v
-		WHERE v.resource_type = 'Task' AND v.resource_id = t.task_id AND v.version_id = t.current) END
-FROM infusion i CROSS JOIN plan p
-LEFT JOIN assessment a ON a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id AND a.milestone = p.code
-LEFT JOIN task t ON t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id AND t.milestone = p.code
-WHERE t.task_id IS NOT NULL OR (%s AND i.infused_on + p.first_day - $4::int <= $5::date)
-ORDER BY i.resource_type, i.resource_id, p.ord`
+// Everything but the infusions is looked up by key, in lateral subqueries that stay lookups
+// whatever the statistics and whichever the plan (an aggregate or OFFSET 0 keeps each a scan
+// of its own): once per infusion, the patient, its withdrawals, its counted assessments and
+// its Tasks. As EXISTS tests, the patient's facts were read, under a generic plan, by hashing
+// every dead patient of the registry for each chunk. A Task's current version and its status
+// are followup_task's mirror of them (current_version, current_status, kept by whoever
+// writes the Task), not a lookup in the store's versions for every Task.
+const visitsSQL = `SELECT i.resource_type, i.resource_id, i.patient_id, i.product_label, coalesce(i.effective_site_id, ''),
+	i.infused_on, i.next_infused_on IS NOT NULL, coalesce(rp.dead, false), w.withdrawn, w.lost,
+	a.milestones, a.observations,
+	t.milestones, t.ids, t.statuses, t.business, t.outputs, t.written, t.current, t.sites, t.current_statuses
+FROM (%s) i
+LEFT JOIN LATERAL (SELECT rp.deceased_on IS NOT NULL AS dead FROM registry_patient rp
+	WHERE rp.patient_id = i.patient_id OFFSET 0) rp ON true
+CROSS JOIN LATERAL (SELECT count(*) > 0 AS withdrawn, coalesce(bool_or(w.lost), false) AS lost
+	FROM followup_withdrawal w WHERE w.patient_id = i.patient_id) w
+CROSS JOIN LATERAL (SELECT array_agg(coalesce(a.milestone, '')) AS milestones, array_agg(a.observation_id) AS observations
+	FROM registry_assessment a WHERE a.counted AND a.infusion_type = i.resource_type AND a.infusion_id = i.resource_id) a
+CROSS JOIN LATERAL (SELECT array_agg(t.milestone) AS milestones, array_agg(t.task_id) AS ids, array_agg(t.status) AS statuses,
+		array_agg(t.business_status) AS business, array_agg(t.output_id) AS outputs, array_agg(t.written_version) AS written,
+		array_agg(t.current_version) AS current, array_agg(t.site_id) AS sites, array_agg(t.current_status) AS current_statuses
+	FROM followup_task t WHERE t.infusion_type = i.resource_type AND t.infusion_id = i.resource_id) t
+ORDER BY i.resource_type, i.resource_id`
 
 // visits loads the visits of the infusions selection picks (byChunk or byPatients, with its
-// arguments): those whose lead time has begun when creating, else only those with a Task.
+// arguments), in the order of the infusions and the plan: every visit that has a Task, and
+// when creating those without one whose lead time has begun by today.
 func (s *Tracker) visits(ctx context.Context, tx pgx.Tx, today time.Time, creating bool, selection string, selArgs ...any) ([]*visit, error) {
-	var codes []string
-	var starts, ends []int32
-	for _, m := range s.plan.Milestones {
-		codes = append(codes, m.Code)
-		starts, ends = append(starts, int32(m.WindowStart)), append(ends, int32(m.WindowEnd))
-	}
-	args := append([]any{codes, starts, ends, s.cfg.LeadDays, today}, selArgs...)
-	rows, err := tx.Query(ctx, fmt.Sprintf(visitsSQL, selection, strconv.FormatBool(creating)), args...)
+	rows, err := tx.Query(ctx, fmt.Sprintf(visitsSQL, selection), selArgs...)
 	if err != nil {
 		return nil, fmt.Errorf("follow-up visits: %w", err)
 	}
 	defer rows.Close()
 	var visits []*visit
+	var in visit // the infusion's columns, shared by its visits
+	var assessed, observations []string
+	var tasked, ids, statuses, business, outputs, sites []string
+	var written, current []int32
+	var currentStatuses []*string
 	for rows.Next() {
-		v := &visit{}
-		var ord int
-		var taskID, status, business, output, site, currentStatus *string
-		var written, current *int
-		if err := rows.Scan(&v.infusionType, &v.infusionID, &v.patient, &v.product, &v.site, &v.infused, &ord,
-			&v.assessment, &v.dead, &v.withdrawn, &v.lost, &v.superseded, &taskID, &status, &business, &output, &written, &current,
-			&site, &currentStatus); err != nil {
-			return nil, err
+		assessed, observations, tasked = nil, nil, nil
+		if err := rows.Scan(&in.infusionType, &in.infusionID, &in.patient, &in.product, &in.site, &in.infused,
+			&in.superseded, &in.dead, &in.withdrawn, &in.lost, &assessed, &observations,
+			&tasked, &ids, &statuses, &business, &outputs, &written, &current, &sites, &currentStatuses); err != nil {
+			return nil, fmt.Errorf("follow-up visits: %w", err)
 		}
-		v.milestone = s.plan.Milestones[ord-1]
-		v.opens = v.infused.AddDate(0, 0, v.milestone.WindowStart)
-		v.closes = v.infused.AddDate(0, 0, v.milestone.WindowEnd)
-		if taskID != nil {
-			v.task = &recorded{id: *taskID, status: *status, businessStatus: *business, output: *output, written: *written, site: *site}
-			if current != nil {
-				v.task.current = *current
+		for _, m := range s.plan.Milestones {
+			v := in
+			v.milestone = m
+			if i := slices.Index(tasked, m.Code); i >= 0 {
+				v.task = &recorded{id: ids[i], status: statuses[i], businessStatus: business[i], output: outputs[i],
+					written: int(written[i]), current: int(current[i]), site: sites[i]}
+				if currentStatuses[i] != nil {
+					v.task.currentStatus = *currentStatuses[i]
+				}
+			} else if !creating || in.infused.AddDate(0, 0, m.WindowStart-s.cfg.LeadDays).After(today) {
+				continue // no Task, and none to make yet
 			}
-			if currentStatus != nil {
-				v.task.currentStatus = *currentStatus
+			if i := slices.Index(assessed, m.Code); i >= 0 {
+				v.assessment = observations[i]
 			}
+			v.opens = v.infused.AddDate(0, 0, m.WindowStart)
+			v.closes = v.infused.AddDate(0, 0, m.WindowEnd)
+			visits = append(visits, &v)
 		}
-		visits = append(visits, v)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("follow-up visits: %w", err)
@@ -654,7 +659,7 @@ func (r *records) write(ctx context.Context, tx pgx.Tx, existing bool, at time.T
 		// Few, and each found by its key: a statement each keeps that lookup certain.
 		for i := range r.taskIDs {
 			batch.Queue(`UPDATE followup_task SET status = $4, business_status = $5, output_id = $6, written_version = $7,
-				site_id = $8, current_status = $9, owner = $10, window_start = $11, window_end = $12
+				current_version = $7, site_id = $8, current_status = $9, owner = $10, window_start = $11, window_end = $12
 				WHERE infusion_type = $1 AND infusion_id = $2 AND milestone = $3`,
 				r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.statuses[i], r.business[i], r.outputs[i], r.versions[i],
 				r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i])
@@ -662,10 +667,10 @@ func (r *records) write(ctx context.Context, tx pgx.Tx, existing bool, at time.T
 	} else if len(r.taskIDs) > 0 {
 		// New Tasks, a slice of them: copied, as their resource rows are (fhir.Store.CopyBatch).
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"followup_task"}, []string{"infusion_type", "infusion_id", "milestone",
-			"task_id", "patient_id", "status", "business_status", "output_id", "written_version", "site_id", "current_status",
-			"owner", "window_start", "window_end"}, pgx.CopyFromSlice(len(r.taskIDs), func(i int) ([]any, error) {
+			"task_id", "patient_id", "status", "business_status", "output_id", "written_version", "current_version",
+			"site_id", "current_status", "owner", "window_start", "window_end"}, pgx.CopyFromSlice(len(r.taskIDs), func(i int) ([]any, error) {
 			return []any{r.infusionTypes[i], r.infusionIDs[i], r.milestones[i], r.taskIDs[i], r.patients[i], r.statuses[i],
-				r.business[i], r.outputs[i], r.versions[i], r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i]}, nil
+				r.business[i], r.outputs[i], r.versions[i], r.versions[i], r.sites[i], r.currentStatuses[i], r.taskOwners[i], r.starts[i], r.ends[i]}, nil
 		})); err != nil {
 			return fmt.Errorf("recording follow-up Tasks: %w", err)
 		}

@@ -82,9 +82,10 @@ func (h *hook) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir.Chang
 // followup_task itself (records.add): the hook need not read them back.
 type recordedKey struct{}
 
-// recordTasks mirrors written Tasks' status, owner and window into their followup_task rows,
-// which is what the work list filters and orders by: a coordinator's change through the FHIR
-// API or the web pages shows at once. A version the scheduler wrote (written_version) is
+// recordTasks mirrors written Tasks' version, status, owner and window into their
+// followup_task rows: the work list filters and orders by them, so a coordinator's change
+// through the FHIR API or the web pages shows at once, and a scheduler run tells a
+// coordinator's version from its own by them. A version the scheduler wrote (written_version) is
 // already recorded, and a Task that is no follow-up visit has no row.
 func recordTasks(ctx context.Context, tx pgx.Tx, changes []fhir.Change) error {
 	if recorded, _ := ctx.Value(recordedKey{}).(bool); recorded {
@@ -108,8 +109,8 @@ func recordTasks(ctx context.Context, tx pgx.Tx, changes []fhir.Change) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, `UPDATE followup_task t SET current_status = nullif(u.status, ''), owner = u.owner,
-			window_start = u.start, window_end = u."end"
+	if _, err := tx.Exec(ctx, `UPDATE followup_task t SET current_version = u.version, current_status = nullif(u.status, ''),
+			owner = u.owner, window_start = u.start, window_end = u."end"
 		FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::date[], $6::date[]) AS u(task_id, version, status, owner, start, "end")
 		WHERE t.task_id = u.task_id AND t.written_version <> u.version`,
 		ids, versions, statuses, owners, starts, ends); err != nil {

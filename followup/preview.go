@@ -60,6 +60,9 @@ type Preview struct {
 // in the real run.
 func (s *Tracker) Preview(ctx context.Context, tx pgx.Tx, at time.Time, each func(Change)) (*Preview, error) {
 	p := &Preview{}
+	if err := planChunk(ctx, tx); err != nil {
+		return nil, err
+	}
 	digests := map[string]*DigestPreview{}
 	digestOf := func(owner string) *DigestPreview {
 		d, ok := digests[owner]
@@ -97,7 +100,7 @@ func (s *Tracker) Preview(ctx context.Context, tx pgx.Tx, at time.Time, each fun
 		if n == 0 {
 			break
 		}
-		visits, err := s.visits(ctx, tx, today, true, byChunk, after[0], after[1], chunk)
+		visits, err := s.visits(ctx, tx, today, true, byChunk, after[0], after[1], s.chunk)
 		if err != nil {
 			return nil, err
 		}
@@ -133,7 +136,7 @@ func (s *Tracker) Preview(ctx context.Context, tx pgx.Tx, at time.Time, each fun
 			p.Summary.count(w.v.status)
 			each(s.change(w, kindOf(w.v.status), w.v.task.currentStatus+" (a coordinator's version)"))
 		}
-		if n < chunk {
+		if n < s.chunk {
 			break
 		}
 		after = last
