@@ -101,13 +101,8 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 	if err != nil {
 		return nil, nil, err
 	}
-	if r.cfg.Location != nil {
-		asOf = asOf.In(r.cfg.Location)
-	}
-	asOfDay := time.Date(asOf.Year(), asOf.Month(), asOf.Day(), 0, 0, 0, 0, time.UTC)
-	milestones := r.cfg.Plan.Milestones
-	tallies := map[string]*groupTally{}
-	categories := &categoryCodes{index: map[string]int{}}
+	asOfDay := r.day(asOf)
+	t := r.newResponseTally(withCohorts)
 	cacheKey := reportKey("response", f, groupBy, date(asOfDay))
 	var version int64
 	var cached *cachedReport
@@ -121,51 +116,21 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 			return err
 		}
 		defer rows.Close()
-		// Courses share a few thousand sets of counted assessments: each is parsed once, its
-		// categories numbered in the order first met.
-		assessed := map[string][]countedAt{}
-		var g, timepoints pgtype.DriverBytes
+		var g, timepoints, reason pgtype.DriverBytes
 		var patient int64
-		var toNow, toDeath, toProgression, toEnd pgtype.Int4
-		var reason pgtype.DriverBytes
-		dest := []any{&g, &patient, &toNow, &toDeath, &toProgression, &toEnd, &reason, &timepoints}
+		var toNow pgtype.Int4
+		var d standingDays
+		dest := []any{&g, &patient, &toNow, &d.toDeath, &d.toProgression, &d.toEnd, &reason, &timepoints}
 		for rows.Next() {
 			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
-			t := tallies[string(g)] // looked up without copying the driver's bytes
-			if t == nil {
-				t = &groupTally{byMilestone: make([]milestoneTally, len(milestones))}
-				tallies[string(g)] = t
-			}
-			t.size++
-			if withCohorts {
-				t.members = append(t.members, patient)
-			}
-			at, ok := assessed[string(timepoints)]
-			if !ok {
-				if at, err = categories.counted(timepoints, milestones); err != nil {
-					return err
-				}
-				assessed[string(timepoints)] = at
-			}
-			d := standingDays{toNow: toNow.Int32, toDeath: toDeath, toProgression: toProgression, toEnd: toEnd}
-			if toEnd.Valid {
+			d.toNow = toNow.Int32
+			if d.toEnd.Valid {
 				d.ended = endedAs(string(reason))
 			}
-			for i, m := range milestones {
-				mt := &t.byMilestone[i]
-				if at[i].counted {
-					mt.standings[standingAssessed]++
-					if c := at[i].category; c >= 0 {
-						if c >= len(mt.categories) {
-							mt.categories = append(mt.categories, make([]int, c+1-len(mt.categories))...)
-						}
-						mt.categories[c]++
-					}
-					continue
-				}
-				mt.standings[d.standing(m)]++
+			if err := t.add(g, patient, d, timepoints); err != nil {
+				return err
 			}
 		}
 		return rows.Err()
@@ -176,20 +141,90 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 	if cached != nil {
 		return cached.report.(*ResponseReport), cached.cohorts, nil
 	}
+	report, published := r.responseReport(t, asOfDay, groupBy)
+	r.reports.add(cacheKey, version, report, published, withCohorts)
+	return report, published, nil
+}
+
+// day is t's calendar date in the configured Location, as a UTC midnight: the day a report
+// is as of.
+func (r *Registry) day(t time.Time) time.Time {
+	if r.cfg.Location != nil {
+		t = t.In(r.cfg.Location)
+	}
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+// responseTally counts the response report's courses as they are read.
+type responseTally struct {
+	milestones  []Milestone
+	withCohorts bool
+	groups      map[string]*groupTally
+	categories  *categoryCodes
+	// assessed is each set of counted assessments met, parsed: courses share a few thousand.
+	assessed map[string][]countedAt
+}
+
+func (r *Registry) newResponseTally(withCohorts bool) *responseTally {
+	return &responseTally{milestones: r.cfg.Plan.Milestones, withCohorts: withCohorts, groups: map[string]*groupTally{},
+		categories: &categoryCodes{index: map[string]int{}}, assessed: map[string][]countedAt{}}
+}
+
+// add counts one course of group g at every milestone: where its timepoints (as text) have
+// an assessment that counts there, as assessed in its category, elsewhere by its standing.
+// g and timepoints may be the driver's bytes: they are not kept.
+func (t *responseTally) add(g []byte, patient int64, d standingDays, timepoints []byte) error {
+	gt := t.groups[string(g)] // looked up without copying the bytes
+	if gt == nil {
+		gt = &groupTally{byMilestone: make([]milestoneTally, len(t.milestones))}
+		t.groups[string(g)] = gt
+	}
+	gt.size++
+	if t.withCohorts {
+		gt.members = append(gt.members, patient)
+	}
+	at, ok := t.assessed[string(timepoints)]
+	if !ok {
+		var err error
+		if at, err = t.categories.counted(timepoints, t.milestones); err != nil {
+			return err
+		}
+		t.assessed[string(timepoints)] = at
+	}
+	for i, m := range t.milestones {
+		mt := &gt.byMilestone[i]
+		if at[i].counted {
+			mt.standings[standingAssessed]++
+			if c := at[i].category; c >= 0 {
+				if c >= len(mt.categories) {
+					mt.categories = append(mt.categories, make([]int, c+1-len(mt.categories))...)
+				}
+				mt.categories[c]++
+			}
+			continue
+		}
+		mt.standings[d.standing(m)]++
+	}
+	return nil
+}
+
+// responseReport is the report of what t counted, as of asOfDay, with the cohort of each
+// group it publishes when t keeps them.
+func (r *Registry) responseReport(t *responseTally, asOfDay time.Time, groupBy string) (*ResponseReport, []cohort) {
 	report := &ResponseReport{AsOf: date(asOfDay), GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []ResponseGroup{}}
 	var published []cohort
-	for g, t := range tallies {
-		n := t.size
+	for g, gt := range t.groups {
+		n := gt.size
 		if r.cfg.MinCell > 1 && n < r.cfg.MinCell {
 			continue
 		}
 		group := ResponseGroup{Group: g, Timepoints: []Timepoint{}}
-		if withCohorts {
-			published = append(published, t.members.sorted())
+		if t.withCohorts {
+			published = append(published, gt.members.sorted())
 		}
 		group.N = r.roundedPtr(&n)
-		for i, m := range milestones {
-			group.Timepoints = append(group.Timepoints, r.timepoint(m, n, t.byMilestone[i].counts(categories.codes)))
+		for i, m := range t.milestones {
+			group.Timepoints = append(group.Timepoints, r.timepoint(m, n, gt.byMilestone[i].counts(t.categories.codes)))
 		}
 		report.Groups = append(report.Groups, group)
 	}
@@ -199,8 +234,7 @@ func (r *Registry) response(ctx context.Context, f Filter, groupBy string, asOf 
 		}
 		return *g.N
 	}, func(g ResponseGroup) string { return g.Group })
-	r.reports.add(cacheKey, version, report, published, withCohorts)
-	return report, published, nil
+	return report, published
 }
 
 // groupTally is what the response report counts of one group as its courses are read.

@@ -185,13 +185,7 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 	if err != nil {
 		return nil, nil, err
 	}
-	// Each course is turned into its observations as it is read, and not kept: what stays is
-	// two small values a course, with nothing for the collector to follow.
-	type groupObservations struct {
-		obs, followUp []stats.Observation
-		members       cohort
-	}
-	byGroup := map[string]*groupObservations{}
+	t := newSurvivalTally(endpoint)
 	key := reportKey("survival", f, groupBy, endpoint)
 	var version int64
 	var cached *cachedReport
@@ -214,18 +208,8 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
-			group := byGroup[string(g)] // looked up without copying the driver's bytes
-			if group == nil {
-				group = &groupObservations{}
-				byGroup[string(g)] = group
-			}
 			cells.into(&c)
-			if o, ok := c.observation(endpoint); ok {
-				group.obs = append(group.obs, o)
-			}
-			os, _ := c.observation(EndpointOS)
-			group.followUp = append(group.followUp, os)
-			group.members = append(group.members, patient)
+			t.add(g, patient, &c)
 		}
 		return rows.Err()
 	})
@@ -235,11 +219,50 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 	if cached != nil {
 		return cached.report.(*SurvivalReport), cached.cohorts, nil
 	}
+	report, published := r.survivalReport(t, groupBy)
+	r.reports.add(key, version, report, published, true)
+	return report, published, nil
+}
 
-	report := &SurvivalReport{Endpoint: endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []SurvivalGroup{}}
+// survivalTally keeps, group by group, each course's observation for the endpoint and for
+// overall survival (the median follow-up's) as it is read, and the patients' hashes: two
+// small values a course, with nothing for the collector to follow.
+type survivalTally struct {
+	endpoint string
+	groups   map[string]*groupObservations
+}
+
+type groupObservations struct {
+	obs, followUp []stats.Observation
+	members       cohort
+}
+
+func newSurvivalTally(endpoint string) *survivalTally {
+	return &survivalTally{endpoint: endpoint, groups: map[string]*groupObservations{}}
+}
+
+// add counts the course c of group g; g may be the driver's bytes and c the scan's cells:
+// neither is kept.
+func (t *survivalTally) add(g []byte, patient int64, c *courseDates) {
+	group := t.groups[string(g)] // looked up without copying the bytes
+	if group == nil {
+		group = &groupObservations{}
+		t.groups[string(g)] = group
+	}
+	if o, ok := c.observation(t.endpoint); ok {
+		group.obs = append(group.obs, o)
+	}
+	os, _ := c.observation(EndpointOS)
+	group.followUp = append(group.followUp, os)
+	group.members = append(group.members, patient)
+}
+
+// survivalReport is the report of what t kept, with the cohort of each group it publishes.
+func (r *Registry) survivalReport(t *survivalTally, groupBy string) (*SurvivalReport, []cohort) {
+	report := &SurvivalReport{Endpoint: t.endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []SurvivalGroup{}}
 	var published []cohort
 	compared := map[string][]stats.Observation{} // the groups shown, for the log-rank test
-	for g, data := range byGroup {
+	for g, data := range t.groups {
 		if r.cfg.MinCell > 1 && len(data.members) < r.cfg.MinCell {
 			continue
 		}
@@ -269,8 +292,7 @@ func (r *Registry) survival(ctx context.Context, f Filter, endpoint, groupBy str
 			report.LogRank = &LogRank{ChiSquare: lr.ChiSquare, DF: lr.DF, P: number(lr.P)}
 		}
 	}
-	r.reports.add(key, version, report, published, true)
-	return report, published, nil
+	return report, published
 }
 
 func number(v float64) *float64 {
