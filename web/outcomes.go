@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/registry"
@@ -68,30 +67,11 @@ func (p *Pages) outcomes(c echo.Context) error {
 	}
 	data := outcomesPage{Query: q, Encoded: template.URL(q.Encode()), Groupings: []string{"disease", "product", "target", "site"},
 		MaxStale: p.d.Registry.MaxStale()}
-	rq := cloneValues(q)
-	rq.Del("endpoint")
-	// The two reports are independent queries of about the same cost: run at once, on two
-	// of the pool's connections, the page waits for the slower rather than for both. They
-	// come as the registry's own structs, not as its JSON decoded again (a fifth of the
-	// page's time at 20,000 patients went to decoding the survival curves).
-	var rep *registry.ResponseReport
-	var surv *registry.SurvivalReport
-	var repErr, survErr error
-	var g errgroup.Group
-	g.Go(func() error {
-		rep, repErr = p.d.Registry.ResponseFor(p.registryContext(c, "/registry/outcomes/response", rq))
-		return nil
-	})
-	g.Go(func() error {
-		surv, survErr = p.d.Registry.SurvivalFor(p.registryContext(c, "/registry/outcomes/survival", q))
-		return nil
-	})
-	_ = g.Wait() // each report's error is kept apart: the response's is the one shown, as before
-	if repErr != nil {
-		return p.errorPage(c, repErr)
-	}
-	if survErr != nil {
-		return p.errorPage(c, survErr)
+	// Both reports come from one pass over the courses (Registry.DashboardFor), as the
+	// registry's own structs, not as its JSON decoded again.
+	rep, surv, err := p.d.Registry.DashboardFor(p.registryContext(c, "/registry/outcomes/survival", q))
+	if err != nil {
+		return p.errorPage(c, err)
 	}
 	data.Report, data.Survival = rep, surv
 	noGroup := cloneValues(q)

@@ -1,0 +1,136 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/labstack/echo/v4"
+)
+
+// dashboardSQL reads every selected course once with what both the response report and the
+// survival report need of it: survivalSQL's columns (dates as days since dayZero) and
+// responseSQL's end of follow-up and counted assessments.
+const dashboardSQL = `, ` + endedCTE + `
+SELECT c.g, ` + patientHashSQL + `, c.infused_on - DATE '2000-01-01', c.death_on - DATE '2000-01-01',
+	c.last_contact_on - DATE '2000-01-01', c.progression_on - DATE '2000-01-01', c.last_progression_free_on - DATE '2000-01-01',
+	c.first_response_on - DATE '2000-01-01', c.next_infused_on - DATE '2000-01-01',
+	e.ended_on - DATE '2000-01-01', e.reason, c.timepoints_text
+FROM course c LEFT JOIN ended e ON e.patient_id = c.patient_id AND e.ended_on >= c.infused_on`
+
+// DashboardFor is the response report and the survival report the outcome dashboard shows for
+// the request c: the parameters of GET /registry/outcomes/survival (the response report
+// takes the same but endpoint), checked as the endpoints check them, and both reports' cohorts
+// passed through the overlap control. Both are computed from one pass over the courses
+// unless both are kept (the report cache), and each is kept as its endpoint would keep it,
+// so that the API and the dashboard's charts are then served from the cache.
+func (r *Registry) DashboardFor(c echo.Context) (*ResponseReport, *SurvivalReport, error) {
+	f, groupBy, err := r.query(c, "endpoint")
+	if err != nil {
+		return nil, nil, err
+	}
+	endpoint := c.QueryParam("endpoint")
+	if endpoint == "" {
+		endpoint = EndpointOS
+	}
+	if endpoint != EndpointOS && endpoint != EndpointPFS && endpoint != EndpointDOR {
+		return nil, nil, badRequest(fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint), "endpoint")
+	}
+	ctx := c.Request().Context()
+	response, responseCohorts, survival, survivalCohorts, err := r.dashboard(ctx, f, groupBy, endpoint, r.now())
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := r.checkOverlap(ctx, append(responseCohorts, survivalCohorts...)); err != nil {
+		return nil, nil, err
+	}
+	return response, survival, nil
+}
+
+// dashboard is the response report as of asOf and the survival report for endpoint, of the
+// same selection and grouping, each with the cohorts of its published groups.
+func (r *Registry) dashboard(ctx context.Context, f Filter, groupBy, endpoint string, asOf time.Time) (
+	*ResponseReport, []cohort, *SurvivalReport, []cohort, error) {
+	with, err := courses(groupBy, f)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	asOfDay := r.day(asOf)
+	today := int32(asOfDay.Sub(dayZero).Hours() / 24)
+	responseKey, survivalKey := reportKey("response", f, groupBy, date(asOfDay)), reportKey("survival", f, groupBy, endpoint)
+	responses, survivals := r.newResponseTally(true), newSurvivalTally(endpoint)
+	var version int64
+	var keptResponse, keptSurvival *cachedReport
+	err = r.analytic(ctx, func(tx pgx.Tx) error {
+		var err error
+		if version, keptResponse, err = r.reports.lookup(ctx, tx, responseKey, true); err != nil {
+			return err
+		}
+		if _, keptSurvival, err = r.reports.lookup(ctx, tx, survivalKey, true); err != nil {
+			return err
+		}
+		if keptResponse != nil && keptSurvival != nil {
+			return nil
+		}
+		rows, err := tx.Query(ctx, with+dashboardSQL, f.args()...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var g, reason, timepoints pgtype.DriverBytes
+		var patient int64
+		var ended pgtype.Int4
+		var c courseDates
+		var cells courseDateCells
+		dest := append(append([]any{&g, &patient}, cells.targets()...), &ended, &reason, &timepoints)
+		for rows.Next() {
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			cells.into(&c)
+			survivals.add(g, patient, &c)
+			if err := responses.add(g, patient, cells.standing(today, ended, reason), timepoints); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("dashboard query: %w", err)
+	}
+	var response *ResponseReport
+	var survival *SurvivalReport
+	var responseCohorts, survivalCohorts []cohort
+	if keptResponse != nil {
+		response, responseCohorts = keptResponse.report.(*ResponseReport), keptResponse.cohorts
+	} else {
+		response, responseCohorts = r.responseReport(responses, asOfDay, groupBy)
+		r.reports.add(responseKey, version, response, responseCohorts, true)
+	}
+	if keptSurvival != nil {
+		survival, survivalCohorts = keptSurvival.report.(*SurvivalReport), keptSurvival.cohorts
+	} else {
+		survival, survivalCohorts = r.survivalReport(survivals, groupBy)
+		r.reports.add(survivalKey, version, survival, survivalCohorts, true)
+	}
+	return response, responseCohorts, survival, survivalCohorts, nil
+}
+
+// standing is the course's standingDays as of the day numbered today, from its cells and
+// the day number its follow-up ended (with the reason), if it did.
+func (d *courseDateCells) standing(today int32, ended pgtype.Int4, reason []byte) standingDays {
+	infused := d.infused.Int32
+	since := func(day pgtype.Int4) pgtype.Int4 {
+		if !day.Valid {
+			return day
+		}
+		return pgtype.Int4{Int32: day.Int32 - infused, Valid: true}
+	}
+	s := standingDays{toNow: today - infused, toDeath: since(d.dates[0]), toProgression: since(d.dates[2]), toEnd: since(ended)}
+	if ended.Valid {
+		s.ended = endedAs(string(reason))
+	}
+	return s
+}
