@@ -23,48 +23,62 @@ type LogRank struct {
 // expected events take no part in the statistic (survdiff drops them too); one of the rest
 // is left out of the quadratic form, whose degrees of freedom are their number minus one.
 func LogRankTest(groups [][]Observation) LogRank {
-	type record struct {
-		time  float64
-		event bool
-		group int
-	}
-	var all []record
-	for g, obs := range groups {
-		for _, o := range obs {
-			if !math.IsNaN(o.Time) {
-				all = append(all, record{o.Time, o.Event, g})
-			}
-		}
-	}
-	// The order within a time does not matter: its events and departures are summed as one.
-	slices.SortFunc(all, func(a, b record) int {
-		switch {
-		case a.time < b.time:
-			return -1
-		case a.time > b.time:
-			return 1
-		}
-		return 0
-	})
+	// Each group's event and censoring times, sorted as plain numbers, are walked together
+	// time by time: sorting the pooled observations as structs was most of the test's time.
 	k := len(groups)
+	type times struct {
+		events, censors []float64
+		e, c            int // the next of each not yet passed
+	}
+	byGroup := make([]times, k)
 	res := LogRank{Observed: make([]float64, k), Expected: make([]float64, k), P: math.NaN()}
 	v := mat.NewSymDense(max(k, 1), nil)
 	atRisk := make([]float64, k)
-	for _, r := range all {
-		atRisk[r.group]++
+	total := 0.0
+	for g, obs := range groups {
+		gt := &byGroup[g]
+		for _, o := range obs {
+			switch {
+			case math.IsNaN(o.Time):
+			case o.Event:
+				gt.events = append(gt.events, o.Time)
+			default:
+				gt.censors = append(gt.censors, o.Time)
+			}
+		}
+		slices.Sort(gt.events)
+		slices.Sort(gt.censors)
+		atRisk[g] = float64(len(gt.events) + len(gt.censors))
+		total += atRisk[g]
 	}
-	total := float64(len(all))
-	died := make([]float64, k)
-	for i := 0; i < len(all); {
-		j := i
+	died, leaving := make([]float64, k), make([]float64, k)
+	for {
+		// The next time any group has an event or a censoring at.
+		t, found := math.Inf(1), false
+		for g := range byGroup {
+			gt := &byGroup[g]
+			if gt.e < len(gt.events) && (!found || gt.events[gt.e] < t) {
+				t, found = gt.events[gt.e], true
+			}
+			if gt.c < len(gt.censors) && (!found || gt.censors[gt.c] < t) {
+				t, found = gt.censors[gt.c], true
+			}
+		}
+		if !found {
+			break
+		}
 		clear(died)
-		leaving := make([]float64, k)
+		clear(leaving)
 		events := 0.0
-		for ; j < len(all) && all[j].time == all[i].time; j++ {
-			leaving[all[j].group]++
-			if all[j].event {
-				died[all[j].group]++
+		for g := range byGroup {
+			gt := &byGroup[g]
+			for ; gt.e < len(gt.events) && gt.events[gt.e] == t; gt.e++ {
+				died[g]++
+				leaving[g]++
 				events++
+			}
+			for ; gt.c < len(gt.censors) && gt.censors[gt.c] == t; gt.c++ {
+				leaving[g]++
 			}
 		}
 		if events > 0 {
@@ -89,7 +103,6 @@ func LogRankTest(groups [][]Observation) LogRank {
 			atRisk[g] -= leaving[g]
 			total -= leaving[g]
 		}
-		i = j
 	}
 	var kept []int
 	for g := range k {

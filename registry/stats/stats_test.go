@@ -551,3 +551,20 @@ func BenchmarkKaplanMeier100k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLogRank100k compares 21 groups of 100,000 observations in all, as a survival report
+// of a large registry grouped by product does.
+func BenchmarkLogRank100k(b *testing.B) {
+	r := rand.New(rand.NewPCG(100, 1))
+	groups := make([][]Observation, 21)
+	for i := range 100_000 {
+		g := i % len(groups)
+		groups[g] = append(groups[g], Observation{Time: math.Round(r.ExpFloat64() * float64(300+20*g)), Event: r.Float64() < 0.6})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if lr := LogRankTest(groups); lr.DF != len(groups)-1 {
+			b.Fatalf("df %d", lr.DF)
+		}
+	}
+}
