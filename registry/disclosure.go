@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -183,9 +184,14 @@ func (r *Registry) checkOverlap(ctx context.Context, groups []cohort) error {
 	}
 	now := r.now()
 	minCell := r.cfg.MinCell
-	digests := make([][]byte, len(groups))
-	for i, g := range groups {
-		digests[i] = g.digest()
+	// Each distinct set once: the dashboard's two reports publish the same groups' patients.
+	var digests [][]byte
+	var sets []cohort
+	for _, g := range groups {
+		d := g.digest()
+		if !slices.ContainsFunc(digests, func(e []byte) bool { return string(e) == string(d) }) {
+			digests, sets = append(digests, d), append(sets, g)
+		}
 	}
 	var refused error
 	err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
@@ -195,7 +201,9 @@ func (r *Registry) checkOverlap(ctx context.Context, groups []cohort) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM registry_query_cohort WHERE asked_at < $1`, now.Add(-r.cfg.OverlapWindow)); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT digest FROM registry_query_cohort WHERE principal = $1 AND digest = ANY($2::bytea[])`, who, digests)
+		// The sets asked before only have their time moved, all at once, and are not sent again.
+		rows, err := tx.Query(ctx, `UPDATE registry_query_cohort SET asked_at = $3 WHERE principal = $1 AND digest = ANY($2::bytea[])
+			RETURNING digest`, who, digests, now)
 		if err != nil {
 			return err
 		}
@@ -206,7 +214,8 @@ func (r *Registry) checkOverlap(ctx context.Context, groups []cohort) error {
 		if err != nil {
 			return err
 		}
-		for i, g := range groups {
+		var fresh pgx.Batch
+		for i, g := range sets {
 			if slices.Contains(known, string(digests[i])) {
 				continue
 			}
@@ -234,31 +243,27 @@ func (r *Registry) checkOverlap(ctx context.Context, groups []cohort) error {
 				return err
 			}
 			if refused != nil {
-				return nil // nothing recorded: nothing was answered
+				return errRefused // nothing recorded, not even the times moved: nothing was answered
 			}
+			fresh.Queue(`INSERT INTO registry_query_cohort (principal, digest, size, patients, asked_at)
+				VALUES ($1, $2, $3, $4, $5)`, who, digests[i], len(g), []int64(g), now)
 		}
-		for i, g := range groups {
-			// A set asked before only has its time moved: it is not sent again.
-			if slices.Contains(known, string(digests[i])) {
-				if _, err := tx.Exec(ctx, `UPDATE registry_query_cohort SET asked_at = $3 WHERE principal = $1 AND digest = $2`,
-					who, digests[i], now); err != nil {
-					return err
-				}
-				continue
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO registry_query_cohort (principal, digest, size, patients, asked_at)
-				VALUES ($1, $2, $3, $4, $5)`, who, digests[i], len(g), []int64(g), now); err != nil {
-				return err
-			}
-			known = append(known, string(digests[i])) // two groups of one query with the same patients are one cohort
+		if fresh.Len() > 0 {
+			return tx.SendBatch(ctx, &fresh).Close()
 		}
 		return nil
 	})
+	if errors.Is(err, errRefused) {
+		return refused
+	}
 	if err != nil {
 		return fmt.Errorf("outcome query cohorts: %w", err)
 	}
 	return refused
 }
+
+// errRefused rolls back a checkOverlap that refuses the query.
+var errRefused = errors.New("refused by the overlap control")
 
 func itoa(n int) string {
 	return strconv.Itoa(n)
