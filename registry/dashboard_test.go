@@ -2,27 +2,65 @@ package registry_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/cartreg/cartreg/auth"
+	"github.com/cartreg/cartreg/fhir"
 	"github.com/cartreg/cartreg/registry"
 )
 
 // dashboardFor asks reg for the dashboard's two reports with the query string query.
 func dashboardFor(t *testing.T, reg *registry.Registry, query string) (*registry.ResponseReport, *registry.SurvivalReport) {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodGet, "/registry/outcomes/survival?"+query, nil)
-	response, survival, err := reg.DashboardFor(echo.New().NewContext(req, httptest.NewRecorder()))
+	response, survival, err := dashboardAs(reg, nil, query)
 	if err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return response, survival
+}
+
+// dashboardAs is dashboardFor as the principal p (nil: none), with the error.
+func dashboardAs(reg *registry.Registry, p *auth.Principal, query string) (*registry.ResponseReport, *registry.SurvivalReport, error) {
+	req := httptest.NewRequest(http.MethodGet, "/registry/outcomes/survival?"+query, nil)
+	if p != nil {
+		req = req.WithContext(auth.WithPrincipal(req.Context(), p))
+	}
+	return reg.DashboardFor(echo.New().NewContext(req, httptest.NewRecorder()))
+}
+
+// The dashboard's cohorts go through the overlap control as the endpoints' do: a dashboard
+// one patient away from one the same person saw is refused, and leaves nothing recorded.
+func TestTheDashboardIsUnderTheOverlapControl(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t, served)
+	for i := 0; i < 10; i++ {
+		enrol(t, tr, "Riverside", fmt.Sprintf("2024-01-%02d", 2+i), []int{0, 300, 0, 0, 500, 0, 0, 0, 900, 0}[i])
+	}
+	enrol(t, tr, "Riverside", "2024-02-10", 637)
+	who := auth.Operator("dashboard")
+	if _, _, err := dashboardAs(tr.reg, who, "infused_to=2024-01"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"infused_to=2024-02", "infused_to=2024-02&endpoint=pfs&group_by=site"} {
+		_, _, err := dashboardAs(tr.reg, who, q)
+		var o *fhir.Outcome
+		if !errors.As(err, &o) || o.Status != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "CARTREG_OUTCOMES_OVERLAP_WINDOW") {
+			t.Errorf("%s, one patient more than a dashboard seen: %v", q, err)
+		}
+	}
+	if _, _, err := dashboardAs(tr.reg, who, "infused_to=2024-01&group_by=disease"); err != nil {
+		t.Errorf("the same patients again: %v", err)
+	}
 }
 
 // The dashboard's two reports, read in one pass over the courses, are the response and
