@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cartreg/cartreg/registry/stats"
 )
@@ -260,16 +262,32 @@ func (t *survivalTally) add(g []byte, patient int64, c *courseDates) {
 // survivalReport is the report of what t kept, with the cohort of each group it publishes.
 func (r *Registry) survivalReport(t *survivalTally, groupBy string) (*SurvivalReport, []cohort) {
 	report := &SurvivalReport{Endpoint: t.endpoint, GroupBy: groupBy, MinCell: r.cfg.MinCell, RoundTo: max(r.cfg.RoundTo, 1), Groups: []SurvivalGroup{}}
-	var published []cohort
-	compared := map[string][]stats.Observation{} // the groups shown, for the log-rank test
+	var names []string
 	for g, data := range t.groups {
-		if r.cfg.MinCell > 1 && len(data.members) < r.cfg.MinCell {
-			continue
+		if r.cfg.MinCell <= 1 || len(data.members) >= r.cfg.MinCell {
+			names = append(names, g)
 		}
-		published = append(published, data.members.sorted())
-		group := r.survivalGroup(g, data.obs, data.followUp)
+	}
+	// Each group's curves on a core of its own: once the scan is over, PostgreSQL leaves
+	// the machine to them, and a report by product has twenty of them.
+	groups := make([]SurvivalGroup, len(names))
+	published := make([]cohort, len(names))
+	var work errgroup.Group
+	work.SetLimit(runtime.GOMAXPROCS(0))
+	for i, g := range names {
+		work.Go(func() error {
+			data := t.groups[g]
+			published[i] = data.members.sorted()
+			groups[i] = r.survivalGroup(g, data.obs, data.followUp)
+			return nil
+		})
+	}
+	_ = work.Wait() // the goroutines return no error
+
+	compared := map[string][]stats.Observation{} // the groups shown, for the log-rank test
+	for i, group := range groups {
 		if group.N != nil && *group.N > 0 {
-			compared[g] = data.obs
+			compared[names[i]] = t.groups[names[i]].obs
 		}
 		report.Groups = append(report.Groups, group)
 	}
