@@ -15,9 +15,7 @@ import (
 // survival report need of it: survivalSQL's columns (dates as days since dayZero) and
 // responseSQL's end of follow-up and counted assessments.
 const dashboardSQL = `, ` + endedCTE + `
-SELECT c.g, ` + patientHashSQL + `, c.infused_on - DATE '2000-01-01', c.death_on - DATE '2000-01-01',
-	c.last_contact_on - DATE '2000-01-01', c.progression_on - DATE '2000-01-01', c.last_progression_free_on - DATE '2000-01-01',
-	c.first_response_on - DATE '2000-01-01', c.next_infused_on - DATE '2000-01-01',
+SELECT ` + survivalColumns + `,
 	e.ended_on - DATE '2000-01-01', e.reason, c.timepoints_text
 FROM course c LEFT JOIN ended e ON e.patient_id = c.patient_id AND e.ended_on >= c.infused_on`
 
@@ -28,16 +26,9 @@ FROM course c LEFT JOIN ended e ON e.patient_id = c.patient_id AND e.ended_on >=
 // unless both are kept (the report cache), and each is kept as its endpoint would keep it,
 // so that the API and the dashboard's charts are then served from the cache.
 func (r *Registry) DashboardFor(c echo.Context) (*ResponseReport, *SurvivalReport, error) {
-	f, groupBy, err := r.query(c, "endpoint")
+	f, groupBy, endpoint, err := r.survivalQuery(c)
 	if err != nil {
 		return nil, nil, err
-	}
-	endpoint := c.QueryParam("endpoint")
-	if endpoint == "" {
-		endpoint = EndpointOS
-	}
-	if endpoint != EndpointOS && endpoint != EndpointPFS && endpoint != EndpointDOR {
-		return nil, nil, badRequest(fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint), "endpoint")
 	}
 	ctx := c.Request().Context()
 	response, responseCohorts, survival, survivalCohorts, err := r.dashboard(ctx, f, groupBy, endpoint, r.now())

@@ -349,16 +349,9 @@ func (r *Registry) getSurvival(c echo.Context) error {
 }
 
 func (r *Registry) survivalFor(c echo.Context) (*SurvivalReport, error) {
-	f, groupBy, err := r.query(c, "endpoint")
+	f, groupBy, endpoint, err := r.survivalQuery(c)
 	if err != nil {
 		return nil, err
-	}
-	endpoint := c.QueryParam("endpoint")
-	if endpoint == "" {
-		endpoint = EndpointOS
-	}
-	if endpoint != EndpointOS && endpoint != EndpointPFS && endpoint != EndpointDOR {
-		return nil, badRequest(fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint), "endpoint")
 	}
 	report, groups, err := r.survival(c.Request().Context(), f, endpoint, groupBy)
 	if err != nil {
@@ -368,6 +361,22 @@ func (r *Registry) survivalFor(c echo.Context) (*SurvivalReport, error) {
 		return nil, err
 	}
 	return report, nil
+}
+
+// survivalQuery is the survival endpoint's parameters of c: the filter, the grouping and
+// the endpoint (os when none), each checked.
+func (r *Registry) survivalQuery(c echo.Context) (f Filter, groupBy, endpoint string, err error) {
+	if f, groupBy, err = r.query(c, "endpoint"); err != nil {
+		return f, "", "", err
+	}
+	endpoint = c.QueryParam("endpoint")
+	if endpoint == "" {
+		endpoint = EndpointOS
+	}
+	if endpoint != EndpointOS && endpoint != EndpointPFS && endpoint != EndpointDOR {
+		return f, "", "", badRequest(fmt.Errorf("endpoint=%s: want os, pfs or dor", endpoint), "endpoint")
+	}
+	return f, groupBy, endpoint, nil
 }
 
 // ResponseFor is the report GET /registry/outcomes/response answers the request c with,

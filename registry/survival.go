@@ -82,10 +82,14 @@ type LogRank struct {
 // time.Time normalises a calendar date, a tenth of the report's time in Go, where a day
 // number is an integer the report adds to dayZero.
 const survivalSQL = `
-SELECT c.g, ` + patientHashSQL + `, c.infused_on - DATE '2000-01-01', c.death_on - DATE '2000-01-01',
-	c.last_contact_on - DATE '2000-01-01', c.progression_on - DATE '2000-01-01', c.last_progression_free_on - DATE '2000-01-01',
-	c.first_response_on - DATE '2000-01-01', c.next_infused_on - DATE '2000-01-01'
+SELECT ` + survivalColumns + `
 FROM course c`
+
+// survivalColumns are what survival reads of a course c: its group, the patient's hash and
+// the dates as day numbers, in courseDateCells' order.
+const survivalColumns = `c.g, ` + patientHashSQL + `, c.infused_on - DATE '2000-01-01', c.death_on - DATE '2000-01-01',
+	c.last_contact_on - DATE '2000-01-01', c.progression_on - DATE '2000-01-01', c.last_progression_free_on - DATE '2000-01-01',
+	c.first_response_on - DATE '2000-01-01', c.next_infused_on - DATE '2000-01-01'`
 
 // dayZero is the day survivalSQL counts days from.
 var dayZero = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
