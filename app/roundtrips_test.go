@@ -48,17 +48,9 @@ func (r *roundTrips) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, d pgx.
 }
 func (r *roundTrips) TraceCopyFromEnd(context.Context, *pgx.Conn, pgx.TraceCopyFromEndData) {}
 
-// maxWriteRoundTrips is what a transaction Bundle of new resources may cost in round trips to
-// PostgreSQL, whatever its size: each is a wait of both processes. A new Patient with no
-// registry facts costs the registry's projection one (its row), not the three of reading and
-// re-deriving the patient's facts; references to what the Bundle wrote are not looked up; and
-// the follow-up hook none, since neither a new Patient nor a new Observation that is no
-// remission assessment can concern a Task.
-const maxWriteRoundTrips = 6
-
-// A transaction Bundle costs the same round trips with one Observation as with twenty: its
-// writes are batched per table and per step, never sent one resource at a time.
-func TestATransactionsRoundTripsDoNotGrowWithItsSize(t *testing.T) {
+// tracedHarness is cartreg on a pool whose connections report what they send to trace.
+func tracedHarness(t *testing.T) (*apptest.Harness, *roundTrips) {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabaseURL(t))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +62,33 @@ func TestATransactionsRoundTripsDoNotGrowWithItsSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	h := apptest.New(t, apptest.WithDatabase(pool))
+	return apptest.New(t, apptest.WithDatabase(pool)), trace
+}
+
+// during is what the connections sent while do ran.
+func (r *roundTrips) during(do func()) []string {
+	r.mu.Lock()
+	r.on, r.sent = true, nil
+	r.mu.Unlock()
+	do()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.on = false
+	return r.sent
+}
+
+// maxWriteRoundTrips is what a transaction Bundle of new resources may cost in round trips to
+// PostgreSQL, whatever its size: each is a wait of both processes. A new Patient with no
+// registry facts costs the registry's projection one (its row), not the three of reading and
+// re-deriving the patient's facts; references to what the Bundle wrote are not looked up; and
+// the follow-up hook none, since neither a new Patient nor a new Observation that is no
+// remission assessment can concern a Task.
+const maxWriteRoundTrips = 6
+
+// A transaction Bundle costs the same round trips with one Observation as with twenty: its
+// writes are batched per table and per step, never sent one resource at a time.
+func TestATransactionsRoundTripsDoNotGrowWithItsSize(t *testing.T) {
+	h, trace := tracedHarness(t)
 
 	bundle := func(n, observations int) string {
 		patient := fmt.Sprintf("urn:uuid:00000000-0000-4000-8000-%012d", n)
@@ -88,14 +106,7 @@ func TestATransactionsRoundTripsDoNotGrowWithItsSize(t *testing.T) {
 	}
 	sent := func(n, observations int) []string {
 		t.Helper()
-		trace.mu.Lock()
-		trace.on, trace.sent = true, nil
-		trace.mu.Unlock()
-		h.Expect(200, "POST", "/fhir/", []byte(bundle(n, observations)))
-		trace.mu.Lock()
-		defer trace.mu.Unlock()
-		trace.on = false
-		return trace.sent
+		return trace.during(func() { h.Expect(200, "POST", "/fhir/", []byte(bundle(n, observations))) })
 	}
 	sent(0, 1) // the first write of a connection prepares its statements
 	small, large := sent(1, 1), sent(2, 20)
@@ -112,31 +123,14 @@ func TestATransactionsRoundTripsDoNotGrowWithItsSize(t *testing.T) {
 const maxSearchRoundTrips = 3
 
 func TestASearchIsThreeRoundTrips(t *testing.T) {
-	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabaseURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	trace := &roundTrips{}
-	cfg.ConnConfig.Tracer = trace
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	h := apptest.New(t, apptest.WithDatabase(pool))
+	h, trace := tracedHarness(t)
 	h.Expect(201, "POST", "/fhir/Patient", []byte(`{"resourceType":"Patient","name":[{"family":"Trip"}],"birthDate":"1960-01-02"}`))
 	search := func() []string {
 		t.Helper()
-		trace.mu.Lock()
-		trace.on, trace.sent = true, nil
-		trace.mu.Unlock()
-		h.Expect(200, "GET", "/fhir/Patient?name=trip&birthdate=1960-01-02", nil)
-		trace.mu.Lock()
-		defer trace.mu.Unlock()
-		trace.on = false
+		sent := trace.during(func() { h.Expect(200, "GET", "/fhir/Patient?name=trip&birthdate=1960-01-02", nil) })
 		// The audit trail's record of the search is written in the background, in batches
 		// of many requests' records: not the search's own round trip.
-		return slices.DeleteFunc(trace.sent, func(s string) bool { return strings.Contains(s, "audit_event") })
+		return slices.DeleteFunc(sent, func(s string) bool { return strings.Contains(s, "audit_event") })
 	}
 	search() // the first search of a connection prepares its statements
 	if sent := search(); len(sent) > maxSearchRoundTrips {
