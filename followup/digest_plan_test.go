@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/cartreg/cartreg/followup"
-	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/registry/synth"
 )
 
@@ -26,27 +23,9 @@ func TestFirstRunDigestsReadEachTaskByItsKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabaseURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 1 // one backend, whose block counts the test reads after each step
-	db, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	store, reg := loadCohort(t, db, cohort, asOf)
 	// Statistics from before the run, kept so: autovacuum would otherwise analyse the tables
 	// whenever it came by.
-	for _, table := range []string{"resource", "resource_version", "followup_task", "followup_notice"} {
-		if _, err := db.Exec(ctx, `ALTER TABLE `+table+` SET (autovacuum_enabled = off)`); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Exec(ctx, `VACUUM ANALYZE`); err != nil {
-		t.Fatal(err)
-	}
+	db, store, reg := planTestDatabase(t, cohort, asOf, nil, "resource", "resource_version", "followup_task", "followup_notice")
 	// One coordinator for every site: one owner's digest of every notice, where reading every
 	// Task for each of them costs most.
 	owners := map[string]string{}
@@ -65,19 +44,7 @@ func TestFirstRunDigestsReadEachTaskByItsKey(t *testing.T) {
 		t.Fatalf("%d notices after the first run: too few to tell a lookup by key from a scan", notices)
 	}
 
-	// The backend's counts reach pg_stat_database when it flushes them, which the first
-	// statement forces at its end.
-	blocks := func() int64 {
-		t.Helper()
-		if _, err := db.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
-			t.Fatal(err)
-		}
-		var n int64
-		if err := db.QueryRow(ctx, `SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	blocks := func() int64 { return blocksTouched(t, db) }
 	before := blocks()
 	queued, err := planner.Digests(ctx, asOf, followup.DigestConfig{Webhook: "http://127.0.0.1:9/digests"})
 	if err != nil {

@@ -5,10 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/cartreg/cartreg/followup"
-	"github.com/cartreg/cartreg/postgres/pgtest"
 	"github.com/cartreg/cartreg/registry/synth"
 )
 
@@ -31,28 +28,9 @@ func TestADailyRunReadsEachInfusionsRowsByKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabaseURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MaxConns = 1 // one backend, whose counts the test reads after each step
-	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
-	db, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	store, reg := loadCohort(t, db, cohort, asOf)
 	tables := []string{"registry_patient", "registry_infusion", "registry_assessment", "followup_task",
 		"followup_withdrawal", "resource", "resource_version"}
-	for _, table := range tables {
-		if _, err := db.Exec(ctx, `ALTER TABLE `+table+` SET (autovacuum_enabled = off)`); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Exec(ctx, `VACUUM ANALYZE`); err != nil {
-		t.Fatal(err)
-	}
+	db, store, reg := planTestDatabase(t, cohort, asOf, map[string]string{"plan_cache_mode": "force_generic_plan"}, tables...)
 	planner := followup.New(followup.Config{LeadDays: 14}, store, reg.Plan())
 	followup.SetChunk(planner, 100) // ten chunks
 	if _, err := planner.Run(ctx, asOf); err != nil {
@@ -78,17 +56,10 @@ func TestADailyRunReadsEachInfusionsRowsByKey(t *testing.T) {
 		blocks  int64
 		seqRead map[string]int64 // by table, the rows read by sequential scans
 	}
-	// The backend's counts reach the statistics views when it flushes them, which the first
-	// statement forces at its end.
+	// blocksTouched flushes the backend's counts to the statistics views first.
 	read := func() counts {
 		t.Helper()
-		if _, err := db.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
-			t.Fatal(err)
-		}
-		c := counts{seqRead: map[string]int64{}}
-		if err := db.QueryRow(ctx, `SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()`).Scan(&c.blocks); err != nil {
-			t.Fatal(err)
-		}
+		c := counts{blocks: blocksTouched(t, db), seqRead: map[string]int64{}}
 		rows, err := db.Query(ctx, `SELECT relname, coalesce(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relname = ANY($1)`, tables)
 		if err != nil {
 			t.Fatal(err)
