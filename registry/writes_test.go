@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/cartreg/cartreg/registry"
 )
 
@@ -32,17 +34,13 @@ func logWrites(t *testing.T, tr *testRegistry) func() map[string]int {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer rows.Close()
-		writes := map[string]int{}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			writes[id]++
-		}
-		if err := rows.Err(); err != nil {
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
 			t.Fatal(err)
+		}
+		writes := map[string]int{}
+		for _, id := range ids {
+			writes[id]++
 		}
 		return writes
 	}
