@@ -523,6 +523,10 @@ UNION ALL
 SELECT k.resource_id, k.value, false FROM ` + fhir.TokenIndexRelation + ` k
 	WHERE k.resource_type = 'Patient' AND k.resource_id = ANY($1::text[]) AND k.code = 'identifier'`
 
+// searchLookups is how many of a bounded search's words are looked up in the index, longest
+// first, to find one narrow enough; the others are only checked against what it found.
+const searchLookups = 3
+
 // SearchTooBroadError is a work-list search each of whose words begins the names or
 // identifiers of more patients than Query.SearchMax: the person is asked to type more of it.
 type SearchTooBroadError struct {
@@ -560,9 +564,10 @@ func (w searchWord) matchesIdentifier(value string) bool {
 // the registry's size. searched is false for a search with no word to look for, which
 // selects everyone.
 //
-// The words are tried in turn until one finds at most max patients (every word, with max
-// 0); the patients it found are then checked against the other words one by one. When every
-// word finds more than max, the search is too broad: a *SearchTooBroadError.
+// The words are tried in turn, longest first, until one finds at most max patients (every
+// word, with max 0; at most searchLookups of them otherwise); the patients it found are then
+// checked against the other words one by one. When none of those tried finds max or fewer,
+// the search is too broad: a *SearchTooBroadError.
 func searchPatients(ctx context.Context, db fhir.DBTX, search string, max int) (ids []string, searched bool, err error) {
 	var words []searchWord
 	for _, raw := range strings.Fields(search) {
@@ -584,6 +589,9 @@ func searchPatients(ctx context.Context, db fhir.DBTX, search string, max int) (
 	slices.SortStableFunc(words, func(a, b searchWord) int { return len(b.name) - len(a.name) })
 	first := -1
 	for i, w := range words {
+		if max > 0 && i == searchLookups {
+			break // a search of many broad words costs no more than searchLookups reads
+		}
 		found, broad, err := patientsOfWord(ctx, db, w, max)
 		if err != nil {
 			return nil, true, err

@@ -200,6 +200,13 @@ func TestWorklistPagesAndSearch(t *testing.T) {
 	if !errors.As(err, &broad) || broad.Max != 6 || !strings.Contains(err.Error(), "more than 6 patients") {
 		t.Errorf("a search broader than its bound: %v", err)
 	}
+	// Only the three longest words are looked up: a fourth, narrow one behind three broad
+	// ones does not make a search of hundreds of words read the index hundreds of times.
+	_, err = c.planner.Worklist(c.db, func() time.Time { return c.now }).List(context.Background(),
+		followup.Query{Search: "mrn-000 mrn-00 mrn-0 lovel", SearchMax: 2})
+	if !errors.As(err, &broad) {
+		t.Errorf("a narrow word behind three broad ones: %v", err)
+	}
 	if rep := list(followup.Query{Urgency: followup.Due, Within: followup.WithinLeadTime}); rep.Counts[followup.Overdue] != 3 || rep.Counts[followup.Upcoming] != 2 {
 		t.Errorf("counts under an urgency filter: %v", rep.Counts)
 	}
