@@ -213,7 +213,7 @@ func (s *Tracker) Tally(ctx context.Context, db fhir.DBTX, at time.Time) (Tally,
 		ON r.resource_type = 'Task' AND r.resource_id = t.task_id`).Scan(&t.Tasks); err != nil {
 		return t, fmt.Errorf("counting follow-up Tasks: %w", err)
 	}
-	rep, err := s.Worklist(db, func() time.Time { return at }).List(ctx, Query{Within: maxWithin})
+	rep, err := s.Worklist(db, func() time.Time { return at }).Count(ctx, Query{Within: maxWithin})
 	if err != nil {
 		return t, err
 	}

@@ -1,10 +1,13 @@
 package followup_test
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cartreg/cartreg/followup"
 )
@@ -59,9 +62,19 @@ func TestWorklistByUrgencyIsTheSiteList(t *testing.T) {
 		all := list(q)
 		q.Sites = bothSites
 		bySite := list(q)
-		q.Sites = nil
 		if render(all) != render(bySite) {
 			t.Errorf("%+v: every site's list\n%s\nwant the two sites' list\n%s", q, render(all), render(bySite))
+		}
+		// Count is the list's counts, through either statement, without its rows.
+		for _, sites := range [][]string{nil, bothSites} {
+			q.Sites = sites
+			counted, err := c.planner.Worklist(c.db, func() time.Time { return c.now }).Count(context.Background(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(counted.Items) > 0 || !maps.Equal(counted.Counts, all.Counts) || counted.Total != all.Total {
+				t.Errorf("%+v: counted\n%s\nwant the list's counts\n%s", q, render(counted), render(all))
+			}
 		}
 	}
 }
