@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 )
 
@@ -140,8 +139,8 @@ func (a *API) history(c echo.Context) error {
 	var entries []HistoryEntry
 	var more bool
 	ctx := c.Request().Context()
-	err = a.search.readLimited(ctx, func(tx pgx.Tx) error {
-		entries, more, err = a.store.History(ctx, tx, hq)
+	err = a.search.readLimited(ctx, func(db Querier) error {
+		entries, more, err = a.store.History(ctx, db, hq)
 		return err
 	})
 	if err != nil {

@@ -87,8 +87,8 @@ func (a *API) everything(c echo.Context) error {
 	base := a.baseURL(c)
 	memberTypes, memberParams := everythingMembers()
 	var versions []*Version
-	err = a.search.readLimited(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, everythingQuery, pgx.QueryExecModeExec,
+	err = a.search.readLimited(ctx, func(db Querier) error {
+		rows, err := db.Query(ctx, everythingQuery, pgx.QueryExecModeExec,
 			patientID, base+"/", types, since, after[0], after[1], count+1, memberTypes, memberParams)
 		if err == nil {
 			versions, err = pgx.CollectRows(rows, scanVersion)

@@ -24,7 +24,7 @@ type HistoryEntry struct {
 }
 
 // History lists versions newest first, one page of at most q.Count, and whether more follow.
-func (s *Store) History(ctx context.Context, q DBTX, hq HistoryQuery) (entries []HistoryEntry, more bool, err error) {
+func (s *Store) History(ctx context.Context, q Querier, hq HistoryQuery) (entries []HistoryEntry, more bool, err error) {
 	args := []any{hq.Type, hq.ID, nullTime(hq.Since), hq.Before, hq.Count + 1, nullTime(hq.AtLow), nullTime(hq.AtHigh)}
 	rows, err := q.Query(ctx, `
 		SELECT v.seq, v.resource_type, v.resource_id, v.version_id, v.last_updated, v.body

@@ -240,7 +240,7 @@ func (s *Searcher) pageQuery(types []string, q *searchQuery) (sqlText string, ar
 }
 
 // run executes a parsed search for one page.
-func (s *Searcher) run(ctx context.Context, db DBTX, types []string, q *searchQuery) (*page, error) {
+func (s *Searcher) run(ctx context.Context, db Querier, types []string, q *searchQuery) (*page, error) {
 	sqlText, args, cols, at, err := s.pageQuery(types, q)
 	if err != nil {
 		return nil, err
@@ -310,36 +310,30 @@ func (s *Searcher) run(ctx context.Context, db DBTX, types []string, q *searchQu
 	return p, nil
 }
 
-// runLimited runs a search and its includes in one read-only transaction whose statements
-// may each take at most the Timeout limit: a search that runs out is a 422 naming it, and
+// runLimited runs a search and its includes read-only, each statement taking at most the
+// Timeout limit: a search that runs out is a 422 naming it, and
 // PostgreSQL stops working on it, where a cancelled HTTP request alone would leave the
 // statement running.
 func (s *Searcher) runLimited(ctx context.Context, q *searchQuery, types []string) (*page, error) {
 	var p *page
-	err := s.readLimited(ctx, func(tx pgx.Tx) error {
+	err := s.readLimited(ctx, func(db Querier) error {
 		var err error
-		if p, err = s.run(ctx, tx, types, q); err != nil {
+		if p, err = s.run(ctx, db, types, q); err != nil {
 			return err
 		}
 		if q.summary != "count" {
-			p.included, err = s.include(ctx, tx, q, p.matches)
+			p.included, err = s.include(ctx, db, q, p.matches)
 		}
 		return err
 	})
 	return p, err
 }
 
-// readLimited runs fn in a read-only transaction whose statements may each take at most
-// the Timeout limit, as searches, histories and $everything do; a statement that runs out
-// is a 422 naming the limit.
-func (s *Searcher) readLimited(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	// The limit is set in the round trip that begins the transaction, as beginOptions does
-	// for writes: a search by one parameter is otherwise four round trips, this one of them.
-	begin := pgx.TxOptions{AccessMode: pgx.ReadOnly}
-	if s.limits.Timeout > 0 {
-		begin.BeginQuery = fmt.Sprintf("BEGIN READ ONLY; SET LOCAL statement_timeout = %d", max(s.limits.Timeout.Milliseconds(), 1))
-	}
-	err := pgx.BeginTxFunc(ctx, s.store.db, begin, fn)
+// readLimited runs fn on a reader whose statements are each read-only and may each take at
+// most the Timeout limit (limitedReader), as searches, histories and $everything read; a
+// statement that runs out is a 422 naming the limit.
+func (s *Searcher) readLimited(ctx context.Context, fn func(db Querier) error) error {
+	err := fn(limitedReader{pool: s.store.db, timeout: s.limits.Timeout})
 	if QueryCanceled(err) && ctx.Err() == nil {
 		return timeoutOutcome(s.limits.Timeout, "CARTREG_SEARCH_TIMEOUT")
 	}
@@ -404,7 +398,7 @@ func keysetCondition(b *sqlBuilder, cols []sortColumn, at *cursor, backward bool
 // they bring in. More than the MaxIncluded limit is a 422: a silently cut list would look
 // complete. Each query reads at most one row past the limit, so a fan-out of millions costs
 // no more than one of a thousand.
-func (s *Searcher) include(ctx context.Context, db DBTX, q *searchQuery, matches []*Version) ([]*Version, error) {
+func (s *Searcher) include(ctx context.Context, db Querier, q *searchQuery, matches []*Version) ([]*Version, error) {
 	if len(q.includes) == 0 && len(q.revincl) == 0 {
 		return nil, nil
 	}
@@ -502,7 +496,7 @@ func collectPairs(rows pgx.Rows, err error) ([][2]string, error) {
 }
 
 // load reads the current versions of the given resources, skipping deleted ones.
-func (s *Searcher) load(ctx context.Context, db DBTX, types, ids []string) ([]*Version, error) {
+func (s *Searcher) load(ctx context.Context, db Querier, types, ids []string) ([]*Version, error) {
 	if len(types) == 0 {
 		return nil, nil
 	}

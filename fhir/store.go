@@ -27,6 +27,12 @@ type DBTX interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
+// Querier is what a read needs: a DBTX, or the reader of searches (limitedReader).
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Extractor computes a resource's search index values, leaving out the parameters skip names.
 type Extractor interface {
 	ExtractExcept(resourceType string, resource map[string]any, skip map[string]bool) (searchparam.Values, error)
