@@ -96,6 +96,18 @@ type limitedRows struct {
 	endErr error
 }
 
+// Next gives the connection back once the last row is read, as pgx's rows end their query
+// then: a caller that runs its next statement before its deferred Close (a search's count
+// after its page) would otherwise hold two connections, and a full pool of such callers
+// would wait on each other.
+func (r *limitedRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
 func (r *limitedRows) Close() {
 	r.Rows.Close()
 	if !r.ended {

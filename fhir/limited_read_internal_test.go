@@ -81,5 +81,20 @@ func TestTheLimitedReaderIsReadOnlyTimedAndLeavesNothingBehind(t *testing.T) {
 	if err := r.QueryRow(ctx, `SELECT 1 / $1`, 0).Scan(&n); err == nil || !strings.Contains(err.Error(), "division by zero") {
 		t.Errorf("a read that fails: %v, want PostgreSQL's error", err)
 	}
+	// A search reads its page, then counts, closing the page's rows only when it returns: the
+	// one connection must be free for the count once the last row is read.
+	page, err := r.Query(ctx, `SELECT generate_series(1, 3)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for page.Next() {
+	}
+	waited, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = r.QueryRow(waited, `SELECT 2`).Scan(&n)
+	cancel()
+	page.Close()
+	if err != nil || n != 2 {
+		t.Errorf("a statement after a read's last row, its rows not yet closed: %d, %v", n, err)
+	}
 	settingsLeft("the reads")
 }
