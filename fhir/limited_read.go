@@ -3,7 +3,6 @@ package fhir
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,7 +49,7 @@ func (r limitedReader) Query(ctx context.Context, sql string, args ...any) (pgx.
 	for _, q := range []struct {
 		sql  string
 		args []any
-	}{{limitSQL, []any{fmt.Sprintf("%dms", max(r.timeout.Milliseconds(), 0))}}, {sql, args}} {
+	}{{limitSQL, []any{StatementTimeoutSetting(r.timeout)}}, {sql, args}} {
 		if err := params.Build(typeMap, nil, q.args); err != nil {
 			conn.Release()
 			return nil, err

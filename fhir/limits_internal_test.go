@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCheckArrays covers the scanner's edges: escapes in keys and strings, nesting, numbers
@@ -33,6 +34,17 @@ func TestCheckArrays(t *testing.T) {
 			t.Errorf("%s: %v, want an issue at %s", body, err, want)
 		case want != "" && !strings.Contains(o.Issues[0].Diagnostics, "max-array-length"):
 			t.Errorf("%s: %s does not name the limit", body, o.Issues[0].Diagnostics)
+		}
+	}
+}
+
+// A limit becomes PostgreSQL's setting in whole milliseconds, never rounded down to 0, which
+// PostgreSQL reads as no limit at all.
+func TestStatementTimeoutSetting(t *testing.T) {
+	for d, want := range map[time.Duration]string{0: "0", -time.Second: "0", 500 * time.Microsecond: "1ms",
+		1500 * time.Microsecond: "1ms", 10 * time.Second: "10000ms"} {
+		if got := StatementTimeoutSetting(d); got != want {
+			t.Errorf("StatementTimeoutSetting(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -158,10 +158,19 @@ type statementTimeout struct {
 	setting string
 }
 
+// StatementTimeoutSetting is d as PostgreSQL's statement_timeout: whole milliseconds, at least
+// one (a limit under a millisecond must not round to 0, which is none), or "0" for no limit.
+func StatementTimeoutSetting(d time.Duration) string {
+	if d <= 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%dms", max(d.Milliseconds(), 1))
+}
+
 // setStatementTimeout limits every later statement of tx to d. SET LOCAL lasts until the
 // transaction ends, so a pooled connection goes back without it.
 func setStatementTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
-	_, err := tx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", fmt.Sprintf("%dms", max(d.Milliseconds(), 1)))
+	_, err := tx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", StatementTimeoutSetting(d))
 	if err != nil {
 		return fmt.Errorf("setting statement_timeout: %w", err)
 	}
@@ -176,7 +185,7 @@ func beginOptions(ctx context.Context) pgx.TxOptions {
 	if !ok {
 		return pgx.TxOptions{}
 	}
-	return pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL statement_timeout = %d", max(st.d.Milliseconds(), 1))}
+	return pgx.TxOptions{BeginQuery: "BEGIN; SET LOCAL statement_timeout = '" + StatementTimeoutSetting(st.d) + "'"}
 }
 
 // applyStatementTimeout sets the context's statement limit, if any, on tx.

@@ -208,10 +208,7 @@ const analyticWorkMem = "64MB"
 // held to Config.QueryTimeout; one that runs past it is a 422 naming the setting.
 func (r *Registry) analytic(ctx context.Context, query func(pgx.Tx) error) error {
 	ctx = fhir.WithStatementTimeout(ctx, r.cfg.QueryTimeout, "CARTREG_OUTCOMES_TIMEOUT")
-	timeout := "0"
-	if r.cfg.QueryTimeout > 0 {
-		timeout = fmt.Sprintf("%dms", max(r.cfg.QueryTimeout.Milliseconds(), 1))
-	}
+	timeout := fhir.StatementTimeoutSetting(r.cfg.QueryTimeout)
 	err := pgx.BeginTxFunc(ctx, r.read, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT set_config('work_mem', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true), set_config('statement_timeout', $2, true)`,
 			analyticWorkMem, timeout); err != nil {
