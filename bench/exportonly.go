@@ -69,6 +69,7 @@ func exportOnly(ctx context.Context, o options) (*ExportRun, error) {
 	}
 	defer db.Close()
 	res.Machine.PostgreSQL = postgresVersion(ctx, db)
+	res.Machine.PostgreSQLSettings = postgresSettings(ctx, db)
 	creds, err := registerClient(ctx, o.bin, srv.dataDir, srv.base)
 	if err != nil {
 		return nil, err
@@ -172,8 +173,8 @@ func copyResources(ctx context.Context, db *pgxpool.Pool, from, to int64, suffix
 func printExportRun(r *ExportRun) {
 	e := r.Export
 	m := r.Machine
-	fmt.Printf("\n%s, %d cores, %d GiB; %s; PostgreSQL %s (embedded, default settings); %s; %s; %s\n\n",
-		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.PostgreSQL, m.Go, r.Version, r.Started.Format(time.DateOnly))
+	fmt.Printf("\n%s, %d cores, %d GiB; %s; %s; %s; %s; %s\n\n",
+		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.postgresDescription(), m.Go, r.Version, r.Started.Format(time.DateOnly))
 	fmt.Printf("database: %s resources (%s ingested through the API, copied %d times) in %.0f s\n",
 		thousands(float64(r.Resources)), thousands(float64(r.Ingested)), r.Copies, r.SeedSeconds)
 	fmt.Printf("$export:  %s resources/s (%s resources, %d files, %.0f s from kick-off to manifest)\n",

@@ -55,6 +55,14 @@ func TestHarnessOnASmallCohort(t *testing.T) {
 		t.Errorf("outcomes %+v, server peak RSS %.0f MB", res.Outcomes, res.ServerPeakRSSMB)
 	}
 
+	// The phases after bulk writes start on a vacuumed, checkpointed database, and the table
+	// says so, and names the settings the embedded PostgreSQL departs from its defaults in.
+	if len(res.Settles) != 3 || res.Settles[2].After != "after the next day's run" || res.Settles[0].Seconds <= 0 {
+		t.Errorf("settles between phases: %+v", res.Settles)
+	}
+	if line := res.machineLine(); !strings.Contains(line, "autovacuum_naptime=10s") || strings.Contains(line, "unix_socket") {
+		t.Errorf("the machine line does not name the embedded settings: %s", line)
+	}
 	if e := res.Export; e.Resources != res.Resources || e.Files == 0 || e.PeakRSSMB <= 0 {
 		t.Errorf("$export %+v of %d resources", e, res.Resources)
 	}
@@ -72,7 +80,7 @@ func TestHarnessOnASmallCohort(t *testing.T) {
 	}
 	text := string(b)
 	if strings.Contains(text, "old table") || !strings.Contains(text, "before\n"+readmeBegin) || !strings.HasSuffix(text, readmeEnd+"\nafter\n") ||
-		len(res.Rows) != 9 || strings.Count(text, "\n| ") != 1+len(res.Rows) {
+		len(res.Rows) != 9 || strings.Count(text, "\n| ") != 1+len(res.Rows) || !strings.Contains(text, res.settleLine()) {
 		t.Errorf("README after the update:\n%s", text)
 	}
 	if err := writeJSON(filepath.Join(t.TempDir(), "results.json"), res); err != nil {

@@ -39,6 +39,26 @@ type Results struct {
 	SmallTxCPU CPU   `json:"small_transactions_cpu"`
 	ReadCPU    CPU   `json:"read_cpu"`
 	Rows       []Row `json:"table"`
+	// Settles are the VACUUM (ANALYZE) and CHECKPOINT run between phases (Results.settle).
+	Settles []Settle `json:"settles"`
+}
+
+// Settle is one VACUUM (ANALYZE) and CHECKPOINT between phases, and how long it took.
+type Settle struct {
+	After   string  `json:"after"`
+	Seconds float64 `json:"seconds"`
+}
+
+// settleLine says in one sentence how the phases were separated.
+func (r *Results) settleLine() string {
+	if len(r.Settles) == 0 {
+		return ""
+	}
+	parts := make([]string, len(r.Settles))
+	for i, s := range r.Settles {
+		parts[i] = fmt.Sprintf("%s %.0f s", s.After, s.Seconds)
+	}
+	return "Between phases the database was vacuumed, analyzed and checkpointed, as after a bulk load: " + strings.Join(parts, ", ") + "."
 }
 
 // Row is one line of the table: a figure, its target, what was measured, and whether it met it.
@@ -101,12 +121,16 @@ func (r *Results) rows() []Row {
 
 func (r *Results) machineLine() string {
 	m := r.Machine
-	return fmt.Sprintf("%s, %d cores, %d GiB; %s; PostgreSQL %s (embedded, default settings) on the same machine; %s; %s; %s",
-		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.PostgreSQL, m.Go, r.Version, r.Started.Format(time.DateOnly))
+	return fmt.Sprintf("%s, %d cores, %d GiB; %s; %s on the same machine; %s; %s; %s",
+		m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.postgresDescription(), m.Go, r.Version, r.Started.Format(time.DateOnly))
 }
 
 func printTable(w io.Writer, r *Results) {
-	fmt.Fprintf(w, "\n%s\n\n", r.machineLine())
+	fmt.Fprintf(w, "\n%s\n", r.machineLine())
+	if line := r.settleLine(); line != "" {
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "FIGURE\tTARGET\tMEASURED\tMET")
 	for _, row := range r.Rows {
@@ -150,7 +174,11 @@ func updateReadme(path string, r *Results) error {
 		return fmt.Errorf("%s has no %q … %q section to put the table in", path, readmeBegin, readmeEnd)
 	}
 	var t strings.Builder
-	fmt.Fprintf(&t, "%s\n\n%s.\n\n| figure | target | measured | met |\n|---|---|---|---|\n", readmeBegin, r.machineLine())
+	fmt.Fprintf(&t, "%s\n\n%s.", readmeBegin, r.machineLine())
+	if line := r.settleLine(); line != "" {
+		t.WriteString(" " + line)
+	}
+	t.WriteString("\n\n| figure | target | measured | met |\n|---|---|---|---|\n")
 	for _, row := range r.Rows {
 		fmt.Fprintf(&t, "| %s | %s | %s | %s |\n", row.Figure, row.Target, row.Measured, yesNo(row.Met))
 	}

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cartreg/cartreg/postgres"
@@ -208,6 +209,20 @@ type Machine struct {
 	Kernel     string `json:"kernel"`
 	Go         string `json:"go"`
 	PostgreSQL string `json:"postgresql"`
+	// PostgreSQLSettings are the settings the server was started with that depart from
+	// PostgreSQL's defaults (cartreg's embedded ones), as name=value; where it listens is left
+	// out.
+	PostgreSQLSettings []string `json:"postgresql_settings,omitempty"`
+}
+
+// postgresDescription is the server's version and how it was set up, for the table's
+// machine line.
+func (m Machine) postgresDescription() string {
+	settings := "default settings"
+	if len(m.PostgreSQLSettings) > 0 {
+		settings = "default settings but " + strings.Join(m.PostgreSQLSettings, ", ")
+	}
+	return fmt.Sprintf("PostgreSQL %s (embedded, %s)", m.PostgreSQL, settings)
 }
 
 func describeMachine() Machine {
@@ -245,6 +260,22 @@ func postgresVersion(ctx context.Context, db *pgxpool.Pool) string {
 		return ""
 	}
 	return v
+}
+
+// postgresSettings are the settings the server was started with (its command line), but for
+// where it listens: the embedded cluster's departures from PostgreSQL's defaults.
+func postgresSettings(ctx context.Context, db *pgxpool.Pool) []string {
+	rows, err := db.Query(ctx, `SELECT name || '=' || current_setting(name) FROM pg_settings
+		WHERE source = 'command line' AND name NOT IN ('listen_addresses', 'unix_socket_directories', 'port')
+		ORDER BY name`)
+	if err != nil {
+		return nil
+	}
+	settings, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil
+	}
+	return settings
 }
 
 func binaryVersion(bin string) string {
