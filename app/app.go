@@ -133,14 +133,15 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	followUp := followup.New(cfg.FollowUp, store, reg.Plan())
 	recorder := audit.NewRecorder(db, cfg.Audit, clock, logger)
 
-	// The write hooks run in this order within every write's transaction: the registry's
-	// projection first, because follow-up reads the facts it keeps; then follow-up, which
-	// closes Tasks a write satisfies; Subscriptions, so they hear of what the others wrote as
-	// well; the audit record last, naming what the request itself wrote.
+	// The write hooks run in this order within every write's transaction: the audit record
+	// first, naming what the request itself wrote (its INSERT is not sent alone but with the
+	// next hook's first statement: fhir.SendWithNext); the registry's projection, because
+	// follow-up reads the facts it keeps; then follow-up, which closes Tasks a write
+	// satisfies; Subscriptions last, so they hear of what the others wrote as well.
+	store.AddHook(auditWrites{recorder})
 	store.AddHook(reg.Projection())
 	store.AddHook(followUp.Hook(clock))
 	store.AddHook(subscription.New(store, searcher, cfg.Subscriptions, clock))
-	store.AddHook(auditWrites{recorder})
 
 	// Publishing the registry's definitions is the server's own write.
 	if err := reg.Start(auth.WithPrincipal(ctx, auth.Operator("cartreg"))); err != nil {

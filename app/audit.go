@@ -121,7 +121,11 @@ func (h auditWrites) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 			}
 		}
 	}
-	return h.recorder.Record(ctx, tx, ev)
+	sql, args, err := h.recorder.Insert(ev)
+	if err != nil {
+		return err
+	}
+	return fhir.SendWithNext(ctx, tx, "recording an audit event", sql, args...)
 }
 
 // agentOf is the request's principal as the audit trail names it.

@@ -129,16 +129,25 @@ func (r *Recorder) row(ev Event) (Event, []any, error) {
 // Record writes ev inside the caller's transaction, so the record of a write commits or rolls
 // back with the write.
 func (r *Recorder) Record(ctx context.Context, tx pgx.Tx, ev Event) error {
-	_, args, err := r.row(ev)
+	sql, args, err := r.Insert(ev)
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO audit_event (`+insertColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, args...)
-	if err != nil {
+	if _, err = tx.Exec(ctx, sql, args...); err != nil {
 		return fmt.Errorf("recording an audit event: %w", err)
 	}
 	return nil
+}
+
+// Insert is the statement Record runs for ev, for a caller that sends it itself: the FHIR
+// store's write hook queues it to go with the transaction's next statement, so that the
+// record of a write costs no round trip of its own.
+func (r *Recorder) Insert(ev Event) (sql string, args []any, err error) {
+	if _, args, err = r.row(ev); err != nil {
+		return "", nil, err
+	}
+	return `INSERT INTO audit_event (` + insertColumns + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, args, nil
 }
 
 // Log queues ev for a batched insert in the background, so a read costs no extra round trip.

@@ -39,6 +39,8 @@ type trackedTx struct {
 	changes []Change
 	// byHooks are the resources ("Type/id") the hooks themselves wrote in this transaction.
 	byHooks map[string]bool
+	// pending are statements queued to go with the next one (SendWithNext).
+	pending []pending
 }
 
 // record notes written versions for the hooks. Writes made outside InTx (there are none in
@@ -95,7 +97,7 @@ func (s *Store) Flush(ctx context.Context, tx DBTX) error {
 			}
 		}
 	}
-	return nil
+	return t.sendPending(ctx) // what the hooks queued (SendWithNext) and no statement carried
 }
 
 // settle runs the write hooks on what tx has written so far, and returns v as it stands
