@@ -133,14 +133,17 @@ func New(ctx context.Context, cfg Config, db *pgxpool.Pool, clock func() time.Ti
 	followUp := followup.New(cfg.FollowUp, store, reg.Plan())
 	recorder := audit.NewRecorder(db, cfg.Audit, clock, logger)
 
-	// The write hooks run in this order within every write's transaction: the audit record
-	// first, naming what the request itself wrote (its INSERT is not sent alone but with the
-	// next hook's first statement: fhir.SendWithNext); the registry's projection, because
-	// follow-up reads the facts it keeps; then follow-up, which closes Tasks a write
-	// satisfies; Subscriptions last, so they hear of what the others wrote as well.
-	store.AddHook(auditWrites{recorder})
+	// The write hooks run in this order within every write's transaction: the registry's
+	// projection first, because follow-up reads the facts it keeps; then follow-up, which
+	// closes Tasks a write satisfies; the audit record, naming what the request itself wrote,
+	// after the hooks whose business rules may refuse the write (a record made, then rolled
+	// back, would count as the request's record and leave a batch of refused entries with
+	// none); Subscriptions last, so they hear of what the others wrote as well. Their lookup
+	// carries the audit INSERT (fhir.SendWithNext), which is not sent alone; they refuse no
+	// write (a Subscription that cannot be honoured is disabled, not failed).
 	store.AddHook(reg.Projection())
 	store.AddHook(followUp.Hook(clock))
+	store.AddHook(auditWrites{recorder})
 	store.AddHook(subscription.New(store, searcher, cfg.Subscriptions, clock))
 
 	// Publishing the registry's definitions is the server's own write.

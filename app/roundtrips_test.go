@@ -83,7 +83,7 @@ func (r *roundTrips) during(do func()) []string {
 // re-deriving the patient's facts; references to what the Bundle wrote are not looked up; the
 // follow-up hook none, since neither a new Patient nor a new Observation that is no remission
 // assessment can concern a Task; and the audit record none of its own, since its INSERT goes
-// with the projection's statement (fhir.SendWithNext).
+// with the Subscription hook's lookup (fhir.SendWithNext).
 const maxWriteRoundTrips = 5
 
 // A transaction Bundle costs the same round trips with one Observation as with twenty: its

@@ -14,6 +14,7 @@ import (
 	"github.com/cartreg/cartreg/app/apptest"
 	"github.com/cartreg/cartreg/auth"
 	"github.com/cartreg/cartreg/examples"
+	"github.com/cartreg/cartreg/registry"
 	"github.com/cartreg/cartreg/web"
 )
 
@@ -291,6 +292,11 @@ func TestEveryAccessLeavesOneAuditRecord(t *testing.T) {
 	coordinator := n.h.Token(auth.RoleCoordinator, n.siteA)
 	researcher := n.h.Token(auth.RoleResearcher)
 	obs := fmt.Sprintf(`{"resourceType":"Observation","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient/%s"}}`, n.patientA)
+	// An infusion without its date: valid FHIR, stored, then refused by the registry's
+	// projection, a write hook, before the transaction commits.
+	undated := fmt.Sprintf(`{"resourceType":"Procedure","status":"completed","meta":{"profile":[%q]},
+		"code":{"coding":[{"system":%q,"code":"cart-infusion"}]},"subject":{"reference":"Patient/%s"},
+		"usedCode":[{"coding":[{"system":%q,"code":"axi-cel"}]}]}`, registry.ProfileInfusion, registry.SystemCartreg, n.patientA, registry.SystemProduct)
 	for _, c := range []struct {
 		name, token, method, path, body string
 		status                          int
@@ -302,6 +308,9 @@ func TestEveryAccessLeavesOneAuditRecord(t *testing.T) {
 		{"a create", "", "POST", "/fhir/Observation", obs, 201, "create", "Observation/", n.patientA},
 		{"a refused create", "", "POST", "/fhir/Observation", `{"resourceType":"Observation"}`, 400, "create", "", ""},
 		{"a transaction", "", "POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":` + obs + `,"request":{"method":"POST","url":"Observation"}}]}`, 200, "transaction", "Observation/", n.patientA},
+		{"a create a write hook refuses", "", "POST", "/fhir/Procedure", undated, 422, "create", "", ""},
+		// A POST to the base is named "transaction", batch or not: the body is not read to name it.
+		{"a batch whose one entry a write hook refuses", "", "POST", "/fhir", `{"resourceType":"Bundle","type":"batch","entry":[{"resource":` + undated + `,"request":{"method":"POST","url":"Procedure"}}]}`, 200, "transaction", "", ""},
 		{"the work list", coordinator, "GET", "/worklist", "", 200, "operation", "", ""},
 		{"outcomes", researcher, "GET", "/registry/outcomes/response", "", 200, "operation", "", ""},
 		{"a bad token", "forged", "GET", "/fhir/Patient/" + n.patientA, "", 401, "read", "Patient/" + n.patientA, n.patientA},
