@@ -78,69 +78,10 @@ func (r limitedReader) Query(ctx context.Context, sql string, args ...any) (pgx.
 	if !results.NextResult() {
 		return fail(errors.New("reading: no result for the read"))
 	}
-	return &limitedRows{Rows: pgx.RowsFromResultReader(typeMap, results.ResultReader()), end: end}, nil
+	return &endingRows{Rows: pgx.RowsFromResultReader(typeMap, results.ResultReader()), end: end}, nil
 }
 
 func (r limitedReader) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	rows, err := r.Query(ctx, sql, args...)
-	return limitedRow{rows: rows, err: err}
-}
-
-// limitedRows are the read's rows; closing them reads the pipeline to its end and gives the
-// connection back to the pool.
-type limitedRows struct {
-	pgx.Rows
-	end    func() error
-	ended  bool
-	endErr error
-}
-
-// Next gives the connection back once the last row is read, as pgx's rows end their query
-// then: a caller that runs its next statement before its deferred Close (a search's count
-// after its page) would otherwise hold two connections, and a full pool of such callers
-// would wait on each other.
-func (r *limitedRows) Next() bool {
-	if r.Rows.Next() {
-		return true
-	}
-	r.Close()
-	return false
-}
-
-func (r *limitedRows) Close() {
-	r.Rows.Close()
-	if !r.ended {
-		r.ended, r.endErr = true, r.end()
-	}
-}
-
-func (r *limitedRows) Err() error {
-	if err := r.Rows.Err(); err != nil {
-		return err
-	}
-	return r.endErr
-}
-
-// limitedRow is QueryRow's row, as pgx's own: the first row, or pgx.ErrNoRows.
-type limitedRow struct {
-	rows pgx.Rows
-	err  error
-}
-
-func (r limitedRow) Scan(dest ...any) error {
-	if r.err != nil {
-		return r.err
-	}
-	defer r.rows.Close()
-	if !r.rows.Next() {
-		if err := r.rows.Err(); err != nil {
-			return err
-		}
-		return pgx.ErrNoRows
-	}
-	if err := r.rows.Scan(dest...); err != nil {
-		return err
-	}
-	r.rows.Close()
-	return r.rows.Err()
+	return firstRow{rows: rows, err: err}
 }

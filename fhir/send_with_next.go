@@ -6,7 +6,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // A write transaction pays a round trip to PostgreSQL for every statement it waits on. Some
@@ -88,22 +87,29 @@ func (t *trackedTx) sendWithPending(ctx context.Context, b *pgx.Batch) (pgx.Batc
 	return br, nil
 }
 
+// carry sends the queued statements: with sql in one batch when it can be pipelined (ok, and
+// what is left to read of br is sql's), otherwise alone, before the caller sends sql itself.
+func (t *trackedTx) carry(ctx context.Context, sql string, args []any) (br pgx.BatchResults, ok bool, err error) {
+	if !canPipeline(args) {
+		return nil, false, t.sendPending(ctx)
+	}
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	br, err = t.sendWithPending(ctx, b)
+	return br, err == nil, err
+}
+
 // Exec implements pgx.Tx, carrying the queued statements.
 func (t *trackedTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if len(t.pending) == 0 {
 		return t.Tx.Exec(ctx, sql, args...)
 	}
-	if !canPipeline(args) {
-		if err := t.sendPending(ctx); err != nil {
-			return pgconn.CommandTag{}, err
-		}
-		return t.Tx.Exec(ctx, sql, args...)
-	}
-	b := &pgx.Batch{}
-	b.Queue(sql, args...)
-	br, err := t.sendWithPending(ctx, b)
+	br, ok, err := t.carry(ctx, sql, args)
 	if err != nil {
 		return pgconn.CommandTag{}, err
+	}
+	if !ok {
+		return t.Tx.Exec(ctx, sql, args...)
 	}
 	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
@@ -117,24 +123,19 @@ func (t *trackedTx) Query(ctx context.Context, sql string, args ...any) (pgx.Row
 	if len(t.pending) == 0 {
 		return t.Tx.Query(ctx, sql, args...)
 	}
-	if !canPipeline(args) {
-		if err := t.sendPending(ctx); err != nil {
-			return errRows{err}, err
-		}
-		return t.Tx.Query(ctx, sql, args...)
-	}
-	b := &pgx.Batch{}
-	b.Queue(sql, args...)
-	br, err := t.sendWithPending(ctx, b)
+	br, ok, err := t.carry(ctx, sql, args)
 	if err != nil {
-		return errRows{err}, err
+		return nil, err
+	}
+	if !ok {
+		return t.Tx.Query(ctx, sql, args...)
 	}
 	rows, err := br.Query()
 	if err != nil {
 		br.Close() //nolint:errcheck // the query's error is the one to report
 		return nil, err
 	}
-	return &batchRows{Rows: rows, batch: br}, nil
+	return &endingRows{Rows: rows, end: br.Close}, nil
 }
 
 // QueryRow implements pgx.Tx, carrying the queued statements.
@@ -143,7 +144,7 @@ func (t *trackedTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.R
 		return t.Tx.QueryRow(ctx, sql, args...)
 	}
 	rows, err := t.Query(ctx, sql, args...)
-	return &firstRow{rows: rows, err: err}
+	return firstRow{rows: rows, err: err}
 }
 
 // SendBatch implements pgx.Tx, putting the queued statements first in b.
@@ -190,84 +191,12 @@ func (t *trackedTx) Rollback(ctx context.Context) error {
 	return t.Tx.Rollback(ctx)
 }
 
-// batchRows are a query's rows read from a batch, which must be closed, and is, with them.
-type batchRows struct {
-	pgx.Rows
-	batch    pgx.BatchResults
-	closeErr error
-}
-
-func (r *batchRows) Next() bool {
-	if r.Rows.Next() {
-		return true
-	}
-	r.closeBatch()
-	return false
-}
-
-func (r *batchRows) Close() {
-	r.Rows.Close()
-	r.closeBatch()
-}
-
-func (r *batchRows) Err() error {
-	if err := r.Rows.Err(); err != nil {
-		return err
-	}
-	return r.closeErr
-}
-
-func (r *batchRows) closeBatch() {
-	if r.batch != nil {
-		r.closeErr = r.batch.Close()
-		r.batch = nil
-	}
-}
-
-// firstRow is QueryRow's answer from rows, as pgx gives it: the first row, or ErrNoRows.
-type firstRow struct {
-	rows pgx.Rows
-	err  error
-}
-
-func (r *firstRow) Scan(dest ...any) error {
-	if r.err != nil {
-		return r.err
-	}
-	defer r.rows.Close()
-	if !r.rows.Next() {
-		if err := r.rows.Err(); err != nil {
-			return err
-		}
-		return pgx.ErrNoRows
-	}
-	if err := r.rows.Scan(dest...); err != nil {
-		return err
-	}
-	r.rows.Close()
-	return r.rows.Err()
-}
-
 // failedBatch is the results of a batch whose queued statements failed: every result is that
 // error.
 type failedBatch struct{ err error }
 
 func (b failedBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
-func (b failedBatch) Query() (pgx.Rows, error)         { return errRows(b), b.err }
-func (b failedBatch) QueryRow() pgx.Row                { return &firstRow{err: b.err} }
+func (b failedBatch) Query() (pgx.Rows, error)         { return nil, b.err }
+func (b failedBatch) QueryRow() pgx.Row                { return firstRow{err: b.err} }
 func (b failedBatch) Close() error                     { return b.err }
 func (b failedBatch) Tx() pgx.Tx                       { return nil }
-
-// errRows are the rows of a query that was never run, as pgx gives them: closed, with the error.
-type errRows struct{ err error }
-
-func (r errRows) Close()                                       {}
-func (r errRows) Err() error                                   { return r.err }
-func (r errRows) CommandTag() pgconn.CommandTag                { return pgconn.CommandTag{} }
-func (r errRows) FieldDescriptions() []pgconn.FieldDescription { return nil }
-func (r errRows) Next() bool                                   { return false }
-func (r errRows) Scan(...any) error                            { return r.err }
-func (r errRows) Values() ([]any, error)                       { return nil, r.err }
-func (r errRows) RawValues() [][]byte                          { return nil }
-func (r errRows) Conn() *pgx.Conn                              { return nil }
-func (r errRows) TypeMap() *pgtype.Map                         { return nil }
