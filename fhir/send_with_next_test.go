@@ -264,6 +264,20 @@ func TestSendWithNext(t *testing.T) {
 		}
 	})
 
+	t.Run("it is sent by a store without hooks too", func(t *testing.T) {
+		reset(t)
+		store := fhir.NewStore(db, searchparam.Default(), time.Now)
+		err := store.InTx(ctx, func(tx pgx.Tx) error {
+			return fhir.SendWithNext(ctx, tx, "noting 8", `INSERT INTO note (n, what) VALUES ($1, $2)`, 8, "no hooks")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := notes(t); got != "8:no hooks" {
+			t.Errorf("notes %q, want 8:no hooks", got)
+		}
+	})
+
 	t.Run("outside a store transaction it runs at once", func(t *testing.T) {
 		reset(t)
 		if err := fhir.SendWithNext(ctx, db, "noting 7", `INSERT INTO note (n, what) VALUES ($1, $2)`, 7, "now"); err != nil {
