@@ -151,6 +151,13 @@ func TestLongIndexValues(t *testing.T) {
 		patient(family2, value2))
 	s.expect(s.do("POST", "", bundle), http.StatusOK)
 
+	// Just past the limit, by a system long enough that a short code is oversized: a search
+	// must not take the code's length for the row's (see fitsOnly).
+	edgeSystem := "urn:x:" + longText(fhir.MaxIndexedBytes-len("urn:x:")-len("edge-code")+1, 7)
+	s.expect(s.do("POST", "/Patient", fmt.Sprintf(`{"resourceType":"Patient","identifier":[{"system":%q,"value":"edge-code"}]}`, edgeSystem)), http.StatusCreated)
+	edgeURL := "http://example.org/ValueSet/" + longText(fhir.MaxIndexedBytes-len("http://example.org/ValueSet/")+1, 8)
+	s.expect(s.do("POST", "/ValueSet", fmt.Sprintf(`{"resourceType":"ValueSet","status":"draft","url":%q}`, edgeURL)), http.StatusCreated)
+
 	found := func(t *testing.T, query string, want int) {
 		t.Helper()
 		r := s.with(t).expect(s.do("GET", "/"+query+"&_summary=count", ""), http.StatusOK)
@@ -176,6 +183,10 @@ func TestLongIndexValues(t *testing.T) {
 		"canonical below":   {"ValueSet?url:below=" + q(canonical[:100]), 1},
 		"absolute ref":      {"Observation?subject=" + q(absolute), 1},
 		"both long and not": {"Patient?family=" + family[:5] + "," + "nobody", 1},
+		"edge system|code":  {"Patient?identifier=" + q(edgeSystem+"|edge-code"), 1},
+		"edge code alone":   {"Patient?identifier=edge-code", 1},
+		"edge canonical":    {"ValueSet?url=" + q(edgeURL), 1},
+		"edge url above":    {"ValueSet?url:above=" + q(edgeURL+"/more"), 1},
 	} {
 		t.Run(name, func(t *testing.T) { found(t, c.query, c.want) })
 	}

@@ -317,12 +317,6 @@ func (s *Store) prepareVersion(w *writeSet, res *Resource, version int) (*Versio
 	return v, nil
 }
 
-// maxIndexedBytes is the most bytes of indexed text an index row may carry into a btree
-// lookup index. PostgreSQL refuses btree rows over about 2,700 bytes (a third of a page);
-// this leaves room for the row's type, code and overhead. Longer values go to the tables'
-// oversized partitions, which a search reads alongside (migration 013).
-const maxIndexedBytes = 2000
-
 var indexTables = []string{"search_string", "search_token", "search_date", "search_reference", "search_number", "search_quantity", "search_uri"}
 
 // writeSet gathers the rows of many versions so that each table gets one statement for all of
@@ -400,13 +394,13 @@ func (w *writeSet) add(v *Version, values searchparam.Values) {
 		r := &g.str
 		r.types, r.ids, r.codes, r.values, r.normalized = append(r.types, t), append(r.ids, id), append(r.codes, x.Code),
 			append(r.values, x.Value), append(r.normalized, x.Normalized)
-		r.oversized = append(r.oversized, len(x.Normalized) > maxIndexedBytes)
+		r.oversized = append(r.oversized, stringOversized(x.Normalized))
 	}
 	for _, x := range values.Tokens {
 		r := &g.tok
 		r.types, r.ids, r.codes, r.systems, r.values, r.displays = append(r.types, t), append(r.ids, id), append(r.codes, x.Code),
 			append(r.systems, x.System), append(r.values, x.Value), append(r.displays, x.Text)
-		r.oversized = append(r.oversized, len(x.System)+len(x.Value) > maxIndexedBytes)
+		r.oversized = append(r.oversized, tokenOversized(x.System, x.Value))
 	}
 	for _, x := range values.Dates {
 		r := &g.date
@@ -417,7 +411,7 @@ func (w *writeSet) add(v *Version, values searchparam.Values) {
 		r := &g.ref
 		r.types, r.ids, r.codes, r.targetTypes, r.targetIDs, r.urls, r.versions = append(r.types, t), append(r.ids, id),
 			append(r.codes, x.Code), append(r.targetTypes, x.Type), append(r.targetIDs, x.ID), append(r.urls, x.URL), append(r.versions, x.Version)
-		r.oversized = append(r.oversized, len(x.URL) > maxIndexedBytes)
+		r.oversized = append(r.oversized, referenceOversized(x.URL))
 	}
 	for _, x := range values.Numbers {
 		r := &g.num
@@ -438,7 +432,7 @@ func (w *writeSet) add(v *Version, values searchparam.Values) {
 	for _, x := range values.URIs {
 		r := &g.uri
 		r.types, r.ids, r.codes, r.values = append(r.types, t), append(r.ids, id), append(r.codes, x.Code), append(r.values, x.Value)
-		r.oversized = append(r.oversized, len(x.Value) > maxIndexedBytes)
+		r.oversized = append(r.oversized, uriOversized(x.Value))
 	}
 }
 
