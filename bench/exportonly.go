@@ -184,7 +184,7 @@ func printExportRun(r *ExportRun) {
 		r.ServerPeakMB, r.ServerStartsMB, e.PeakRSSMB)
 }
 
-func writeExportJSON(path string, r *ExportRun) error {
+func writeRunJSON(path string, r any) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err

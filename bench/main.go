@@ -20,6 +20,8 @@
 //
 // Every request is checked: a failed one stops the run, so a figure is never made of errors.
 //
+// -only search times the searches alone on a database an earlier run kept (-keep -work DIR).
+//
 // -only export runs the export step alone, on a database filled to -export-resources (see
 // exportOnly), and writes its figures beside the full run's (results-export.json).
 package main
@@ -47,6 +49,7 @@ type options struct {
 	keep       bool
 	duration   time.Duration
 	searches   int
+	rounds     int
 	outcomes   int
 	out        string
 	readme     string
@@ -75,6 +78,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (cohort, database, server log)")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long the small-transaction and read phases each run")
 	flag.IntVar(&o.searches, "searches", 1000, "queries of each search")
+	flag.IntVar(&o.rounds, "rounds", 5, "with -only search: rounds of -searches queries each, after one that warms up")
 	flag.IntVar(&o.outcomes, "outcomes", 20, "requests of each outcome query")
 	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results as JSON (empty: nowhere)")
 	flag.StringVar(&o.readme, "readme", "", "README to put the results table in, between its bench markers (empty: none)")
@@ -84,7 +88,7 @@ func main() {
 	flag.StringVar(&o.attackOut, "attack-out", "", "where to write the soak's results as JSON (empty: nowhere)")
 	flag.Float64Var(&o.attackRSS, "attack-rss", 500, "the soak fails if the server's RSS reaches this many MB")
 	flag.Float64Var(&o.attackKillMB, "attack-kill-rss", 3000, "the soak kills the server if its RSS passes this many MB, to spare the machine")
-	flag.StringVar(&o.only, "only", "", "run one step alone instead of every phase: export (a $export of -export-resources resources; see exportonly.go), or writes (ingest and small transactions, for A/B runs of the write path)")
+	flag.StringVar(&o.only, "only", "", "run one step alone instead of every phase: export (a $export of -export-resources resources; see exportonly.go), writes (ingest and small transactions, for A/B runs of the write path), or search (the searches alone on the database of a run kept with -keep -work DIR, for A/B runs and profiles of the search path; see searchonly.go)")
 	flag.IntVar(&o.statements, "statements", 0, "after ingest and small transactions, print this many statements by total time from pg_stat_statements (the server's database must load it)")
 	flag.IntVar(&o.exportResources, "export-resources", 1_000_000, "with -only export: resources in the database the export reads")
 	flag.IntVar(&o.exportSeed, "export-seed-patients", 1000, "with -only export: patients ingested through the API, whose resources are then copied up to -export-resources")
@@ -102,6 +106,20 @@ func main() {
 	}
 	switch o.only {
 	case "", "writes":
+	case "search":
+		res, err := searchOnly(ctx, o)
+		if err != nil {
+			fatalf("%v", err)
+		}
+		printSearchRun(res)
+		if o.out != "" {
+			out := strings.TrimSuffix(o.out, ".json") + "-search.json"
+			if err := writeRunJSON(out, res); err != nil {
+				fatalf("%v", err)
+			}
+			fmt.Printf("\nwrote %s\n", out)
+		}
+		return
 	case "export":
 		res, err := exportOnly(ctx, o)
 		if err != nil {
@@ -112,14 +130,14 @@ func main() {
 		// the last full run is left as it is.
 		if o.out != "" {
 			out := strings.TrimSuffix(o.out, ".json") + "-export.json"
-			if err := writeExportJSON(out, res); err != nil {
+			if err := writeRunJSON(out, res); err != nil {
 				fatalf("%v", err)
 			}
 			fmt.Printf("\nwrote %s (README's table is the full run's, and was left alone)\n", out)
 		}
 		return
 	default:
-		fatalf("-only %q: the steps that run alone are export and writes", o.only)
+		fatalf("-only %q: the steps that run alone are export, writes and search", o.only)
 	}
 	res, err := run(ctx, o)
 	if err != nil {

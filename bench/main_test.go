@@ -86,6 +86,22 @@ func TestHarnessOnASmallCohort(t *testing.T) {
 	if err := writeJSON(filepath.Join(t.TempDir(), "results.json"), res); err != nil {
 		t.Fatal(err)
 	}
+
+	// -only search on the database the run left: the same samples are found again without a
+	// write, and the searches are timed in rounds.
+	o.rounds = 3
+	again, err := searchOnly(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Resources != res.Resources || len(again.ObservationMedians) != 3 || len(again.PatientMedians) != 3 {
+		t.Errorf("search alone: %+v after a run on %d resources", again, res.Resources)
+	}
+	for _, s := range []Search{again.SearchObservation, again.SearchPatient} {
+		if s.Queries != 20 || s.MeanMatches < 1 || s.MedianMS <= 0 {
+			t.Errorf("search alone: %+v", s)
+		}
+	}
 }
 
 func TestQuantilesAndThousands(t *testing.T) {
