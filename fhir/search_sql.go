@@ -221,8 +221,7 @@ func (s *Searcher) condition(b *sqlBuilder, o owner, key string, values []string
 		return "NOT EXISTS (SELECT 1 FROM " + table + " s WHERE " + belongs + " AND (" + match + "))", nil
 	}
 	// A lookup no oversized row can match reads the lookup partition alone: PostgreSQL then
-	// plans one index scan rather than an Append of both partitions, a third of the planning
-	// of a two-parameter search.
+	// plans one index scan rather than an Append of both partitions (README › Performance).
 	if fits, ok := fitsPartition[table]; ok && allFit {
 		table = fits
 	}
