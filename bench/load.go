@@ -152,11 +152,15 @@ type loaded struct {
 	samples   []sample
 }
 
+// sampleEvery is the spread of the search samples: every how many of n Bundles one is taken,
+// about 1,000 in all.
+func sampleEvery(n int) int { return max(1, n/1000) }
+
 // ingest posts every Bundle of the cohort from ingestClients clients. About 1,000 patients,
 // spread over the cohort, are kept as search samples: their Bundles are decoded to know what
 // to search for.
 func ingest(ctx context.Context, c *client, files []string) (*loaded, error) {
-	every := max(1, len(files)/1000)
+	every := sampleEvery(len(files))
 	var (
 		mu     sync.Mutex
 		out    loaded

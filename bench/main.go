@@ -82,7 +82,7 @@ func main() {
 	flag.IntVar(&o.outcomes, "outcomes", 20, "requests of each outcome query")
 	flag.StringVar(&o.out, "out", "bench/results.json", "where to write the results as JSON (empty: nowhere)")
 	flag.StringVar(&o.readme, "readme", "", "README to put the results table in, between its bench markers (empty: none)")
-	flag.StringVar(&o.profile, "profile", "", "directory to write the server's CPU profiles of the ingest, small-transaction and read phases to (empty: none)")
+	flag.StringVar(&o.profile, "profile", "", "directory to write the server's CPU profiles of the ingest, small-transaction and read phases to, or with -only search of its rounds, for -duration (empty: none)")
 	flag.StringVar(&serverArgs, "server-args", "", "extra flags for cartreg serve, space-separated")
 	flag.DurationVar(&o.attack, "attack", 0, "instead of the benchmark, the attack soak of issue 15 for this long (e.g. 60s): every attack at once, RSS sampled, fails on any 5xx or RSS over -attack-rss")
 	flag.StringVar(&o.attackOut, "attack-out", "", "where to write the soak's results as JSON (empty: nowhere)")
@@ -112,13 +112,7 @@ func main() {
 			fatalf("%v", err)
 		}
 		printSearchRun(res)
-		if o.out != "" {
-			out := strings.TrimSuffix(o.out, ".json") + "-search.json"
-			if err := writeRunJSON(out, res); err != nil {
-				fatalf("%v", err)
-			}
-			fmt.Printf("\nwrote %s\n", out)
-		}
+		writeBeside(o.out, "search", res)
 		return
 	case "export":
 		res, err := exportOnly(ctx, o)
@@ -126,15 +120,7 @@ func main() {
 			fatalf("%v", err)
 		}
 		printExportRun(res)
-		// Its figures are not the whole run's: they go beside them, and the README's table of
-		// the last full run is left as it is.
-		if o.out != "" {
-			out := strings.TrimSuffix(o.out, ".json") + "-export.json"
-			if err := writeRunJSON(out, res); err != nil {
-				fatalf("%v", err)
-			}
-			fmt.Printf("\nwrote %s (README's table is the full run's, and was left alone)\n", out)
-		}
+		writeBeside(o.out, "export", res)
 		return
 	default:
 		fatalf("-only %q: the steps that run alone are export, writes and search", o.only)
@@ -164,6 +150,44 @@ func main() {
 		}
 		fmt.Printf("updated the table in %s\n", o.readme)
 	}
+}
+
+// writeBeside writes the figures of a step run alone next to the full run's JSON (-out
+// results.json: results-export.json). They are not the whole run's, so README's table of the
+// last full run is left as it is.
+func writeBeside(out, step string, res any) {
+	if out == "" {
+		return
+	}
+	out = strings.TrimSuffix(out, ".json") + "-" + step + ".json"
+	if err := writeRunJSON(out, res); err != nil {
+		fatalf("%v", err)
+	}
+	fmt.Printf("\nwrote %s (README's table is the full run's, and was left alone)\n", out)
+}
+
+// serveProfiled starts the server on dataDir, with its -debug-addr listener when -profile
+// asks for CPU profiles, and connects to its database.
+func serveProfiled(ctx context.Context, o options, bin, dataDir, logPath string) (*server, *pgxpool.Pool, *profiler, error) {
+	serverArgs := o.serverArgs
+	var prof *profiler
+	if o.profile != "" {
+		var err error
+		if prof, err = newProfiler(o.profile); err != nil {
+			return nil, nil, nil, err
+		}
+		serverArgs = append(serverArgs, "-debug-addr", prof.addr)
+	}
+	srv, err := startServer(ctx, bin, dataDir, logPath, serverArgs)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	db, err := srv.database(ctx)
+	if err != nil {
+		srv.stop()
+		return nil, nil, nil, err
+	}
+	return srv, db, prof, nil
 }
 
 // runSoak runs the attack soak and reports it; its result is the exit code.
@@ -238,23 +262,11 @@ func run(ctx context.Context, o options) (*Results, error) {
 	}
 
 	dataDir := filepath.Join(work, "data")
-	serverArgs := o.serverArgs
-	var prof *profiler
-	if o.profile != "" {
-		if prof, err = newProfiler(o.profile); err != nil {
-			return nil, err
-		}
-		serverArgs = append(serverArgs, "-debug-addr", prof.addr)
-	}
-	srv, err := startServer(ctx, bin, dataDir, filepath.Join(work, "serve.log"), serverArgs)
+	srv, db, prof, err := serveProfiled(ctx, o, bin, dataDir, filepath.Join(work, "serve.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer srv.stop()
-	db, err := srv.database(ctx)
-	if err != nil {
-		return nil, err
-	}
 	defer db.Close()
 	res.Machine.PostgreSQL = postgresVersion(ctx, db)
 	res.Machine.PostgreSQLSettings = postgresSettings(ctx, db)

@@ -42,23 +42,11 @@ func searchOnly(ctx context.Context, o options) (*SearchRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	serverArgs := o.serverArgs
-	var prof *profiler
-	if o.profile != "" {
-		if prof, err = newProfiler(o.profile); err != nil {
-			return nil, err
-		}
-		serverArgs = append(serverArgs, "-debug-addr", prof.addr)
-	}
-	srv, err := startServer(ctx, bin, filepath.Join(o.work, "data"), filepath.Join(o.work, "serve-search.log"), serverArgs)
+	srv, db, prof, err := serveProfiled(ctx, o, bin, filepath.Join(o.work, "data"), filepath.Join(o.work, "serve-search.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer srv.stop()
-	db, err := srv.database(ctx)
-	if err != nil {
-		return nil, err
-	}
 	defer db.Close()
 	res := &SearchRun{Version: binaryVersion(bin), Rounds: o.rounds}
 	if res.Resources, err = countRows(ctx, db, `SELECT count(*) FROM resource WHERE NOT deleted`); err != nil {
@@ -69,7 +57,7 @@ func searchOnly(ctx context.Context, o options) (*SearchRun, error) {
 		return nil, err
 	}
 	c := newClient(srv.base, 1, creds)
-	step("finding the samples again from %d of %d Bundles", min(len(cohort), 1000), len(cohort))
+	step("finding the samples again in %d Bundles", len(cohort))
 	samples, err := resample(ctx, c, cohort)
 	if err != nil {
 		return nil, err
@@ -107,9 +95,8 @@ func medianRound(rounds []Search) Search {
 // resample posts the Bundles a full run samples (the same spread, see ingest) to learn their
 // patients' ids. Every entry must come back 200, found rather than created.
 func resample(ctx context.Context, c *client, files []string) ([]sample, error) {
-	every := max(1, len(files)/1000)
 	var out []sample
-	for i := 0; i < len(files); i += every {
+	for i := 0; i < len(files); i += sampleEvery(len(files)) {
 		body, err := os.ReadFile(files[i])
 		if err != nil {
 			return nil, err
