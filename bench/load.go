@@ -423,11 +423,14 @@ type Search struct {
 	MedianMS    float64 `json:"median_ms"`
 	P95MS       float64 `json:"p95_ms"`
 	MeanMatches float64 `json:"mean_matches"`
+	// CPU per query, the server's and PostgreSQL's: unlike the latencies, it hardly moves with
+	// the machine's other work, so it compares builds measured at different times.
+	CPU CPU `json:"cpu"`
 }
 
 // searches runs each search n times, on samples taken in turn, one query at a time, and checks
 // each finds the sampled patient's data: a search that matches nothing is not measured.
-func searches(ctx context.Context, c *client, samples []sample, n int) (obs, pat Search, err error) {
+func searches(ctx context.Context, c *client, srv *server, samples []sample, n int) (obs, pat Search, err error) {
 	var withAssessment []sample
 	for _, s := range samples {
 		if s.firstAssessment != "" {
@@ -437,7 +440,7 @@ func searches(ctx context.Context, c *client, samples []sample, n int) (obs, pat
 	if len(withAssessment) == 0 {
 		return obs, pat, fmt.Errorf("no sampled patient has a remission assessment")
 	}
-	obs, err = timeSearch(ctx, c, n, "Observation?patient=…&code=http://loinc.org|"+assessmentCode+"&date=ge…", func(i int) (string, string) {
+	obs, err = timeSearch(ctx, c, srv, n, "Observation?patient=…&code=http://loinc.org|"+assessmentCode+"&date=ge…", func(i int) (string, string) {
 		s := withAssessment[i%len(withAssessment)]
 		q := url.Values{"patient": {s.patientID}, "code": {"http://loinc.org|" + assessmentCode}, "date": {"ge" + s.firstAssessment}}
 		return "/fhir/Observation?" + q.Encode(), ""
@@ -445,7 +448,7 @@ func searches(ctx context.Context, c *client, samples []sample, n int) (obs, pat
 	if err != nil {
 		return obs, pat, err
 	}
-	pat, err = timeSearch(ctx, c, n, "Patient?name=…&birthdate=…", func(i int) (string, string) {
+	pat, err = timeSearch(ctx, c, srv, n, "Patient?name=…&birthdate=…", func(i int) (string, string) {
 		s := samples[i%len(samples)]
 		q := url.Values{"name": {s.family}, "birthdate": {s.birthDate}}
 		return "/fhir/Patient?" + q.Encode(), "Patient/" + s.patientID
@@ -455,8 +458,12 @@ func searches(ctx context.Context, c *client, samples []sample, n int) (obs, pat
 
 // timeSearch times n searches; query gives the i-th path and, if not empty, a resource the
 // result must include.
-func timeSearch(ctx context.Context, c *client, n int, label string, query func(i int) (path, mustFind string)) (Search, error) {
+func timeSearch(ctx context.Context, c *client, srv *server, n int, label string, query func(i int) (path, mustFind string)) (Search, error) {
 	s := Search{Query: label, Queries: n}
+	cpu, err := srv.cpuMeter()
+	if err != nil {
+		return s, err
+	}
 	d := make([]time.Duration, 0, n)
 	matches := 0
 	for i := 0; i < n; i++ {
@@ -482,6 +489,9 @@ func timeSearch(ctx context.Context, c *client, n int, label string, query func(
 			return s, fmt.Errorf("%s did not find the sampled %s", redactQuery(path), mustFind)
 		}
 		matches += len(b.Entry)
+	}
+	if s.CPU, err = cpu(n); err != nil {
+		return s, err
 	}
 	q := quantiles(d)
 	s.MedianMS, s.P95MS, s.MeanMatches = q(0.5), q(0.95), float64(matches)/float64(n)

@@ -376,7 +376,7 @@ func run(ctx context.Context, o options) (*Results, error) {
 		return nil, err
 	}
 	step("search: %d queries each, on %d resources", o.searches, res.Resources)
-	if res.SearchObservation, res.SearchPatient, err = searches(ctx, c, loaded.samples, o.searches); err != nil {
+	if res.SearchObservation, res.SearchPatient, err = searches(ctx, c, srv, loaded.samples, o.searches); err != nil {
 		return nil, err
 	}
 

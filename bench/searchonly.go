@@ -63,14 +63,14 @@ func searchOnly(ctx context.Context, o options) (*SearchRun, error) {
 		return nil, err
 	}
 	step("warming up: %d queries each", o.searches)
-	if _, _, err := searches(ctx, c, samples, o.searches); err != nil {
+	if _, _, err := searches(ctx, c, srv, samples, o.searches); err != nil {
 		return nil, err
 	}
 	var obs, pat []Search
 	done := prof.start(ctx, "search", o.duration)
 	for i := 0; i < o.rounds; i++ {
 		step("search round %d of %d: %d queries each, on %d resources", i+1, o.rounds, o.searches, res.Resources)
-		ob, pa, err := searches(ctx, c, samples, o.searches)
+		ob, pa, err := searches(ctx, c, srv, samples, o.searches)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +129,8 @@ func printSearchRun(r *SearchRun) {
 		for i, m := range medians {
 			parts[i] = fmt.Sprintf("%.2f", m)
 		}
-		fmt.Printf("%-12s median %.2f ms, p95 %.2f ms (median round); rounds: %s\n", label, s.MedianMS, s.P95MS, strings.Join(parts, " "))
+		fmt.Printf("%-12s median %.2f ms, p95 %.2f ms, CPU per query: server %.3f ms, PostgreSQL %.3f ms (median round); rounds: %s\n",
+			label, s.MedianMS, s.P95MS, s.CPU.ServerMS, s.CPU.PostgresMS, strings.Join(parts, " "))
 	}
 	show("Observation", r.SearchObservation, r.ObservationMedians)
 	show("Patient", r.SearchPatient, r.PatientMedians)
