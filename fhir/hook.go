@@ -41,6 +41,9 @@ type trackedTx struct {
 	byHooks map[string]bool
 	// pending are statements queued to go with the next one (SendWithNext).
 	pending []pending
+	// begin is set while the transaction has not begun (Store.InTx): Tx is nil until the first
+	// statement, which goes to PostgreSQL in one batch with the BEGIN.
+	begin *lazyBegin
 }
 
 // record notes written versions for the hooks. Writes made outside InTx (there are none in
@@ -99,7 +102,7 @@ func (s *Store) Flush(ctx context.Context, tx DBTX) error {
 			}
 		}
 	}
-	return t.sendPending(ctx) // what the hooks queued (SendWithNext) and no statement carried
+	return t.flushPending(ctx) // what the hooks queued (SendWithNext) and no statement carried
 }
 
 // settle runs the write hooks on what tx has written so far, and returns v as it stands

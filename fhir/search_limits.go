@@ -170,22 +170,20 @@ func StatementTimeoutSetting(d time.Duration) string {
 // setStatementTimeout limits every later statement of tx to d. SET LOCAL lasts until the
 // transaction ends, so a pooled connection goes back without it.
 func setStatementTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
-	_, err := tx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", StatementTimeoutSetting(d))
+	_, err := tx.Exec(ctx, setTimeoutSQL, StatementTimeoutSetting(d))
 	if err != nil {
 		return fmt.Errorf("setting statement_timeout: %w", err)
 	}
 	return nil
 }
 
-// beginOptions begins a transaction with the context's statement limit, if any, set in the
-// same round trip as BEGIN (a simple-protocol query may hold two statements): a write is a
-// dozen round trips, and this was one of them.
-func beginOptions(ctx context.Context) pgx.TxOptions {
-	st, ok := ctx.Value(statementTimeoutKey{}).(statementTimeout)
-	if !ok {
-		return pgx.TxOptions{}
+// timeoutSetting is the context's statement limit as a statement_timeout setting, or "" for
+// none.
+func timeoutSetting(ctx context.Context) string {
+	if st, ok := ctx.Value(statementTimeoutKey{}).(statementTimeout); ok {
+		return StatementTimeoutSetting(st.d)
 	}
-	return pgx.TxOptions{BeginQuery: "BEGIN; SET LOCAL statement_timeout = '" + StatementTimeoutSetting(st.d) + "'"}
+	return ""
 }
 
 // applyStatementTimeout sets the context's statement limit, if any, on tx.

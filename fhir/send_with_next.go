@@ -16,6 +16,24 @@ import (
 // registry's projection, the Subscription lookup), or alone before the transaction commits:
 // one round trip fewer for every write, with the same rows written in the same transaction.
 
+// The BEGIN itself is such a statement: its answer matters only when it is an error. A
+// transaction of Store.InTx begins lazily, its BEGIN (and its statement time limit) sent in
+// the batch of its first statement (pgx's Batch.BeginTx), so a write is one round trip
+// shorter again. Until then trackedTx.Tx is nil, and there is nothing to commit or roll back.
+
+// lazyBegin is what a transaction not yet begun needs to begin: where to send its first
+// batch (the pool, which then keeps the connection for the transaction) and its statement
+// time limit, if any.
+type lazyBegin struct {
+	db interface {
+		SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+	}
+	timeout string // a statement_timeout setting, or "" for none
+}
+
+// setTimeoutSQL limits the transaction's later statements; a local setting ends with it.
+const setTimeoutSQL = `SELECT set_config('statement_timeout', $1, true)`
+
 // pending is a statement queued by SendWithNext.
 type pending struct {
 	what, sql string
@@ -53,10 +71,20 @@ func canPipeline(args []any) bool {
 	return true
 }
 
-// sendPending sends the queued statements on their own: before a statement that cannot carry
-// them, a savepoint, a COPY, or the commit.
-func (t *trackedTx) sendPending(ctx context.Context) error {
+// flushPending sends the queued statements on their own, when there are any (and the BEGIN
+// with them, if the transaction has not begun): what the write hooks queued and no statement
+// carried.
+func (t *trackedTx) flushPending(ctx context.Context) error {
 	if len(t.pending) == 0 {
+		return nil
+	}
+	return t.sendPending(ctx)
+}
+
+// sendPending begins the transaction if it has not begun and sends the queued statements, on
+// their own: before a statement that cannot carry them, a savepoint, a COPY, or the commit.
+func (t *trackedTx) sendPending(ctx context.Context) error {
+	if t.ready() {
 		return nil
 	}
 	br, err := t.sendWithPending(ctx, &pgx.Batch{})
@@ -66,17 +94,36 @@ func (t *trackedTx) sendPending(ctx context.Context) error {
 	return br.Close()
 }
 
-// sendWithPending sends the queued statements, then b, as one batch, and reads the queued
-// statements' results: what is left to read is b's.
+// sendWithPending sends the BEGIN of a transaction not yet begun, the queued statements, then
+// b, as one batch, and reads the results of all but b's: what is left to read is b's.
 func (t *trackedTx) sendWithPending(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
 	queued := t.pending
 	t.pending = nil
-	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(queued)+b.Len())}
+	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(queued)+b.Len()+2)}
+	begin := t.begin
+	if begin != nil {
+		all.BeginTx(pgx.TxOptions{})
+		if begin.timeout != "" {
+			queued = append([]pending{{what: "setting statement_timeout", sql: setTimeoutSQL, args: []any{begin.timeout}}}, queued...)
+		}
+	}
 	for _, p := range queued {
 		all.Queue(p.sql, p.args...)
 	}
 	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
-	br := t.Tx.SendBatch(ctx, all)
+	var br pgx.BatchResults
+	if begin == nil {
+		br = t.Tx.SendBatch(ctx, all)
+	} else {
+		// From here the transaction is the batch's, begun or closed: InTx rolls it back on an
+		// error, which gives its connection back to the pool either way.
+		br = begin.db.SendBatch(ctx, all)
+		t.Tx, t.begin = br.Tx(), nil
+		if _, err := br.Exec(); err != nil {
+			br.Close() //nolint:errcheck // the BEGIN's error is the one to report
+			return nil, fmt.Errorf("beginning a transaction: %w", err)
+		}
+	}
 	for _, p := range queued {
 		if _, err := br.Exec(); err != nil {
 			err = fmt.Errorf("%s: %w", p.what, err)
@@ -99,9 +146,13 @@ func (t *trackedTx) carry(ctx context.Context, sql string, args []any) (br pgx.B
 	return br, err == nil, err
 }
 
+// ready says whether a statement can go to the transaction as it is: it has begun and nothing
+// is queued to go with the statement.
+func (t *trackedTx) ready() bool { return t.begin == nil && len(t.pending) == 0 }
+
 // Exec implements pgx.Tx, carrying the queued statements.
 func (t *trackedTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if len(t.pending) == 0 {
+	if t.ready() {
 		return t.Tx.Exec(ctx, sql, args...)
 	}
 	br, ok, err := t.carry(ctx, sql, args)
@@ -120,7 +171,7 @@ func (t *trackedTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.C
 
 // Query implements pgx.Tx, carrying the queued statements.
 func (t *trackedTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if len(t.pending) == 0 {
+	if t.ready() {
 		return t.Tx.Query(ctx, sql, args...)
 	}
 	br, ok, err := t.carry(ctx, sql, args)
@@ -140,7 +191,7 @@ func (t *trackedTx) Query(ctx context.Context, sql string, args ...any) (pgx.Row
 
 // QueryRow implements pgx.Tx, carrying the queued statements.
 func (t *trackedTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if len(t.pending) == 0 {
+	if t.ready() {
 		return t.Tx.QueryRow(ctx, sql, args...)
 	}
 	rows, err := t.Query(ctx, sql, args...)
@@ -149,7 +200,7 @@ func (t *trackedTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.R
 
 // SendBatch implements pgx.Tx, putting the queued statements first in b.
 func (t *trackedTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if len(t.pending) == 0 {
+	if t.ready() {
 		return t.Tx.SendBatch(ctx, b)
 	}
 	br, err := t.sendWithPending(ctx, b)
@@ -176,19 +227,35 @@ func (t *trackedTx) Begin(ctx context.Context) (pgx.Tx, error) {
 	return t.Tx.Begin(ctx)
 }
 
-// Commit implements pgx.Tx, sending the queued statements first. (Store.InTx commits the
-// transaction it began, after Store.Flush has sent them.)
+// Commit implements pgx.Tx, sending the queued statements first. A transaction that never
+// began has nothing to commit.
 func (t *trackedTx) Commit(ctx context.Context) error {
+	if t.begin != nil && len(t.pending) == 0 {
+		t.begin = nil
+		return nil
+	}
 	if err := t.sendPending(ctx); err != nil {
 		return err
 	}
 	return t.Tx.Commit(ctx)
 }
 
-// Rollback implements pgx.Tx: the queued statements are dropped with the rest.
+// Rollback implements pgx.Tx: the queued statements are dropped with the rest, and a
+// transaction that never began has nothing to roll back.
 func (t *trackedTx) Rollback(ctx context.Context) error {
-	t.pending = nil
+	t.pending, t.begin = nil, nil
+	if t.Tx == nil {
+		return nil
+	}
 	return t.Tx.Rollback(ctx)
+}
+
+// Conn implements pgx.Tx. A transaction not yet begun has no connection: nil.
+func (t *trackedTx) Conn() *pgx.Conn {
+	if t.Tx == nil {
+		return nil
+	}
+	return t.Tx.Conn()
 }
 
 // failedBatch is the results of a batch whose queued statements failed: every result is that

@@ -62,7 +62,8 @@ func (l *sentLog) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndDat
 
 // A statement queued by SendWithNext travels with the transaction's next statement, is undone
 // with the transaction when it or anything else fails, survives a savepoint rolled back after
-// it, and is sent before the commit when nothing else is.
+// it, and is sent before the commit when nothing else is; the transaction's BEGIN travels with
+// its first statement.
 func TestSendWithNext(t *testing.T) {
 	ctx := context.Background()
 	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabaseURL(t))
@@ -275,6 +276,114 @@ func TestSendWithNext(t *testing.T) {
 		}
 		if got := notes(t); got != "8:no hooks" {
 			t.Errorf("notes %q, want 8:no hooks", got)
+		}
+	})
+
+	// The BEGIN is such a statement too: a transaction of InTx begins in the batch of its first
+	// statement, and gives its connection back whatever ends it.
+	idle := func(t *testing.T) {
+		t.Helper()
+		if n := db.Stat().AcquiredConns(); n != 0 {
+			t.Errorf("%d connections still held after the transaction", n)
+		}
+	}
+	store := fhir.NewStore(db, searchparam.Default(), time.Now)
+	t.Run("the BEGIN goes with the first statement", func(t *testing.T) {
+		reset(t)
+		sent.take()
+		err := store.InTx(ctx, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO note (n, what) VALUES ($1, $2)`, 9, "first")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := sent.take()
+		if len(log) != 2 || log[0] != "batch: begin | INSERT INTO note (n, what) VALUES ($1, $2)" || log[1] != "query: commit" {
+			t.Errorf("sent:\n%s\nwant the BEGIN and the INSERT in one batch, then the commit", strings.Join(log, "\n"))
+		}
+		if got := notes(t); got != "9:first" {
+			t.Errorf("notes %q, want 9:first", got)
+		}
+		idle(t)
+	})
+	t.Run("its time limit is set in that batch and holds", func(t *testing.T) {
+		sent.take()
+		limited := fhir.WithStatementTimeout(ctx, 50*time.Millisecond, "A_LIMIT")
+		err := store.InTx(limited, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT pg_sleep($1)`, 5.0)
+			return err
+		})
+		if !strings.Contains(fmt.Sprint(err), "A_LIMIT") {
+			t.Errorf("InTx returned %v, want the time limit's outcome", err)
+		}
+		log := sent.take()
+		if len(log) == 0 || log[0] != "batch: begin | SELECT set_config('statement_timeout', $1, true) | SELECT pg_sleep($1)" {
+			t.Errorf("sent:\n%s\nwant the BEGIN, the limit and the statement in one batch", strings.Join(log, "\n"))
+		}
+		idle(t)
+	})
+	t.Run("a transaction that sends nothing costs nothing", func(t *testing.T) {
+		sent.take()
+		if err := store.InTx(ctx, func(tx pgx.Tx) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.InTx(ctx, func(tx pgx.Tx) error { return fmt.Errorf("refused before writing") }); err == nil {
+			t.Error("InTx dropped fn's error")
+		}
+		if log := sent.take(); len(log) != 0 {
+			t.Errorf("sent:\n%s\nwant nothing", strings.Join(log, "\n"))
+		}
+		idle(t)
+	})
+	t.Run("a first statement that cannot be pipelined runs inside it", func(t *testing.T) {
+		reset(t)
+		sent.take()
+		err := store.InTx(ctx, func(tx pgx.Tx) error {
+			// No arguments: pgx sends it by the simple protocol, so the BEGIN goes first alone.
+			if _, err := tx.Exec(ctx, `INSERT INTO note (n, what) VALUES (10, 'no arguments')`); err != nil {
+				return err
+			}
+			return fmt.Errorf("refused after writing")
+		})
+		if err == nil || !strings.Contains(err.Error(), "refused after writing") {
+			t.Fatalf("InTx returned %v, want fn's error", err)
+		}
+		log := sent.take()
+		if got := notes(t); got != "" {
+			t.Errorf("notes %q after a rolled-back transaction, want none", got)
+		}
+		if len(log) != 3 || log[0] != "batch: begin" || !strings.HasPrefix(log[1], "query: INSERT INTO note") || log[2] != "query: rollback" {
+			t.Errorf("sent:\n%s\nwant the BEGIN, the INSERT, the rollback", strings.Join(log, "\n"))
+		}
+		idle(t)
+	})
+	t.Run("a failing first statement or a panic leaves nothing and gives the connection back", func(t *testing.T) {
+		reset(t)
+		err := store.InTx(ctx, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO note (n, what) VALUES ($1, $2)`, -2, "breaks the check")
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), "note_n_check") {
+			t.Errorf("InTx returned %v, want the INSERT's error", err)
+		}
+		idle(t)
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("the panic did not reach InTx's caller")
+				}
+			}()
+			store.InTx(ctx, func(tx pgx.Tx) error { //nolint:errcheck // it panics
+				if _, err := tx.Exec(ctx, `INSERT INTO note (n, what) VALUES ($1, $2)`, 11, "then a panic"); err != nil {
+					return err
+				}
+				panic("a bug in a write")
+			})
+		}()
+		idle(t)
+		if got := notes(t); got != "" {
+			t.Errorf("notes %q, want none", got)
 		}
 	})
 

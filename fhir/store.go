@@ -84,18 +84,29 @@ func (v *Version) Path() string { return v.Type + "/" + v.ID }
 func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		err = pgx.BeginTxFunc(ctx, s.db, beginOptions(ctx), func(tx pgx.Tx) error {
-			t := &trackedTx{Tx: tx}
-			if err := fn(t); err != nil {
-				return err
-			}
-			return s.Flush(ctx, t)
-		})
+		err = s.attempt(ctx, fn)
 		if !retryable(err) {
 			return StatementTimeoutOutcome(ctx, err)
 		}
 	}
 	return err
+}
+
+// attempt runs fn and the write hooks in a transaction that begins with its first statement
+// (see lazyBegin) and commits after them. Whatever happens in between, a panic included, the
+// transaction is rolled back unless it committed, and its connection goes back to the pool.
+func (s *Store) attempt(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	t := &trackedTx{begin: &lazyBegin{db: s.db, timeout: timeoutSetting(ctx)}}
+	// After a commit there is nothing left to roll back (pgx.ErrTxClosed); a failed rollback
+	// closes the connection, and the error that made it is the one to report.
+	defer t.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+	if err := fn(t); err != nil {
+		return err
+	}
+	if err := s.Flush(ctx, t); err != nil {
+		return err
+	}
+	return t.Commit(ctx)
 }
 
 func retryable(err error) bool {
