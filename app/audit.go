@@ -54,7 +54,17 @@ func (a *App) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			Entities:    entitiesOf(c),
 			Patients:    patientsOf(c),
 		}}
-		c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestAuditKey{}, ra)))
+		ctx := context.WithValue(req.Context(), requestAuditKey{}, ra)
+		if interaction == "transaction" {
+			// A POST to the base is a transaction or a batch, as its Bundle says: FHIR has a
+			// code for each.
+			ctx = fhir.WithBundleTypeObserver(ctx, func(bundleType string) {
+				ra.mu.Lock()
+				defer ra.mu.Unlock()
+				ra.event.Interaction, ra.event.Action = bundleType, audit.ActionFor(bundleType)
+			})
+		}
+		c.SetRequest(req.WithContext(ctx))
 		// The error is rendered here, through the server's one error handler, so the record
 		// has the status the client got (a body read error is a 400 there, not a 500 here).
 		if err := next(c); err != nil {
@@ -62,12 +72,11 @@ func (a *App) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		status := c.Response().Status
 		ra.mu.Lock()
-		recorded := len(ra.txs) > 0
+		recorded, ev := len(ra.txs) > 0, ra.event
 		ra.mu.Unlock()
 		if recorded && status < 400 {
 			return nil
 		}
-		ev := ra.event
 		ev.Agent = agentOf(c.Request().Context())
 		ev.Outcome = status
 		if status >= 400 {
@@ -95,11 +104,11 @@ func (h auditWrites) BeforeCommit(ctx context.Context, tx pgx.Tx, changes []fhir
 		ra.mu.Lock()
 		done := ra.txs[tx]
 		ra.txs[tx] = true
+		ev = ra.event
 		ra.mu.Unlock()
 		if done {
 			return nil // a later round of the hooks: the server's own consequences of the write
 		}
-		ev = ra.event
 		// The write commits with this record, so it succeeded: as the response will say.
 		ev.Outcome = http.StatusOK
 		if ev.Interaction == "create" {

@@ -309,8 +309,11 @@ func TestEveryAccessLeavesOneAuditRecord(t *testing.T) {
 		{"a refused create", "", "POST", "/fhir/Observation", `{"resourceType":"Observation"}`, 400, "create", "", ""},
 		{"a transaction", "", "POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":` + obs + `,"request":{"method":"POST","url":"Observation"}}]}`, 200, "transaction", "Observation/", n.patientA},
 		{"a create a write hook refuses", "", "POST", "/fhir/Procedure", undated, 422, "create", "", ""},
-		// A POST to the base is named "transaction", batch or not: the body is not read to name it.
-		{"a batch whose one entry a write hook refuses", "", "POST", "/fhir", `{"resourceType":"Bundle","type":"batch","entry":[{"resource":` + undated + `,"request":{"method":"POST","url":"Procedure"}}]}`, 200, "transaction", "", ""},
+		// A POST to the base is named by its Bundle's type, whether the record is a write's or
+		// the request's own.
+		{"a batch", "", "POST", "/fhir", `{"resourceType":"Bundle","type":"batch","entry":[{"resource":` + obs + `,"request":{"method":"POST","url":"Observation"}}]}`, 200, "batch", "Observation/", n.patientA},
+		{"a batch whose one entry a write hook refuses", "", "POST", "/fhir", `{"resourceType":"Bundle","type":"batch","entry":[{"resource":` + undated + `,"request":{"method":"POST","url":"Procedure"}}]}`, 200, "batch", "", ""},
+		{"a Bundle that is neither", "", "POST", "/fhir", `{"resourceType":"Bundle","type":"collection"}`, 400, "transaction", "", ""},
 		{"the work list", coordinator, "GET", "/worklist", "", 200, "operation", "", ""},
 		{"outcomes", researcher, "GET", "/registry/outcomes/response", "", 200, "operation", "", ""},
 		{"a bad token", "forged", "GET", "/fhir/Patient/" + n.patientA, "", 401, "read", "Patient/" + n.patientA, n.patientA},

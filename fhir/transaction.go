@@ -199,6 +199,15 @@ func (b *BundleProcessor) Import(ctx context.Context, raw []byte, also func(pgx.
 	return written, nil
 }
 
+type bundleTypeObserverKey struct{}
+
+// WithBundleTypeObserver returns ctx on which a Bundle posted to the base tells observe its
+// type, "transaction" or "batch", once it is read and before any entry runs: the audit trail
+// names a request by what it is, which its method and path alone do not tell.
+func WithBundleTypeObserver(ctx context.Context, observe func(bundleType string)) context.Context {
+	return context.WithValue(ctx, bundleTypeObserverKey{}, observe)
+}
+
 func (b *BundleProcessor) processBundle(ctx context.Context, raw []byte, base string, also func(pgx.Tx) error) (string, []*entry, error) {
 	// Bundle.entry is bounded by MaxEntries, with a message of its own.
 	if err := b.config.Limits.checkArrays(raw, ".entry"); err != nil {
@@ -207,6 +216,9 @@ func (b *BundleProcessor) processBundle(ctx context.Context, raw []byte, base st
 	bundleType, entries, err := b.readBundle(raw)
 	if err != nil {
 		return "", nil, err
+	}
+	if observe, ok := ctx.Value(bundleTypeObserverKey{}).(func(string)); ok {
+		observe(bundleType)
 	}
 	switch bundleType {
 	case "transaction":
