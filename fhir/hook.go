@@ -180,15 +180,8 @@ func IsDryRun(ctx context.Context) bool {
 // transaction (as the outbox's rows do) for this to hold.
 func (s *Store) DryRun(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	ctx = context.WithValue(ctx, dryRunKey{}, true)
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("beginning a dry run: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // rolling back is the point; a failure leaves nothing either
-	if err := applyStatementTimeout(ctx, tx); err != nil {
-		return err
-	}
-	t := &trackedTx{Tx: tx}
+	t := s.beginLazily(ctx)
+	defer t.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // rolling back is the point; a failure leaves nothing either
 	if err := fn(ctx, t); err != nil {
 		return StatementTimeoutOutcome(ctx, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -167,16 +166,6 @@ func StatementTimeoutSetting(d time.Duration) string {
 	return fmt.Sprintf("%dms", max(d.Milliseconds(), 1))
 }
 
-// setStatementTimeout limits every later statement of tx to d. SET LOCAL lasts until the
-// transaction ends, so a pooled connection goes back without it.
-func setStatementTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
-	_, err := tx.Exec(ctx, setTimeoutSQL, StatementTimeoutSetting(d))
-	if err != nil {
-		return fmt.Errorf("setting statement_timeout: %w", err)
-	}
-	return nil
-}
-
 // timeoutSetting is the context's statement limit as a statement_timeout setting, or "" for
 // none.
 func timeoutSetting(ctx context.Context) string {
@@ -184,14 +173,6 @@ func timeoutSetting(ctx context.Context) string {
 		return StatementTimeoutSetting(st.d)
 	}
 	return ""
-}
-
-// applyStatementTimeout sets the context's statement limit, if any, on tx.
-func applyStatementTimeout(ctx context.Context, tx pgx.Tx) error {
-	if st, ok := ctx.Value(statementTimeoutKey{}).(statementTimeout); ok {
-		return setStatementTimeout(ctx, tx, st.d)
-	}
-	return nil
 }
 
 // QueryCanceled tells whether err is PostgreSQL cancelling a statement (SQLSTATE 57014,

@@ -17,7 +17,7 @@ import (
 // one round trip fewer for every write, with the same rows written in the same transaction.
 
 // The BEGIN itself is such a statement: its answer matters only when it is an error. A
-// transaction of Store.InTx begins lazily, its BEGIN (and its statement time limit) sent in
+// transaction of Store.InTx or Store.DryRun begins lazily, its BEGIN (and its statement time limit) sent in
 // the batch of its first statement (pgx's Batch.BeginTx), so a write is one round trip
 // shorter again. Until then trackedTx.Tx is nil, and there is nothing to commit or roll back.
 
@@ -230,12 +230,11 @@ func (t *trackedTx) Begin(ctx context.Context) (pgx.Tx, error) {
 // Commit implements pgx.Tx, sending the queued statements first. A transaction that never
 // began has nothing to commit.
 func (t *trackedTx) Commit(ctx context.Context) error {
-	if t.begin != nil && len(t.pending) == 0 {
-		t.begin = nil
-		return nil
-	}
-	if err := t.sendPending(ctx); err != nil {
+	if err := t.flushPending(ctx); err != nil {
 		return err
+	}
+	if t.Tx == nil {
+		return nil
 	}
 	return t.Tx.Commit(ctx)
 }
@@ -248,14 +247,6 @@ func (t *trackedTx) Rollback(ctx context.Context) error {
 		return nil
 	}
 	return t.Tx.Rollback(ctx)
-}
-
-// Conn implements pgx.Tx. A transaction not yet begun has no connection: nil.
-func (t *trackedTx) Conn() *pgx.Conn {
-	if t.Tx == nil {
-		return nil
-	}
-	return t.Tx.Conn()
 }
 
 // failedBatch is the results of a batch whose queued statements failed: every result is that

@@ -387,6 +387,34 @@ func TestSendWithNext(t *testing.T) {
 		}
 	})
 
+	t.Run("a dry run begins the same way, under its time limit, and keeps nothing", func(t *testing.T) {
+		reset(t)
+		sent.take()
+		err := store.DryRun(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO note (n, what) VALUES ($1, $2)`, 12, "tried out")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := sent.take()
+		if len(log) != 2 || log[0] != "batch: begin | INSERT INTO note (n, what) VALUES ($1, $2)" || log[1] != "query: rollback" {
+			t.Errorf("sent:\n%s\nwant the BEGIN and the INSERT in one batch, then the rollback", strings.Join(log, "\n"))
+		}
+		limited := fhir.WithStatementTimeout(ctx, 50*time.Millisecond, "A_LIMIT")
+		err = store.DryRun(limited, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT pg_sleep($1)`, 5.0)
+			return err
+		})
+		if !strings.Contains(fmt.Sprint(err), "A_LIMIT") {
+			t.Errorf("DryRun returned %v, want the time limit's outcome", err)
+		}
+		if got := notes(t); got != "" {
+			t.Errorf("notes %q after dry runs, want none", got)
+		}
+		idle(t)
+	})
+
 	t.Run("outside a store transaction it runs at once", func(t *testing.T) {
 		reset(t)
 		if err := fhir.SendWithNext(ctx, db, "noting 7", `INSERT INTO note (n, what) VALUES ($1, $2)`, 7, "now"); err != nil {

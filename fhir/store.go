@@ -92,11 +92,17 @@ func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return err
 }
 
+// beginLazily is a store transaction that begins with its first statement (see lazyBegin),
+// under the context's statement time limit, if any.
+func (s *Store) beginLazily(ctx context.Context) *trackedTx {
+	return &trackedTx{begin: &lazyBegin{db: s.db, timeout: timeoutSetting(ctx)}}
+}
+
 // attempt runs fn and the write hooks in a transaction that begins with its first statement
-// (see lazyBegin) and commits after them. Whatever happens in between, a panic included, the
-// transaction is rolled back unless it committed, and its connection goes back to the pool.
+// and commits after them. Whatever happens in between, a panic included, the transaction is
+// rolled back unless it committed, and its connection goes back to the pool.
 func (s *Store) attempt(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	t := &trackedTx{begin: &lazyBegin{db: s.db, timeout: timeoutSetting(ctx)}}
+	t := s.beginLazily(ctx)
 	// After a commit there is nothing left to roll back (pgx.ErrTxClosed); a failed rollback
 	// closes the connection, and the error that made it is the one to report.
 	defer t.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
